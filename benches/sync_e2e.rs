@@ -1,0 +1,682 @@
+//! End-to-end sync throughput of the framework against an in-process `sync-server` on SQLite
+//! over loopback, next to a raw baseline that moves the same records with reqwest + Diesel and
+//! no framework (issue 5).
+//!
+//! ```text
+//! cargo bench -p offline-sync-kit --bench sync_e2e
+//! SYNC_BENCH_N=20000 cargo bench -p offline-sync-kit --bench sync_e2e     # fewer records
+//! SYNC_BENCH_BIG=1 cargo bench -p offline-sync-kit --bench sync_e2e       # + 1,000,000-record pull
+//! SYNC_BENCH_BIG_N=300000 ...                                              # other size for that pull
+//! ```
+//!
+//! Every client phase runs in a child process (this binary re-invoked with `child <mode> ...`)
+//! so its peak RSS (`VmHWM`) counts neither the server (which lives in the parent) nor the other
+//! phases. The push children first fill their local store (untimed), then reset the high-water
+//! mark (`/proc/self/clear_refs` = 5) and time the transfer alone.
+//!
+//! - framework push: records saved with `save_all` in chunks, then `sync_all()` (push only,
+//!   `batch_size` 500) is timed;
+//! - raw push: the same rows read from a plain SQLite table with Diesel, POSTed to `/sync/push`
+//!   in batches of 500 with the same op JSON;
+//! - framework pull: `pull::<Todo>()` into a fresh store (`batch_size` 1000 = page size);
+//! - raw pull: `GET /todos?since=&limit=1000` pages, each page inserted with Diesel into a plain
+//!   table in one transaction.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use offline_sync_kit::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sync_server::{RunningServer, SyncServer};
+
+const USER: &str = "alice";
+const TOKEN: &str = "alice-token";
+const PUSH_BATCH: usize = 500;
+const PULL_PAGE: usize = 1000;
+const SEED_CHUNK: usize = 1000;
+
+/// The DESIGN.md model. Its `rest(post(...))` attribute is left out: it configures the per-op
+/// REST calls, which the batch endpoint (`/sync/push`) used here does not go through.
+#[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[sync(model_type = "todo", endpoint = "todos", table = "todos")]
+#[serde(rename_all = "camelCase")]
+struct Todo {
+    #[sync(id)]
+    id: String,
+    title: String,
+    #[serde(default)]
+    description: String,
+    is_completed: bool,
+    #[sync(index)]
+    priority: i32,
+    #[sync(json)]
+    tags: Vec<String>,
+    due: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn todo(n: usize, prefix: &str) -> Todo {
+    Todo {
+        id: format!("{prefix}-{n:08}"),
+        title: format!("Task number {n}"),
+        description: "Something to do, described in a sentence or two.".into(),
+        is_completed: n % 3 == 0,
+        priority: (n % 5) as i32,
+        tags: vec!["home".into(), "errands".into()],
+        due: Some("2025-06-01T12:00:00Z".parse().unwrap()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw baseline: a plain table, Diesel, reqwest.
+
+diesel::table! {
+    raw_todos (id) {
+        id -> Text,
+        title -> Text,
+        description -> Text,
+        is_completed -> Bool,
+        priority -> Integer,
+        tags -> Text,
+        due -> Nullable<Text>,
+        version -> BigInt,
+    }
+}
+
+#[derive(Debug, Queryable, Insertable)]
+#[diesel(table_name = raw_todos)]
+struct RawRow {
+    id: String,
+    title: String,
+    description: String,
+    is_completed: bool,
+    priority: i32,
+    tags: String,
+    due: Option<String>,
+    version: i64,
+}
+
+/// A record as the wire has it (model JSON plus the server's `version`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireTodo {
+    id: String,
+    title: String,
+    #[serde(default)]
+    description: String,
+    is_completed: bool,
+    priority: i32,
+    tags: Vec<String>,
+    due: Option<String>,
+    #[serde(default, skip_serializing)]
+    version: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct WireOp<'a> {
+    idempotency_key: String,
+    collection: &'a str,
+    op: &'a str,
+    id: String,
+    data: WireTodo,
+}
+
+#[derive(Debug, Deserialize)]
+struct WirePage {
+    items: Vec<WireTodo>,
+    next_cursor: String,
+    has_more: bool,
+}
+
+fn open_raw(path: &Path) -> SqliteConnection {
+    let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    // The same pragmas the framework's store uses.
+    conn.batch_execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
+         CREATE TABLE IF NOT EXISTS raw_todos (
+             id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL, description TEXT NOT NULL,
+             is_completed BOOL NOT NULL, priority INTEGER NOT NULL, tags TEXT NOT NULL,
+             due TEXT, version BIGINT NOT NULL DEFAULT 0)",
+    )
+    .unwrap();
+    conn
+}
+
+fn raw_row(t: &Todo) -> RawRow {
+    RawRow {
+        id: t.id.clone(),
+        title: t.title.clone(),
+        description: t.description.clone(),
+        is_completed: t.is_completed,
+        priority: t.priority,
+        tags: serde_json::to_string(&t.tags).unwrap(),
+        due: t.due.map(|d| d.to_rfc3339()),
+        version: 0,
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process memory.
+
+fn status_kb(key: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|rest| rest.trim_start_matches(':').split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resets `VmHWM` to the current RSS (Linux >= 4.0), so only what follows counts.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child phases. Each prints one `RESULT {json}` line.
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PhaseResult {
+    records: u64,
+    secs: f64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    /// Peak RSS of the timed part (after the reset), KiB.
+    peak_kb: u64,
+    /// RSS when the timed part started, KiB.
+    start_kb: u64,
+    /// Untimed preparation (local seeding), records/s.
+    seed_rate: f64,
+    hwm_reset: bool,
+}
+
+async fn framework_client(url: &str, db: &Path, options: SyncOptions) -> SyncManager {
+    SyncManager::builder()
+        .base_url(url)
+        .store(DieselStore::open_sqlite(db).await.unwrap())
+        .bearer_token(TOKEN)
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap()
+}
+
+fn push_options() -> SyncOptions {
+    SyncOptions {
+        auto_sync: false,
+        direction: SyncDirection::PushOnly,
+        batch_size: PUSH_BATCH,
+        ..SyncOptions::default()
+    }
+}
+
+async fn child_push(url: &str, db: &Path, n: usize) -> PhaseResult {
+    let sync = framework_client(url, db, push_options()).await;
+    // Let the worker take its first look at the (empty) queue, so it is asleep when the records
+    // arrive and the timed `sync_all` is what pushes them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    for chunk_start in (0..n).step_by(SEED_CHUNK) {
+        let chunk: Vec<Todo> = (chunk_start..(chunk_start + SEED_CHUNK).min(n))
+            .map(|i| todo(i, "fw"))
+            .collect();
+        sync.save_all(&chunk).await.unwrap();
+    }
+    let seed_rate = n as f64 / started.elapsed().as_secs_f64();
+    let hwm_reset = reset_peak_rss();
+    let start_kb = status_kb("VmRSS");
+    let started = Instant::now();
+    let report = sync.sync_all().await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let peak_kb = status_kb("VmHWM");
+    if report.pushed != n as u64 || report.failed != 0 {
+        eprintln!("warning: framework push report {report:?} (expected {n} pushed)");
+    }
+    sync.shutdown().await.unwrap();
+    PhaseResult {
+        records: report.pushed,
+        secs,
+        bytes_sent: report.bytes_sent,
+        bytes_received: report.bytes_received,
+        peak_kb,
+        start_kb,
+        seed_rate,
+        hwm_reset,
+    }
+}
+
+async fn child_pull(url: &str, db: &Path, page: usize) -> PhaseResult {
+    let options = SyncOptions {
+        auto_sync: false,
+        batch_size: page,
+        ..SyncOptions::default()
+    };
+    let sync = framework_client(url, db, options).await;
+    let hwm_reset = reset_peak_rss();
+    let start_kb = status_kb("VmRSS");
+    let started = Instant::now();
+    let report = sync.pull::<Todo>().await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let peak_kb = status_kb("VmHWM");
+    let stored = sync.count::<Todo>(Query::new()).await.unwrap();
+    if stored != report.pulled {
+        eprintln!(
+            "warning: framework pull stored {stored} records, report says {}",
+            report.pulled
+        );
+    }
+    sync.shutdown().await.unwrap();
+    PhaseResult {
+        records: stored,
+        secs,
+        bytes_sent: report.bytes_sent,
+        bytes_received: report.bytes_received,
+        peak_kb,
+        start_kb,
+        seed_rate: 0.0,
+        hwm_reset,
+    }
+}
+
+async fn child_raw_push(url: &str, db: &Path, n: usize) -> PhaseResult {
+    let mut conn = open_raw(db);
+    let started = Instant::now();
+    for chunk_start in (0..n).step_by(SEED_CHUNK) {
+        let rows: Vec<RawRow> = (chunk_start..(chunk_start + SEED_CHUNK).min(n))
+            .map(|i| raw_row(&todo(i, "raw")))
+            .collect();
+        conn.immediate_transaction(|c| {
+            diesel::insert_into(raw_todos::table)
+                .values(&rows)
+                .execute(c)
+        })
+        .unwrap();
+    }
+    let seed_rate = n as f64 / started.elapsed().as_secs_f64();
+    let client = http_client();
+    let push_url = format!("{url}/sync/push");
+    let hwm_reset = reset_peak_rss();
+    let start_kb = status_kb("VmRSS");
+    let started = Instant::now();
+    let (mut sent, mut received, mut applied) = (0u64, 0u64, 0u64);
+    let mut last = String::new();
+    loop {
+        let rows: Vec<RawRow> = raw_todos::table
+            .filter(raw_todos::id.gt(&last))
+            .order(raw_todos::id.asc())
+            .limit(PUSH_BATCH as i64)
+            .load(&mut conn)
+            .unwrap();
+        let Some(tail) = rows.last() else { break };
+        last = tail.id.clone();
+        let ops: Vec<WireOp<'_>> = rows
+            .into_iter()
+            .map(|r| WireOp {
+                idempotency_key: uuid::Uuid::new_v4().to_string(),
+                collection: "todos",
+                op: "create",
+                id: r.id.clone(),
+                data: WireTodo {
+                    id: r.id,
+                    title: r.title,
+                    description: r.description,
+                    is_completed: r.is_completed,
+                    priority: r.priority,
+                    tags: serde_json::from_str(&r.tags).unwrap(),
+                    due: r.due,
+                    version: 0,
+                },
+            })
+            .collect();
+        let body = serde_json::to_vec(&json!({ "ops": ops })).unwrap();
+        sent += body.len() as u64;
+        let response = client
+            .post(&push_url)
+            .bearer_auth(TOKEN)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let bytes = response.bytes().await.unwrap();
+        received += bytes.len() as u64;
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        applied += value["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == "applied")
+            .count() as u64;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    PhaseResult {
+        records: applied,
+        secs,
+        bytes_sent: sent,
+        bytes_received: received,
+        peak_kb: status_kb("VmHWM"),
+        start_kb,
+        seed_rate,
+        hwm_reset,
+    }
+}
+
+async fn child_raw_pull(url: &str, db: &Path) -> PhaseResult {
+    let mut conn = open_raw(db);
+    let client = http_client();
+    let hwm_reset = reset_peak_rss();
+    let start_kb = status_kb("VmRSS");
+    let started = Instant::now();
+    let (mut received, mut stored) = (0u64, 0u64);
+    let mut since: Option<String> = None;
+    loop {
+        let mut request = client
+            .get(format!("{url}/todos"))
+            .bearer_auth(TOKEN)
+            .query(&[("limit", PULL_PAGE.to_string())]);
+        if let Some(since) = &since {
+            request = request.query(&[("since", since)]);
+        }
+        let response = request.send().await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let bytes = response.bytes().await.unwrap();
+        received += bytes.len() as u64;
+        let page: WirePage = serde_json::from_slice(&bytes).unwrap();
+        let rows: Vec<RawRow> = page
+            .items
+            .into_iter()
+            .map(|t| RawRow {
+                id: t.id,
+                title: t.title,
+                description: t.description,
+                is_completed: t.is_completed,
+                priority: t.priority,
+                tags: serde_json::to_string(&t.tags).unwrap(),
+                due: t.due,
+                version: t.version,
+            })
+            .collect();
+        stored += conn
+            .immediate_transaction(|c| {
+                diesel::insert_into(raw_todos::table)
+                    .values(&rows)
+                    .execute(c)
+            })
+            .unwrap() as u64;
+        if !page.has_more {
+            break;
+        }
+        since = Some(page.next_cursor);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    PhaseResult {
+        records: stored,
+        secs,
+        bytes_sent: 0,
+        bytes_received: received,
+        peak_kb: status_kb("VmHWM"),
+        start_kb,
+        seed_rate: 0.0,
+        hwm_reset,
+    }
+}
+
+fn child_main(args: &[String]) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mode, url, db) = (&args[0], &args[1], PathBuf::from(&args[2]));
+    let number: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let result = runtime.block_on(async {
+        match mode.as_str() {
+            "push" => child_push(url, &db, number).await,
+            "pull" => child_pull(url, &db, number).await,
+            "raw-push" => child_raw_push(url, &db, number).await,
+            "raw-pull" => child_raw_pull(url, &db).await,
+            other => panic!("unknown child mode {other}"),
+        }
+    });
+    println!("RESULT {}", serde_json::to_string(&result).unwrap());
+}
+
+async fn run_child(args: &[&str]) -> PhaseResult {
+    let exe = std::env::current_exe().unwrap();
+    let output = tokio::process::Command::new(exe)
+        .arg("child")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "child {args:?} failed: {stdout}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("child {args:?} printed no result: {stdout}"));
+    serde_json::from_str(line).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent.
+
+async fn start_server(dir: &Path, name: &str) -> RunningServer {
+    let db = format!("sqlite://{}", dir.join(format!("{name}.db")).display());
+    SyncServer::builder()
+        .database(db)
+        .token(USER, TOKEN)
+        .build()
+        .await
+        .unwrap()
+        .spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .unwrap()
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn rate(r: &PhaseResult) -> f64 {
+    r.records as f64 / r.secs
+}
+
+fn print_phase(label: &str, r: &PhaseResult, per_record_bytes: u64) {
+    println!(
+        "  {label:<22} {:>9.0} rec/s  {:>7.2} s  {:>6.0} B/record  peak RSS {:>6.1} MB (start {:.1} MB){}",
+        rate(r),
+        r.secs,
+        per_record_bytes as f64 / r.records.max(1) as f64,
+        mb(r.peak_kb),
+        mb(r.start_kb),
+        if r.hwm_reset { "" } else { " [VmHWM not reset]" },
+    );
+}
+
+/// Pushes `n` records straight to the server (for the big pull), in batches of 500.
+async fn seed_server(url: &str, n: usize) {
+    let client = http_client();
+    for start in (0..n).step_by(PUSH_BATCH) {
+        let ops: Vec<Value> = (start..(start + PUSH_BATCH).min(n))
+            .map(|i| {
+                let t = todo(i, "big");
+                json!({"idempotency_key": format!("big-{i}"), "collection": "todos", "op": "create", "id": t.id, "data": t})
+            })
+            .collect();
+        let response = client
+            .post(format!("{url}/sync/push"))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "ops": ops }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        let _ = response.bytes().await.unwrap();
+    }
+}
+
+/// Bytes the engine sends for a one-field update, with `use_delta_sync` on or off.
+async fn update_bytes(url: &str, dir: &Path, delta: bool) -> (u64, u64) {
+    let mut options = push_options();
+    options.use_delta_sync = delta;
+    let label = if delta { "delta" } else { "full" };
+    let sync = framework_client(url, &dir.join(format!("{label}.db")), options).await;
+    let mut t = todo(1, &format!("upd-{label}"));
+    sync.save(&t).await.unwrap();
+    let created = sync.sync_all().await.unwrap();
+    assert_eq!(created.pushed, 1);
+    t.is_completed = !t.is_completed;
+    sync.save(&t).await.unwrap();
+    let updated = sync.sync_all().await.unwrap();
+    assert_eq!(updated.pushed, 1);
+    sync.shutdown().await.unwrap();
+    (created.bytes_sent, updated.bytes_sent)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+async fn parent(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    println!(
+        "sync_e2e: {n} records (DESIGN Todo, ~{} B of JSON each); client phases in child processes; \
+         server in this process on SQLite, loopback",
+        serde_json::to_vec(&todo(0, "fw")).unwrap().len()
+    );
+    println!("push: batches of {PUSH_BATCH}; pull: pages of {PULL_PAGE}; bytes = HTTP bodies");
+
+    // Each push goes to an empty server; each pull reads what that push wrote.
+    let raw_server = start_server(d, "server-raw").await;
+    let fw_server = start_server(d, "server-fw").await;
+    let n_arg = n.to_string();
+    let db = |name: &str| d.join(name).display().to_string();
+
+    let raw_push = run_child(&["raw-push", &raw_server.url(), &db("raw-push.db"), &n_arg]).await;
+    let fw_push = run_child(&["push", &fw_server.url(), &db("fw-push.db"), &n_arg]).await;
+    let raw_pull = run_child(&["raw-pull", &raw_server.url(), &db("raw-pull.db")]).await;
+    let page = PULL_PAGE.to_string();
+    let fw_pull = run_child(&["pull", &fw_server.url(), &db("fw-pull.db"), &page]).await;
+
+    println!("push (time of sync_all / the POST loop; local seeding untimed):");
+    print_phase("offline-sync-kit", &fw_push, fw_push.bytes_sent);
+    print_phase("raw reqwest+Diesel", &raw_push, raw_push.bytes_sent);
+    println!(
+        "  (responses: framework {:.0} B/record, raw {:.0} B/record received; local seeding: \
+         save_all {:.0} rec/s, raw Diesel insert {:.0} rec/s)",
+        fw_push.bytes_received as f64 / fw_push.records.max(1) as f64,
+        raw_push.bytes_received as f64 / raw_push.records.max(1) as f64,
+        fw_push.seed_rate,
+        raw_push.seed_rate
+    );
+    println!("pull into a fresh store:");
+    print_phase("offline-sync-kit", &fw_pull, fw_pull.bytes_received);
+    print_phase("raw reqwest+Diesel", &raw_pull, raw_pull.bytes_received);
+
+    let push_ratio = rate(&fw_push) / rate(&raw_push);
+    let pull_ratio = rate(&fw_pull) / rate(&raw_pull);
+    println!(
+        "goal: framework >= 0.5 x baseline throughput: push {push_ratio:.2}x [{}], pull {pull_ratio:.2}x [{}]",
+        verdict(push_ratio >= 0.5),
+        verdict(pull_ratio >= 0.5)
+    );
+
+    // Delta vs full update of one field, as sent by the engine.
+    let (create_d, delta) = update_bytes(&fw_server.url(), d, true).await;
+    let (_, full) = update_bytes(&fw_server.url(), d, false).await;
+    let ratio = delta as f64 / full as f64;
+    println!(
+        "one-field update (isCompleted), /sync/push body the engine sent: delta {delta} B, full {full} B \
+         (create {create_d} B); ratio {ratio:.2} — goal < 0.25 [{}]",
+        verdict(ratio < 0.25)
+    );
+    let before = todo(1, "upd");
+    let mut after = before.clone();
+    after.is_completed = !after.is_completed;
+    let mask = after.changed_fields(&before);
+    let delta_data = serde_json::to_vec(&after.to_delta_json(mask))
+        .unwrap()
+        .len();
+    let full_data = serde_json::to_vec(&after.to_record_json().unwrap())
+        .unwrap()
+        .len();
+    println!(
+        "  record data alone (model API): delta {delta_data} B, full {full_data} B; ratio {:.2}; \
+         the rest of each body is the op envelope (idempotency key, collection, op, id, base_version)",
+        delta_data as f64 / full_data as f64
+    );
+    raw_server.shutdown().await.unwrap();
+    fw_server.shutdown().await.unwrap();
+
+    let big = std::env::var("SYNC_BENCH_BIG_N")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .or_else(|| std::env::var_os("SYNC_BENCH_BIG").map(|_| 1_000_000));
+    match big {
+        Some(big) => {
+            let server = start_server(d, "server-big").await;
+            let started = Instant::now();
+            seed_server(&server.url(), big).await;
+            println!(
+                "big pull: server seeded with {big} records in {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            for page in [PULL_PAGE, SyncOptions::default().batch_size] {
+                let name = format!("fw-big-{page}.db");
+                let r = run_child(&["pull", &server.url(), &db(&name), &page.to_string()]).await;
+                print_phase(&format!("pull {big}, page {page}"), &r, r.bytes_received);
+                println!(
+                    "  goal: peak RSS < 100 MB: {:.1} MB [{}]",
+                    mb(r.peak_kb),
+                    verdict(r.peak_kb < 100 * 1024)
+                );
+                let _ = std::fs::remove_file(d.join(&name));
+            }
+            let r = run_child(&["raw-pull", &server.url(), &db("raw-big.db")]).await;
+            print_phase(&format!("raw pull {big}"), &r, r.bytes_received);
+            server.shutdown().await.unwrap();
+        }
+        None => println!(
+            "big pull skipped: set SYNC_BENCH_BIG=1 (1,000,000 records) or SYNC_BENCH_BIG_N=<n>"
+        ),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("child") {
+        child_main(&args[1..]);
+        return;
+    }
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let n: usize = std::env::var("SYNC_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(parent(n));
+}

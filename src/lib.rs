@@ -1,0 +1,53 @@
+//! offline-sync-kit: offline-first sync for Rust applications.
+//!
+//! Derive [`SyncModel`] on a plain struct and the framework knows how to
+//! store it, diff it, send it as a delta and route it to any REST API.
+//!
+//! ```
+//! use offline_sync_kit::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
+//! #[sync(endpoint = "notes")]
+//! struct Note {
+//!     #[sync(id)]
+//!     id: String,
+//!     text: String,
+//! }
+//!
+//! let before = Note { id: "n1".into(), text: "draft".into() };
+//! let mut after = before.clone();
+//! after.text = "final".into();
+//! let delta = after.to_delta_json(after.changed_fields(&before));
+//! assert_eq!(serde_json::Value::Object(delta), serde_json::json!({"text": "final"}));
+//! ```
+
+#![warn(missing_docs)]
+
+pub use sync_core::*;
+pub use sync_diesel::{
+    Backend, DieselStore, GeneratedMigration, MigrationGenerator, SqliteOptions,
+};
+
+/// `#[derive(SyncModel)]`: implements the [`SyncModel`](trait@sync_core::SyncModel) trait for a struct.
+///
+/// See the crate README and `DESIGN.md` for its attributes.
+pub use sync_derive::SyncModel;
+
+/// The derive and runtime names an application needs, for `use offline_sync_kit::prelude::*;`.
+pub mod prelude {
+    pub use sync_core::query::{Condition, Direction};
+    pub use sync_core::{
+        ConflictStrategy, DeleteStrategy, FetchStrategy, FieldMask, ModelSchema, Query, RestMethod,
+        RestRequest, RestRequests, RetryPolicy, SaveStrategy, SyncDirection, SyncEvent,
+        SyncEventType, SyncManager, SyncModel, SyncOptions, SyncReport, SyncRun, SyncStatus,
+        WebSocketConfig,
+    };
+    pub use sync_derive::SyncModel;
+    pub use sync_diesel::DieselStore;
+}
+
+/// The README's examples run as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

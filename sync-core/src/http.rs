@@ -1,0 +1,717 @@
+//! [`HttpRemote`]: the default protocol over HTTP, and any REST API described
+//! by a model's [`RestRequests`](crate::RestRequests).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::protocol::{PullPage, PushRequest, IDEMPOTENCY_KEY_HEADER};
+use crate::remote::{
+    parse_remote_record, push_outcomes, wire_ops, ModelRoute, PullMode, PushItem, PushKind,
+    PushOutcome, Remote, RemoteError, RemotePage, Traffic,
+};
+use crate::rest::{RestMethod, RestRequest};
+use crate::store::RemoteRecord;
+
+/// Configuration of an [`HttpRemote`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct HttpRemoteBuilder {
+    base_url: String,
+    headers: BTreeMap<String, String>,
+    timeout: Duration,
+    batch_push: Option<String>,
+    max_batch: usize,
+    health_path: String,
+}
+
+impl HttpRemoteBuilder {
+    /// Sends `Authorization: Bearer {token}` with every request.
+    pub fn bearer_token(self, token: impl AsRef<str>) -> Self {
+        self.header("Authorization", format!("Bearer {}", token.as_ref()))
+    }
+
+    /// Sends a header with every request (for other auth schemes).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Default timeout of a request (a model's `RestRequest::timeout` overrides it).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Push through the batch endpoint at `path` (default `sync/push`), or,
+    /// with `None`, one REST call per change built from the model's `RestRequests`.
+    pub fn batch_push(mut self, path: Option<&str>) -> Self {
+        self.batch_push = path.map(str::to_owned);
+        self
+    }
+
+    /// Largest batch sent to the batch endpoint.
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
+    /// Path probed by `health()` (default `health`).
+    pub fn health_path(mut self, path: impl Into<String>) -> Self {
+        self.health_path = path.into();
+        self
+    }
+
+    /// Builds the remote; an invalid base URL or header is an error.
+    pub fn build(self) -> Result<HttpRemote, RemoteError> {
+        let lower = self.base_url.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return Err(RemoteError::Config(format!(
+                "base URL must start with http:// or https://, got {:?}",
+                self.base_url
+            )));
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| RemoteError::Config(format!("header name {name:?}: {e}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| RemoteError::Config(format!("header {name}: {e}")))?;
+            headers.insert(name, value);
+        }
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| RemoteError::Config(format!("HTTP client: {e}")))?;
+        Ok(HttpRemote {
+            client,
+            base_url: self.base_url.trim_end_matches('/').to_owned(),
+            timeout: self.timeout,
+            batch_push: self.batch_push,
+            max_batch: self.max_batch,
+            health_path: self.health_path,
+        })
+    }
+}
+
+/// The default [`Remote`]: sync-server's protocol (batch push, cursor pulls)
+/// or any REST API configured through `RestRequests` and [`PullMode`].
+#[derive(Debug, Clone)]
+pub struct HttpRemote {
+    client: reqwest::Client,
+    base_url: String,
+    timeout: Duration,
+    batch_push: Option<String>,
+    max_batch: usize,
+    health_path: String,
+}
+
+/// One request to send.
+struct Outgoing<'a> {
+    method: Method,
+    url: &'a str,
+    config: Option<&'a RestRequest>,
+    extra_headers: &'a [(&'a str, String)],
+    query: &'a [(String, String)],
+    body: Option<&'a Value>,
+    retries: u32,
+}
+
+struct Response {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Value,
+    bytes: u64,
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    if let Ok(secs) = text.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(text.trim()).ok()?;
+    (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
+}
+
+fn is_transient(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+}
+
+fn error_message(body: &Value, status: StatusCode) -> String {
+    match body.get("error") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None if body.is_null() => status.to_string(),
+        None => {
+            let text = body.to_string();
+            if text.len() > 300 {
+                let cut: String = text.chars().take(300).collect();
+                format!("{cut}...")
+            } else {
+                text
+            }
+        }
+    }
+}
+
+impl HttpRemote {
+    /// Starts configuring a remote at `base_url` (e.g. `http://127.0.0.1:8080`).
+    pub fn builder(base_url: impl Into<String>) -> HttpRemoteBuilder {
+        HttpRemoteBuilder {
+            base_url: base_url.into(),
+            headers: BTreeMap::new(),
+            timeout: Duration::from_secs(30),
+            batch_push: Some("sync/push".to_owned()),
+            max_batch: 500,
+            health_path: "health".to_owned(),
+        }
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    fn absolute(&self, path: &str) -> String {
+        format!("{}/{}", self.base_url, path.trim_start_matches('/'))
+    }
+
+    /// Sends one request, retrying transient failures `retries` times with a short backoff.
+    async fn send(&self, req: Outgoing<'_>) -> Result<Response, RemoteError> {
+        let Outgoing {
+            method,
+            url,
+            config,
+            extra_headers,
+            query,
+            body,
+            retries,
+        } = req;
+        let payload = match body {
+            Some(body) => Some(
+                serde_json::to_vec(body)
+                    .map_err(|e| RemoteError::Config(format!("request body: {e}")))?,
+            ),
+            None => None,
+        };
+        let timeout = config.map_or(self.timeout, |c| c.effective_timeout(self.timeout));
+        let mut attempt = 0u32;
+        loop {
+            let mut request = self
+                .client
+                .request(method.clone(), url)
+                .timeout(timeout)
+                .header("Accept", "application/json");
+            if !query.is_empty() {
+                request = request.query(query);
+            }
+            if let Some(config) = config {
+                for (name, value) in &config.headers {
+                    request = request.header(name.as_str(), value.as_str());
+                }
+            }
+            for (name, value) in extra_headers {
+                request = request.header(*name, value.as_str());
+            }
+            if let Some(payload) = &payload {
+                request = request
+                    .header("Content-Type", "application/json")
+                    .body(payload.clone());
+            }
+            let result = self.read(request).await;
+            let transient = match &result {
+                Ok(response) => is_transient(response.status),
+                Err(err) => err.is_transient(),
+            };
+            if !transient || attempt >= retries {
+                return result.map(|mut r| {
+                    r.bytes += payload.as_ref().map_or(0, |p| p.len() as u64);
+                    r
+                });
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(100 * (1 << attempt.min(6)))).await;
+        }
+    }
+
+    async fn read(&self, request: reqwest::RequestBuilder) -> Result<Response, RemoteError> {
+        let response = request.send().await.map_err(|e| RemoteError::Unavailable {
+            message: describe(&e),
+            retry_after: None,
+        })?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| RemoteError::Unavailable {
+                message: format!("reading the response: {}", describe(&e)),
+                retry_after: None,
+            })?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            match serde_json::from_slice(&bytes) {
+                Ok(value) => value,
+                Err(err) if status.is_success() => {
+                    return Err(RemoteError::BadResponse(format!(
+                        "HTTP {status} with a body that is not JSON: {err}"
+                    )))
+                }
+                // Error pages are often HTML; keep the status, drop the body.
+                Err(_) => Value::Null,
+            }
+        };
+        Ok(Response {
+            status,
+            retry_after,
+            body,
+            bytes: bytes.len() as u64,
+        })
+    }
+
+    async fn push_batch(
+        &self,
+        path: &str,
+        route: &ModelRoute,
+        items: &[PushItem],
+    ) -> Result<(Vec<PushOutcome>, Traffic), RemoteError> {
+        let ops = wire_ops(route, items);
+        let body = serde_json::to_value(PushRequest { ops })
+            .map_err(|e| RemoteError::Config(format!("push body: {e}")))?;
+        let sent = serde_json::to_vec(&body).map_or(0, |b| b.len() as u64);
+        let url = self.absolute(path);
+        let response = self
+            .send(Outgoing {
+                method: Method::POST,
+                url: &url,
+                config: None,
+                extra_headers: &[],
+                query: &[],
+                body: Some(&body),
+                retries: 0,
+            })
+            .await?;
+        let traffic = Traffic {
+            sent,
+            received: response.bytes.saturating_sub(sent),
+        };
+        if is_transient(response.status) {
+            return Err(RemoteError::Unavailable {
+                message: format!(
+                    "push: HTTP {}: {}",
+                    response.status,
+                    error_message(&response.body, response.status)
+                ),
+                retry_after: response.retry_after,
+            });
+        }
+        if !response.status.is_success() {
+            return Err(RemoteError::Refused {
+                status: response.status.as_u16(),
+                message: error_message(&response.body, response.status),
+            });
+        }
+        let outcomes = push_outcomes(route, items.len(), response.body)?;
+        Ok((outcomes, traffic))
+    }
+
+    async fn push_rest(&self, route: &ModelRoute, item: &PushItem) -> (PushOutcome, Traffic) {
+        let (method, rest_method) = match item.kind {
+            PushKind::Create => (Method::POST, RestMethod::Post),
+            PushKind::Update => (Method::PATCH, RestMethod::Patch),
+            PushKind::Replace => (Method::PUT, RestMethod::Put),
+            PushKind::Delete => (Method::DELETE, RestMethod::Delete),
+        };
+        let config = route.rest.resolve(rest_method);
+        let id = rest_method.targets_item().then_some(item.id.as_str());
+        let url = match config.build_url(&self.base_url, &route.endpoint, id, item.data.as_ref()) {
+            Ok(url) => url,
+            Err(err) => {
+                return (
+                    PushOutcome::Rejected {
+                        status: 0,
+                        message: err.to_string(),
+                    },
+                    Traffic::default(),
+                )
+            }
+        };
+        let body = item
+            .data
+            .clone()
+            .map(|data| config.shape_body_for(data, Some(&item.id)));
+        let mut headers = vec![(IDEMPOTENCY_KEY_HEADER, item.idempotency_key.clone())];
+        if item.base_version > 0 && item.kind != PushKind::Create {
+            headers.push(("If-Match", item.base_version.to_string()));
+        }
+        let sent = body
+            .as_ref()
+            .and_then(|b| serde_json::to_vec(b).ok())
+            .map_or(0, |b| b.len() as u64);
+        let retries = config.effective_retry_count(0);
+        let response = match self
+            .send(Outgoing {
+                method,
+                url: &url,
+                config: Some(&config),
+                extra_headers: &headers,
+                query: &[],
+                body: body.as_ref(),
+                retries,
+            })
+            .await
+        {
+            Ok(response) => response,
+            Err(RemoteError::Unavailable {
+                message,
+                retry_after,
+            }) => {
+                return (
+                    PushOutcome::Transient {
+                        message,
+                        retry_after,
+                    },
+                    Traffic { sent, received: 0 },
+                )
+            }
+            Err(other) => {
+                return (
+                    PushOutcome::Transient {
+                        message: other.to_string(),
+                        retry_after: None,
+                    },
+                    Traffic { sent, received: 0 },
+                )
+            }
+        };
+        let traffic = Traffic {
+            sent,
+            received: response.bytes.saturating_sub(sent),
+        };
+        let status = response.status;
+        let outcome = if status.is_success() {
+            let record = match config.extract_response(response.body) {
+                Ok(Value::Object(object)) => parse_remote_record(route.schema, object).ok(),
+                _ => None,
+            };
+            PushOutcome::Applied {
+                version: record.as_ref().map_or(0, |r| r.version),
+                record,
+            }
+        } else if status == StatusCode::CONFLICT {
+            let current = match response.body.get("record") {
+                Some(Value::Object(object)) => Some(object.clone()),
+                _ => match response.body {
+                    Value::Object(object) => Some(object),
+                    _ => None,
+                },
+            }
+            .and_then(|object| parse_remote_record(route.schema, object).ok());
+            match current {
+                Some(current) => PushOutcome::Conflict { current },
+                None => PushOutcome::Rejected {
+                    status: 409,
+                    message: "conflict without the current record".to_owned(),
+                },
+            }
+        } else if status == StatusCode::NOT_FOUND && item.kind == PushKind::Delete {
+            // Already gone: the delete has the effect it wanted.
+            PushOutcome::Applied {
+                version: 0,
+                record: None,
+            }
+        } else if is_transient(status) {
+            PushOutcome::Transient {
+                message: format!("HTTP {status}: {}", error_message(&response.body, status)),
+                retry_after: response.retry_after,
+            }
+        } else {
+            PushOutcome::Rejected {
+                status: status.as_u16(),
+                message: error_message(&response.body, status),
+            }
+        };
+        (outcome, traffic)
+    }
+
+    fn records_of(
+        &self,
+        route: &ModelRoute,
+        value: Value,
+    ) -> Result<Vec<RemoteRecord>, RemoteError> {
+        let items = match value {
+            Value::Array(items) => items,
+            Value::Object(mut object) => {
+                match object.remove("items").or_else(|| object.remove("data")) {
+                    Some(Value::Array(items)) => items,
+                    _ => {
+                        return Err(RemoteError::BadResponse(
+                            "expected an array of records (or an object with `items`)".into(),
+                        ))
+                    }
+                }
+            }
+            other => {
+                return Err(RemoteError::BadResponse(format!(
+                    "expected an array of records, got {}",
+                    crate::error::JsonKind::of(&other)
+                )))
+            }
+        };
+        items
+            .into_iter()
+            .map(|item| match item {
+                Value::Object(object) => parse_remote_record(route.schema, object),
+                other => Err(RemoteError::BadResponse(format!(
+                    "a record is not a JSON object: {other}"
+                ))),
+            })
+            .collect()
+    }
+
+    async fn get_json(
+        &self,
+        url: &str,
+        config: &RestRequest,
+        query: &[(String, String)],
+    ) -> Result<(Value, u64), RemoteError> {
+        let response = self
+            .send(Outgoing {
+                method: Method::GET,
+                url,
+                config: Some(config),
+                extra_headers: &[],
+                query,
+                body: None,
+                retries: config.effective_retry_count(0),
+            })
+            .await?;
+        if is_transient(response.status) {
+            return Err(RemoteError::Unavailable {
+                message: format!(
+                    "HTTP {}: {}",
+                    response.status,
+                    error_message(&response.body, response.status)
+                ),
+                retry_after: response.retry_after,
+            });
+        }
+        if !response.status.is_success() {
+            return Err(RemoteError::Refused {
+                status: response.status.as_u16(),
+                message: error_message(&response.body, response.status),
+            });
+        }
+        let value = config
+            .extract_response(response.body)
+            .map_err(|e| RemoteError::BadResponse(e.to_string()))?;
+        Ok((value, response.bytes))
+    }
+}
+
+fn describe(err: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+fn field_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Remote for HttpRemote {
+    fn max_batch(&self) -> usize {
+        if self.batch_push.is_some() {
+            self.max_batch
+        } else {
+            1
+        }
+    }
+
+    async fn push(
+        &self,
+        route: &ModelRoute,
+        items: &[PushItem],
+    ) -> Result<(Vec<PushOutcome>, Traffic), RemoteError> {
+        if let Some(path) = &self.batch_push {
+            return self.push_batch(path, route, items).await;
+        }
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut traffic = Traffic::default();
+        for item in items {
+            let (outcome, t) = self.push_rest(route, item).await;
+            traffic.sent += t.sent;
+            traffic.received += t.received;
+            outcomes.push(outcome);
+        }
+        Ok((outcomes, traffic))
+    }
+
+    async fn pull(
+        &self,
+        route: &ModelRoute,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<RemotePage, RemoteError> {
+        let config = route.rest.resolve(RestMethod::Get);
+        let url = config
+            .build_url(&self.base_url, &route.endpoint, None, None)
+            .map_err(|e| RemoteError::Config(e.to_string()))?;
+        match &route.pull {
+            PullMode::Cursor => {
+                let mut query = vec![("limit".to_owned(), limit.to_string())];
+                if let Some(cursor) = cursor {
+                    query.push(("since".to_owned(), cursor.to_owned()));
+                }
+                let (value, bytes) = self.get_json(&url, &config, &query).await?;
+                let page: PullPage = serde_json::from_value(value)
+                    .map_err(|e| RemoteError::BadResponse(format!("pull page: {e}")))?;
+                let records = page
+                    .items
+                    .into_iter()
+                    .map(|object| parse_remote_record(route.schema, object))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(RemotePage {
+                    records,
+                    next_cursor: Some(page.next_cursor),
+                    has_more: page.has_more,
+                    bytes,
+                })
+            }
+            PullMode::UpdatedSince { field, since_param } => {
+                let mut query = vec![
+                    ("_sort".to_owned(), field.clone()),
+                    ("_limit".to_owned(), limit.to_string()),
+                ];
+                if let Some(cursor) = cursor {
+                    query.push((since_param.clone(), cursor.to_owned()));
+                }
+                let (value, bytes) = self.get_json(&url, &config, &query).await?;
+                let records = self.records_of(route, value)?;
+                let newest = records
+                    .iter()
+                    .filter_map(|r| r.data.get(field).and_then(field_text))
+                    .max();
+                let next_cursor = newest.or_else(|| cursor.map(str::to_owned));
+                // A full page whose newest value is the cursor again makes no progress.
+                let has_more = records.len() >= limit && next_cursor.as_deref() != cursor;
+                Ok(RemotePage {
+                    records,
+                    next_cursor,
+                    has_more,
+                    bytes,
+                })
+            }
+            PullMode::FullPaged => {
+                let page: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(1);
+                let query = vec![
+                    ("_page".to_owned(), page.to_string()),
+                    ("_limit".to_owned(), limit.to_string()),
+                ];
+                let (value, bytes) = self.get_json(&url, &config, &query).await?;
+                let records = self.records_of(route, value)?;
+                let has_more = records.len() >= limit;
+                Ok(RemotePage {
+                    next_cursor: has_more.then(|| (page + 1).to_string()),
+                    records,
+                    has_more,
+                    bytes,
+                })
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        route: &ModelRoute,
+        id: &str,
+    ) -> Result<Option<RemoteRecord>, RemoteError> {
+        let config = route.rest.resolve(RestMethod::Get);
+        let url = config
+            .build_url(&self.base_url, &route.endpoint, Some(id), None)
+            .map_err(|e| RemoteError::Config(e.to_string()))?;
+        match self.get_json(&url, &config, &[]).await {
+            Ok((Value::Object(object), _)) => parse_remote_record(route.schema, object).map(Some),
+            Ok((other, _)) => Err(RemoteError::BadResponse(format!(
+                "expected a record object, got {}",
+                crate::error::JsonKind::of(&other)
+            ))),
+            Err(RemoteError::Refused { status: 404, .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn fetch_page(
+        &self,
+        route: &ModelRoute,
+        params: &[(String, String)],
+        limit: Option<u64>,
+        offset: Option<u64>,
+    ) -> Result<RemotePage, RemoteError> {
+        let config = route.rest.resolve(RestMethod::Get);
+        let url = config
+            .build_url(&self.base_url, &route.endpoint, None, None)
+            .map_err(|e| RemoteError::Config(e.to_string()))?;
+        let mut query: Vec<(String, String)> = params.to_vec();
+        if let Some(limit) = limit {
+            query.push(("limit".to_owned(), limit.to_string()));
+            query.push(("_limit".to_owned(), limit.to_string()));
+        }
+        if let Some(offset) = offset {
+            query.push(("_offset".to_owned(), offset.to_string()));
+        }
+        let (value, bytes) = self.get_json(&url, &config, &query).await?;
+        let records = self.records_of(route, value)?;
+        Ok(RemotePage {
+            records,
+            next_cursor: None,
+            has_more: false,
+            bytes,
+        })
+    }
+
+    async fn health(&self) -> Result<(), RemoteError> {
+        let config = RestRequest::new(RestMethod::Get).timeout(Duration::from_secs(5));
+        let url = self.absolute(&self.health_path);
+        let response = self
+            .send(Outgoing {
+                method: Method::GET,
+                url: &url,
+                config: Some(&config),
+                extra_headers: &[],
+                query: &[],
+                body: None,
+                retries: 0,
+            })
+            .await?;
+        if response.status.is_success() {
+            Ok(())
+        } else {
+            Err(RemoteError::Unavailable {
+                message: format!("health check: HTTP {}", response.status),
+                retry_after: response.retry_after,
+            })
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The typed runtime of offline-sync-kit.
+//!
+//! This crate holds the [`SyncModel`] trait that `#[derive(SyncModel)]`
+//! implements, the typed [`Query`] builder, and the REST request
+//! configuration ([`RestRequests`]) that routes a model to any REST API.
+//! Applications normally use it through the `offline-sync-kit` facade.
+
+#![warn(missing_docs)]
+
+mod connectivity;
+mod error;
+mod events;
+mod http;
+mod manager;
+mod mask;
+mod model;
+mod options;
+pub mod protocol;
+pub mod query;
+mod realtime;
+pub mod remote;
+mod rest;
+pub mod store;
+mod ws_remote;
+
+pub use crate::connectivity::{Connectivity, ManualConnectivity, ProbeConnectivity};
+pub use crate::error::{Error, JsonKind, RestError, Result};
+pub use crate::events::{SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncStatus};
+pub use crate::http::{HttpRemote, HttpRemoteBuilder};
+pub use crate::manager::{LiveQuery, ModelConfig, SyncManager, SyncManagerBuilder, SyncRun};
+pub use crate::mask::FieldMask;
+pub use crate::model::SyncModel;
+pub use crate::options::{
+    ConflictContext, ConflictResolver, ConflictStrategy, DeleteStrategy, FetchStrategy,
+    RetryPolicy, SaveStrategy, SyncDirection, SyncOptions,
+};
+pub use crate::query::{CompareOp, Condition, Direction, Field, Filter, Order, OrderBy, Query};
+pub use crate::realtime::{MessageHandler, SyncEventMapper, WebSocketConfig};
+pub use crate::remote::{ModelRoute, PullMode, Remote, RemoteError};
+pub use crate::rest::{ResponseTransformer, RestMethod, RestRequest, RestRequests};
+pub use crate::store::{LocalStore, StoreError};
+pub use crate::ws_remote::WebSocketRemote;
+pub use sync_schema::{FieldSpec, ModelSchema, RenameRule, ScalarKind, SqlType};
+
+/// Items used by the code `#[derive(SyncModel)]` generates. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::connectivity::{Connectivity, ManualConnectivity, ProbeConnectivity};
+    pub use crate::error::Error;
+    pub use crate::events::{SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncStatus};
+    pub use crate::http::{HttpRemote, HttpRemoteBuilder};
+    pub use crate::manager::{LiveQuery, ModelConfig, SyncManager, SyncManagerBuilder, SyncRun};
+    pub use crate::mask::FieldMask;
+    pub use crate::model::SyncModel;
+    pub use crate::options::{
+        ConflictContext, ConflictResolver, ConflictStrategy, DeleteStrategy, FetchStrategy,
+        RetryPolicy, SaveStrategy, SyncDirection, SyncOptions,
+    };
+    pub use crate::query::Field;
+    pub use crate::realtime::{MessageHandler, SyncEventMapper, WebSocketConfig};
+    pub use crate::remote::{ModelRoute, PullMode, Remote, RemoteError};
+    pub use crate::rest::{RestMethod, RestRequest, RestRequests};
+    pub use crate::store::{LocalStore, StoreError};
+    pub use crate::ws_remote::WebSocketRemote;
+    pub use serde_json;
+    pub use std::borrow::Cow;
+    pub use std::result::Result;
+    pub use std::string::ToString;
+    pub use sync_schema::{FieldSpec, ModelSchema, SqlType};
+
+    /// Parses a JSON literal the derive validated at compile time.
+    pub fn json_object_literal(text: &str) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::from_str(text) {
+            Ok(serde_json::Value::Object(map)) => map,
+            // The derive rejects anything but a JSON object at compile time.
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// A field's value as JSON.
+    pub fn to_field_json<T: serde::Serialize + ?Sized>(
+        model: &'static str,
+        field: &'static str,
+        value: &T,
+    ) -> Result<serde_json::Value, Error> {
+        serde_json::to_value(value).map_err(|source| Error::SerializeField {
+            model,
+            field,
+            source,
+        })
+    }
+
+    /// A field's value from JSON, without cloning the input.
+    pub fn from_field_json<T: serde::de::DeserializeOwned>(
+        model: &'static str,
+        field: &'static str,
+        value: &serde_json::Value,
+    ) -> Result<T, Error> {
+        T::deserialize(value).map_err(|source| Error::InvalidDeltaValue {
+            model,
+            field,
+            source,
+        })
+    }
+
+    /// True if two values of a `#[sync(json)]` field serialise differently
+    /// (a value that cannot be serialised counts as changed).
+    pub fn json_differs<T: serde::Serialize>(a: &T, b: &T) -> bool {
+        match (serde_json::to_value(a), serde_json::to_value(b)) {
+            (Ok(a), Ok(b)) => a != b,
+            _ => true,
+        }
+    }
+
+    /// Wraps a `fn(Value) -> Value` named in `response_transformer = "..."`.
+    pub fn transformer(
+        f: fn(serde_json::Value) -> serde_json::Value,
+    ) -> crate::rest::ResponseTransformer {
+        std::sync::Arc::new(f)
+    }
+}

@@ -1,0 +1,456 @@
+//! The remote side of sync: a trait the engine talks to, so that any backend
+//! can be reached. [`HttpRemote`](crate::HttpRemote) is the default.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sync_schema::ModelSchema;
+
+use crate::protocol::{DELETED_KEY, UPDATED_AT_KEY, VERSION_KEY};
+use crate::rest::RestRequests;
+use crate::store::{JsonObject, RemoteRecord};
+
+/// Where and how one model is reached.
+#[derive(Debug, Clone)]
+pub struct ModelRoute {
+    /// The model's schema.
+    pub schema: &'static ModelSchema,
+    /// Collection / endpoint name.
+    pub endpoint: String,
+    /// Request configuration (the derive's, merged with run-time overrides).
+    pub rest: RestRequests,
+    /// How to pull this model.
+    pub pull: PullMode,
+    /// Turns a received record into the model's full record JSON (fills
+    /// serde defaults and `None`s, checks types).
+    pub normalize: fn(JsonObject) -> Result<JsonObject, String>,
+}
+
+/// [`ModelRoute::normalize`] for model `T`: a round trip through the typed model.
+pub fn normalize_record<T: crate::SyncModel>(data: JsonObject) -> Result<JsonObject, String> {
+    let model: T = serde_json::from_value(Value::Object(data)).map_err(|e| e.to_string())?;
+    model.to_record_json().map_err(|e| e.to_string())
+}
+
+/// How a model is pulled from the remote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PullMode {
+    /// The default protocol: `?since={cursor}&limit={n}` pages with `next_cursor` / `has_more`.
+    Cursor,
+    /// A REST API without versions: ask for records whose `field` is at least
+    /// the largest value seen so far, with the URL parameter `since_param`
+    /// (json-server: `"updatedAt_gte"`), paging with `_page`/`_limit`.
+    UpdatedSince {
+        /// Wire name of the updated-at field (a timestamp or number the API maintains).
+        field: String,
+        /// URL parameter that takes the lower bound.
+        since_param: String,
+    },
+    /// A REST API without versions or timestamps: page through everything
+    /// with `_page`/`_limit`; records missing from the remote are left alone.
+    FullPaged,
+}
+
+/// The operation of a push item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushKind {
+    /// Create (POST).
+    Create,
+    /// Change some fields (PATCH with a delta).
+    Update,
+    /// Replace the record (PUT with the full record).
+    Replace,
+    /// Delete.
+    Delete,
+}
+
+/// One change to send.
+#[derive(Debug, Clone)]
+pub struct PushItem {
+    /// Outbox seq it came from.
+    pub seq: i64,
+    /// What to do.
+    pub kind: PushKind,
+    /// Record id.
+    pub id: String,
+    /// Version the change is based on (0 = never acknowledged: no check).
+    pub base_version: i64,
+    /// Full record (create, replace) or delta (update); `None` for delete.
+    pub data: Option<JsonObject>,
+    /// Unique per change; the remote applies a key at most once.
+    pub idempotency_key: String,
+}
+
+/// What the remote did with one push item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PushOutcome {
+    /// Accepted; `record` is the server's copy when it sent one.
+    Applied {
+        /// New server version (0 if the API has none).
+        version: i64,
+        /// The record as the server has it now.
+        record: Option<RemoteRecord>,
+    },
+    /// The base version was stale; this is the current record.
+    Conflict {
+        /// The server's current record.
+        current: RemoteRecord,
+    },
+    /// Refused permanently (validation, not found, forbidden ...).
+    Rejected {
+        /// HTTP status or 0.
+        status: u16,
+        /// Why.
+        message: String,
+    },
+    /// Failed transiently (network, 5xx, 429): retry later.
+    Transient {
+        /// Why.
+        message: String,
+        /// The server asked to wait this long.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// A page of remote records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemotePage {
+    /// Records.
+    pub records: Vec<RemoteRecord>,
+    /// Cursor after this page.
+    pub next_cursor: Option<String>,
+    /// More pages follow.
+    pub has_more: bool,
+    /// Bytes received for this page.
+    pub bytes: u64,
+}
+
+/// Errors talking to a remote.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// Could not reach the server, or it failed transiently (5xx, 429, timeout).
+    #[error("remote unavailable: {message}")]
+    Unavailable {
+        /// What happened.
+        message: String,
+        /// The server asked to wait this long.
+        retry_after: Option<Duration>,
+    },
+    /// The server refused the request (4xx).
+    #[error("remote refused the request with HTTP {status}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// The server answered something this client cannot read.
+    #[error("unexpected response from the remote: {0}")]
+    BadResponse(String),
+    /// The request could not be built (configuration error).
+    #[error("cannot build the request: {0}")]
+    Config(String),
+}
+
+impl RemoteError {
+    /// True for failures worth retrying later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RemoteError::Unavailable { .. })
+    }
+}
+
+/// Counts of bytes moved by a remote call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Request bytes.
+    pub sent: u64,
+    /// Response bytes.
+    pub received: u64,
+}
+
+/// A backend the engine pushes to and pulls from.
+///
+/// Implement it to reach a backend that REST configuration cannot describe;
+/// [`HttpRemote`](crate::HttpRemote) implements the default protocol and
+/// configurable REST APIs.
+#[async_trait]
+pub trait Remote: Send + Sync + fmt::Debug + 'static {
+    /// Largest number of items [`Remote::push`] should get at once (1 = no batching).
+    fn max_batch(&self) -> usize;
+
+    /// Sends changes of one model, in order. Returns one outcome per item, in
+    /// order, and the bytes moved. An `Err` means nothing is known about any item.
+    async fn push(
+        &self,
+        route: &ModelRoute,
+        items: &[PushItem],
+    ) -> Result<(Vec<PushOutcome>, Traffic), RemoteError>;
+
+    /// One page of changes after `cursor`.
+    async fn pull(
+        &self,
+        route: &ModelRoute,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<RemotePage, RemoteError>;
+
+    /// One record by id (`None` if the remote does not have it).
+    async fn fetch(
+        &self,
+        route: &ModelRoute,
+        id: &str,
+    ) -> Result<Option<RemoteRecord>, RemoteError>;
+
+    /// Records matching URL query parameters, with limit and offset.
+    async fn fetch_page(
+        &self,
+        route: &ModelRoute,
+        params: &[(String, String)],
+        limit: Option<u64>,
+        offset: Option<u64>,
+    ) -> Result<RemotePage, RemoteError>;
+
+    /// Cheap reachability check.
+    async fn health(&self) -> Result<(), RemoteError>;
+
+    /// Change events the remote delivers by itself (a remote that is also a
+    /// realtime channel); the manager applies them like pulled records.
+    fn change_events(&self) -> Option<tokio::sync::broadcast::Receiver<serde_json::Value>> {
+        None
+    }
+
+    /// Asks the remote to deliver change events of `channel`; `false` if it cannot.
+    fn subscribe_changes(&self, channel: &str, parameters: Map<String, Value>) -> bool {
+        let _ = (channel, parameters);
+        false
+    }
+
+    /// The remote's own view of whether it is connected, if it has one; used
+    /// as the manager's connectivity when the application gives none.
+    fn connection_state(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
+}
+
+#[allow(dead_code)]
+fn _object_safe(_: &dyn Remote) {}
+
+/// Reads a wire record: strips `version`, `updated_at` and `deleted` and
+/// finds the id under the model's id wire name (or `id`).
+pub fn parse_remote_record(
+    schema: &ModelSchema,
+    mut object: Map<String, Value>,
+) -> Result<RemoteRecord, RemoteError> {
+    let id_key = schema.id().wire_name;
+    let id = match object.get(id_key).or_else(|| object.get("id")) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => {
+            return Err(RemoteError::BadResponse(format!(
+                "{} record has a non-string id: {other}",
+                schema.model_type
+            )))
+        }
+        None => {
+            return Err(RemoteError::BadResponse(format!(
+                "{} record without `{id_key}`",
+                schema.model_type
+            )))
+        }
+    };
+    // Ids the protocol adds under `id` when the model names its id differently.
+    if id_key != "id" && schema.field_by_wire_name("id").is_none() {
+        object.remove("id");
+    }
+    object.insert(id_key.to_owned(), Value::String(id.clone()));
+    let version = match object.remove(VERSION_KEY) {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
+            RemoteError::BadResponse(format!("record `{id}` has version {n}, not an integer"))
+        })?,
+        Some(Value::String(s)) => s.parse().map_err(|_| {
+            RemoteError::BadResponse(format!("record `{id}` has version {s:?}, not an integer"))
+        })?,
+        Some(other) => {
+            return Err(RemoteError::BadResponse(format!(
+                "record `{id}` has version {other}, not an integer"
+            )))
+        }
+    };
+    let deleted = matches!(object.remove(DELETED_KEY), Some(Value::Bool(true)));
+    let updated_at = match object.remove(UPDATED_AT_KEY) {
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(&s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+        _ => None,
+    };
+    // Keep only the model's fields; the server may add its own keys.
+    object.retain(|key, _| schema.field_by_wire_name(key).is_some());
+    Ok(RemoteRecord {
+        id,
+        version,
+        deleted,
+        data: object,
+        updated_at,
+    })
+}
+
+/// The default protocol's ops for `items` of one model.
+pub(crate) fn wire_ops(route: &ModelRoute, items: &[PushItem]) -> Vec<crate::protocol::PushOp> {
+    use crate::protocol::{PushOp, WireOp};
+    items
+        .iter()
+        .map(|item| PushOp {
+            idempotency_key: item.idempotency_key.clone(),
+            collection: route.endpoint.clone(),
+            op: match item.kind {
+                PushKind::Create => WireOp::Create,
+                PushKind::Update => WireOp::Update,
+                PushKind::Replace => WireOp::Replace,
+                PushKind::Delete => WireOp::Delete,
+            },
+            id: item.id.clone(),
+            base_version: (item.base_version > 0).then_some(item.base_version),
+            data: item.data.clone(),
+        })
+        .collect()
+}
+
+/// Reads a push response body: exactly one outcome per op, in order.
+pub(crate) fn push_outcomes(
+    route: &ModelRoute,
+    count: usize,
+    body: Value,
+) -> Result<Vec<PushOutcome>, RemoteError> {
+    use crate::protocol::{OpStatus, PushResponse};
+    let parsed: PushResponse = serde_json::from_value(body)
+        .map_err(|e| RemoteError::BadResponse(format!("push response: {e}")))?;
+    if parsed.results.len() != count {
+        return Err(RemoteError::BadResponse(format!(
+            "push response has {} results for {count} ops",
+            parsed.results.len()
+        )));
+    }
+    let mut outcomes = Vec::with_capacity(count);
+    for result in parsed.results {
+        let record = match result.record {
+            Some(object) => Some(parse_remote_record(route.schema, object)?),
+            None => None,
+        };
+        outcomes.push(match result.status {
+            OpStatus::Applied => PushOutcome::Applied {
+                version: result
+                    .version
+                    .or(record.as_ref().map(|r| r.version))
+                    .unwrap_or(0),
+                record,
+            },
+            OpStatus::Conflict => match record {
+                Some(current) => PushOutcome::Conflict { current },
+                None => {
+                    return Err(RemoteError::BadResponse(
+                        "conflict result without the current record".into(),
+                    ))
+                }
+            },
+            OpStatus::Rejected => PushOutcome::Rejected {
+                status: 422,
+                message: result
+                    .error
+                    .or(result.code)
+                    .unwrap_or_else(|| "rejected".to_owned()),
+            },
+        });
+    }
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sync_schema::{FieldSpec, SqlType};
+
+    const FIELDS: &[FieldSpec] = &[
+        FieldSpec {
+            position: 0,
+            name: "key",
+            wire_name: "key",
+            column: "key",
+            sql_type: SqlType::Text,
+            nullable: false,
+            id: true,
+            index: false,
+            skip_delta: false,
+            has_default: false,
+        },
+        FieldSpec {
+            position: 1,
+            name: "title",
+            wire_name: "title",
+            column: "title",
+            sql_type: SqlType::Text,
+            nullable: false,
+            id: false,
+            index: false,
+            skip_delta: false,
+            has_default: false,
+        },
+    ];
+    const SCHEMA: ModelSchema = ModelSchema {
+        struct_name: "Note",
+        model_type: "note",
+        endpoint: "notes",
+        table: "notes",
+        id_field: 0,
+        fields: FIELDS,
+    };
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn parses_protocol_keys_and_drops_unknown_ones() {
+        let rec = parse_remote_record(
+            &SCHEMA,
+            obj(json!({"id": "n1", "title": "a", "version": 7, "updated_at": "2026-01-01T00:00:00Z", "owner": "x"})),
+        )
+        .unwrap();
+        assert_eq!(rec.id, "n1");
+        assert_eq!(rec.version, 7);
+        assert!(!rec.deleted);
+        assert!(rec.updated_at.is_some());
+        assert_eq!(Value::Object(rec.data), json!({"key": "n1", "title": "a"}));
+    }
+
+    #[test]
+    fn tombstones_and_bad_records() {
+        let rec = parse_remote_record(
+            &SCHEMA,
+            obj(json!({"key": "n2", "deleted": true, "version": "9"})),
+        )
+        .unwrap();
+        assert!(rec.deleted);
+        assert_eq!(rec.version, 9);
+        for bad in [
+            json!({"title": "no id"}),
+            json!({"id": ["x"]}),
+            json!({"id": "n", "version": "v1"}),
+            json!({"id": "n", "version": 1.5}),
+        ] {
+            assert!(matches!(
+                parse_remote_record(&SCHEMA, obj(bad)),
+                Err(RemoteError::BadResponse(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! The local store contract the sync engine drives.
+//!
+//! The trait is synchronous and object-safe: every store this project ships
+//! (SQLite and Postgres through Diesel) does blocking I/O, so the engine calls
+//! it from `tokio::task::spawn_blocking` and keeps it as `Arc<dyn LocalStore>`.
+//! Records cross the boundary untyped, as JSON objects keyed by wire name and
+//! described by the model's [`ModelSchema`]; the engine converts them to and
+//! from the typed model with serde.
+//!
+//! Every method that changes both a record and the outbox does so in ONE
+//! transaction. That is the whole point of this trait: a crash can never leave
+//! a local write without its queued operation, or the reverse.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sync_schema::ModelSchema;
+
+use crate::query::{Filter, OrderBy};
+
+/// A JSON object keyed by wire name.
+pub type JsonObject = Map<String, Value>;
+
+/// Errors a store reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file exists but is not a database this store can open.
+    #[error("{path} is not a SQLite database (or is corrupt); move it away or point the store at another file")]
+    NotADatabase {
+        /// The path opened.
+        path: String,
+    },
+    /// The store was written by a newer bookkeeping schema than this build knows.
+    #[error("store at {path} was written by a newer schema version {found}; this build knows {known}: upgrade the application")]
+    NewerSchema {
+        /// The path or URL opened.
+        path: String,
+        /// Version found in the store.
+        found: i64,
+        /// Highest version this build knows.
+        known: i64,
+    },
+    /// The directory for the database is missing or not writable.
+    #[error("cannot open store at {path}: {reason}")]
+    Unavailable {
+        /// The path or URL.
+        path: String,
+        /// What went wrong, and what to do.
+        reason: String,
+    },
+    /// A stored row does not convert back into the model.
+    #[error("stored {model} `{id}`: field `{field}` cannot be read: {reason}")]
+    CorruptRow {
+        /// Model type.
+        model: &'static str,
+        /// Record id.
+        id: String,
+        /// Wire name of the field.
+        field: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// A value given to the store does not fit the field's column type.
+    #[error("{model}: value for field `{field}` does not fit its column: {reason}")]
+    InvalidValue {
+        /// Model type.
+        model: &'static str,
+        /// Wire name of the field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The model's table is missing and auto-migration is off.
+    #[error("table `{table}` for model {model} does not exist; run your migrations or enable auto_migrate")]
+    MissingTable {
+        /// Model type.
+        model: &'static str,
+        /// Table name.
+        table: &'static str,
+    },
+    /// An outbox operation that the caller named does not exist (or is in the wrong state).
+    #[error("outbox operation {seq} not found{detail}")]
+    UnknownOp {
+        /// Its sequence number.
+        seq: i64,
+        /// More context, starting with a separator, or empty.
+        detail: String,
+    },
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// `Result` of store operations.
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+/// Kind of a queued operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    /// The record does not exist remotely yet.
+    Create,
+    /// Some fields changed (`changed_fields`).
+    Update,
+    /// The record is to be deleted remotely.
+    Delete,
+}
+
+impl OpKind {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Create => "create",
+            OpKind::Update => "update",
+            OpKind::Delete => "delete",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(text: &str) -> Option<OpKind> {
+        match text {
+            "create" => Some(OpKind::Create),
+            "update" => Some(OpKind::Update),
+            "delete" => Some(OpKind::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// State of a queued operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpState {
+    /// Waiting to be sent (when `next_attempt_at` is due).
+    Pending,
+    /// Being sent now. Never modified by a local edit; reset to pending on open.
+    Inflight,
+    /// Refused permanently by the remote; kept until retried or discarded.
+    Failed,
+}
+
+impl OpState {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpState::Pending => "pending",
+            OpState::Inflight => "inflight",
+            OpState::Failed => "failed",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(text: &str) -> Option<OpState> {
+        match text {
+            "pending" => Some(OpState::Pending),
+            "inflight" => Some(OpState::Inflight),
+            "failed" => Some(OpState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxOp {
+    /// Order of creation; also the op's identity.
+    pub seq: i64,
+    /// The model's `MODEL_TYPE`.
+    pub model_type: String,
+    /// The record's id.
+    pub record_id: String,
+    /// Owner, if the application set one.
+    pub user_id: Option<String>,
+    /// What to do remotely.
+    pub op: OpKind,
+    /// Wire names of the changed fields (updates); empty for create and delete.
+    pub changed_fields: Vec<String>,
+    /// Server version the change is based on (0 = never acknowledged).
+    pub base_version: i64,
+    /// Values of `changed_fields` before the first coalesced edit (for three-way merges).
+    pub base_values: JsonObject,
+    /// Unique key the remote uses to apply the op at most once.
+    pub idempotency_key: String,
+    /// Higher is sent first.
+    pub priority: i32,
+    /// Failed attempts so far.
+    pub attempts: i32,
+    /// Not sent before this time.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Last error, for people.
+    pub last_error: Option<String>,
+    /// State.
+    pub state: OpState,
+    /// When the op was queued.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Bookkeeping of a stored record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordMeta {
+    /// Server version last seen (0 = never acknowledged).
+    pub version: i64,
+    /// Local creation time.
+    pub created_at: DateTime<Utc>,
+    /// Local last-write time.
+    pub updated_at: DateTime<Utc>,
+    /// No local change is waiting to be sent.
+    pub synced: bool,
+    /// Deleted locally; the remote delete is queued.
+    pub deleted: bool,
+    /// Owner.
+    pub user_id: Option<String>,
+    /// Last permanent sync error.
+    pub sync_error: Option<String>,
+    /// Failed sync attempts of the current change.
+    pub sync_attempts: i32,
+}
+
+/// A record as stored: the model's fields and the bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    /// The record's id.
+    pub id: String,
+    /// Fields by wire name (every field of the schema).
+    pub data: JsonObject,
+    /// Bookkeeping.
+    pub meta: RecordMeta,
+}
+
+/// A query in the untyped form stores translate to SQL.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreQuery {
+    /// Filter, if any.
+    pub filter: Option<Filter>,
+    /// Sort keys; ties and unsorted queries are ordered by id.
+    pub order: Vec<OrderBy>,
+    /// At most this many rows.
+    pub limit: Option<u64>,
+    /// Skip this many rows.
+    pub offset: Option<u64>,
+    /// Include locally deleted records (tombstones awaiting their remote delete).
+    pub include_deleted: bool,
+}
+
+/// A local save: the whole record after the edit.
+#[derive(Debug, Clone)]
+pub struct LocalWrite<'a> {
+    /// The model.
+    pub schema: &'static ModelSchema,
+    /// Record id.
+    pub id: &'a str,
+    /// Every field by wire name.
+    pub data: &'a JsonObject,
+    /// Owner recorded on the row and the op.
+    pub user_id: Option<&'a str>,
+    /// Priority of the queued op.
+    pub priority: i32,
+    /// Queue an outbox op. `false` writes the row as synced with `version`
+    /// (used after the remote accepted a write synchronously).
+    pub enqueue: bool,
+    /// Server version to record when `enqueue` is false.
+    pub version: Option<i64>,
+}
+
+/// What a save did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaveOutcome {
+    /// The record did not exist (or was a tombstone) before.
+    pub created: bool,
+    /// Wire names of the fields that changed (every field for a create).
+    pub changed_fields: Vec<String>,
+    /// The op that now carries the change, after coalescing (`None` when
+    /// nothing changed or `enqueue` was false).
+    pub op_seq: Option<i64>,
+}
+
+/// One acknowledgement for [`LocalStore::ack_ops`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ack {
+    /// The op the remote accepted.
+    pub seq: i64,
+    /// The server version after it.
+    pub version: i64,
+    /// The record as the server has it now, when it sent one.
+    pub data: Option<JsonObject>,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeleteOutcome {
+    /// A record existed.
+    pub existed: bool,
+    /// The op that now carries the delete (`None` if a never-sent create was
+    /// simply dropped together with the row, or the record did not exist).
+    pub op_seq: Option<i64>,
+}
+
+/// A record received from the remote (pull page, push response or realtime event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteRecord {
+    /// Record id.
+    pub id: String,
+    /// Server version.
+    pub version: i64,
+    /// Tombstone: the record was deleted remotely.
+    pub deleted: bool,
+    /// Fields by wire name (may be partial for tombstones).
+    pub data: JsonObject,
+    /// Server's update time, if sent.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A remote change that was not applied because the record has a local op.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingConflict {
+    /// The remote record.
+    pub remote: RemoteRecord,
+    /// The local record (`None` if it was deleted locally and the row is gone).
+    pub local: Option<StoredRecord>,
+    /// The local op(s) for the record, oldest first.
+    pub ops: Vec<OutboxOp>,
+}
+
+/// What applying remote records did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RemoteApplied {
+    /// Ids inserted.
+    pub created: Vec<String>,
+    /// Ids updated.
+    pub updated: Vec<String>,
+    /// Ids deleted by tombstones.
+    pub deleted: Vec<String>,
+    /// Records skipped because the local version is already as new.
+    pub stale: Vec<String>,
+    /// Records with a local op: left untouched, for conflict resolution.
+    pub conflicts: Vec<PendingConflict>,
+}
+
+/// How a conflict was settled, written by [`LocalStore::resolve_conflict`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// Take the remote record; drop the local ops.
+    TakeRemote,
+    /// Keep the local data; rebase the pending op on the remote version so
+    /// the next push overwrites the server.
+    KeepLocal,
+    /// Write `data` locally and queue what differs from the remote record as
+    /// an update based on the remote version.
+    Merged(JsonObject),
+}
+
+/// Sync state of one record, for applications.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordState {
+    /// Bookkeeping (`None` if the row is gone, e.g. a deleted record whose delete is queued).
+    pub meta: Option<RecordMeta>,
+    /// Ops waiting, in flight or failed for the record.
+    pub ops: Vec<OutboxOp>,
+}
+
+/// Outbox counts for the status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    /// Pending (due or not) and in-flight ops.
+    pub pending: u64,
+    /// Failed ops.
+    pub failed: u64,
+}
+
+/// The local store the engine drives. See the module docs.
+pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
+    /// Makes sure the model's table exists: creates it from the schema when
+    /// `auto_migrate` is true, else checks it and reports
+    /// [`StoreError::MissingTable`].
+    fn prepare_model(&self, schema: &'static ModelSchema, auto_migrate: bool) -> StoreResult<()>;
+
+    /// One record, unless missing or locally deleted.
+    fn get(&self, schema: &'static ModelSchema, id: &str) -> StoreResult<Option<StoredRecord>>;
+
+    /// Records matching `query`, run in SQL.
+    fn query(
+        &self,
+        schema: &'static ModelSchema,
+        query: &StoreQuery,
+    ) -> StoreResult<Vec<StoredRecord>>;
+
+    /// Number of records matching the filter of `query` (limit and offset ignored).
+    fn count(&self, schema: &'static ModelSchema, query: &StoreQuery) -> StoreResult<u64>;
+
+    /// Writes a record and (if `enqueue`) its outbox op, coalescing with a
+    /// pending op of the same record, in one transaction.
+    fn save(&self, write: &LocalWrite<'_>) -> StoreResult<SaveOutcome>;
+
+    /// Writes many records, each with its op, in one transaction.
+    fn save_batch(&self, writes: &[LocalWrite<'_>]) -> StoreResult<Vec<SaveOutcome>>;
+
+    /// Deletes a record locally: a tombstone row plus a delete op (or, for a
+    /// record whose create was never sent, removes row and op), in one transaction.
+    /// With `enqueue` false the row is removed without queueing anything.
+    fn delete(
+        &self,
+        schema: &'static ModelSchema,
+        id: &str,
+        user_id: Option<&str>,
+        enqueue: bool,
+    ) -> StoreResult<DeleteOutcome>;
+
+    /// Pending ops due at `now`, by priority (highest first) then seq, at most `limit`.
+    fn ready_ops(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<OutboxOp>>;
+
+    /// Earliest `next_attempt_at` of a pending op that is not due at `now`.
+    fn next_retry_at(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>>;
+
+    /// Marks pending ops as in flight. Returns the seqs actually marked.
+    fn mark_inflight(&self, seqs: &[i64]) -> StoreResult<Vec<i64>>;
+
+    /// The remote accepted op `seq`: removes it and, in the same transaction,
+    /// records `version` on the row, marks it synced when no other op is left
+    /// (writing the remote's `data` when given), rebases a newer pending op on
+    /// `version`, and removes the row of an acknowledged delete.
+    fn ack_op(
+        &self,
+        schema: &'static ModelSchema,
+        seq: i64,
+        version: i64,
+        data: Option<&JsonObject>,
+    ) -> StoreResult<()>;
+
+    /// Several acknowledgements of one model in ONE transaction, each with the
+    /// effect of [`ack_op`](Self::ack_op). Stores should override the default,
+    /// which runs them one by one.
+    fn ack_ops(&self, schema: &'static ModelSchema, acks: &[Ack]) -> StoreResult<()> {
+        for ack in acks {
+            self.ack_op(schema, ack.seq, ack.version, ack.data.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// The remote refused op `seq` permanently: state failed, error kept on the op and the row.
+    fn fail_op(&self, seq: i64, error: &str) -> StoreResult<()>;
+
+    /// A transient failure: back to pending, attempts + 1, not before `next_attempt_at`.
+    fn reschedule_op(
+        &self,
+        seq: i64,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> StoreResult<()>;
+
+    /// Puts in-flight ops back to pending (after a crash or an interrupted push).
+    fn requeue_inflight(&self) -> StoreResult<u64>;
+
+    /// Failed ops, oldest first.
+    fn failed_ops(&self) -> StoreResult<Vec<OutboxOp>>;
+
+    /// Failed ops back to pending, due now (`None`: all of them). Returns how many.
+    fn retry_failed(&self, seq: Option<i64>) -> StoreResult<u64>;
+
+    /// Drops op `seq` (any state but in flight) at the application's request;
+    /// the local row keeps its data and is marked synced if no op is left.
+    fn discard_op(&self, seq: i64) -> StoreResult<()>;
+
+    /// Applies remote records and, when `cursor` is given, stores it as the
+    /// model's pull cursor — all in one transaction. Records with a local op
+    /// are not touched and are returned as conflicts; stale versions are skipped.
+    fn apply_remote(
+        &self,
+        schema: &'static ModelSchema,
+        user_id: Option<&str>,
+        records: &[RemoteRecord],
+        cursor: Option<&str>,
+    ) -> StoreResult<RemoteApplied>;
+
+    /// Settles a conflict on record `remote.id` in one transaction (see [`Resolution`]).
+    fn resolve_conflict(
+        &self,
+        schema: &'static ModelSchema,
+        remote: &RemoteRecord,
+        resolution: &Resolution,
+    ) -> StoreResult<()>;
+
+    /// The model's pull cursor.
+    fn cursor(
+        &self,
+        schema: &'static ModelSchema,
+        user_id: Option<&str>,
+    ) -> StoreResult<Option<String>>;
+
+    /// Forgets the model's pull cursor (a full pull follows).
+    fn reset_cursor(&self, schema: &'static ModelSchema, user_id: Option<&str>) -> StoreResult<()>;
+
+    /// Sync state of one record.
+    fn record_state(&self, schema: &'static ModelSchema, id: &str) -> StoreResult<RecordState>;
+
+    /// Outbox counts.
+    fn counts(&self) -> StoreResult<OutboxCounts>;
+
+    /// A value of `_sync_metadata`.
+    fn metadata(&self, user_id: Option<&str>, key: &str) -> StoreResult<Option<String>>;
+
+    /// Sets a value of `_sync_metadata`.
+    fn set_metadata(&self, user_id: Option<&str>, key: &str, value: &str) -> StoreResult<()>;
+}
+
+#[allow(dead_code)]
+fn _object_safe(_: &dyn LocalStore) {}

@@ -1,0 +1,8 @@
+pub(crate) mod ast;
+pub(crate) mod attr;
+pub(crate) mod check;
+pub(crate) mod ctxt;
+pub(crate) mod symbol;
+pub(crate) mod types;
+
+pub(crate) use self::ctxt::Ctxt;

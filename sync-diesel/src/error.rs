@@ -1,0 +1,53 @@
+use std::path::PathBuf;
+
+use sync_core::StoreError;
+
+/// Errors of this crate that are not [`StoreError`]s: opening a store, and
+/// generating migrations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Opening or using the store failed (not a database, newer schema, missing directory, ...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file or directory of the migration generator could not be read or written.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What was being done (`"read"`, `"write"`, `"create directory"`, ...).
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The schema snapshot beside the migrations does not parse.
+    #[error("schema snapshot {} is unreadable ({reason}); restore it from version control or delete the migrations directory to start over", path.display())]
+    Snapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A model change would drop data and was not explicitly allowed.
+    #[error("model {model} (table `{table}`): field `{field}` {change}; this migration would lose data. Keep the field, or call `.allow_destructive(true)` on the generator to write it anyway")]
+    Destructive {
+        /// Model type.
+        model: String,
+        /// Table.
+        table: String,
+        /// Column name of the field.
+        field: String,
+        /// What changed, e.g. "was removed" or "changed type from INTEGER to TEXT".
+        change: String,
+    },
+    /// The generator was configured inconsistently (no model, two models on one table, ...).
+    #[error("migration generator: {0}")]
+    Config(String),
+    /// Running embedded migrations failed.
+    #[error("running migrations failed: {0}")]
+    Migration(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

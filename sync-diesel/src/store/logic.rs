@@ -1,0 +1,1217 @@
+//! The store's operations, written once against [`Db`] for both backends.
+//! Each function runs inside the transaction its caller opened.
+
+use chrono::{DateTime, Utc};
+use sync_core::store::{
+    DeleteOutcome, JsonObject, LocalWrite, OpKind, OpState, OutboxCounts, OutboxOp,
+    PendingConflict, RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome, StoreQuery,
+    StoredRecord,
+};
+use sync_core::StoreError;
+use sync_schema::ModelSchema;
+
+use super::outbox::{
+    coalesce, delete_op, insert_op, new_key, new_op, op_by_seq, ops_of, update_op, values_of,
+    Coalesced, Edit, OpRow, OP_COLUMNS,
+};
+use super::query::{push_order_and_page, push_where};
+use super::records::{
+    all_fields, decode_record, delete_row, full_params, id_param, insert_row, load_meta, load_row,
+    load_synced, partial_params, select_list, update_row, with_fields, MetaSet, NewMeta,
+};
+use crate::ddl::{ident, Backend};
+use crate::sql::{Db, Sql};
+use crate::value::{json_to_param, raw_to_time, time_param, Param};
+
+/// Local times are kept to the millisecond.
+pub(crate) fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+fn unknown(seq: i64, detail: &str) -> StoreError {
+    StoreError::UnknownOp {
+        seq,
+        detail: detail.to_owned(),
+    }
+}
+
+/// Where the record's queued change goes: folded into its pending op (the
+/// last op, if pending), else a new op after the in-flight or failed ones.
+/// Returns the op's seq, or `None` when the change cancelled the pending op.
+#[allow(clippy::too_many_arguments)]
+fn queue_edit(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    id: &str,
+    row_version: i64,
+    ops: &[OpRow],
+    edit: Edit,
+    user_id: Option<&str>,
+    priority: i32,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, StoreError> {
+    if let Some(last) = ops.last().filter(|o| o.op.state == OpState::Pending) {
+        let all = all_fields(schema);
+        return match coalesce(
+            last.op.op,
+            last.sent,
+            &last.op.changed_fields,
+            &last.op.base_values,
+            &edit,
+            &all,
+        ) {
+            Coalesced::Vanish => {
+                delete_op(db, last.op.seq)?;
+                Ok(None)
+            }
+            Coalesced::Op {
+                kind,
+                changed,
+                base_values,
+            } => {
+                let mut row = last.clone();
+                set_content(&mut row.op, kind, changed, base_values);
+                row.op.priority = row.op.priority.max(priority);
+                if let Some(u) = user_id {
+                    row.op.user_id = Some(u.to_owned());
+                }
+                update_op(db, &row)?;
+                Ok(Some(row.op.seq))
+            }
+        };
+    }
+    let op = new_op(
+        schema.model_type,
+        id,
+        user_id,
+        edit.kind,
+        edit.changed,
+        edit.base_values,
+        row_version,
+        priority,
+        now,
+    );
+    insert_op(db, &op, false).map(Some)
+}
+
+/// Rewrites what an op carries. A changed op gets a new idempotency key: the
+/// old key may have reached the remote with the old content, and a replay of
+/// it would return that old result instead of applying the new content.
+fn set_content(op: &mut OutboxOp, kind: OpKind, changed: Vec<String>, base: JsonObject) {
+    op.op = kind;
+    match kind {
+        OpKind::Create => {
+            op.changed_fields = Vec::new();
+            op.base_values = JsonObject::new();
+        }
+        OpKind::Delete => {
+            op.changed_fields = Vec::new();
+            op.base_values = base;
+        }
+        OpKind::Update => {
+            op.changed_fields = changed;
+            op.base_values = base;
+        }
+    }
+    op.idempotency_key = new_key();
+}
+
+pub(crate) fn save(
+    db: &mut dyn Db,
+    w: &LocalWrite<'_>,
+    now: DateTime<Utc>,
+) -> Result<SaveOutcome, StoreError> {
+    let schema = w.schema;
+    let backend = db.backend();
+    let mut params = full_params(schema, w.id, w.data, backend)?;
+    let user = w.user_id.map(str::to_owned);
+    if w.enqueue {
+        // The common case, a new record, costs one insert of the row and one of the op.
+        let meta = NewMeta {
+            version: 0,
+            now,
+            synced: false,
+            deleted: false,
+            user_id: user.clone(),
+        };
+        if insert_row(db, schema, params, &meta, true)? == 1 {
+            let op = new_op(
+                schema.model_type,
+                w.id,
+                w.user_id,
+                OpKind::Create,
+                Vec::new(),
+                JsonObject::new(),
+                0,
+                w.priority,
+                now,
+            );
+            let seq = insert_op(db, &op, false)?;
+            return Ok(SaveOutcome {
+                created: true,
+                changed_fields: all_fields(schema),
+                op_seq: Some(seq),
+            });
+        }
+        // The record exists: the slow path needs the parameters again.
+        params = full_params(schema, w.id, w.data, backend)?;
+    }
+    let Some(existing) = load_row(db, schema, w.id)? else {
+        let meta = NewMeta {
+            version: w.version.unwrap_or(0),
+            now,
+            synced: true,
+            deleted: false,
+            user_id: user,
+        };
+        insert_row(db, schema, params, &meta, false)?;
+        return Ok(SaveOutcome {
+            created: true,
+            changed_fields: all_fields(schema),
+            op_seq: None,
+        });
+    };
+    let ops = ops_of(db, schema.model_type, w.id)?;
+    let was_deleted = existing.meta.deleted;
+    let changed: Vec<String> = if was_deleted {
+        all_fields(schema)
+    } else {
+        let old = full_params(schema, w.id, &existing.data, backend)?;
+        schema
+            .fields
+            .iter()
+            .zip(params.iter().zip(old.iter()))
+            .filter(|(_, (new, old))| new != old)
+            .map(|(f, _)| f.wire_name.to_owned())
+            .collect()
+    };
+    if !w.enqueue {
+        let meta = MetaSet {
+            version: w.version,
+            updated_at: Some(now),
+            synced: Some(ops.is_empty()),
+            deleted: Some(false),
+            user_id: user,
+            sync_error: ops.is_empty().then_some(None),
+            sync_attempts: ops.is_empty().then_some(0),
+        };
+        update_row(db, schema, w.id, with_fields(schema, params), &meta)?;
+        return Ok(SaveOutcome {
+            created: was_deleted,
+            changed_fields: changed,
+            op_seq: None,
+        });
+    }
+    if changed.is_empty() {
+        return Ok(SaveOutcome {
+            created: false,
+            changed_fields: changed,
+            op_seq: None,
+        });
+    }
+    let edit = Edit {
+        kind: if was_deleted {
+            OpKind::Create
+        } else {
+            OpKind::Update
+        },
+        base_values: values_of(&existing.data, &changed),
+        changed: changed.clone(),
+    };
+    let seq = queue_edit(
+        db,
+        schema,
+        w.id,
+        existing.meta.version,
+        &ops,
+        edit,
+        w.user_id,
+        w.priority,
+        now,
+    )?;
+    let meta = MetaSet {
+        updated_at: Some(now),
+        synced: Some(false),
+        deleted: Some(false),
+        user_id: user,
+        ..MetaSet::default()
+    };
+    update_row(db, schema, w.id, with_fields(schema, params), &meta)?;
+    Ok(SaveOutcome {
+        created: was_deleted,
+        changed_fields: changed,
+        op_seq: seq,
+    })
+}
+
+pub(crate) fn delete(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    id: &str,
+    user_id: Option<&str>,
+    enqueue: bool,
+    now: DateTime<Utc>,
+) -> Result<DeleteOutcome, StoreError> {
+    let Some((version, deleted)) = load_meta(db, schema, id)? else {
+        return Ok(DeleteOutcome {
+            existed: false,
+            op_seq: None,
+        });
+    };
+    let ops = ops_of(db, schema.model_type, id)?;
+    if !enqueue {
+        let mut inflight = false;
+        for op in &ops {
+            if op.op.state == OpState::Inflight {
+                inflight = true;
+            } else {
+                delete_op(db, op.op.seq)?;
+            }
+        }
+        if inflight {
+            // The in-flight op keeps its row until it is acknowledged.
+            let meta = MetaSet {
+                updated_at: Some(now),
+                deleted: Some(true),
+                ..MetaSet::default()
+            };
+            update_row(db, schema, id, Vec::new(), &meta)?;
+        } else {
+            delete_row(db, schema, id)?;
+        }
+        return Ok(DeleteOutcome {
+            existed: !deleted,
+            op_seq: None,
+        });
+    }
+    if deleted {
+        return Ok(DeleteOutcome {
+            existed: false,
+            op_seq: ops
+                .last()
+                .filter(|o| o.op.op == OpKind::Delete)
+                .map(|o| o.op.seq),
+        });
+    }
+    // A remote without versions acknowledges with version 0: `_synced` tells those apart.
+    let synced = version > 0 || load_synced(db, schema, id)?;
+    if ops.is_empty() && !synced {
+        // Never acknowledged by the remote and nothing queued: it only ever existed here.
+        delete_row(db, schema, id)?;
+        return Ok(DeleteOutcome {
+            existed: true,
+            op_seq: None,
+        });
+    }
+    let seq = queue_edit(
+        db,
+        schema,
+        id,
+        version,
+        &ops,
+        Edit::delete(),
+        user_id,
+        0,
+        now,
+    )?;
+    if seq.is_none() && ops.len() == 1 {
+        delete_row(db, schema, id)?;
+    } else {
+        let meta = MetaSet {
+            updated_at: Some(now),
+            synced: Some(false),
+            deleted: Some(true),
+            user_id: user_id.map(str::to_owned),
+            ..MetaSet::default()
+        };
+        update_row(db, schema, id, Vec::new(), &meta)?;
+    }
+    Ok(DeleteOutcome {
+        existed: true,
+        op_seq: seq,
+    })
+}
+
+pub(crate) fn get(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    id: &str,
+) -> Result<Option<StoredRecord>, StoreError> {
+    Ok(load_row(db, schema, id)?.filter(|r| !r.meta.deleted))
+}
+
+/// The SELECT of a query (also used for EXPLAIN).
+pub(crate) fn query_sql(
+    schema: &'static ModelSchema,
+    query: &StoreQuery,
+    backend: Backend,
+) -> Result<Sql, StoreError> {
+    let mut sql = Sql::new(format!(
+        "SELECT {} FROM {}",
+        select_list(schema),
+        ident(schema.table)
+    ));
+    push_where(&mut sql, schema, query, backend)?;
+    push_order_and_page(&mut sql, schema, query, backend);
+    Ok(sql.uncached())
+}
+
+pub(crate) fn query(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    query: &StoreQuery,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let sql = query_sql(schema, query, db.backend())?;
+    db.load(sql)?
+        .into_iter()
+        .map(|raws| decode_record(schema, raws))
+        .collect()
+}
+
+pub(crate) fn count(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    query: &StoreQuery,
+) -> Result<u64, StoreError> {
+    let backend = db.backend();
+    let mut sql = Sql::new(format!("SELECT COUNT(*) FROM {}", ident(schema.table)));
+    push_where(&mut sql, schema, query, backend)?;
+    let n = db
+        .load(sql.uncached())?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .and_then(|r| r.as_i64())
+        .unwrap_or(0);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Ops that are the oldest op of their record (later ones wait for it).
+const FIRST_OF_RECORD: &str = " AND NOT EXISTS (SELECT 1 FROM _sync_outbox p \
+     WHERE p.model_type = o.model_type AND p.record_id = o.record_id AND p.seq < o.seq)";
+
+pub(crate) fn ready_ops(
+    db: &mut dyn Db,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<OutboxOp>, StoreError> {
+    let backend = db.backend();
+    let cols = OP_COLUMNS
+        .split(", ")
+        .map(|c| format!("o.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut sql = Sql::new(format!(
+        "SELECT {cols} FROM _sync_outbox o WHERE o.state = 'pending' \
+         AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= "
+    ));
+    sql.bind(time_param(backend, Some(now)))
+        .push(")")
+        .push(FIRST_OF_RECORD)
+        .push(" ORDER BY o.priority DESC, o.seq ASC LIMIT ")
+        .bind(Param::I64(Some(i64::try_from(limit).unwrap_or(i64::MAX))));
+    db.load(sql)?
+        .into_iter()
+        .map(|r| OpRow::decode(r).map(|o| o.op))
+        .collect()
+}
+
+pub(crate) fn next_retry_at(
+    db: &mut dyn Db,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let backend = db.backend();
+    let mut sql = Sql::new(
+        "SELECT MIN(o.next_attempt_at) FROM _sync_outbox o WHERE o.state = 'pending' \
+         AND o.next_attempt_at > ",
+    );
+    sql.bind(time_param(backend, Some(now)))
+        .push(FIRST_OF_RECORD);
+    let raw = db
+        .load(sql)?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next());
+    match raw {
+        None => Ok(None),
+        Some(raw) => raw_to_time(raw).map_err(StoreError::Database),
+    }
+}
+
+pub(crate) fn mark_inflight(db: &mut dyn Db, seqs: &[i64]) -> Result<Vec<i64>, StoreError> {
+    let mut marked = Vec::with_capacity(seqs.len());
+    for &seq in seqs {
+        let mut sql = Sql::new(
+            "UPDATE _sync_outbox SET state = 'inflight', sent = TRUE \
+             WHERE state = 'pending' AND seq = ",
+        );
+        sql.bind(Param::I64(Some(seq)));
+        if db.execute(sql)? == 1 {
+            marked.push(seq);
+        }
+    }
+    Ok(marked)
+}
+
+/// Looks up a model's schema by its model type.
+pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<&'static ModelSchema>;
+
+pub(crate) fn ack_op(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    seq: i64,
+    version: i64,
+    data: Option<&JsonObject>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let op = op_by_seq(db, seq)?.ok_or_else(|| unknown(seq, ""))?;
+    if op.op.model_type != schema.model_type {
+        return Err(unknown(
+            seq,
+            &format!(
+                ": it belongs to model {}, not {}",
+                op.op.model_type, schema.model_type
+            ),
+        ));
+    }
+    if op.op.state == OpState::Failed {
+        return Err(unknown(
+            seq,
+            ": it has failed; retry it before acknowledging",
+        ));
+    }
+    let id = op.op.record_id.as_str();
+    delete_op(db, seq)?;
+    let rest = ops_of(db, schema.model_type, id)?;
+    let Some((_, deleted)) = load_meta(db, schema, id)? else {
+        return Ok(());
+    };
+    if rest.is_empty() {
+        if op.op.op == OpKind::Delete || deleted {
+            delete_row(db, schema, id)?;
+            return Ok(());
+        }
+        let fields = match data {
+            Some(d) => partial_params(schema, d, db.backend())?,
+            None => Vec::new(),
+        };
+        let meta = MetaSet {
+            version: Some(version),
+            synced: Some(true),
+            sync_error: Some(None),
+            sync_attempts: Some(0),
+            ..MetaSet::default()
+        };
+        update_row(db, schema, id, fields, &meta)?;
+        let _ = now;
+        return Ok(());
+    }
+    let meta = MetaSet {
+        version: Some(version),
+        ..MetaSet::default()
+    };
+    update_row(db, schema, id, Vec::new(), &meta)?;
+    for mut next in rest {
+        if next.op.state != OpState::Inflight && next.op.base_version != version {
+            next.op.base_version = version;
+            next.op.idempotency_key = new_key();
+            update_op(db, &next)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn fail_op(
+    db: &mut dyn Db,
+    seq: i64,
+    error: &str,
+    lookup: Lookup<'_>,
+) -> Result<(), StoreError> {
+    let mut op = op_by_seq(db, seq)?.ok_or_else(|| unknown(seq, ""))?;
+    op.op.state = OpState::Failed;
+    op.op.attempts = op.op.attempts.saturating_add(1);
+    op.op.last_error = Some(error.to_owned());
+    update_op(db, &op)?;
+    if let Some(schema) = lookup(&op.op.model_type) {
+        let meta = MetaSet {
+            sync_error: Some(Some(error.to_owned())),
+            sync_attempts: Some(op.op.attempts),
+            ..MetaSet::default()
+        };
+        update_row(db, schema, &op.op.record_id, Vec::new(), &meta)?;
+    }
+    Ok(())
+}
+
+/// Makes `op` (already changed by the caller) pending again, folding a newer
+/// pending op of the same record into it so the record keeps one pending op.
+fn make_pending(db: &mut dyn Db, mut op: OpRow) -> Result<(), StoreError> {
+    op.op.state = OpState::Pending;
+    let others = ops_of(db, &op.op.model_type, &op.op.record_id)?;
+    if let Some(newer) = others
+        .iter()
+        .find(|o| o.op.seq != op.op.seq && o.op.state == OpState::Pending)
+    {
+        let (older, younger) = if newer.op.seq > op.op.seq {
+            (op.clone(), newer.clone())
+        } else {
+            (newer.clone(), op.clone())
+        };
+        let edit = Edit {
+            kind: younger.op.op,
+            changed: younger.op.changed_fields.clone(),
+            base_values: younger.op.base_values.clone(),
+        };
+        // The older op was sent (it was in flight or failed), so no rule
+        // needs the model's field list and nothing vanishes.
+        let merged = coalesce(
+            older.op.op,
+            older.sent,
+            &older.op.changed_fields,
+            &older.op.base_values,
+            &edit,
+            &[],
+        );
+        delete_op(db, younger.op.seq)?;
+        let mut keep = op;
+        keep.op.seq = older.op.seq;
+        keep.op.base_version = older.op.base_version;
+        keep.op.created_at = older.op.created_at;
+        keep.sent = older.sent || younger.sent;
+        keep.op.priority = older.op.priority.max(younger.op.priority);
+        match merged {
+            Coalesced::Op {
+                kind,
+                changed,
+                base_values,
+            } => set_content(&mut keep.op, kind, changed, base_values),
+            Coalesced::Vanish => {
+                delete_op(db, older.op.seq)?;
+                return Ok(());
+            }
+        }
+        return update_op(db, &keep);
+    }
+    update_op(db, &op)
+}
+
+pub(crate) fn reschedule_op(
+    db: &mut dyn Db,
+    seq: i64,
+    next_attempt_at: DateTime<Utc>,
+    error: &str,
+    lookup: Lookup<'_>,
+) -> Result<(), StoreError> {
+    let mut op = op_by_seq(db, seq)?.ok_or_else(|| unknown(seq, ""))?;
+    if op.op.state == OpState::Failed {
+        return Err(unknown(seq, ": it has failed; use retry_failed"));
+    }
+    op.op.attempts = op.op.attempts.saturating_add(1);
+    op.op.next_attempt_at = Some(next_attempt_at);
+    op.op.last_error = Some(error.to_owned());
+    let attempts = op.op.attempts;
+    let (model_type, record_id) = (op.op.model_type.clone(), op.op.record_id.clone());
+    make_pending(db, op)?;
+    if let Some(schema) = lookup(&model_type) {
+        let meta = MetaSet {
+            sync_attempts: Some(attempts),
+            ..MetaSet::default()
+        };
+        update_row(db, schema, &record_id, Vec::new(), &meta)?;
+    }
+    Ok(())
+}
+
+fn ops_in_state(db: &mut dyn Db, state: OpState) -> Result<Vec<OpRow>, StoreError> {
+    let mut sql = Sql::new(format!(
+        "SELECT {OP_COLUMNS} FROM _sync_outbox WHERE state = "
+    ));
+    sql.bind(Param::text(state.as_str())).push(" ORDER BY seq");
+    db.load(sql)?.into_iter().map(OpRow::decode).collect()
+}
+
+pub(crate) fn requeue_inflight(db: &mut dyn Db) -> Result<u64, StoreError> {
+    let ops = ops_in_state(db, OpState::Inflight)?;
+    let n = ops.len() as u64;
+    for op in ops {
+        // Another requeue in this loop may have merged it already.
+        if let Some(current) = op_by_seq(db, op.op.seq)? {
+            if current.op.state == OpState::Inflight {
+                make_pending(db, current)?;
+            }
+        }
+    }
+    Ok(n)
+}
+
+pub(crate) fn failed_ops(db: &mut dyn Db) -> Result<Vec<OutboxOp>, StoreError> {
+    Ok(ops_in_state(db, OpState::Failed)?
+        .into_iter()
+        .map(|o| o.op)
+        .collect())
+}
+
+pub(crate) fn retry_failed(
+    db: &mut dyn Db,
+    seq: Option<i64>,
+    lookup: Lookup<'_>,
+) -> Result<u64, StoreError> {
+    let ops = match seq {
+        Some(seq) => {
+            let op = op_by_seq(db, seq)?.ok_or_else(|| unknown(seq, ""))?;
+            if op.op.state == OpState::Failed {
+                vec![op]
+            } else {
+                Vec::new()
+            }
+        }
+        None => ops_in_state(db, OpState::Failed)?,
+    };
+    let n = ops.len() as u64;
+    for mut op in ops {
+        op.op.attempts = 0;
+        op.op.next_attempt_at = None;
+        let (model_type, record_id) = (op.op.model_type.clone(), op.op.record_id.clone());
+        make_pending(db, op)?;
+        if let Some(schema) = lookup(&model_type) {
+            let meta = MetaSet {
+                sync_error: Some(None),
+                sync_attempts: Some(0),
+                ..MetaSet::default()
+            };
+            update_row(db, schema, &record_id, Vec::new(), &meta)?;
+        }
+    }
+    Ok(n)
+}
+
+pub(crate) fn discard_op(db: &mut dyn Db, seq: i64, lookup: Lookup<'_>) -> Result<(), StoreError> {
+    let op = op_by_seq(db, seq)?.ok_or_else(|| unknown(seq, ""))?;
+    if op.op.state == OpState::Inflight {
+        return Err(unknown(seq, ": it is in flight; wait for its result"));
+    }
+    let schema = lookup(&op.op.model_type).ok_or_else(|| {
+        StoreError::Database(format!(
+            "outbox operation {seq} is for model {}, which this store has not prepared; \
+             call prepare_model for it first",
+            op.op.model_type
+        ))
+    })?;
+    let id = op.op.record_id.clone();
+    delete_op(db, seq)?;
+    let mut rest = ops_of(db, schema.model_type, &id)?;
+    if op.op.op == OpKind::Create {
+        // The remote never got the record: what follows must create it, and a
+        // delete that follows has nothing to delete.
+        if let Some(next) = rest.iter_mut().find(|o| o.op.seq > seq) {
+            match next.op.op {
+                OpKind::Update if next.op.state != OpState::Inflight => {
+                    set_content(&mut next.op, OpKind::Create, Vec::new(), JsonObject::new());
+                    update_op(db, next)?;
+                }
+                OpKind::Delete if next.op.state != OpState::Inflight => {
+                    delete_op(db, next.op.seq)?;
+                    let gone = next.op.seq;
+                    rest.retain(|o| o.op.seq != gone);
+                }
+                _ => {}
+            }
+        }
+    }
+    if rest.is_empty() {
+        let Some((_, deleted)) = load_meta(db, schema, &id)? else {
+            return Ok(());
+        };
+        if deleted && op.op.op != OpKind::Delete {
+            delete_row(db, schema, &id)?;
+            return Ok(());
+        }
+        // Discarding a delete keeps the record: the remote still has it.
+        let meta = MetaSet {
+            synced: Some(true),
+            deleted: Some(false),
+            sync_error: Some(None),
+            sync_attempts: Some(0),
+            ..MetaSet::default()
+        };
+        update_row(db, schema, &id, Vec::new(), &meta)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn apply_remote(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    user_id: Option<&str>,
+    records: &[RemoteRecord],
+    cursor: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<RemoteApplied, StoreError> {
+    let backend = db.backend();
+    let mut out = RemoteApplied::default();
+    // One query each for the page's ops and bookkeeping, instead of two per record.
+    let keys: Vec<String> = records.iter().map(|r| id_key(schema, &r.id)).collect();
+    let with_ops = ids_with_ops(db, schema.model_type, &keys)?;
+    let mut metas = metas_of(db, schema, &keys)?;
+    for (remote, key) in records.iter().zip(&keys) {
+        let id = remote.id.as_str();
+        if with_ops.contains(key) {
+            let ops = ops_of(db, schema.model_type, id)?;
+            let local = load_row(db, schema, id)?;
+            out.conflicts.push(PendingConflict {
+                remote: remote.clone(),
+                local,
+                ops: ops.into_iter().map(|o| o.op).collect(),
+            });
+            continue;
+        }
+        let meta = metas.get(key).copied();
+        // Version 0 is a remote without versions: the record is stale only if nothing changed.
+        let stale = match meta {
+            Some((version, _)) if remote.version > 0 => remote.version <= version,
+            Some(_) if !remote.deleted => {
+                load_row(db, schema, id)?.is_some_and(|row| row.data == remote.data)
+            }
+            _ => false,
+        };
+        // A page may carry a record twice; later copies see what earlier ones did.
+        if !stale {
+            if remote.deleted {
+                metas.remove(key);
+            } else {
+                metas.insert(key.clone(), (remote.version, false));
+            }
+        }
+        match meta {
+            Some(_) if stale => out.stale.push(remote.id.clone()),
+            Some(_) if remote.deleted => {
+                delete_row(db, schema, id)?;
+                out.deleted.push(remote.id.clone());
+            }
+            None if remote.deleted => out.stale.push(remote.id.clone()),
+            None => {
+                let params = full_params(schema, id, &remote.data, backend)?;
+                let meta = NewMeta {
+                    version: remote.version,
+                    now,
+                    synced: true,
+                    deleted: false,
+                    user_id: user_id.map(str::to_owned),
+                };
+                insert_row(db, schema, params, &meta, false)?;
+                out.created.push(remote.id.clone());
+            }
+            Some(_) => {
+                let fields = partial_params(schema, &remote.data, backend)?;
+                let meta = MetaSet {
+                    version: Some(remote.version),
+                    updated_at: Some(now),
+                    synced: Some(true),
+                    deleted: Some(false),
+                    user_id: user_id.map(str::to_owned),
+                    sync_error: Some(None),
+                    sync_attempts: Some(0),
+                };
+                update_row(db, schema, id, fields, &meta)?;
+                out.updated.push(remote.id.clone());
+            }
+        }
+    }
+    if let Some(cursor) = cursor {
+        set_cursor(db, schema, user_id, Some(cursor), now)?;
+    }
+    Ok(out)
+}
+
+/// The id as the store writes it (UUIDs in their canonical form).
+fn id_key(schema: &ModelSchema, id: &str) -> String {
+    if schema.id().sql_type == sync_schema::SqlType::Uuid {
+        if let Ok(uuid) = uuid::Uuid::parse_str(id) {
+            return uuid.to_string();
+        }
+    }
+    id.to_owned()
+}
+
+/// Ids in IN lists per statement, well under every backend's parameter limit.
+const IN_CHUNK: usize = 500;
+
+/// Which of `ids` have outbox ops.
+fn ids_with_ops(
+    db: &mut dyn Db,
+    model_type: &str,
+    ids: &[String],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut out = std::collections::HashSet::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let mut sql = Sql::new("SELECT DISTINCT record_id FROM _sync_outbox WHERE model_type = ");
+        sql.bind(Param::text(model_type))
+            .push(" AND record_id IN (");
+        sql.bind_list(chunk.iter().map(|id| Param::text(id.as_str())));
+        sql.push(")");
+        for row in db.load(sql)? {
+            if let Some(id) = row.into_iter().next().and_then(|v| v.into_text()) {
+                out.insert(id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `(_version, _deleted)` of the rows among `ids` that exist.
+fn metas_of(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, (i64, bool)>, StoreError> {
+    let backend = db.backend();
+    let mut out = std::collections::HashMap::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let mut sql = Sql::new(format!(
+            "SELECT {id}, \"_version\", \"_deleted\" FROM {table} WHERE {id} IN (",
+            id = ident(schema.id().column),
+            table = ident(schema.table)
+        ));
+        let params = chunk
+            .iter()
+            .map(|id| id_param(schema, id, backend))
+            .collect::<Result<Vec<_>, _>>()?;
+        sql.bind_list(params);
+        sql.push(")");
+        for row in db.load(sql)? {
+            let mut it = row.into_iter();
+            let Some(id) = it.next().and_then(|v| v.into_text()) else {
+                continue;
+            };
+            let version = it.next().and_then(|r| r.as_i64()).unwrap_or(0);
+            let deleted = it.next().and_then(|r| r.as_bool()).unwrap_or(false);
+            out.insert(id, (version, deleted));
+        }
+    }
+    Ok(out)
+}
+
+fn set_cursor(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    user_id: Option<&str>,
+    cursor: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let backend = db.backend();
+    let mut sql =
+        Sql::new("INSERT INTO _sync_state (user_id, model_type, cursor, last_pull_at) VALUES (");
+    sql.bind_list([
+        Param::text(user_id.unwrap_or("")),
+        Param::text(schema.model_type),
+        Param::Text(cursor.map(str::to_owned)),
+        time_param(backend, Some(now)),
+    ])
+    .push(
+        ") ON CONFLICT (user_id, model_type) DO UPDATE SET cursor = excluded.cursor, \
+         last_pull_at = excluded.last_pull_at",
+    );
+    db.execute(sql)?;
+    Ok(())
+}
+
+pub(crate) fn cursor(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    user_id: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    let mut sql = Sql::new("SELECT cursor FROM _sync_state WHERE user_id = ");
+    sql.bind(Param::text(user_id.unwrap_or("")))
+        .push(" AND model_type = ")
+        .bind(Param::text(schema.model_type));
+    Ok(db
+        .load(sql)?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .and_then(|r| r.into_text()))
+}
+
+pub(crate) fn reset_cursor(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    user_id: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut sql = Sql::new("UPDATE _sync_state SET cursor = NULL WHERE user_id = ");
+    sql.bind(Param::text(user_id.unwrap_or("")))
+        .push(" AND model_type = ")
+        .bind(Param::text(schema.model_type));
+    db.execute(sql)?;
+    Ok(())
+}
+
+/// Writes the remote record as the synced local row.
+fn take_remote(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    remote: &RemoteRecord,
+    exists: bool,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let backend = db.backend();
+    if remote.deleted {
+        delete_row(db, schema, &remote.id)?;
+    } else if exists {
+        let fields = partial_params(schema, &remote.data, backend)?;
+        let meta = MetaSet {
+            version: Some(remote.version),
+            updated_at: Some(now),
+            synced: Some(true),
+            deleted: Some(false),
+            sync_error: Some(None),
+            sync_attempts: Some(0),
+            ..MetaSet::default()
+        };
+        update_row(db, schema, &remote.id, fields, &meta)?;
+    } else {
+        let params = full_params(schema, &remote.id, &remote.data, backend)?;
+        let meta = NewMeta {
+            version: remote.version,
+            now,
+            synced: true,
+            deleted: false,
+            user_id: None,
+        };
+        insert_row(db, schema, params, &meta, false)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn resolve_conflict(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    remote: &RemoteRecord,
+    resolution: &Resolution,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let backend = db.backend();
+    let id = remote.id.as_str();
+    let ops = ops_of(db, schema.model_type, id)?;
+    let row = load_meta(db, schema, id)?;
+    match resolution {
+        Resolution::TakeRemote => {
+            for op in &ops {
+                delete_op(db, op.op.seq)?;
+            }
+            take_remote(db, schema, remote, row.is_some(), now)
+        }
+        Resolution::KeepLocal => {
+            let Some(first) = ops.first() else {
+                // Nothing local to keep: the row is in sync with what it has.
+                if row.is_some() {
+                    let meta = MetaSet {
+                        version: Some(remote.version),
+                        ..MetaSet::default()
+                    };
+                    update_row(db, schema, id, Vec::new(), &meta)?;
+                }
+                return Ok(());
+            };
+            // Fold every local op into one: what the local side wants overall.
+            let all = all_fields(schema);
+            let mut kind = Some(first.op.op);
+            let mut changed = first.op.changed_fields.clone();
+            let mut base = first.op.base_values.clone();
+            let mut sent = first.sent;
+            for later in &ops[1..] {
+                let edit = Edit {
+                    kind: later.op.op,
+                    changed: later.op.changed_fields.clone(),
+                    base_values: later.op.base_values.clone(),
+                };
+                kind = match kind {
+                    None => Some(later.op.op),
+                    Some(k) => match coalesce(k, sent, &changed, &base, &edit, &all) {
+                        Coalesced::Vanish => None,
+                        Coalesced::Op {
+                            kind,
+                            changed: c,
+                            base_values,
+                        } => {
+                            changed = c;
+                            base = base_values;
+                            Some(kind)
+                        }
+                    },
+                };
+                sent |= later.sent;
+            }
+            for op in &ops[1..] {
+                delete_op(db, op.op.seq)?;
+            }
+            // Rebase on the remote: a create over an existing record is an
+            // update of every field; anything but a delete over a remote
+            // tombstone is a create.
+            let target = match (kind, remote.deleted) {
+                (Some(OpKind::Delete) | None, true) => None,
+                (Some(OpKind::Delete) | None, false) => Some(OpKind::Delete),
+                (Some(_), true) => Some(OpKind::Create),
+                (Some(OpKind::Create), false) => {
+                    changed = all;
+                    Some(OpKind::Update)
+                }
+                (Some(k), false) => Some(k),
+            };
+            let Some(target) = target else {
+                delete_op(db, first.op.seq)?;
+                delete_row(db, schema, id)?;
+                return Ok(());
+            };
+            let mut op = first.clone();
+            set_content(&mut op.op, target, changed, base);
+            op.op.base_version = remote.version;
+            op.op.state = OpState::Pending;
+            op.op.attempts = 0;
+            op.op.next_attempt_at = None;
+            op.sent = false;
+            update_op(db, &op)?;
+            let meta = MetaSet {
+                version: Some(remote.version),
+                synced: Some(false),
+                sync_error: Some(None),
+                sync_attempts: Some(0),
+                ..MetaSet::default()
+            };
+            update_row(db, schema, id, Vec::new(), &meta)?;
+            Ok(())
+        }
+        Resolution::Merged(data) => {
+            for op in &ops {
+                delete_op(db, op.op.seq)?;
+            }
+            let params = full_params(schema, id, data, backend)?;
+            let (kind, changed) = if remote.deleted {
+                (Some(OpKind::Create), Vec::new())
+            } else {
+                let mut changed = Vec::new();
+                for (field, param) in schema.fields.iter().zip(params.iter()) {
+                    let same = match remote.data.get(field.wire_name) {
+                        Some(v) => json_to_param(field, v, backend).is_ok_and(|p| &p == param),
+                        None => field.id,
+                    };
+                    if !same {
+                        changed.push(field.wire_name.to_owned());
+                    }
+                }
+                if changed.is_empty() {
+                    (None, changed)
+                } else {
+                    (Some(OpKind::Update), changed)
+                }
+            };
+            let synced = kind.is_none();
+            if row.is_some() {
+                let meta = MetaSet {
+                    version: Some(remote.version),
+                    updated_at: Some(now),
+                    synced: Some(synced),
+                    deleted: Some(false),
+                    sync_error: Some(None),
+                    sync_attempts: Some(0),
+                    ..MetaSet::default()
+                };
+                update_row(db, schema, id, with_fields(schema, params), &meta)?;
+            } else {
+                let meta = NewMeta {
+                    version: remote.version,
+                    now,
+                    synced,
+                    deleted: false,
+                    user_id: None,
+                };
+                insert_row(db, schema, params, &meta, false)?;
+            }
+            if let Some(kind) = kind {
+                let base = values_of(&remote.data, &changed);
+                let op = new_op(
+                    schema.model_type,
+                    id,
+                    ops.first().and_then(|o| o.op.user_id.as_deref()),
+                    kind,
+                    changed,
+                    base,
+                    remote.version,
+                    ops.iter().map(|o| o.op.priority).max().unwrap_or(0),
+                    now,
+                );
+                insert_op(db, &op, false)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn record_state(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    id: &str,
+) -> Result<RecordState, StoreError> {
+    let meta = load_row(db, schema, id)?.map(|r| r.meta);
+    let ops = ops_of(db, schema.model_type, id)?
+        .into_iter()
+        .map(|o| o.op)
+        .collect();
+    Ok(RecordState { meta, ops })
+}
+
+pub(crate) fn counts(db: &mut dyn Db) -> Result<OutboxCounts, StoreError> {
+    let rows = db.load(Sql::new(
+        "SELECT state, COUNT(*) FROM _sync_outbox GROUP BY state",
+    ))?;
+    let mut out = OutboxCounts::default();
+    for row in rows {
+        let mut it = row.into_iter();
+        let state = it.next().and_then(|r| r.into_text()).unwrap_or_default();
+        let n = it
+            .next()
+            .and_then(|r| r.as_i64())
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0);
+        match OpState::parse(&state) {
+            Some(OpState::Failed) => out.failed += n,
+            Some(_) => out.pending += n,
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn metadata(
+    db: &mut dyn Db,
+    user_id: Option<&str>,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
+    let mut sql = Sql::new("SELECT value FROM _sync_metadata WHERE user_id = ");
+    sql.bind(Param::text(user_id.unwrap_or("")))
+        .push(" AND key = ")
+        .bind(Param::text(key));
+    Ok(db
+        .load(sql)?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .and_then(|r| r.into_text()))
+}
+
+pub(crate) fn set_metadata(
+    db: &mut dyn Db,
+    user_id: Option<&str>,
+    key: &str,
+    value: &str,
+) -> Result<(), StoreError> {
+    let mut sql = Sql::new("INSERT INTO _sync_metadata (user_id, key, value) VALUES (");
+    sql.bind_list([
+        Param::text(user_id.unwrap_or("")),
+        Param::text(key),
+        Param::text(value),
+    ])
+    .push(") ON CONFLICT (user_id, key) DO UPDATE SET value = excluded.value");
+    db.execute(sql)?;
+    Ok(())
+}

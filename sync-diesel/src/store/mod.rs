@@ -1,0 +1,789 @@
+//! [`DieselStore`]: the `LocalStore` on SQLite (and Postgres with feature `postgres`).
+
+mod logic;
+mod outbox;
+mod query;
+mod records;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use sync_core::store::{
+    Ack, DeleteOutcome, JsonObject, LocalStore, LocalWrite, OutboxCounts, OutboxOp, RecordState,
+    RemoteApplied, RemoteRecord, Resolution, SaveOutcome, StoreQuery, StoreResult, StoredRecord,
+};
+use sync_core::StoreError;
+use sync_schema::ModelSchema;
+
+use crate::ddl::{self, Backend};
+use crate::error::{Error, Result};
+use crate::sql::{Db, Sql, SqliteWrite, TxError};
+use crate::value::Param;
+
+/// Highest bookkeeping schema version this build knows (`_sync_schema_version`).
+pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 1;
+
+// The bookkeeping migrations share Diesel's `__diesel_schema_migrations`
+// table with the application's own migrations. Their versions
+// (`00000000000001`, ...) cannot collide with timestamp versions and sort
+// before them, so `diesel migration revert` reverts the application's last
+// migration, never the store's.
+const SQLITE_BOOKKEEPING: EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("bookkeeping/sqlite");
+#[cfg(feature = "postgres")]
+const POSTGRES_BOOKKEEPING: EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("bookkeeping/postgres");
+
+/// The local store of offline-sync-kit on Diesel: SQLite by default,
+/// Postgres with the `postgres` feature.
+///
+/// Every model table carries the bookkeeping columns `_version`,
+/// `_created_at`, `_updated_at`, `_synced`, `_deleted`, `_user_id`,
+/// `_sync_error` and `_sync_attempts`; the outbox, pull cursors and metadata
+/// live in `_sync_outbox`, `_sync_state` and `_sync_metadata`, created by
+/// embedded migrations when the store opens. Every change of a record and its
+/// outbox entry happens in one transaction (`BEGIN IMMEDIATE` on SQLite).
+///
+/// SQLite uses one connection (one writer) behind a mutex, in WAL mode with
+/// `synchronous=NORMAL`, a busy timeout and foreign keys on.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), sync_diesel::Error> {
+/// use sync_diesel::DieselStore;
+/// let store = DieselStore::open_sqlite("app.db").await?;
+/// # let _ = store;
+/// # Ok(()) }
+/// ```
+pub struct DieselStore {
+    conn: Conn,
+    location: String,
+    models: RwLock<HashMap<&'static str, &'static ModelSchema>>,
+}
+
+enum Conn {
+    Sqlite(Mutex<SqliteConnection>),
+    #[cfg(feature = "postgres")]
+    Postgres(diesel::r2d2::Pool<diesel::r2d2::ConnectionManager<diesel::PgConnection>>),
+}
+
+impl fmt::Debug for DieselStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DieselStore")
+            .field("backend", &self.backend())
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for opening a SQLite store; start with [`DieselStore::sqlite`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SqliteOptions {
+    path: PathBuf,
+    busy_timeout: Duration,
+}
+
+impl SqliteOptions {
+    /// Options for the database file at `path` (created if missing; its
+    /// directory must exist).
+    pub fn new(path: impl AsRef<Path>) -> SqliteOptions {
+        SqliteOptions {
+            path: path.as_ref().to_path_buf(),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// How long a statement waits for another process's lock before failing
+    /// with "database is locked". Default 5 s.
+    pub fn busy_timeout(mut self, timeout: Duration) -> SqliteOptions {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Opens the store on the calling thread (blocking I/O).
+    pub fn open_blocking(self) -> Result<DieselStore> {
+        open_sqlite(&self)
+    }
+
+    /// Opens the store on tokio's blocking pool.
+    pub async fn open(self) -> Result<DieselStore> {
+        tokio::task::spawn_blocking(move || open_sqlite(&self))
+            .await
+            .map_err(|e| Error::Store(StoreError::Database(format!("opening the store: {e}"))))?
+    }
+}
+
+fn classify_sqlite(path: &str, message: String) -> StoreError {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("not a database") || lower.contains("file is encrypted") {
+        StoreError::NotADatabase {
+            path: path.to_owned(),
+        }
+    } else if lower.contains("readonly")
+        || lower.contains("read-only")
+        || lower.contains("unable to open")
+        || lower.contains("permission")
+    {
+        StoreError::Unavailable {
+            path: path.to_owned(),
+            reason: format!(
+                "{message}; check that the file and its directory exist and are writable"
+            ),
+        }
+    } else {
+        StoreError::Database(message)
+    }
+}
+
+fn open_sqlite(options: &SqliteOptions) -> Result<DieselStore> {
+    let path = &options.path;
+    let shown = path.display().to_string();
+    let unavailable = |reason: String| {
+        Error::Store(StoreError::Unavailable {
+            path: shown.clone(),
+            reason,
+        })
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(unavailable(format!(
+            "directory {} does not exist; create it first",
+            parent.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(unavailable("it is a directory; give a file path".into()));
+    }
+    let url = path
+        .to_str()
+        .ok_or_else(|| unavailable("the path is not valid UTF-8".into()))?;
+    let mut conn = SqliteConnection::establish(url)
+        .map_err(|e| Error::Store(classify_sqlite(&shown, e.to_string())))?;
+    let classify = |e: StoreError| match e {
+        StoreError::Database(message) => classify_sqlite(&shown, message),
+        other => other,
+    };
+    // PRAGMAs first: journal_mode cannot change inside a transaction.
+    let millis = options.busy_timeout.as_millis();
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {millis}; PRAGMA foreign_keys = ON;"
+    ))
+    .map_err(|e| Error::Store(classify_sqlite(&shown, e.to_string())))?;
+    conn.load(Sql::new("PRAGMA journal_mode = WAL"))
+        .map_err(classify)?;
+    conn.batch_execute("PRAGMA synchronous = NORMAL;")
+        .map_err(|e| Error::Store(classify_sqlite(&shown, e.to_string())))?;
+    conn.immediate_transaction(|c| {
+        let exists = c
+            .load(Sql::new(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' \
+                 AND name = '_sync_schema_version'",
+            ))?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .and_then(|r| r.as_i64())
+            .unwrap_or(0);
+        if exists > 0 {
+            check_version(c, &shown)?;
+        }
+        c.run_pending_migrations(SQLITE_BOOKKEEPING)
+            .map_err(|e| TxError(StoreError::Database(format!("bookkeeping migrations: {e}"))))?;
+        logic::requeue_inflight(c)?;
+        Ok::<_, TxError>(())
+    })
+    .map_err(|e| Error::Store(classify(e.0)))?;
+    Ok(DieselStore {
+        conn: Conn::Sqlite(Mutex::new(conn)),
+        location: shown,
+        models: RwLock::new(HashMap::new()),
+    })
+}
+
+fn check_version(db: &mut dyn Db, location: &str) -> StoreResult<()> {
+    let found = db
+        .load(Sql::new(
+            "SELECT version FROM _sync_schema_version WHERE id = 1",
+        ))?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .and_then(|r| r.as_i64())
+        .unwrap_or(0);
+    if found > BOOKKEEPING_SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: location.to_owned(),
+            found,
+            known: BOOKKEEPING_SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(feature = "postgres")]
+pub use self::pg::PostgresOptions;
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use std::time::Duration;
+
+    use diesel::r2d2::{ConnectionManager, Pool};
+    use diesel::{Connection, PgConnection};
+    use diesel_migrations::MigrationHarness;
+    use sync_core::StoreError;
+
+    use super::{check_version, logic, Conn, DieselStore, POSTGRES_BOOKKEEPING};
+    use crate::error::{Error, Result};
+    use crate::sql::{Db, Sql, TxError};
+
+    /// Options for opening a Postgres store; start with [`DieselStore::postgres`].
+    #[derive(Debug, Clone)]
+    #[must_use]
+    pub struct PostgresOptions {
+        url: String,
+        pool_size: u32,
+        connect_timeout: Duration,
+    }
+
+    impl PostgresOptions {
+        /// Options for the database at `url` (`postgres://user@host/db`;
+        /// `?options=-csearch_path%3Dname` selects a schema).
+        pub fn new(url: impl Into<String>) -> PostgresOptions {
+            PostgresOptions {
+                url: url.into(),
+                pool_size: 4,
+                connect_timeout: Duration::from_secs(10),
+            }
+        }
+
+        /// Most connections kept open. Default 4.
+        pub fn pool_size(mut self, size: u32) -> PostgresOptions {
+            self.pool_size = size.max(1);
+            self
+        }
+
+        /// How long to wait for a connection. Default 10 s.
+        pub fn connect_timeout(mut self, timeout: Duration) -> PostgresOptions {
+            self.connect_timeout = timeout;
+            self
+        }
+
+        /// Opens the store on the calling thread (blocking I/O).
+        pub fn open_blocking(self) -> Result<DieselStore> {
+            open_postgres(&self)
+        }
+
+        /// Opens the store on tokio's blocking pool.
+        pub async fn open(self) -> Result<DieselStore> {
+            tokio::task::spawn_blocking(move || open_postgres(&self))
+                .await
+                .map_err(|e| {
+                    Error::Store(StoreError::Database(format!("opening the store: {e}")))
+                })?
+        }
+    }
+
+    /// The URL without its password, for messages.
+    fn redact(url: &str) -> String {
+        match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &url[scheme + 3..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{}{}@{}", &url[..scheme + 3], user, &url[at + 1..])
+            }
+            _ => url.to_owned(),
+        }
+    }
+
+    /// Serialises writers of one store schema, across processes too.
+    pub(super) fn lock(db: &mut dyn Db) -> Result<(), StoreError> {
+        db.load(Sql::new(
+            "SELECT pg_advisory_xact_lock(7355608, hashtext(current_schema()))::text",
+        ))?;
+        Ok(())
+    }
+
+    fn open_postgres(options: &PostgresOptions) -> Result<DieselStore> {
+        let shown = redact(&options.url);
+        let unavailable = |reason: String| {
+            Error::Store(StoreError::Unavailable {
+                path: shown.clone(),
+                reason,
+            })
+        };
+        let pool = Pool::builder()
+            .max_size(options.pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(options.connect_timeout)
+            .build(ConnectionManager::<PgConnection>::new(options.url.clone()))
+            .map_err(|e| unavailable(format!("cannot connect: {e}")))?;
+        let mut conn = pool
+            .get()
+            .map_err(|e| unavailable(format!("cannot connect: {e}")))?;
+        let conn: &mut PgConnection = &mut conn;
+        conn.transaction(|c: &mut PgConnection| {
+            lock(c)?;
+            let exists = c
+                .load(Sql::new(
+                    "SELECT COUNT(*) FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_name = '_sync_schema_version'",
+                ))?
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next())
+                .and_then(|r| r.as_i64())
+                .unwrap_or(0);
+            if exists > 0 {
+                check_version(c, &shown)?;
+            }
+            c.run_pending_migrations(POSTGRES_BOOKKEEPING)
+                .map_err(|e| {
+                    TxError(StoreError::Database(format!("bookkeeping migrations: {e}")))
+                })?;
+            logic::requeue_inflight(c)?;
+            Ok::<_, TxError>(())
+        })
+        .map_err(|e| Error::Store(e.0))?;
+        Ok(DieselStore {
+            conn: Conn::Postgres(pool),
+            location: shown,
+            models: std::sync::RwLock::new(std::collections::HashMap::new()),
+        })
+    }
+}
+
+impl DieselStore {
+    /// Options for a SQLite store at `path`, to set e.g. the busy timeout.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), sync_diesel::Error> {
+    /// use std::time::Duration;
+    /// let store = sync_diesel::DieselStore::sqlite("app.db")
+    ///     .busy_timeout(Duration::from_secs(2))
+    ///     .open_blocking()?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    pub fn sqlite(path: impl AsRef<Path>) -> SqliteOptions {
+        SqliteOptions::new(path)
+    }
+
+    /// Opens (creating if needed) the SQLite store at `path` with default options.
+    pub async fn open_sqlite(path: impl AsRef<Path>) -> Result<DieselStore> {
+        SqliteOptions::new(path).open().await
+    }
+
+    /// Blocking form of [`DieselStore::open_sqlite`].
+    pub fn open_sqlite_blocking(path: impl AsRef<Path>) -> Result<DieselStore> {
+        SqliteOptions::new(path).open_blocking()
+    }
+
+    /// Options for a Postgres store at `url`.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(url: impl Into<String>) -> PostgresOptions {
+        PostgresOptions::new(url)
+    }
+
+    /// Opens the Postgres store at `url` with default options.
+    #[cfg(feature = "postgres")]
+    pub async fn open_postgres(url: impl Into<String>) -> Result<DieselStore> {
+        PostgresOptions::new(url).open().await
+    }
+
+    /// Blocking form of [`DieselStore::open_postgres`].
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres_blocking(url: impl Into<String>) -> Result<DieselStore> {
+        PostgresOptions::new(url).open_blocking()
+    }
+
+    /// The database kind.
+    pub fn backend(&self) -> Backend {
+        match &self.conn {
+            Conn::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The file path, or the URL without its password.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Runs the application's migrations (from `diesel_migrations::embed_migrations!`)
+    /// on this store's database; returns the versions applied.
+    pub fn run_migrations(&self, migrations: EmbeddedMigrations) -> Result<Vec<String>> {
+        let run = |h: &mut dyn MigrationHarnessDyn| h.run(migrations);
+        match &self.conn {
+            Conn::Sqlite(m) => {
+                let mut c = m.lock().unwrap_or_else(PoisonError::into_inner);
+                run(&mut *c)
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(pool) => {
+                let mut c = pool
+                    .get()
+                    .map_err(|e| Error::Store(StoreError::Database(e.to_string())))?;
+                let c: &mut diesel::PgConnection = &mut c;
+                run(c)
+            }
+        }
+    }
+
+    /// The database's plan for `query` on `schema`'s table (`EXPLAIN QUERY
+    /// PLAN` on SQLite, `EXPLAIN` on Postgres), one line per row, to check
+    /// that a filter uses an index.
+    pub fn explain(
+        &self,
+        schema: &'static ModelSchema,
+        query: &StoreQuery,
+    ) -> StoreResult<Vec<String>> {
+        self.read(|db| {
+            let backend = db.backend();
+            let inner = logic::query_sql(schema, query, backend)?;
+            let prefix = match backend {
+                Backend::Sqlite => "EXPLAIN QUERY PLAN ",
+                Backend::Postgres => "EXPLAIN ",
+            };
+            let mut sql = Sql::new(prefix);
+            sql.append(inner);
+            let rows = db.load(sql.uncached())?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|r| r.into_iter().last().and_then(|v| v.into_text()))
+                .collect())
+        })
+    }
+
+    fn register(&self, schema: &'static ModelSchema) {
+        let known = self
+            .models
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(schema.model_type)
+            .is_some_and(|s| std::ptr::eq(*s, schema));
+        if !known {
+            self.models
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(schema.model_type, schema);
+        }
+    }
+
+    fn model(&self, model_type: &str) -> Option<&'static ModelSchema> {
+        self.models
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(model_type)
+            .copied()
+    }
+
+    /// Runs `f` in one write transaction.
+    fn write<T>(&self, f: impl FnOnce(&mut dyn Db) -> StoreResult<T>) -> StoreResult<T> {
+        match &self.conn {
+            Conn::Sqlite(m) => {
+                let mut c = m.lock().unwrap_or_else(PoisonError::into_inner);
+                c.immediate_transaction(|c| {
+                    let mut tx = SqliteWrite {
+                        conn: c,
+                        next_seq: None,
+                    };
+                    f(&mut tx).map_err(TxError)
+                })
+                .map_err(|e: TxError| e.0)
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(pool) => {
+                let mut c = pool
+                    .get()
+                    .map_err(|e| StoreError::Database(format!("no connection: {e}")))?;
+                let c: &mut diesel::PgConnection = &mut c;
+                c.transaction(|c: &mut diesel::PgConnection| {
+                    pg::lock(c)?;
+                    f(c).map_err(TxError)
+                })
+                .map_err(|e: TxError| e.0)
+            }
+        }
+    }
+
+    /// Runs `f` on a connection, in a read transaction when `consistent`.
+    fn read<T>(&self, f: impl FnOnce(&mut dyn Db) -> StoreResult<T>) -> StoreResult<T> {
+        match &self.conn {
+            Conn::Sqlite(m) => {
+                let mut c = m.lock().unwrap_or_else(PoisonError::into_inner);
+                f(&mut *c)
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(pool) => {
+                let mut c = pool
+                    .get()
+                    .map_err(|e| StoreError::Database(format!("no connection: {e}")))?;
+                let c: &mut diesel::PgConnection = &mut c;
+                f(c)
+            }
+        }
+    }
+
+    /// Runs a multi-statement read in one transaction, for a consistent view.
+    fn read_tx<T>(&self, f: impl FnOnce(&mut dyn Db) -> StoreResult<T>) -> StoreResult<T> {
+        match &self.conn {
+            Conn::Sqlite(m) => {
+                let mut c = m.lock().unwrap_or_else(PoisonError::into_inner);
+                c.transaction(|c| f(c).map_err(TxError))
+                    .map_err(|e: TxError| e.0)
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(pool) => {
+                let mut c = pool
+                    .get()
+                    .map_err(|e| StoreError::Database(format!("no connection: {e}")))?;
+                let c: &mut diesel::PgConnection = &mut c;
+                c.transaction(|c: &mut diesel::PgConnection| f(c).map_err(TxError))
+                    .map_err(|e: TxError| e.0)
+            }
+        }
+    }
+}
+
+/// Object-safe wrapper over Diesel's generic migration harness.
+trait MigrationHarnessDyn {
+    fn run(&mut self, migrations: EmbeddedMigrations) -> Result<Vec<String>>;
+}
+
+impl<C> MigrationHarnessDyn for C
+where
+    C: MigrationHarness<<C as Connection>::Backend> + Connection,
+    EmbeddedMigrations: diesel::migration::MigrationSource<<C as Connection>::Backend>,
+{
+    fn run(&mut self, migrations: EmbeddedMigrations) -> Result<Vec<String>> {
+        self.run_pending_migrations(migrations)
+            .map(|versions| versions.into_iter().map(|v| v.to_string()).collect())
+            .map_err(|e| Error::Migration(e.to_string()))
+    }
+}
+
+fn table_columns(db: &mut dyn Db, table: &str) -> StoreResult<Vec<String>> {
+    let sql = match db.backend() {
+        Backend::Sqlite => {
+            let mut sql = Sql::new("SELECT name FROM pragma_table_info(");
+            sql.bind(Param::text(table)).push(")");
+            sql
+        }
+        Backend::Postgres => {
+            let mut sql = Sql::new(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = ",
+            );
+            sql.bind(Param::text(table));
+            sql
+        }
+    };
+    Ok(db
+        .load(sql)?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().and_then(|v| v.into_text()))
+        .collect())
+}
+
+impl LocalStore for DieselStore {
+    fn prepare_model(&self, schema: &'static ModelSchema, auto_migrate: bool) -> StoreResult<()> {
+        self.register(schema);
+        self.write(|db| {
+            let backend = db.backend();
+            if auto_migrate {
+                for statement in ddl::create_model_statements(schema, backend, true) {
+                    db.execute(Sql::new(statement))?;
+                }
+            }
+            let columns = table_columns(db, schema.table)?;
+            if columns.is_empty() {
+                return Err(StoreError::MissingTable {
+                    model: schema.model_type,
+                    table: schema.table,
+                });
+            }
+            let wanted = schema
+                .fields
+                .iter()
+                .map(|f| f.column)
+                .chain(ddl::META_COLUMNS);
+            for column in wanted {
+                if !columns.iter().any(|c| c == column) {
+                    return Err(StoreError::Database(format!(
+                        "table `{}` of model {} has no column `{column}`; generate a migration \
+                         for the model change (sync_diesel::MigrationGenerator) and run it",
+                        schema.table, schema.model_type
+                    )));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn get(&self, schema: &'static ModelSchema, id: &str) -> StoreResult<Option<StoredRecord>> {
+        self.read(|db| logic::get(db, schema, id))
+    }
+
+    fn query(
+        &self,
+        schema: &'static ModelSchema,
+        query: &StoreQuery,
+    ) -> StoreResult<Vec<StoredRecord>> {
+        self.read(|db| logic::query(db, schema, query))
+    }
+
+    fn count(&self, schema: &'static ModelSchema, query: &StoreQuery) -> StoreResult<u64> {
+        self.read(|db| logic::count(db, schema, query))
+    }
+
+    fn save(&self, write: &LocalWrite<'_>) -> StoreResult<SaveOutcome> {
+        self.register(write.schema);
+        let now = logic::now();
+        self.write(|db| logic::save(db, write, now))
+    }
+
+    fn save_batch(&self, writes: &[LocalWrite<'_>]) -> StoreResult<Vec<SaveOutcome>> {
+        for w in writes {
+            self.register(w.schema);
+        }
+        let now = logic::now();
+        self.write(|db| writes.iter().map(|w| logic::save(db, w, now)).collect())
+    }
+
+    fn delete(
+        &self,
+        schema: &'static ModelSchema,
+        id: &str,
+        user_id: Option<&str>,
+        enqueue: bool,
+    ) -> StoreResult<DeleteOutcome> {
+        self.register(schema);
+        let now = logic::now();
+        self.write(|db| logic::delete(db, schema, id, user_id, enqueue, now))
+    }
+
+    fn ready_ops(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<OutboxOp>> {
+        self.read(|db| logic::ready_ops(db, now, limit))
+    }
+
+    fn next_retry_at(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
+        self.read(|db| logic::next_retry_at(db, now))
+    }
+
+    fn mark_inflight(&self, seqs: &[i64]) -> StoreResult<Vec<i64>> {
+        self.write(|db| logic::mark_inflight(db, seqs))
+    }
+
+    fn ack_op(
+        &self,
+        schema: &'static ModelSchema,
+        seq: i64,
+        version: i64,
+        data: Option<&JsonObject>,
+    ) -> StoreResult<()> {
+        self.register(schema);
+        let now = logic::now();
+        self.write(|db| logic::ack_op(db, schema, seq, version, data, now))
+    }
+
+    fn ack_ops(&self, schema: &'static ModelSchema, acks: &[Ack]) -> StoreResult<()> {
+        self.register(schema);
+        let now = logic::now();
+        self.write(|db| {
+            for ack in acks {
+                logic::ack_op(db, schema, ack.seq, ack.version, ack.data.as_ref(), now)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn fail_op(&self, seq: i64, error: &str) -> StoreResult<()> {
+        self.write(|db| logic::fail_op(db, seq, error, &|m| self.model(m)))
+    }
+
+    fn reschedule_op(
+        &self,
+        seq: i64,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> StoreResult<()> {
+        self.write(|db| logic::reschedule_op(db, seq, next_attempt_at, error, &|m| self.model(m)))
+    }
+
+    fn requeue_inflight(&self) -> StoreResult<u64> {
+        self.write(logic::requeue_inflight)
+    }
+
+    fn failed_ops(&self) -> StoreResult<Vec<OutboxOp>> {
+        self.read(logic::failed_ops)
+    }
+
+    fn retry_failed(&self, seq: Option<i64>) -> StoreResult<u64> {
+        self.write(|db| logic::retry_failed(db, seq, &|m| self.model(m)))
+    }
+
+    fn discard_op(&self, seq: i64) -> StoreResult<()> {
+        self.write(|db| logic::discard_op(db, seq, &|m| self.model(m)))
+    }
+
+    fn apply_remote(
+        &self,
+        schema: &'static ModelSchema,
+        user_id: Option<&str>,
+        records: &[RemoteRecord],
+        cursor: Option<&str>,
+    ) -> StoreResult<RemoteApplied> {
+        self.register(schema);
+        let now = logic::now();
+        self.write(|db| logic::apply_remote(db, schema, user_id, records, cursor, now))
+    }
+
+    fn resolve_conflict(
+        &self,
+        schema: &'static ModelSchema,
+        remote: &RemoteRecord,
+        resolution: &Resolution,
+    ) -> StoreResult<()> {
+        self.register(schema);
+        let now = logic::now();
+        self.write(|db| logic::resolve_conflict(db, schema, remote, resolution, now))
+    }
+
+    fn cursor(
+        &self,
+        schema: &'static ModelSchema,
+        user_id: Option<&str>,
+    ) -> StoreResult<Option<String>> {
+        self.read(|db| logic::cursor(db, schema, user_id))
+    }
+
+    fn reset_cursor(&self, schema: &'static ModelSchema, user_id: Option<&str>) -> StoreResult<()> {
+        self.write(|db| logic::reset_cursor(db, schema, user_id))
+    }
+
+    fn record_state(&self, schema: &'static ModelSchema, id: &str) -> StoreResult<RecordState> {
+        self.read_tx(|db| logic::record_state(db, schema, id))
+    }
+
+    fn counts(&self) -> StoreResult<OutboxCounts> {
+        self.read(logic::counts)
+    }
+
+    fn metadata(&self, user_id: Option<&str>, key: &str) -> StoreResult<Option<String>> {
+        self.read(|db| logic::metadata(db, user_id, key))
+    }
+
+    fn set_metadata(&self, user_id: Option<&str>, key: &str, value: &str) -> StoreResult<()> {
+        self.write(|db| logic::set_metadata(db, user_id, key, value))
+    }
+}

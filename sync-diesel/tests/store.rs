@@ -1,0 +1,1288 @@
+//! The store suite: every test runs against SQLite, and against Postgres when
+//! `SYNC_TEST_POSTGRES_URL` is set (each Postgres run in a fresh schema).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use offline_sync_kit::prelude::*;
+use offline_sync_kit::store::{
+    JsonObject, LocalStore, LocalWrite, OpKind, OpState, RemoteRecord, Resolution, StoreQuery,
+};
+use offline_sync_kit::StoreError;
+use serde_json::{json, Value};
+use support::{json, on_every_backend, prepare, save, todo, Fixture, Gadget, Spec, Todo};
+
+fn gadget(n: u128) -> Gadget {
+    Gadget {
+        uid: uuid::Uuid::from_u128(n),
+        name: format!("gadget {n}"),
+        enabled: n % 2 == 0,
+        small: -7,
+        count: 42,
+        big: i64::MAX - 1,
+        ratio: 0.1,
+        precise: 1.0 / 3.0,
+        made_at: "2024-02-29T12:34:56.123456Z".parse().unwrap(),
+        local_time: "2023-12-31T23:59:59.5".parse().unwrap(),
+        owner: uuid::Uuid::from_u128(n + 1000),
+        blob: vec![0, 1, 2, 254, 255],
+        spec: Spec {
+            name: "x".into(),
+            weight: 2.5,
+        },
+        note: None,
+        maybe_flag: Some(false),
+        maybe_small: None,
+        maybe_count: Some(-1),
+        maybe_big: None,
+        maybe_ratio: Some(1.5),
+        maybe_precise: None,
+        maybe_at: Some("1999-01-01T00:00:00Z".parse().unwrap()),
+        maybe_local: None,
+        maybe_owner: Some(uuid::Uuid::nil()),
+        maybe_blob: Some(vec![]),
+        maybe_spec: None,
+    }
+}
+
+fn all_query() -> StoreQuery {
+    StoreQuery::default()
+}
+
+fn from<M>(q: &Query<M>) -> StoreQuery {
+    StoreQuery {
+        filter: q.filter_expr().cloned(),
+        order: q.order().to_vec(),
+        limit: q.limit_value(),
+        offset: q.offset_value(),
+        include_deleted: false,
+    }
+}
+
+fn ops(f: &Fixture, id: &str) -> Vec<offline_sync_kit::store::OutboxOp> {
+    f.store.record_state(Todo::SCHEMA, id).unwrap().ops
+}
+
+fn far() -> DateTime<Utc> {
+    Utc::now() + TimeDelta::days(3650)
+}
+
+fn remote(id: &str, version: i64, model: Option<&Todo>) -> RemoteRecord {
+    RemoteRecord {
+        id: id.into(),
+        version,
+        deleted: model.is_none(),
+        data: model.map(json).unwrap_or_default(),
+        updated_at: None,
+    }
+}
+
+#[test]
+fn every_column_type_roundtrips_what_serde_writes() {
+    on_every_backend("roundtrip", |f| {
+        prepare(&f.store);
+        let full = gadget(1);
+        let mut empty = gadget(2);
+        empty.maybe_flag = None;
+        empty.maybe_count = None;
+        empty.maybe_ratio = None;
+        empty.maybe_at = None;
+        empty.maybe_owner = None;
+        empty.maybe_blob = None;
+        empty.note = Some("n\u{e9}".into());
+        empty.maybe_spec = Some(Spec {
+            name: "y".into(),
+            weight: -0.0,
+        });
+        empty.maybe_precise = Some(f64::MIN_POSITIVE);
+        empty.maybe_big = Some(i64::MIN);
+        empty.maybe_small = Some(i16::MAX);
+        empty.maybe_local = Some("2020-01-01T00:00:00".parse().unwrap());
+        for g in [&full, &empty] {
+            save(&f.store, g);
+            let stored = f
+                .store
+                .get(Gadget::SCHEMA, &g.uid.to_string())
+                .unwrap()
+                .unwrap();
+            assert_eq!(stored.data, json(g), "{}", f.backend);
+            let back: Gadget = serde_json::from_value(Value::Object(stored.data)).unwrap();
+            assert_eq!(&back, g, "{}", f.backend);
+        }
+    });
+}
+
+#[test]
+fn a_save_writes_the_row_and_its_create_op_together() {
+    on_every_backend("save_create", |f| {
+        prepare(&f.store);
+        let t = todo("t1", "Buy milk", 2);
+        let outcome = save(&f.store, &t);
+        assert!(outcome.created);
+        assert_eq!(outcome.changed_fields.len(), Todo::SCHEMA.fields.len());
+        let state = f.store.record_state(Todo::SCHEMA, "t1").unwrap();
+        let meta = state.meta.unwrap();
+        assert!(!meta.synced && !meta.deleted);
+        assert_eq!(meta.version, 0);
+        assert_eq!(state.ops.len(), 1);
+        let op = &state.ops[0];
+        assert_eq!(op.op, OpKind::Create);
+        assert_eq!(op.state, OpState::Pending);
+        assert_eq!(Some(op.seq), outcome.op_seq);
+        assert_eq!(op.model_type, "todo");
+        let key = uuid::Uuid::parse_str(&op.idempotency_key).unwrap();
+        assert_eq!(key.get_version_num(), 4);
+        assert_eq!(f.store.counts().unwrap().pending, 1);
+        // Saving the same data again changes nothing.
+        let again = save(&f.store, &t);
+        assert_eq!(again.op_seq, None);
+        assert!(again.changed_fields.is_empty());
+        assert_eq!(ops(f, "t1").len(), 1);
+    });
+}
+
+#[test]
+fn a_failed_save_leaves_neither_row_nor_op() {
+    on_every_backend("failed_save", |f| {
+        prepare(&f.store);
+        let mut data = json(&todo("bad", "x", 1));
+        data.insert("priority".into(), json!("high"));
+        let err = f
+            .store
+            .save(&LocalWrite {
+                schema: Todo::SCHEMA,
+                id: "bad",
+                data: &data,
+                user_id: None,
+                priority: 0,
+                enqueue: true,
+                version: None,
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::InvalidValue { field, .. } if field == "priority"),
+            "{err}"
+        );
+        assert!(f
+            .store
+            .record_state(Todo::SCHEMA, "bad")
+            .unwrap()
+            .meta
+            .is_none());
+        assert_eq!(f.store.counts().unwrap().pending, 0);
+        // A batch with one bad record writes nothing.
+        let good = json(&todo("good", "x", 1));
+        let writes: Vec<LocalWrite<'_>> = [("good", &good), ("bad", &data)]
+            .into_iter()
+            .map(|(id, data)| LocalWrite {
+                schema: Todo::SCHEMA,
+                id,
+                data,
+                user_id: None,
+                priority: 0,
+                enqueue: true,
+                version: None,
+            })
+            .collect();
+        assert!(f.store.save_batch(&writes).is_err());
+        assert!(f.store.get(Todo::SCHEMA, "good").unwrap().is_none());
+        assert_eq!(f.store.counts().unwrap().pending, 0);
+    });
+}
+
+/// One step of a coalescing scenario.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// Save the record with this title (and priority = title length).
+    Save(&'static str),
+    /// Save with a new description only.
+    Describe(&'static str),
+    Delete,
+    /// Mark the record's ready op in flight.
+    Send,
+    /// The remote acknowledged the in-flight op with this version.
+    Ack(i64),
+    /// Transient failure of the in-flight op.
+    Retry,
+    /// Crash and reopen-style requeue.
+    Requeue,
+}
+
+struct Expect {
+    /// (kind, state, changed fields) of every op, oldest first.
+    ops: &'static [(OpKind, OpState, &'static [&'static str])],
+    /// The row: None = gone; Some(deleted).
+    row: Option<bool>,
+    /// Base values of the pending op, if checked.
+    base: Option<Value>,
+    /// Base version of the pending op, if checked.
+    base_version: Option<i64>,
+}
+
+fn run_steps(f: &Fixture, steps: &[Step]) {
+    let id = "r";
+    let mut current = todo(id, "orig", 4);
+    for step in steps {
+        match *step {
+            Step::Save(title) => {
+                current.title = title.into();
+                current.priority = i32::try_from(title.len()).unwrap();
+                save(&f.store, &current);
+            }
+            Step::Describe(d) => {
+                current.description = d.into();
+                save(&f.store, &current);
+            }
+            Step::Delete => {
+                f.store.delete(Todo::SCHEMA, id, None, true).unwrap();
+            }
+            Step::Send => {
+                let ready = f.store.ready_ops(far(), 100).unwrap();
+                let seqs: Vec<i64> = ready
+                    .iter()
+                    .filter(|o| o.record_id == id)
+                    .map(|o| o.seq)
+                    .collect();
+                assert_eq!(seqs.len(), 1, "one ready op to send");
+                assert_eq!(f.store.mark_inflight(&seqs).unwrap(), seqs);
+            }
+            Step::Ack(version) => {
+                let op = ops(f, id)
+                    .into_iter()
+                    .find(|o| o.state == OpState::Inflight)
+                    .unwrap();
+                f.store.ack_op(Todo::SCHEMA, op.seq, version, None).unwrap();
+            }
+            Step::Retry => {
+                let op = ops(f, id)
+                    .into_iter()
+                    .find(|o| o.state == OpState::Inflight)
+                    .unwrap();
+                f.store
+                    .reschedule_op(op.seq, Utc::now(), "timeout")
+                    .unwrap();
+            }
+            Step::Requeue => {
+                f.store.requeue_inflight().unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn coalescing_rules_table() {
+    use OpKind::{Create, Delete, Update};
+    use OpState::{Inflight, Pending};
+    use Step::*;
+    let cases: Vec<(&str, Vec<Step>, Expect)> = vec![
+        (
+            "create+update = create with latest data",
+            vec![Save("a"), Save("b")],
+            Expect {
+                ops: &[(Create, Pending, &[])],
+                row: Some(false),
+                base: Some(json!({})),
+                base_version: Some(0),
+            },
+        ),
+        (
+            "create+delete = both vanish",
+            vec![Save("a"), Save("b"), Step::Delete],
+            Expect {
+                ops: &[],
+                row: None,
+                base: None,
+                base_version: None,
+            },
+        ),
+        (
+            "update+update = union, first pre-edit values",
+            vec![
+                Save("a"),
+                Send,
+                Ack(3),
+                Save("bb"),
+                Save("ccc"),
+                Describe("d"),
+            ],
+            Expect {
+                ops: &[(Update, Pending, &["title", "priority", "description"])],
+                row: Some(false),
+                base: Some(json!({"title": "a", "priority": 1, "description": ""})),
+                base_version: Some(3),
+            },
+        ),
+        (
+            "update+delete = delete",
+            vec![Save("a"), Send, Ack(3), Save("bb"), Step::Delete],
+            Expect {
+                ops: &[(Delete, Pending, &[])],
+                row: Some(true),
+                base: Some(json!({"title": "a", "priority": 1})),
+                base_version: Some(3),
+            },
+        ),
+        (
+            "delete then save again = update of every field",
+            vec![Save("a"), Send, Ack(3), Step::Delete, Save("new")],
+            Expect {
+                ops: &[(
+                    Update,
+                    Pending,
+                    &[
+                        "id",
+                        "title",
+                        "description",
+                        "isCompleted",
+                        "priority",
+                        "tags",
+                        "due",
+                    ],
+                )],
+                row: Some(false),
+                base: None,
+                base_version: Some(3),
+            },
+        ),
+        (
+            "edit while inflight = new op after it",
+            vec![Save("a"), Send, Save("b")],
+            Expect {
+                ops: &[(Create, Inflight, &[]), (Update, Pending, &["title"])],
+                row: Some(false),
+                base: Some(json!({"title": "a"})),
+                base_version: Some(0),
+            },
+        ),
+        (
+            "edits while inflight coalesce with each other, not with the inflight op",
+            vec![Save("a"), Send, Save("b"), Save("cc")],
+            Expect {
+                ops: &[
+                    (Create, Inflight, &[]),
+                    (Update, Pending, &["title", "priority"]),
+                ],
+                row: Some(false),
+                base: Some(json!({"title": "a", "priority": 1})),
+                base_version: Some(0),
+            },
+        ),
+        (
+            "ack of the inflight op rebases the next one",
+            vec![Save("a"), Send, Save("b"), Ack(7)],
+            Expect {
+                ops: &[(Update, Pending, &["title"])],
+                row: Some(false),
+                base: Some(json!({"title": "a"})),
+                base_version: Some(7),
+            },
+        ),
+        (
+            "delete while create inflight = delete op after it",
+            vec![Save("a"), Send, Step::Delete],
+            Expect {
+                ops: &[(Create, Inflight, &[]), (Delete, Pending, &[])],
+                row: Some(true),
+                base: None,
+                base_version: None,
+            },
+        ),
+        (
+            "acked create then acked delete removes the row",
+            vec![Save("a"), Send, Step::Delete, Ack(2), Send, Ack(3)],
+            Expect {
+                ops: &[],
+                row: None,
+                base: None,
+                base_version: None,
+            },
+        ),
+        (
+            "retried inflight op absorbs the newer pending one",
+            vec![Save("a"), Send, Save("b"), Retry],
+            Expect {
+                ops: &[(Create, Pending, &[])],
+                row: Some(false),
+                base: None,
+                base_version: None,
+            },
+        ),
+        (
+            "a sent create then delete is a delete (the remote may have it)",
+            vec![Save("a"), Send, Retry, Step::Delete],
+            Expect {
+                ops: &[(Delete, Pending, &[])],
+                row: Some(true),
+                base: None,
+                base_version: None,
+            },
+        ),
+        (
+            "requeued inflight update absorbs a newer update",
+            vec![
+                Save("a"),
+                Send,
+                Ack(1),
+                Save("bb"),
+                Send,
+                Describe("x"),
+                Requeue,
+            ],
+            Expect {
+                ops: &[(Update, Pending, &["title", "priority", "description"])],
+                row: Some(false),
+                base: Some(json!({"title": "a", "priority": 1, "description": ""})),
+                base_version: Some(1),
+            },
+        ),
+    ];
+    on_every_backend("coalescing", |f| {
+        prepare(&f.store);
+        for (name, steps, expect) in &cases {
+            // Each case on a clean record.
+            let _ = f.store.delete(Todo::SCHEMA, "r", None, false);
+            run_steps(f, steps);
+            let state = f.store.record_state(Todo::SCHEMA, "r").unwrap();
+            let got: Vec<(OpKind, OpState, Vec<String>)> = state
+                .ops
+                .iter()
+                .map(|o| (o.op, o.state, o.changed_fields.clone()))
+                .collect();
+            let want: Vec<(OpKind, OpState, Vec<String>)> = expect
+                .ops
+                .iter()
+                .map(|(k, s, c)| (*k, *s, c.iter().map(|x| (*x).to_owned()).collect()))
+                .collect();
+            assert_eq!(got, want, "{name} ({})", f.backend);
+            assert_eq!(
+                state.meta.as_ref().map(|m| m.deleted),
+                expect.row,
+                "{name} ({}): row",
+                f.backend
+            );
+            let pending = state.ops.iter().filter(|o| o.state == OpState::Pending);
+            assert!(pending.count() <= 1, "{name}: at most one pending op");
+            if let Some(pending) = state.ops.iter().find(|o| o.state == OpState::Pending) {
+                if let Some(base) = &expect.base {
+                    assert_eq!(
+                        &Value::Object(pending.base_values.clone()),
+                        base,
+                        "{name} ({}): base values",
+                        f.backend
+                    );
+                }
+                if let Some(v) = expect.base_version {
+                    assert_eq!(pending.base_version, v, "{name}: base version");
+                }
+            }
+            if let Some(meta) = &state.meta {
+                assert_eq!(meta.synced, state.ops.is_empty(), "{name}: synced flag");
+            }
+            // Clean up: drop everything queued for the record.
+            for op in f.store.record_state(Todo::SCHEMA, "r").unwrap().ops {
+                if op.state == OpState::Inflight {
+                    f.store.ack_op(Todo::SCHEMA, op.seq, 100, None).unwrap();
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn every_changed_op_gets_a_new_idempotency_key_and_keys_are_unique() {
+    on_every_backend("keys", |f| {
+        prepare(&f.store);
+        let mut keys = std::collections::HashSet::new();
+        let mut t = todo("k", "a", 1);
+        save(&f.store, &t);
+        keys.insert(ops(f, "k")[0].idempotency_key.clone());
+        for title in ["b", "c", "d"] {
+            t.title = title.into();
+            save(&f.store, &t);
+            let key = ops(f, "k")[0].idempotency_key.clone();
+            assert!(keys.insert(key), "a coalesced op gets a fresh key");
+        }
+        for i in 0..20 {
+            save(&f.store, &todo(&format!("u{i}"), "x", 1));
+        }
+        let all = f.store.ready_ops(far(), 1000).unwrap();
+        let unique: std::collections::HashSet<_> =
+            all.iter().map(|o| o.idempotency_key.clone()).collect();
+        assert_eq!(unique.len(), all.len());
+    });
+}
+
+#[test]
+fn ready_ops_by_priority_then_seq_and_due_time() {
+    on_every_backend("ready", |f| {
+        prepare(&f.store);
+        let write = |id: &str, priority: i32| {
+            let data = json(&todo(id, "x", 1));
+            f.store
+                .save(&LocalWrite {
+                    schema: Todo::SCHEMA,
+                    id,
+                    data: &data,
+                    user_id: Some("alice"),
+                    priority,
+                    enqueue: true,
+                    version: None,
+                })
+                .unwrap()
+        };
+        write("a", 0);
+        write("b", 5);
+        write("c", 0);
+        write("d", 5);
+        // Bookkeeping times are kept to the millisecond.
+        let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis() + 1000).unwrap();
+        let ids = |ops: Vec<offline_sync_kit::store::OutboxOp>| -> Vec<String> {
+            ops.into_iter().map(|o| o.record_id).collect()
+        };
+        assert_eq!(
+            ids(f.store.ready_ops(now, 10).unwrap()),
+            ["b", "d", "a", "c"]
+        );
+        assert_eq!(ids(f.store.ready_ops(now, 2).unwrap()), ["b", "d"]);
+        assert_eq!(ops(f, "a")[0].user_id.as_deref(), Some("alice"));
+        // A rescheduled op waits for its time.
+        let b = ops(f, "b")[0].seq;
+        f.store.mark_inflight(&[b]).unwrap();
+        let later = now + TimeDelta::seconds(60);
+        f.store.reschedule_op(b, later, "503").unwrap();
+        let b_op = &ops(f, "b")[0];
+        assert_eq!(b_op.attempts, 1);
+        assert_eq!(b_op.last_error.as_deref(), Some("503"));
+        assert_eq!(ids(f.store.ready_ops(now, 10).unwrap()), ["d", "a", "c"]);
+        assert_eq!(f.store.next_retry_at(now).unwrap(), Some(later));
+        assert_eq!(
+            ids(f.store.ready_ops(later, 10).unwrap()),
+            ["b", "d", "a", "c"]
+        );
+        assert_eq!(f.store.next_retry_at(later).unwrap(), None);
+        // mark_inflight only marks pending ops.
+        let a = ops(f, "a")[0].seq;
+        assert_eq!(f.store.mark_inflight(&[a, a, 999_999]).unwrap(), [a]);
+        assert_eq!(f.store.counts().unwrap().pending, 4);
+    });
+}
+
+#[test]
+fn ack_fail_retry_and_discard() {
+    on_every_backend("ack_fail", |f| {
+        prepare(&f.store);
+        let t = todo("a", "x", 1);
+        save(&f.store, &t);
+        let seq = ops(f, "a")[0].seq;
+        f.store.mark_inflight(&[seq]).unwrap();
+        let mut server = json(&t);
+        server.insert("title".into(), json!("normalised by server"));
+        f.store.ack_op(Todo::SCHEMA, seq, 9, Some(&server)).unwrap();
+        let rec = f.store.get(Todo::SCHEMA, "a").unwrap().unwrap();
+        assert!(rec.meta.synced);
+        assert_eq!(rec.meta.version, 9);
+        assert_eq!(rec.data["title"], json!("normalised by server"));
+        assert!(ops(f, "a").is_empty());
+        assert!(matches!(
+            f.store.ack_op(Todo::SCHEMA, seq, 9, None),
+            Err(StoreError::UnknownOp { .. })
+        ));
+
+        // A permanent failure keeps the op and the data, and shows the error.
+        let mut t2 = t.clone();
+        t2.title = "edit".into();
+        save(&f.store, &t2);
+        let seq = ops(f, "a")[0].seq;
+        f.store.mark_inflight(&[seq]).unwrap();
+        f.store.fail_op(seq, "422 title too short").unwrap();
+        let state = f.store.record_state(Todo::SCHEMA, "a").unwrap();
+        assert_eq!(state.ops[0].state, OpState::Failed);
+        let meta = state.meta.unwrap();
+        assert_eq!(meta.sync_error.as_deref(), Some("422 title too short"));
+        assert!(!meta.synced);
+        assert_eq!(f.store.counts().unwrap().failed, 1);
+        assert_eq!(f.store.failed_ops().unwrap()[0].seq, seq);
+        // A failed op blocks later ops of its record, not other records.
+        let mut t3 = t2.clone();
+        t3.description = "more".into();
+        save(&f.store, &t3);
+        save(&f.store, &todo("other", "o", 1));
+        let ready: Vec<String> = f
+            .store
+            .ready_ops(far(), 10)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.record_id)
+            .collect();
+        assert_eq!(ready, ["other"]);
+        // Retrying folds the newer edit into the failed op: one pending op.
+        assert_eq!(f.store.retry_failed(Some(seq)).unwrap(), 1);
+        let state = f.store.record_state(Todo::SCHEMA, "a").unwrap();
+        assert_eq!(state.ops.len(), 1);
+        assert_eq!(state.ops[0].state, OpState::Pending);
+        assert_eq!(state.ops[0].changed_fields, ["title", "description"]);
+        assert_eq!(
+            state.ops[0].base_values["title"],
+            json!("normalised by server")
+        );
+        assert_eq!(state.meta.unwrap().sync_error, None);
+        // Discarding keeps the local data and marks it synced.
+        let seq = state.ops[0].seq;
+        f.store.fail_op(seq, "422 again").unwrap();
+        f.store.discard_op(seq).unwrap();
+        let rec = f.store.get(Todo::SCHEMA, "a").unwrap().unwrap();
+        assert_eq!(rec.data["description"], json!("more"));
+        assert!(rec.meta.synced);
+        assert!(ops(f, "a").is_empty());
+        assert_eq!(f.store.counts().unwrap().failed, 0);
+        assert!(matches!(
+            f.store.discard_op(seq),
+            Err(StoreError::UnknownOp { .. })
+        ));
+        // In-flight ops cannot be discarded.
+        let other = ops(f, "other")[0].seq;
+        f.store.mark_inflight(&[other]).unwrap();
+        assert!(f.store.discard_op(other).is_err());
+        assert_eq!(f.store.requeue_inflight().unwrap(), 1);
+        assert_eq!(ops(f, "other")[0].state, OpState::Pending);
+    });
+}
+
+#[test]
+fn deletes_are_tombstones_until_acknowledged() {
+    on_every_backend("delete", |f| {
+        prepare(&f.store);
+        let t = todo("d", "x", 1);
+        save(&f.store, &t);
+        let seq = ops(f, "d")[0].seq;
+        f.store.mark_inflight(&[seq]).unwrap();
+        f.store.ack_op(Todo::SCHEMA, seq, 1, None).unwrap();
+        let out = f.store.delete(Todo::SCHEMA, "d", None, true).unwrap();
+        assert!(out.existed);
+        let seq = out.op_seq.unwrap();
+        assert!(f.store.get(Todo::SCHEMA, "d").unwrap().is_none());
+        let q = StoreQuery {
+            include_deleted: true,
+            ..StoreQuery::default()
+        };
+        let rows = f.store.query(Todo::SCHEMA, &q).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].meta.deleted);
+        assert_eq!(f.store.count(Todo::SCHEMA, &all_query()).unwrap(), 0);
+        assert_eq!(f.store.count(Todo::SCHEMA, &q).unwrap(), 1);
+        let op = &ops(f, "d")[0];
+        assert_eq!((op.op, op.base_version), (OpKind::Delete, 1));
+        // Deleting again changes nothing.
+        let again = f.store.delete(Todo::SCHEMA, "d", None, true).unwrap();
+        assert!(!again.existed);
+        assert_eq!(again.op_seq, Some(seq));
+        f.store.mark_inflight(&[seq]).unwrap();
+        f.store.ack_op(Todo::SCHEMA, seq, 2, None).unwrap();
+        assert!(f
+            .store
+            .record_state(Todo::SCHEMA, "d")
+            .unwrap()
+            .meta
+            .is_none());
+        // A missing record.
+        let none = f.store.delete(Todo::SCHEMA, "nope", None, true).unwrap();
+        assert!(!none.existed && none.op_seq.is_none());
+        // enqueue = false removes the row and queues nothing.
+        save(&f.store, &todo("e", "x", 1));
+        let out = f.store.delete(Todo::SCHEMA, "e", None, false).unwrap();
+        assert!(out.existed && out.op_seq.is_none());
+        let state = f.store.record_state(Todo::SCHEMA, "e").unwrap();
+        assert!(state.meta.is_none() && state.ops.is_empty());
+        // Discarding a delete brings the record back (the remote still has it).
+        save(&f.store, &todo("g", "x", 1));
+        let s = ops(f, "g")[0].seq;
+        f.store.mark_inflight(&[s]).unwrap();
+        f.store.ack_op(Todo::SCHEMA, s, 1, None).unwrap();
+        let del = f.store.delete(Todo::SCHEMA, "g", None, true).unwrap();
+        f.store.discard_op(del.op_seq.unwrap()).unwrap();
+        let back = f.store.get(Todo::SCHEMA, "g").unwrap().unwrap();
+        assert!(back.meta.synced && !back.meta.deleted);
+    });
+}
+
+#[test]
+fn saves_without_enqueue_write_synced_rows() {
+    on_every_backend("no_enqueue", |f| {
+        prepare(&f.store);
+        let data = json(&todo("s", "from server", 1));
+        let out = f
+            .store
+            .save(&LocalWrite {
+                schema: Todo::SCHEMA,
+                id: "s",
+                data: &data,
+                user_id: Some("u1"),
+                priority: 0,
+                enqueue: false,
+                version: Some(12),
+            })
+            .unwrap();
+        assert!(out.created && out.op_seq.is_none());
+        let rec = f.store.get(Todo::SCHEMA, "s").unwrap().unwrap();
+        assert!(rec.meta.synced);
+        assert_eq!(rec.meta.version, 12);
+        assert_eq!(rec.meta.user_id.as_deref(), Some("u1"));
+        assert_eq!(f.store.counts().unwrap().pending, 0);
+    });
+}
+
+#[test]
+fn apply_remote_inserts_updates_skips_and_reports_conflicts() {
+    on_every_backend("apply_remote", |f| {
+        prepare(&f.store);
+        let a = todo("a", "remote a", 1);
+        let b = todo("b", "remote b", 2);
+        let out = f
+            .store
+            .apply_remote(
+                Todo::SCHEMA,
+                None,
+                &[remote("a", 5, Some(&a)), remote("b", 6, Some(&b))],
+                Some("6"),
+            )
+            .unwrap();
+        assert_eq!(out.created, ["a", "b"]);
+        assert_eq!(
+            f.store.cursor(Todo::SCHEMA, None).unwrap().as_deref(),
+            Some("6")
+        );
+        let rec = f.store.get(Todo::SCHEMA, "a").unwrap().unwrap();
+        assert!(rec.meta.synced);
+        assert_eq!(rec.meta.version, 5);
+        assert_eq!(rec.data, json(&a));
+
+        // Local edits: a pending update on a, an inflight update on b, a failed one on c.
+        let mut a2 = a.clone();
+        a2.title = "local a".into();
+        save(&f.store, &a2);
+        let mut b2 = b.clone();
+        b2.title = "local b".into();
+        save(&f.store, &b2);
+        let bseq = ops(f, "b")[0].seq;
+        f.store.mark_inflight(&[bseq]).unwrap();
+        let c = todo("c", "c", 3);
+        save(&f.store, &c);
+        let cseq = ops(f, "c")[0].seq;
+        f.store.mark_inflight(&[cseq]).unwrap();
+        f.store.fail_op(cseq, "400").unwrap();
+
+        let mut a3 = a.clone();
+        a3.title = "remote a v7".into();
+        let mut b3 = b.clone();
+        b3.title = "remote b v8".into();
+        let mut d = todo("d", "remote d", 1);
+        let stale_a = a.clone();
+        let out = f
+            .store
+            .apply_remote(
+                Todo::SCHEMA,
+                None,
+                &[
+                    remote("a", 7, Some(&a3)),
+                    remote("b", 8, Some(&b3)),
+                    remote("c", 9, Some(&c)),
+                    remote("d", 10, Some(&d)),
+                ],
+                Some("10"),
+            )
+            .unwrap();
+        let conflicted: Vec<&str> = out.conflicts.iter().map(|c| c.remote.id.as_str()).collect();
+        assert_eq!(conflicted, ["a", "b", "c"]);
+        assert_eq!(out.created, ["d"]);
+        let ca = &out.conflicts[0];
+        assert_eq!(ca.local.as_ref().unwrap().data["title"], json!("local a"));
+        assert_eq!(ca.ops.len(), 1);
+        assert_eq!(out.conflicts[1].ops[0].state, OpState::Inflight);
+        assert_eq!(out.conflicts[2].ops[0].state, OpState::Failed);
+        // Local edits were not overwritten.
+        let rec = f.store.get(Todo::SCHEMA, "a").unwrap().unwrap();
+        assert_eq!(rec.data["title"], json!("local a"));
+        assert_eq!(rec.meta.version, 5);
+
+        // Stale versions are skipped; newer ones update; tombstones delete.
+        d.title = "remote d v11".into();
+        let out = f
+            .store
+            .apply_remote(
+                Todo::SCHEMA,
+                None,
+                &[
+                    remote("d", 10, Some(&stale_a)),
+                    remote("d", 11, Some(&d)),
+                    remote("zz", 12, None),
+                ],
+                None,
+            )
+            .unwrap();
+        assert_eq!(out.stale, ["d", "zz"]);
+        assert_eq!(out.updated, ["d"]);
+        assert_eq!(
+            f.store.cursor(Todo::SCHEMA, None).unwrap().as_deref(),
+            Some("10")
+        );
+        let out = f
+            .store
+            .apply_remote(Todo::SCHEMA, None, &[remote("d", 13, None)], Some("13"))
+            .unwrap();
+        assert_eq!(out.deleted, ["d"]);
+        assert!(f
+            .store
+            .record_state(Todo::SCHEMA, "d")
+            .unwrap()
+            .meta
+            .is_none());
+        // Cursors are per user.
+        assert_eq!(f.store.cursor(Todo::SCHEMA, Some("bob")).unwrap(), None);
+        f.store.reset_cursor(Todo::SCHEMA, None).unwrap();
+        assert_eq!(f.store.cursor(Todo::SCHEMA, None).unwrap(), None);
+    });
+}
+
+#[test]
+fn a_failure_while_applying_a_page_keeps_rows_and_cursor() {
+    on_every_backend("page_atomic", |f| {
+        prepare(&f.store);
+        let a = todo("a", "v1", 1);
+        f.store
+            .apply_remote(Todo::SCHEMA, None, &[remote("a", 1, Some(&a))], Some("1"))
+            .unwrap();
+        let mut a2 = a.clone();
+        a2.title = "v2".into();
+        let good = remote("a", 2, Some(&a2));
+        let new = remote("n", 3, Some(&todo("n", "new", 1)));
+        let mut bad = remote("x", 4, Some(&todo("x", "x", 1)));
+        bad.data.insert("priority".into(), json!(1_u64 << 40));
+        let err = f
+            .store
+            .apply_remote(Todo::SCHEMA, None, &[good, new, bad], Some("4"))
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::InvalidValue { field, .. } if field == "priority"),
+            "{err}"
+        );
+        assert_eq!(
+            f.store.cursor(Todo::SCHEMA, None).unwrap().as_deref(),
+            Some("1")
+        );
+        let rec = f.store.get(Todo::SCHEMA, "a").unwrap().unwrap();
+        assert_eq!(
+            (rec.data["title"].clone(), rec.meta.version),
+            (json!("v1"), 1)
+        );
+        assert!(f.store.get(Todo::SCHEMA, "n").unwrap().is_none());
+    });
+}
+
+#[test]
+fn conflicts_are_resolved_in_one_transaction() {
+    on_every_backend("resolve", |f| {
+        prepare(&f.store);
+        let base = todo("r", "base", 1);
+        let setup = |f: &Fixture, local_title: &str| {
+            let _ = f.store.delete(Todo::SCHEMA, "r", None, false);
+            f.store
+                .apply_remote(Todo::SCHEMA, None, &[remote("r", 1, Some(&base))], None)
+                .unwrap();
+            let mut local = base.clone();
+            local.title = local_title.into();
+            save(&f.store, &local);
+        };
+        let mut theirs = base.clone();
+        theirs.priority = 9;
+
+        // TakeRemote: the remote record wins, local ops are dropped.
+        setup(f, "mine");
+        f.store
+            .resolve_conflict(
+                Todo::SCHEMA,
+                &remote("r", 2, Some(&theirs)),
+                &Resolution::TakeRemote,
+            )
+            .unwrap();
+        let rec = f.store.get(Todo::SCHEMA, "r").unwrap().unwrap();
+        assert_eq!(rec.data, json(&theirs));
+        assert!(rec.meta.synced);
+        assert_eq!(rec.meta.version, 2);
+        assert!(ops(f, "r").is_empty());
+
+        // KeepLocal: local data stays, the op is rebased on the remote version.
+        setup(f, "mine");
+        f.store
+            .resolve_conflict(
+                Todo::SCHEMA,
+                &remote("r", 3, Some(&theirs)),
+                &Resolution::KeepLocal,
+            )
+            .unwrap();
+        let rec = f.store.get(Todo::SCHEMA, "r").unwrap().unwrap();
+        assert_eq!(rec.data["title"], json!("mine"));
+        assert_eq!(rec.meta.version, 3);
+        let op = &ops(f, "r")[0];
+        assert_eq!(
+            (op.op, op.base_version, op.state),
+            (OpKind::Update, 3, OpState::Pending)
+        );
+        assert_eq!(op.changed_fields, ["title"]);
+
+        // Merged: the merged data is written and what differs from the remote is queued.
+        setup(f, "mine");
+        let mut merged = theirs.clone();
+        merged.title = "mine".into();
+        f.store
+            .resolve_conflict(
+                Todo::SCHEMA,
+                &remote("r", 4, Some(&theirs)),
+                &Resolution::Merged(json(&merged)),
+            )
+            .unwrap();
+        let rec = f.store.get(Todo::SCHEMA, "r").unwrap().unwrap();
+        assert_eq!(rec.data, json(&merged));
+        let state = ops(f, "r");
+        assert_eq!(state.len(), 1);
+        assert_eq!(state[0].changed_fields, ["title"]);
+        assert_eq!(state[0].base_values["title"], json!("base"));
+        assert_eq!(state[0].base_version, 4);
+
+        // Merged equal to the remote: nothing to send, synced.
+        setup(f, "mine");
+        f.store
+            .resolve_conflict(
+                Todo::SCHEMA,
+                &remote("r", 5, Some(&theirs)),
+                &Resolution::Merged(json(&theirs)),
+            )
+            .unwrap();
+        assert!(ops(f, "r").is_empty());
+        assert!(f.store.get(Todo::SCHEMA, "r").unwrap().unwrap().meta.synced);
+
+        // Against a remote tombstone, KeepLocal and Merged re-create the record.
+        for resolution in [Resolution::KeepLocal, Resolution::Merged(json(&merged))] {
+            setup(f, "mine");
+            f.store
+                .resolve_conflict(Todo::SCHEMA, &remote("r", 6, None), &resolution)
+                .unwrap();
+            let state = ops(f, "r");
+            assert_eq!(state.len(), 1, "{resolution:?}");
+            assert_eq!(state[0].op, OpKind::Create, "{resolution:?}");
+            assert_eq!(state[0].base_version, 6);
+            assert!(f.store.get(Todo::SCHEMA, "r").unwrap().is_some());
+        }
+        // TakeRemote of a tombstone deletes the local record.
+        setup(f, "mine");
+        f.store
+            .resolve_conflict(Todo::SCHEMA, &remote("r", 7, None), &Resolution::TakeRemote)
+            .unwrap();
+        let state = f.store.record_state(Todo::SCHEMA, "r").unwrap();
+        assert!(state.meta.is_none() && state.ops.is_empty());
+        // An inflight op that got a 409: KeepLocal makes it pending again, rebased.
+        setup(f, "mine");
+        let seq = ops(f, "r")[0].seq;
+        f.store.mark_inflight(&[seq]).unwrap();
+        let mut mine2 = base.clone();
+        mine2.title = "mine2".into();
+        save(&f.store, &mine2);
+        f.store
+            .resolve_conflict(
+                Todo::SCHEMA,
+                &remote("r", 8, Some(&theirs)),
+                &Resolution::KeepLocal,
+            )
+            .unwrap();
+        let state = ops(f, "r");
+        assert_eq!(state.len(), 1);
+        assert_eq!(
+            (state[0].state, state[0].base_version),
+            (OpState::Pending, 8)
+        );
+    });
+}
+
+fn query_fixture(f: &Fixture) -> Vec<Todo> {
+    prepare(&f.store);
+    let titles = [
+        ("q1", "Apple pie", 3, false, Some("2024-01-02T00:00:00Z")),
+        ("q2", "apple juice", 1, true, None),
+        ("q3", "Banana", 3, false, Some("2024-01-01T00:00:00Z")),
+        (
+            "q4",
+            "cherry APPLE",
+            2,
+            true,
+            Some("2024-03-01T10:00:00.5Z"),
+        ),
+        ("q5", "Date", 5, false, None),
+        ("q6", "100% apple", 0, false, Some("2023-12-31T23:59:59Z")),
+        ("q7", "", 3, true, None),
+    ];
+    let todos: Vec<Todo> = titles
+        .iter()
+        .map(|(id, title, p, done, due)| Todo {
+            id: (*id).into(),
+            title: (*title).into(),
+            description: format!("{id} desc"),
+            is_completed: *done,
+            priority: *p,
+            tags: vec![],
+            due: due.map(|d| d.parse().unwrap()),
+        })
+        .collect();
+    for t in &todos {
+        save(&f.store, t);
+    }
+    // A tombstone that no query may return.
+    let mut gone = todo("q8", "Apple", 3);
+    gone.is_completed = false;
+    save(&f.store, &gone);
+    let s = ops(f, "q8")[0].seq;
+    f.store.mark_inflight(&[s]).unwrap();
+    f.store.ack_op(Todo::SCHEMA, s, 1, None).unwrap();
+    f.store.delete(Todo::SCHEMA, "q8", None, true).unwrap();
+    todos
+}
+
+#[test]
+fn queries_run_in_sql_with_the_same_results_as_in_memory() {
+    on_every_backend("queries", |f| {
+        let todos = query_fixture(f);
+        let t = Todo::fields;
+        let due: DateTime<Utc> = "2024-01-01T12:00:00Z".parse().unwrap();
+        let queries: Vec<(&str, Query<Todo>)> = vec![
+            ("all", Query::new()),
+            ("eq", Query::new().filter(t().priority.eq(3))),
+            ("ne", Query::new().filter(t().priority.ne(3))),
+            (
+                "gt/le",
+                Query::new()
+                    .filter(t().priority.gt(1))
+                    .filter(t().priority.le(3)),
+            ),
+            (
+                "ge/lt",
+                Query::new().filter(t().priority.ge(2).and(t().priority.lt(5))),
+            ),
+            ("bool", Query::new().filter(t().is_completed.eq(true))),
+            (
+                "contains is case-sensitive",
+                Query::new().filter(t().title.contains("apple")),
+            ),
+            (
+                "contains %",
+                Query::new().filter(t().title.contains("100%")),
+            ),
+            (
+                "starts_with",
+                Query::new().filter(t().title.starts_with("Apple")),
+            ),
+            (
+                "starts_with empty",
+                Query::new().filter(t().title.starts_with("")),
+            ),
+            (
+                "ends_with",
+                Query::new().filter(t().title.ends_with("APPLE")),
+            ),
+            (
+                "ends_with longer",
+                Query::new().filter(t().title.ends_with("xx Date")),
+            ),
+            (
+                "ends_with empty",
+                Query::new().filter(t().title.ends_with("")),
+            ),
+            ("text order", Query::new().filter(t().title.gt("B"))),
+            ("in", Query::new().filter(t().priority.in_list([1, 5]))),
+            (
+                "in empty",
+                Query::new().filter(t().priority.in_list(Vec::<i32>::new())),
+            ),
+            ("null", Query::new().filter(t().due.is_null())),
+            ("not null", Query::new().filter(t().due.is_not_null())),
+            ("timestamp gt", Query::new().filter(t().due.gt(due))),
+            (
+                "timestamp eq",
+                Query::new().filter(
+                    t().due
+                        .eq("2024-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()),
+                ),
+            ),
+            ("ne excludes null", Query::new().filter(t().due.ne(due))),
+            (
+                "nested and/or",
+                Query::new().filter(
+                    t().priority
+                        .eq(3)
+                        .and(t().is_completed.eq(false))
+                        .or(t().title.starts_with("apple").and(t().priority.lt(2))),
+                ),
+            ),
+            ("empty or", Query::new().filter(Condition::any(Vec::new()))),
+            ("empty and", Query::new().filter(Condition::all(Vec::new()))),
+            (
+                "order desc then id",
+                Query::new().order_by(t().priority.desc()),
+            ),
+            (
+                "two keys",
+                Query::new()
+                    .order_by(t().is_completed.asc())
+                    .order_by(t().title.desc()),
+            ),
+            ("nulls first asc", Query::new().order_by(t().due.asc())),
+            ("nulls last desc", Query::new().order_by(t().due.desc())),
+            (
+                "limit offset",
+                Query::new().order_by(t().priority.asc()).limit(3).offset(2),
+            ),
+            (
+                "offset only",
+                Query::new().order_by(t().title.asc()).offset(5),
+            ),
+            ("limit 0", Query::new().limit(0)),
+        ];
+        for (name, q) in queries {
+            let got: Vec<String> = f
+                .store
+                .query(Todo::SCHEMA, &from(&q))
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            // In memory: sorted by id first, so ties break by id as in SQL.
+            let mut sorted = todos.clone();
+            sorted.sort_by(|a, b| a.id.cmp(&b.id));
+            let want: Vec<String> = q.apply(sorted).into_iter().map(|t| t.id).collect();
+            assert_eq!(got, want, "{name} ({})", f.backend);
+            let count = f.store.count(Todo::SCHEMA, &from(&q)).unwrap();
+            if q.limit_value().is_none() && q.offset_value().is_none() {
+                assert_eq!(count, got.len() as u64, "{name}: count");
+            }
+        }
+    });
+}
+
+#[test]
+fn a_filter_on_an_indexed_field_uses_the_index() {
+    let f = support::sqlite();
+    query_fixture(&f);
+    let t = Todo::fields;
+    for q in [
+        Query::new().filter(t().priority.eq(3)),
+        Query::new().filter(t().priority.in_list([1, 3])),
+        Query::new()
+            .filter(t().priority.eq(3).and(t().title.starts_with("A")))
+            .order_by(t().title.asc())
+            .limit(2),
+    ] {
+        let plan = f.store.explain(Todo::SCHEMA, &from(&q)).unwrap().join("\n");
+        assert!(
+            plan.contains("USING INDEX todos_priority_idx"),
+            "plan does not use the index:\n{plan}"
+        );
+    }
+    // Sanity: a filter on an unindexed field scans.
+    let plan = f
+        .store
+        .explain(Todo::SCHEMA, &from(&Query::new().filter(t().title.eq("x"))))
+        .unwrap()
+        .join("\n");
+    assert!(!plan.contains("todos_priority_idx"), "{plan}");
+}
+
+#[test]
+fn metadata_and_cursors_are_per_user() {
+    on_every_backend("metadata", |f| {
+        assert_eq!(f.store.metadata(None, "device_id").unwrap(), None);
+        f.store.set_metadata(None, "device_id", "d1").unwrap();
+        f.store.set_metadata(Some("u"), "device_id", "d2").unwrap();
+        f.store.set_metadata(None, "device_id", "d3").unwrap();
+        assert_eq!(
+            f.store.metadata(None, "device_id").unwrap().as_deref(),
+            Some("d3")
+        );
+        assert_eq!(
+            f.store.metadata(Some("u"), "device_id").unwrap().as_deref(),
+            Some("d2")
+        );
+    });
+}
+
+#[test]
+fn prepare_model_reports_a_missing_table_without_auto_migration() {
+    on_every_backend("missing_table", |f| {
+        let err = f.store.prepare_model(Todo::SCHEMA, false).unwrap_err();
+        assert!(
+            matches!(err, StoreError::MissingTable { table: "todos", .. }),
+            "{err}"
+        );
+        f.store.prepare_model(Todo::SCHEMA, true).unwrap();
+        f.store.prepare_model(Todo::SCHEMA, true).unwrap();
+        f.store.prepare_model(Todo::SCHEMA, false).unwrap();
+    });
+}
+
+#[test]
+fn a_stored_value_that_no_longer_deserialises_names_model_id_and_field() {
+    use diesel::RunQueryDsl;
+    on_every_backend("corrupt_row", |f| {
+        prepare(&f.store);
+        save(&f.store, &todo("c1", "x", 1));
+        let sql = "UPDATE todos SET tags = 'not json' WHERE id = 'c1'";
+        if f.backend == "sqlite" {
+            let mut conn =
+                <diesel::SqliteConnection as diesel::Connection>::establish(&f.location).unwrap();
+            diesel::sql_query(sql).execute(&mut conn).unwrap();
+        } else {
+            let mut conn =
+                <diesel::PgConnection as diesel::Connection>::establish(&f.location).unwrap();
+            diesel::sql_query(sql).execute(&mut conn).unwrap();
+        }
+        let err = f.store.get(Todo::SCHEMA, "c1").unwrap_err();
+        match &err {
+            StoreError::CorruptRow {
+                model, id, field, ..
+            } => assert_eq!(
+                (*model, id.as_str(), field.as_str()),
+                ("todo", "c1", "tags")
+            ),
+            other => panic!("{other}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("todo") && text.contains("c1") && text.contains("tags"),
+            "{text}"
+        );
+        // The record can still be deleted.
+        f.store.delete(Todo::SCHEMA, "c1", None, true).unwrap();
+    });
+}
+
+#[test]
+fn user_ids_are_kept_on_rows_and_ops() {
+    on_every_backend("user_ids", |f| {
+        prepare(&f.store);
+        let data = json(&todo("u", "x", 1));
+        f.store
+            .save(&LocalWrite {
+                schema: Todo::SCHEMA,
+                id: "u",
+                data: &data,
+                user_id: Some("alice"),
+                priority: 3,
+                enqueue: true,
+                version: None,
+            })
+            .unwrap();
+        let state = f.store.record_state(Todo::SCHEMA, "u").unwrap();
+        assert_eq!(state.meta.unwrap().user_id.as_deref(), Some("alice"));
+        assert_eq!(state.ops[0].user_id.as_deref(), Some("alice"));
+        assert_eq!(state.ops[0].priority, 3);
+        let _: JsonObject = data;
+    });
+}

@@ -1,0 +1,202 @@
+//! Change events: the in-process hub that WebSocket connections listen to, and the NOTIFY
+//! payloads that carry events between instances on one Postgres database.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::protocol::{EventKind, EventMessage, Record};
+
+/// Events a slow WebSocket connection may fall behind by before it is told it missed some.
+const HUB_CAPACITY: usize = 16 * 1024;
+
+/// Largest NOTIFY payload we send (Postgres' limit is 8000 bytes).
+pub(crate) const MAX_NOTIFY_PAYLOAD: usize = 7800;
+
+/// A committed change, addressed to the owner of the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ChangeEvent {
+    /// Only connections of this user receive the event.
+    pub(crate) owner: String,
+    /// The WebSocket connection whose request made the change, if any: it is not sent its own
+    /// change back (its response carries the record). Local to this instance.
+    #[serde(skip)]
+    pub(crate) origin: Option<u64>,
+    /// What is sent to them.
+    pub(crate) message: EventMessage,
+}
+
+impl ChangeEvent {
+    pub(crate) fn new(
+        owner: &str,
+        kind: EventKind,
+        collection: &str,
+        id: &str,
+        version: i64,
+        data: Record,
+    ) -> Self {
+        Self {
+            owner: owner.to_owned(),
+            origin: None,
+            message: EventMessage {
+                event: kind,
+                collection: collection.to_owned(),
+                id: id.to_owned(),
+                version,
+                data,
+            },
+        }
+    }
+}
+
+/// Fan-out of committed events to this instance's WebSocket connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Hub {
+    tx: broadcast::Sender<Arc<ChangeEvent>>,
+}
+
+impl Hub {
+    pub(crate) fn new() -> Self {
+        let (tx, _) = broadcast::channel(HUB_CAPACITY);
+        Self { tx }
+    }
+
+    /// Whether any connection listens (events need not be built otherwise).
+    pub(crate) fn has_listeners(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
+        self.tx.subscribe()
+    }
+
+    /// Sends committed events; call only after the transaction that made them committed.
+    pub(crate) fn publish(&self, events: impl IntoIterator<Item = ChangeEvent>) {
+        for event in events {
+            // An error only means nobody listens right now.
+            let _ = self.tx.send(Arc::new(event));
+        }
+    }
+}
+
+/// Reference to an event too large for a NOTIFY payload; the listener reads the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EventRef {
+    pub(crate) owner: String,
+    pub(crate) kind: EventKind,
+    pub(crate) collection: String,
+    pub(crate) id: String,
+    pub(crate) version: i64,
+}
+
+/// One NOTIFY payload: events of one transaction from one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct NotifyPayload {
+    /// Sending instance; it skips its own payloads (it already published them).
+    #[serde(rename = "i")]
+    pub(crate) instance: String,
+    /// Events carried whole.
+    #[serde(rename = "e", default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) events: Vec<ChangeEvent>,
+    /// Events too large to carry.
+    #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) refs: Vec<EventRef>,
+}
+
+impl NotifyPayload {
+    /// Packs events, in order, into payloads under [`MAX_NOTIFY_PAYLOAD`] bytes.
+    pub(crate) fn pack(instance: &str, events: &[ChangeEvent]) -> Vec<String> {
+        // `{"i":"<instance>","e":[` + `]}`
+        let overhead = instance.len() + 16;
+        let mut out = Vec::new();
+        let mut current: Vec<String> = Vec::new();
+        let mut size = overhead;
+        let flush = |current: &mut Vec<String>, out: &mut Vec<String>| {
+            if !current.is_empty() {
+                out.push(format!(
+                    "{{\"i\":{},\"e\":[{}]}}",
+                    json_string(instance),
+                    current.join(",")
+                ));
+                current.clear();
+            }
+        };
+        for event in events {
+            let Ok(text) = serde_json::to_string(event) else {
+                continue;
+            };
+            if text.len() + overhead + 1 > MAX_NOTIFY_PAYLOAD {
+                flush(&mut current, &mut out);
+                size = overhead;
+                let reference = NotifyPayload {
+                    instance: instance.to_owned(),
+                    events: Vec::new(),
+                    refs: vec![EventRef {
+                        owner: event.owner.clone(),
+                        kind: event.message.event,
+                        collection: event.message.collection.clone(),
+                        id: event.message.id.clone(),
+                        version: event.message.version,
+                    }],
+                };
+                if let Ok(text) = serde_json::to_string(&reference) {
+                    out.push(text);
+                }
+                continue;
+            }
+            if size + text.len() + 1 > MAX_NOTIFY_PAYLOAD {
+                flush(&mut current, &mut out);
+                size = overhead;
+            }
+            size += text.len() + 1;
+            current.push(text);
+        }
+        flush(&mut current, &mut out);
+        out
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: i64, size: usize) -> ChangeEvent {
+        let mut data = Record::new();
+        data.insert("blob".into(), "x".repeat(size).into());
+        ChangeEvent::new("u", EventKind::Created, "todos", &n.to_string(), n, data)
+    }
+
+    #[test]
+    fn packs_in_order_under_the_limit() {
+        let events: Vec<_> = (1..=100).map(|n| event(n, 300)).collect();
+        let payloads = NotifyPayload::pack("inst", &events);
+        assert!(payloads.len() > 1);
+        let mut versions = Vec::new();
+        for p in &payloads {
+            assert!(p.len() <= MAX_NOTIFY_PAYLOAD, "{}", p.len());
+            let parsed: NotifyPayload = serde_json::from_str(p).expect("payload parses");
+            assert_eq!(parsed.instance, "inst");
+            versions.extend(parsed.events.iter().map(|e| e.message.version));
+        }
+        assert_eq!(versions, (1..=100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn oversized_events_become_references() {
+        let events = vec![event(1, 10), event(2, 20_000), event(3, 10)];
+        let payloads = NotifyPayload::pack("inst", &events);
+        let parsed: Vec<NotifyPayload> = payloads
+            .iter()
+            .map(|p| serde_json::from_str(p).expect("payload parses"))
+            .collect();
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[0].events[0].message.version, 1);
+        assert_eq!(parsed[1].refs[0].version, 2);
+        assert_eq!(parsed[2].events[0].message.version, 3);
+    }
+}

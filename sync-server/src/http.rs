@@ -1,0 +1,828 @@
+//! The REST API: health, pull, get, create, PATCH/PUT/DELETE with `If-Match`, and batch push.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{bearer_token, Auth};
+use crate::events::Hub;
+use crate::protocol::{
+    ErrorBody, Health, OpKind, OpStatus, PushOp, PushRequest, IDEMPOTENCY_KEY_HEADER, ID_KEY,
+    RESERVED_KEYS,
+};
+use crate::server::Limits;
+use crate::store::{Filter, RawResult, Store, WriteOp};
+
+/// Shared state of every request handler and WebSocket connection.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) store: Store,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) limits: Limits,
+    pub(crate) hub: Hub,
+    pub(crate) cancel: CancellationToken,
+}
+
+/// A JSON error response.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                error: message.into(),
+                code: code.to_owned(),
+                limit: None,
+                record: None,
+            },
+        }
+    }
+
+    pub(crate) fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub(crate) fn with_limit(mut self, limit: usize) -> Self {
+        self.body.limit = Some(limit as u64);
+        self
+    }
+
+    pub(crate) fn unauthorized(message: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub(crate) fn internal(err: &crate::Error) -> Self {
+        tracing::error!(error = %err, source = ?std::error::Error::source(err), "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error; see the server log",
+        )
+    }
+}
+
+impl ApiError {
+    /// The HTTP status and the JSON body, for transports other than HTTP (WebSocket requests).
+    pub(crate) fn into_parts(self) -> (StatusCode, ErrorBody) {
+        (self.status, self.body)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(err: crate::Error) -> Self {
+        Self::internal(&err)
+    }
+}
+
+/// The user of the request's bearer token.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthUser(pub(crate) String);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authenticate_headers(&parts.headers, &state.auth)?
+            .map(AuthUser)
+            .ok_or_else(|| {
+                ApiError::unauthorized("missing bearer token: send `Authorization: Bearer <token>`")
+            })
+    }
+}
+
+/// `Ok(None)` without an `Authorization` header; an error for a header that does not
+/// authenticate.
+pub(crate) fn authenticate_headers(
+    headers: &HeaderMap,
+    auth: &Auth,
+) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let token = value.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+        ApiError::unauthorized("malformed Authorization header: expected `Bearer <token>`")
+    })?;
+    auth.authenticate(token)
+        .map(Some)
+        .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))
+}
+
+/// Builds the router of the whole API.
+pub(crate) fn router(state: AppState) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/sync/push", post(push))
+        .route("/{collection}", get(pull).post(create))
+        .route(
+            "/{collection}/{id}",
+            get(get_one).patch(patch).put(put).delete(delete),
+        )
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn health() -> Json<Health> {
+    Json(health_body())
+}
+
+/// Body of a health answer.
+pub(crate) fn health_body() -> Health {
+    Health {
+        status: "ok".into(),
+    }
+}
+
+fn json_text_response(status: StatusCode, text: Vec<u8>) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, "application/json")],
+        Body::from(text),
+    )
+        .into_response()
+}
+
+fn check_collection(collection: &str, limits: &Limits) -> Result<(), ApiError> {
+    if collection.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_collection",
+            "collection name is empty",
+        ));
+    }
+    if collection.len() > limits.max_collection_len {
+        return Err(ApiError::bad_request(
+            "collection_too_long",
+            format!(
+                "collection name is {} bytes; the limit is {}",
+                collection.len(),
+                limits.max_collection_len
+            ),
+        )
+        .with_limit(limits.max_collection_len));
+    }
+    Ok(())
+}
+
+fn check_id(id: &str, limits: &Limits) -> Result<(), ApiError> {
+    if id.is_empty() {
+        return Err(ApiError::bad_request("invalid_id", "record id is empty"));
+    }
+    if id.len() > limits.max_id_len {
+        return Err(ApiError::bad_request(
+            "id_too_long",
+            format!(
+                "record id is {} bytes; the limit is {}",
+                id.len(),
+                limits.max_id_len
+            ),
+        )
+        .with_limit(limits.max_id_len));
+    }
+    Ok(())
+}
+
+async fn pull(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(collection): Path<String>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) =
+        query.map_err(|err| ApiError::bad_request("invalid_query", err.body_text()))?;
+    let body = list(&state, &user, &collection, params).await?;
+    Ok(json_text_response(StatusCode::OK, body))
+}
+
+/// A page of `user`'s records in `collection`, as the JSON text of a [`PullPage`]: the list
+/// endpoint (`GET /{collection}?...`) and the WebSocket `pull` and `query` requests.
+///
+/// `params` are the query-string pairs: `since`/`cursor`, `limit` (or json-server's `_limit`),
+/// `offset` (or `_offset`, rows skipped after the cursor) and equality filters. A later pair
+/// overrides an earlier one with the same name.
+///
+/// [`PullPage`]: crate::protocol::PullPage
+pub(crate) async fn list(
+    state: &AppState,
+    user: &str,
+    collection: &str,
+    params: Vec<(String, String)>,
+) -> Result<Vec<u8>, ApiError> {
+    let limits = &state.limits;
+    check_collection(collection, limits)?;
+    let mut since = 0i64;
+    let mut limit = limits.default_page_limit;
+    let mut offset = 0usize;
+    let mut filters = Vec::new();
+    for (name, value) in params {
+        match name.as_str() {
+            "since" | "cursor" => {
+                since = if value.is_empty() {
+                    0
+                } else {
+                    value.parse().map_err(|_| {
+                        ApiError::bad_request(
+                            "invalid_cursor",
+                            format!("cursor {value:?} is not a cursor this server issued"),
+                        )
+                    })?
+                };
+            }
+            "limit" | "_limit" => {
+                limit = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_limit",
+                        format!("limit {value:?} is not a positive integer"),
+                    )
+                })?;
+            }
+            "offset" | "_offset" => {
+                offset = value.parse().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_offset",
+                        format!("offset {value:?} is not a non-negative integer"),
+                    )
+                })?;
+            }
+            _ => {
+                if name.contains(['"', '\\']) || name.is_empty() {
+                    return Err(ApiError::bad_request(
+                        "invalid_filter",
+                        format!("filter field {name:?} is not a plain field name"),
+                    ));
+                }
+                filters.push(Filter { field: name, value });
+            }
+        }
+    }
+    if filters.len() > limits.max_filters {
+        return Err(ApiError::bad_request(
+            "too_many_filters",
+            format!(
+                "{} filters given; the limit is {}",
+                filters.len(),
+                limits.max_filters
+            ),
+        )
+        .with_limit(limits.max_filters));
+    }
+    let limit = limit.min(limits.max_page_limit);
+    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+    // One extra row tells whether another page follows.
+    let mut rows = state
+        .store
+        .pull(user, collection, since, limit as i64 + 1, offset, filters)
+        .await?;
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = rows.last().map_or(since, |row| row.version);
+    let mut body = Vec::with_capacity(rows.iter().map(|r| r.data.len() + 96).sum::<usize>() + 64);
+    body.extend_from_slice(b"{\"items\":[");
+    for (n, row) in rows.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        row.write_json(&mut body)?;
+    }
+    body.extend_from_slice(
+        format!("],\"next_cursor\":\"{next_cursor}\",\"has_more\":{has_more}}}").as_bytes(),
+    );
+    Ok(body)
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((collection, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let body = read(&state, &user, &collection, &id).await?;
+    Ok(json_text_response(StatusCode::OK, body))
+}
+
+/// One live record of `user` as JSON text (`GET /{collection}/{id}` and the WebSocket `get`
+/// request); a missing or deleted record is a 404.
+pub(crate) async fn read(
+    state: &AppState,
+    user: &str,
+    collection: &str,
+    id: &str,
+) -> Result<Vec<u8>, ApiError> {
+    check_collection(collection, &state.limits)?;
+    check_id(id, &state.limits)?;
+    match state.store.get(user, collection, id).await? {
+        Some(row) if !row.deleted => Ok(row.to_json_text()?),
+        Some(row) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "record {id:?} in {collection:?} was deleted at version {}",
+                row.version
+            ),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no record {id:?} in {collection:?}"),
+        )),
+    }
+}
+
+/// Parses a request body as JSON, answering 413 past the size limit and 400 with the parse
+/// error otherwise.
+fn parse_body(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<Value, ApiError> {
+    let bytes = body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "request body is larger than {} bytes; send smaller batches",
+                    limits.max_body_bytes
+                ),
+            )
+            .with_limit(limits.max_body_bytes)
+        } else {
+            ApiError::bad_request("invalid_body", rej.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|err| ApiError::bad_request("malformed_json", format!("malformed JSON: {err}")))
+}
+
+fn idempotency_key(headers: &HeaderMap, limits: &Limits) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be visible ASCII",
+        )
+    })?;
+    check_key(key, limits).map_err(Rejection::into_api_error)?;
+    Ok(Some(key.to_owned()))
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    text.parse().map(Some).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_if_match",
+            format!("If-Match {text:?} is not a record version (an integer)"),
+        )
+    })
+}
+
+/// A write refused before it reached the database.
+#[derive(Debug)]
+struct Rejection {
+    code: &'static str,
+    message: String,
+    limit: Option<usize>,
+}
+
+impl Rejection {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            limit: None,
+        }
+    }
+
+    fn into_api_error(self) -> ApiError {
+        let mut err = ApiError::bad_request(self.code, self.message);
+        err.body.limit = self.limit.map(|l| l as u64);
+        err
+    }
+
+    fn into_result(self) -> RawResult {
+        RawResult::rejected(self.code, self.message)
+    }
+}
+
+fn check_key(key: &str, limits: &Limits) -> Result<(), Rejection> {
+    if key.is_empty() {
+        return Err(Rejection::new(
+            "invalid_idempotency_key",
+            "idempotency key is empty",
+        ));
+    }
+    if key.len() > limits.max_idempotency_key_len {
+        return Err(Rejection {
+            code: "idempotency_key_too_long",
+            message: format!(
+                "idempotency key is {} bytes; the limit is {}",
+                key.len(),
+                limits.max_idempotency_key_len
+            ),
+            limit: Some(limits.max_idempotency_key_len),
+        });
+    }
+    Ok(())
+}
+
+/// Validates one write and turns it into a [`WriteOp`].
+fn prepare(
+    key: Option<String>,
+    collection: String,
+    kind: OpKind,
+    id: Option<String>,
+    base_version: Option<i64>,
+    data: Option<Value>,
+    limits: &Limits,
+) -> Result<WriteOp, Rejection> {
+    if let Some(key) = &key {
+        check_key(key, limits)?;
+    }
+    check_collection(&collection, limits).map_err(api_to_rejection)?;
+    let mut data = match (kind, data) {
+        (OpKind::Delete, _) => Map::new(),
+        (_, Some(Value::Object(map))) => map,
+        (_, Some(other)) => {
+            return Err(Rejection::new(
+                "invalid_data",
+                format!(
+                    "record data must be a JSON object, not {}",
+                    json_type_name(&other)
+                ),
+            ))
+        }
+        (_, None) => {
+            return Err(Rejection::new(
+                "invalid_data",
+                format!("a {} needs `data` (a JSON object)", kind.as_str()),
+            ))
+        }
+    };
+    let data_id = match data.get(ID_KEY) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(Rejection::new(
+                "invalid_id",
+                format!("record id must be a string, not {}", json_type_name(other)),
+            ))
+        }
+    };
+    let (id, id_generated) = match (id, data_id) {
+        (Some(id), Some(data_id)) if id != data_id => {
+            return Err(Rejection::new(
+                "id_mismatch",
+                format!("the record id is {id:?} but data.id is {data_id:?}"),
+            ))
+        }
+        (Some(id), _) | (None, Some(id)) => (id, false),
+        (None, None) if kind == OpKind::Create => (uuid::Uuid::new_v4().to_string(), true),
+        (None, None) => {
+            return Err(Rejection::new(
+                "invalid_id",
+                format!("a {} needs the record id", kind.as_str()),
+            ))
+        }
+    };
+    check_id(&id, limits).map_err(api_to_rejection)?;
+    for reserved in RESERVED_KEYS {
+        data.remove(reserved);
+    }
+    // Serialised here, on the request's task, rather than under the write lock.
+    let data_text = match kind {
+        OpKind::Create | OpKind::Replace => Some(
+            serde_json::to_string(&data)
+                .map_err(|err| Rejection::new("invalid_data", err.to_string()))?,
+        ),
+        OpKind::Update | OpKind::Delete => None,
+    };
+    Ok(WriteOp {
+        key,
+        collection,
+        kind,
+        id,
+        id_generated,
+        base_version,
+        data,
+        data_text,
+    })
+}
+
+fn api_to_rejection(err: ApiError) -> Rejection {
+    let code = match err.body.code.as_str() {
+        "invalid_collection" => "invalid_collection",
+        "collection_too_long" => "collection_too_long",
+        "invalid_id" => "invalid_id",
+        "id_too_long" => "id_too_long",
+        _ => "invalid_op",
+    };
+    Rejection {
+        code,
+        message: err.body.error,
+        limit: err.body.limit.map(|l| l as usize),
+    }
+}
+
+fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Applies validated ops in one transaction and publishes their events after commit, to
+/// every connection of the user but `origin` (the WebSocket connection that asked).
+async fn apply(
+    state: &AppState,
+    user: &str,
+    ops: Vec<WriteOp>,
+    origin: Option<u64>,
+) -> Result<Vec<RawResult>, ApiError> {
+    if ops.is_empty() {
+        return Ok(Vec::new());
+    }
+    let want_events = state.hub.has_listeners() || state.store.notify_target().is_some();
+    let mut outcome = state.store.write(user, ops, want_events).await?;
+    for event in &mut outcome.events {
+        event.origin = origin;
+    }
+    state.hub.publish(outcome.events);
+    Ok(outcome.results)
+}
+
+/// Runs one REST write and maps its result to a response.
+async fn rest_write(state: &AppState, user: &str, op: WriteOp) -> Result<Response, ApiError> {
+    let created = op.kind == OpKind::Create;
+    let mut results = apply(state, user, vec![op], None).await?;
+    let result = results.pop().ok_or_else(|| {
+        ApiError::internal(&crate::Error::Task("write returned no result".into()))
+    })?;
+    Ok(result_response(result, created))
+}
+
+fn result_response(result: RawResult, created: bool) -> Response {
+    match result.status {
+        OpStatus::Applied => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            let body = result
+                .record
+                .map_or_else(|| b"{}".to_vec(), |record| record.get().as_bytes().to_vec());
+            json_text_response(status, body)
+        }
+        OpStatus::Conflict => (
+            StatusCode::CONFLICT,
+            Json(ErrorBody {
+                error: result.error.unwrap_or_else(|| "version conflict".into()),
+                code: "conflict".into(),
+                limit: None,
+                record: result
+                    .record
+                    .and_then(|record| serde_json::from_str(record.get()).ok()),
+            }),
+        )
+            .into_response(),
+        OpStatus::Rejected => {
+            let code = result.code.unwrap_or_else(|| "rejected".into());
+            let status = match code.as_str() {
+                "not_found" => StatusCode::NOT_FOUND,
+                "idempotency_key_reused" => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            ApiError::new(
+                status,
+                &code,
+                result.error.unwrap_or_else(|| "rejected".into()),
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(collection): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers, &state.limits)?;
+    let data = parse_body(body, &state.limits)?;
+    let op = prepare(
+        key,
+        collection,
+        OpKind::Create,
+        None,
+        None,
+        Some(data),
+        &state.limits,
+    )
+    .map_err(Rejection::into_api_error)?;
+    rest_write(&state, &user, op).await
+}
+
+async fn update(
+    state: AppState,
+    user: String,
+    collection: String,
+    id: String,
+    headers: HeaderMap,
+    body: Option<Result<Bytes, BytesRejection>>,
+    kind: OpKind,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers, &state.limits)?;
+    let base = if_match(&headers)?;
+    let data = match body {
+        Some(body) => Some(parse_body(body, &state.limits)?),
+        None => None,
+    };
+    let op = prepare(key, collection, kind, Some(id), base, data, &state.limits)
+        .map_err(Rejection::into_api_error)?;
+    rest_write(&state, &user, op).await
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    update(
+        state,
+        user,
+        collection,
+        id,
+        headers,
+        Some(body),
+        OpKind::Update,
+    )
+    .await
+}
+
+async fn put(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    update(
+        state,
+        user,
+        collection,
+        id,
+        headers,
+        Some(body),
+        OpKind::Replace,
+    )
+    .await
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    update(state, user, collection, id, headers, None, OpKind::Delete).await
+}
+
+/// Turns one raw op of a push into a [`WriteOp`] or the result that rejects it.
+fn prepare_push_op(raw: Value, limits: &Limits) -> Result<WriteOp, Rejection> {
+    let Value::Object(map) = &raw else {
+        return Err(Rejection::new(
+            "invalid_op",
+            format!("an op must be a JSON object, not {}", json_type_name(&raw)),
+        ));
+    };
+    match map.get("op") {
+        None => return Err(Rejection::new("invalid_op", "the op has no `op` field")),
+        Some(Value::String(name))
+            if !["create", "update", "replace", "delete"].contains(&name.as_str()) =>
+        {
+            return Err(Rejection::new(
+                "unknown_op",
+                format!(
+                    "unknown op {name:?}: expected one of \"create\", \"update\", \"replace\", \"delete\""
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let op: PushOp = serde_json::from_value(raw)
+        .map_err(|err| Rejection::new("invalid_op", format!("invalid op: {err}")))?;
+    prepare(
+        op.idempotency_key,
+        op.collection,
+        op.op,
+        op.id,
+        op.base_version,
+        op.data,
+        limits,
+    )
+}
+
+/// [`PushResponse`](crate::protocol::PushResponse) with records kept as JSON text.
+#[derive(Debug, Serialize)]
+struct RawPushResponse {
+    results: Vec<RawResult>,
+}
+
+async fn push(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let value = parse_body(body, &state.limits)?;
+    let body = push_batch(&state, &user, value, None).await?;
+    Ok(json_text_response(StatusCode::OK, body))
+}
+
+/// Runs a batch push (`{"ops": [...]}`) for `user` and returns the JSON text of its
+/// `{"results": [...]}`: `POST /sync/push` and the WebSocket `push` request. `origin` is the
+/// WebSocket connection that sent the request, which gets no events of its own writes.
+pub(crate) async fn push_batch(
+    state: &AppState,
+    user: &str,
+    value: Value,
+    origin: Option<u64>,
+) -> Result<Vec<u8>, ApiError> {
+    let limits = &state.limits;
+    let request: PushRequest = serde_json::from_value(value).map_err(|err| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("expected {{\"ops\": [...]}}: {err}"),
+        )
+    })?;
+    if request.ops.len() > limits.max_batch_ops {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "{} ops in one push; the limit is {}; split the batch",
+                request.ops.len(),
+                limits.max_batch_ops
+            ),
+        )
+        .with_limit(limits.max_batch_ops));
+    }
+    let mut slots: Vec<Option<RawResult>> = Vec::with_capacity(request.ops.len());
+    let mut valid = Vec::with_capacity(request.ops.len());
+    for raw in request.ops {
+        match prepare_push_op(raw, limits) {
+            Ok(op) => {
+                valid.push(op);
+                slots.push(None);
+            }
+            Err(rejection) => slots.push(Some(rejection.into_result())),
+        }
+    }
+    let mut applied = apply(state, user, valid, origin).await?.into_iter();
+    let mut results = Vec::with_capacity(slots.len());
+    for slot in slots {
+        match slot.or_else(|| applied.next()) {
+            Some(result) => results.push(result),
+            None => {
+                return Err(ApiError::internal(&crate::Error::Task(
+                    "push returned fewer results than ops".into(),
+                )))
+            }
+        }
+    }
+    serde_json::to_vec(&RawPushResponse { results })
+        .map_err(|err| ApiError::internal(&crate::Error::Corrupt(err.to_string())))
+}

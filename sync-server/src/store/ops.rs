@@ -1,0 +1,141 @@
+// Statements shared by the SQLite and Postgres modules.
+//
+// This file is `include!`d by `sqlite.rs` and `postgres.rs`, so the same code is compiled
+// against each concrete connection type (Diesel's generic bounds across backends would drown
+// the logic). The including module defines `Conn`, `Db`, `write_transaction`, `field_equals`
+// and `before_commit`.
+
+use std::collections::{HashMap, HashSet};
+
+use super::schema::{sync_idempotency as idem, sync_records as rec, sync_sequence as seq};
+use super::{
+    ids_by_collection, Filter, IdemRow, NotifyTarget, Planner, PulledRow, RecordRow, WriteOp,
+    WriteOutcome,
+};
+
+/// Rows per multi-row INSERT: 7 binds each keeps a statement far below both backends' limits.
+const ROWS_PER_INSERT: usize = 1000;
+/// Ids per `IN (...)` list.
+const IDS_PER_SELECT: usize = 1000;
+
+pub(super) fn get(
+    conn: &mut Conn,
+    owner: &str,
+    collection: &str,
+    id: &str,
+) -> Result<Option<RecordRow>> {
+    Ok(rec::table
+        .filter(rec::owner.eq(owner))
+        .filter(rec::collection.eq(collection))
+        .filter(rec::id.eq(id))
+        .select(RecordRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub(super) fn pull(
+    conn: &mut Conn,
+    owner: &str,
+    collection: &str,
+    since: i64,
+    limit: i64,
+    offset: i64,
+    filters: &[Filter],
+) -> Result<Vec<PulledRow>> {
+    // `owner || ''` is the expression of the pull index (see the migration).
+    let mut query = rec::table
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("(owner || '') = ")
+                .bind::<diesel::sql_types::Text, _>(owner.to_owned()),
+        )
+        .filter(rec::collection.eq(collection))
+        .filter(rec::version.gt(since))
+        .order(rec::version.asc())
+        .limit(limit)
+        .offset(offset)
+        .select((
+            rec::id,
+            rec::data,
+            rec::version,
+            rec::updated_at,
+            rec::deleted,
+        ))
+        .into_boxed::<Db>();
+    for filter in filters {
+        query = query.filter(field_equals(filter));
+    }
+    Ok(query.load(conn)?)
+}
+
+pub(super) fn write(
+    conn: &mut Conn,
+    owner: &str,
+    ops: &[WriteOp],
+    want_events: bool,
+    notify: Option<&NotifyTarget>,
+) -> Result<WriteOutcome> {
+    write_transaction(conn, |conn, current_version| {
+        let keys: Vec<&str> = ops.iter().filter_map(|op| op.key.as_deref()).collect();
+        let mut stored = Vec::new();
+        for chunk in keys.chunks(IDS_PER_SELECT) {
+            stored.extend(load_keys(conn, owner, chunk)?);
+        }
+        let mut loaded = Vec::new();
+        for (collection, ids) in ids_by_collection(ops) {
+            for chunk in ids.chunks(IDS_PER_SELECT) {
+                loaded.extend(load_records(conn, owner, collection, chunk)?);
+            }
+        }
+
+        let existed: HashSet<(String, String)> = loaded
+            .iter()
+            .map(|row| (row.collection.clone(), row.id.clone()))
+            .collect();
+        let mut planner = Planner::new(owner, current_version, loaded, stored, want_events);
+        let results = ops
+            .iter()
+            .map(|op| planner.apply(op))
+            .collect::<Result<Vec<_>>>()?;
+        let (rows, new_keys, events, last_version) = planner.finish();
+
+        // Replacing changed rows by delete + multi-row insert keeps a batch to a few statements
+        // on both backends.
+        let mut replaced: HashMap<&str, Vec<&str>> = HashMap::new();
+        for row in &rows {
+            if existed.contains(&(row.collection.clone(), row.id.clone())) {
+                replaced
+                    .entry(row.collection.as_str())
+                    .or_default()
+                    .push(row.id.as_str());
+            }
+        }
+        for (collection, ids) in replaced {
+            for chunk in ids.chunks(IDS_PER_SELECT) {
+                diesel::delete(
+                    rec::table
+                        .filter(rec::owner.eq(owner))
+                        .filter(rec::collection.eq(collection))
+                        .filter(rec::id.eq_any(chunk.to_vec())),
+                )
+                .execute(conn)?;
+            }
+        }
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            diesel::insert_into(rec::table)
+                .values(chunk)
+                .execute(conn)?;
+        }
+        for chunk in new_keys.chunks(ROWS_PER_INSERT) {
+            diesel::insert_into(idem::table)
+                .values(chunk)
+                .execute(conn)?;
+        }
+        if last_version != current_version {
+            diesel::update(seq::table.filter(seq::id.eq(1)))
+                .set(seq::value.eq(last_version))
+                .execute(conn)?;
+        }
+        before_commit(conn, &events, notify)?;
+        Ok(WriteOutcome { results, events })
+    })
+}

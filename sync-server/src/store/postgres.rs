@@ -1,0 +1,188 @@
+//! Postgres backend: writers lock the sequence row (`FOR UPDATE`) for their whole transaction,
+//! and committed events reach other instances through `NOTIFY`.
+
+use diesel::connection::SimpleConnection;
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::r2d2::ConnectionManager;
+use diesel::sql_types::{Array, Bool, Text};
+use diesel::PgConnection;
+use diesel_migrations::MigrationHarness;
+
+use super::{pool_builder, PgPool, MIGRATIONS};
+use crate::error::{Error, Result};
+use crate::events::{ChangeEvent, EventRef, NotifyPayload};
+
+type Conn = PgConnection;
+type Db = diesel::pg::Pg;
+
+include!("ops.rs");
+
+/// Arbitrary key of the advisory lock that serialises migrations of instances starting together.
+const MIGRATION_LOCK: i64 = 0x5359_4e43_0001;
+
+#[derive(QueryableByName)]
+struct SchemaName {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// Connects, migrates, and returns the pool and the NOTIFY channel of the current schema.
+pub(super) fn open(url: &str, pool_size: u32) -> Result<(PgPool, String)> {
+    let mut conn = PgConnection::establish(url).map_err(Error::Connect)?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(&mut conn)?;
+    let migrated = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|_| ())
+        .map_err(|err| Error::Migration(err.to_string()));
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(&mut conn)?;
+    migrated?;
+    let schema: SchemaName =
+        diesel::sql_query("SELECT current_schema()::text AS name").get_result(&mut conn)?;
+    let channel = channel_name(&schema.name);
+    drop(conn);
+    let pool = pool_builder(pool_size)
+        .build(ConnectionManager::<PgConnection>::new(url))
+        .map_err(Error::Pool)?;
+    Ok((pool, channel))
+}
+
+/// NOTIFY channels are database-wide; naming the channel after the schema keeps deployments
+/// (and tests) in separate schemas of one database apart.
+pub(crate) fn channel_name(schema: &str) -> String {
+    let mut name = String::from("sync_events_");
+    name.extend(schema.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '_'
+        }
+    }));
+    name.truncate(63);
+    name
+}
+
+/// Runs `f` in a transaction that first locks the sequence row. Concurrent writers queue on
+/// that lock until the holder commits, so versions become visible in the order they were
+/// assigned and a puller can never see version N+1 while N is still uncommitted.
+fn write_transaction<T>(conn: &mut Conn, f: impl FnOnce(&mut Conn, i64) -> Result<T>) -> Result<T> {
+    conn.transaction(|conn| {
+        let current: i64 = seq::table
+            .filter(seq::id.eq(1))
+            .select(seq::value)
+            .for_update()
+            .first(conn)?;
+        f(conn, current)
+    })
+}
+
+/// `data->>'field'` equals `value`.
+fn field_equals(filter: &Filter) -> Box<dyn BoxableExpression<rec::table, Db, SqlType = Bool>> {
+    Box::new(
+        sql::<Bool>("((data::jsonb) ->> ")
+            .bind::<Text, _>(filter.field.clone())
+            .sql(") = ")
+            .bind::<Text, _>(filter.value.clone()),
+    )
+}
+
+/// The rows of `ids` in one collection: one primary-key probe per id. (With `id IN (...)` or a
+/// plain join the planner may hash the user's whole collection, so writes slowed down as it
+/// grew; a `LIMIT 1` lateral subquery cannot be flattened into such a plan.)
+fn load_records(
+    conn: &mut Conn,
+    owner: &str,
+    collection: &str,
+    ids: &[&str],
+) -> Result<Vec<RecordRow>> {
+    Ok(diesel::sql_query(
+        "SELECT r.owner, r.collection, r.id, r.data, r.version, r.updated_at, r.deleted \
+         FROM unnest($3::text[]) AS k(id) CROSS JOIN LATERAL ( \
+             SELECT * FROM sync_records s \
+             WHERE s.owner = $1 AND s.collection = $2 AND s.id = k.id LIMIT 1) r",
+    )
+    .bind::<Text, _>(owner)
+    .bind::<Text, _>(collection)
+    .bind::<Array<Text>, _>(ids)
+    .load(conn)?)
+}
+
+/// The stored idempotency keys among `keys` (one primary-key probe each, as above).
+fn load_keys(conn: &mut Conn, owner: &str, keys: &[&str]) -> Result<Vec<IdemRow>> {
+    Ok(diesel::sql_query(
+        "SELECT i.owner, i.idem_key, i.collection, i.op, i.record_id, i.result, i.created_at \
+         FROM unnest($2::text[]) AS k(idem_key) CROSS JOIN LATERAL ( \
+             SELECT * FROM sync_idempotency s \
+             WHERE s.owner = $1 AND s.idem_key = k.idem_key LIMIT 1) i",
+    )
+    .bind::<Text, _>(owner)
+    .bind::<Array<Text>, _>(keys)
+    .load(conn)?)
+}
+
+/// Queues the events as NOTIFY payloads of this transaction; Postgres delivers them only if
+/// and when it commits, in commit order.
+fn before_commit(
+    conn: &mut Conn,
+    events: &[ChangeEvent],
+    notify: Option<&NotifyTarget>,
+) -> Result<()> {
+    let Some(target) = notify else {
+        return Ok(());
+    };
+    let payloads = NotifyPayload::pack(&target.instance, events);
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    // One round trip for all payloads; `WITH ORDINALITY` keeps them in order.
+    diesel::sql_query(
+        "SELECT pg_notify($1, p.payload) FROM unnest($2::text[]) WITH ORDINALITY AS p(payload, n) ORDER BY p.n",
+    )
+    .bind::<Text, _>(&target.channel)
+    .bind::<Array<Text>, _>(payloads)
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Prefix of the `application_name` of listening sessions; the channel follows.
+pub(crate) const LISTENER_APP_PREFIX: &str = "sync-listener-";
+
+/// Opens the dedicated listening connection.
+pub(crate) fn listen(url: &str, channel: &str) -> Result<PgConnection> {
+    let mut conn = PgConnection::establish(url).map_err(Error::Connect)?;
+    // Named so operators (and tests) can find the listening session in pg_stat_activity.
+    let mut app = format!("{LISTENER_APP_PREFIX}{channel}");
+    app.truncate(63);
+    conn.batch_execute(&format!(
+        "SET application_name = '{app}'; LISTEN \"{channel}\""
+    ))?;
+    Ok(conn)
+}
+
+/// The current value of the version sequence.
+pub(crate) fn current_version(conn: &mut PgConnection) -> Result<i64> {
+    Ok(seq::table
+        .filter(seq::id.eq(1))
+        .select(seq::value)
+        .first(conn)?)
+}
+
+/// Records of every owner changed after `since`, in version order (catch-up after the
+/// listening connection was lost).
+pub(crate) fn changed_since(
+    conn: &mut PgConnection,
+    since: i64,
+    limit: i64,
+) -> Result<Vec<RecordRow>> {
+    Ok(rec::table
+        .filter(rec::version.gt(since))
+        .order(rec::version.asc())
+        .limit(limit)
+        .select(RecordRow::as_select())
+        .load(conn)?)
+}
+
+/// The record an oversized event refers to, if it is still at that version.
+pub(crate) fn resolve_ref(conn: &mut PgConnection, r: &EventRef) -> Result<Option<RecordRow>> {
+    Ok(get(conn, &r.owner, &r.collection, &r.id)?.filter(|row| row.version == r.version))
+}

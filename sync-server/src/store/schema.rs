@@ -1,0 +1,32 @@
+//! Diesel table definitions (see `migrations/`).
+
+diesel::table! {
+    sync_records (owner, collection, id) {
+        owner -> Text,
+        collection -> Text,
+        id -> Text,
+        data -> Text,
+        version -> BigInt,
+        updated_at -> Text,
+        deleted -> Bool,
+    }
+}
+
+diesel::table! {
+    sync_idempotency (owner, idem_key) {
+        owner -> Text,
+        idem_key -> Text,
+        collection -> Text,
+        op -> Text,
+        record_id -> Text,
+        result -> Text,
+        created_at -> Text,
+    }
+}
+
+diesel::table! {
+    sync_sequence (id) {
+        id -> Integer,
+        value -> BigInt,
+    }
+}

@@ -1,0 +1,113 @@
+//! SQLite backend: one file, WAL mode, `BEGIN IMMEDIATE` writers.
+
+use diesel::connection::SimpleConnection;
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection};
+use diesel::sql_types::{Bool, Text};
+use diesel::SqliteConnection;
+use diesel_migrations::MigrationHarness;
+
+use super::{pool_builder, sqlite_json_path, SqlitePool, MIGRATIONS};
+use crate::error::{Error, Result};
+use crate::events::ChangeEvent;
+
+type Conn = SqliteConnection;
+type Db = diesel::sqlite::Sqlite;
+
+include!("ops.rs");
+
+#[derive(Debug, Clone, Copy)]
+struct Pragmas;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        // busy_timeout comes first: switching to WAL needs a lock that another process (or a
+        // previous server on the same file still closing its connections) may hold, and
+        // without a busy handler SQLite reports "database is locked" at once instead of waiting.
+        // WAL lets pulls read while a write is in progress; NORMAL sync is durable across
+        // process crashes (WAL), which is what a sync server needs between client retries.
+        conn.batch_execute(
+            "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+pub(super) fn open(path: &str, pool_size: u32) -> Result<SqlitePool> {
+    // Create the file and run migrations on one connection first, so that concurrent pool
+    // connections never race on the schema.
+    let mut conn = SqliteConnection::establish(path).map_err(Error::Connect)?;
+    Pragmas
+        .on_acquire(&mut conn)
+        .map_err(|err| Error::Migration(err.to_string()))?;
+    conn.run_pending_migrations(MIGRATIONS)
+        .map_err(|err| Error::Migration(err.to_string()))?;
+    drop(conn);
+    pool_builder(pool_size)
+        .connection_customizer(Box::new(Pragmas))
+        .build(ConnectionManager::<SqliteConnection>::new(path))
+        .map_err(Error::Pool)
+}
+
+/// Runs `f` in a `BEGIN IMMEDIATE` transaction: it holds SQLite's write lock from the start, so
+/// versions are read, assigned and committed by one writer at a time.
+fn write_transaction<T>(conn: &mut Conn, f: impl FnOnce(&mut Conn, i64) -> Result<T>) -> Result<T> {
+    conn.immediate_transaction(|conn| {
+        let current: i64 = seq::table
+            .filter(seq::id.eq(1))
+            .select(seq::value)
+            .first(conn)?;
+        f(conn, current)
+    })
+}
+
+/// `data.field` as text equals `value`: booleans compare as `true`/`false`, like Postgres'
+/// `->>`, so a filter means the same on both backends.
+fn field_equals(filter: &Filter) -> Box<dyn BoxableExpression<rec::table, Db, SqlType = Bool>> {
+    let path = sqlite_json_path(&filter.field);
+    Box::new(
+        sql::<Bool>("(CASE json_type(data, ")
+            .bind::<Text, _>(path.clone())
+            .sql(
+                ") WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(json_extract(data, ",
+            )
+            .bind::<Text, _>(path)
+            .sql(") AS TEXT) END) = ")
+            .bind::<Text, _>(filter.value.clone()),
+    )
+}
+
+/// The rows of `ids` in one collection.
+fn load_records(
+    conn: &mut Conn,
+    owner: &str,
+    collection: &str,
+    ids: &[&str],
+) -> Result<Vec<RecordRow>> {
+    Ok(rec::table
+        .filter(rec::owner.eq(owner))
+        .filter(rec::collection.eq(collection))
+        .filter(rec::id.eq_any(ids.to_vec()))
+        .select(RecordRow::as_select())
+        .load(conn)?)
+}
+
+/// The stored idempotency keys among `keys`.
+fn load_keys(conn: &mut Conn, owner: &str, keys: &[&str]) -> Result<Vec<IdemRow>> {
+    Ok(idem::table
+        .filter(idem::owner.eq(owner))
+        .filter(idem::idem_key.eq_any(keys.to_vec()))
+        .select(IdemRow::as_select())
+        .load(conn)?)
+}
+
+fn before_commit(
+    _conn: &mut Conn,
+    _events: &[ChangeEvent],
+    _notify: Option<&NotifyTarget>,
+) -> Result<()> {
+    // One process serves a SQLite file; events go out through the in-process hub after commit.
+    Ok(())
+}

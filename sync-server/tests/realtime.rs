@@ -1,0 +1,310 @@
+//! WebSocket: auth, subscriptions, ping/pong, events after commit to the owner only, and
+//! events across two instances on one Postgres database.
+
+#![allow(clippy::unwrap_used)]
+
+#[macro_use]
+mod support;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::{ws_connect, ws_expect, ws_next, ws_send, ws_subscribe, Client, TestDb, ALICE, BOB};
+
+on_both_backends!(
+    events_reach_the_subscribed_owner_after_commit,
+    auth_by_message_ping_and_bad_messages,
+    other_users_receive_no_events,
+    subscription_parameters_filter_events,
+    shutdown_closes_websockets_and_stops_serving,
+);
+
+const QUIET: Duration = Duration::from_millis(400);
+
+async fn events_reach_the_subscribed_owner_after_commit(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let mut ws = ws_connect(&server, Some(ALICE.1)).await;
+    ws_subscribe(&mut ws, "todos", json!({})).await;
+
+    let created = alice
+        .create("todos", &json!({"id": "e1", "title": "hi"}))
+        .await;
+    let event = ws_expect(&mut ws).await;
+    assert_eq!(event["event"], "item_created");
+    assert_eq!(event["collection"], "todos");
+    assert_eq!(event["id"], "e1");
+    assert_eq!(event["version"], created.body["version"]);
+    assert_eq!(event["data"], created.body);
+    // The event was sent after commit: the record is readable.
+    assert_eq!(alice.get("/todos/e1").await.status, StatusCode::OK);
+
+    let patched = Client::send(
+        alice
+            .request(Method::PATCH, "/todos/e1")
+            .json(&json!({"title": "ho"})),
+    )
+    .await;
+    let event = ws_expect(&mut ws).await;
+    assert_eq!(event["event"], "item_updated");
+    assert_eq!(event["data"], patched.body);
+
+    let deleted = Client::send(alice.request(Method::DELETE, "/todos/e1")).await;
+    let event = ws_expect(&mut ws).await;
+    assert_eq!(event["event"], "item_deleted");
+    assert_eq!(event["version"], deleted.body["version"]);
+    assert_eq!(event["data"]["deleted"], true);
+
+    // Push ops produce events in order; rejected and conflicting ops produce none.
+    alice
+        .push(json!([
+            {"collection": "todos", "op": "create", "id": "b1", "data": {}},
+            {"collection": "todos", "op": "update", "id": "nope", "data": {}},
+            {"collection": "todos", "op": "create", "id": "b2", "data": {}},
+        ]))
+        .await;
+    assert_eq!(ws_expect(&mut ws).await["id"], "b1");
+    assert_eq!(ws_expect(&mut ws).await["id"], "b2");
+    // Other collections are not subscribed.
+    alice.create("notes", &json!({"id": "n1"})).await;
+    assert_eq!(ws_next(&mut ws, QUIET).await, None);
+
+    ws_send(
+        &mut ws,
+        json!({"type": "subscription", "data": {"action": "unsubscribe", "channel": "todos"}}),
+    )
+    .await;
+    assert_eq!(ws_expect(&mut ws).await["type"], "unsubscribed");
+    alice.create("todos", &json!({"id": "after"})).await;
+    assert_eq!(ws_next(&mut ws, QUIET).await, None);
+    server.shutdown().await.unwrap();
+}
+
+async fn auth_by_message_ping_and_bad_messages(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let mut ws = ws_connect(&server, None).await;
+
+    ws_send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(ws_expect(&mut ws).await, json!({"type": "pong"}));
+
+    // Subscribing before auth is refused without closing.
+    ws_send(
+        &mut ws,
+        json!({"type": "subscription", "data": {"action": "subscribe", "channel": "todos"}}),
+    )
+    .await;
+    let refused = ws_expect(&mut ws).await;
+    assert_eq!(refused["type"], "error");
+
+    ws_send(&mut ws, json!({"type": "auth", "token": "wrong"})).await;
+    assert_eq!(ws_expect(&mut ws).await["type"], "error");
+
+    ws_send(&mut ws, json!({"type": "auth", "token": ALICE.1})).await;
+    assert_eq!(
+        ws_expect(&mut ws).await,
+        json!({"type": "auth_ok", "user": "alice"})
+    );
+
+    for bad in ["not json", "{\"type\":\"dance\"}", "{\"no_type\":1}"] {
+        ws.send_text(bad).await;
+        let reply = ws_expect(&mut ws).await;
+        assert_eq!(reply["type"], "error", "{bad}");
+        assert!(!reply["message"].as_str().unwrap().is_empty());
+    }
+    // Still open and working.
+    ws_subscribe(&mut ws, "todos", json!({})).await;
+    alice.create("todos", &json!({"id": "m1"})).await;
+    assert_eq!(ws_expect(&mut ws).await["id"], "m1");
+    ws_send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(ws_expect(&mut ws).await["type"], "pong");
+
+    // A bad Authorization header is refused before the upgrade.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            server.ws_url(),
+        )
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(request).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401);
+        }
+        other => panic!("expected a 401, got {other:?}"),
+    }
+    server.shutdown().await.unwrap();
+}
+
+trait SendText {
+    async fn send_text(&mut self, text: &str);
+}
+
+impl SendText for support::Ws {
+    async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .unwrap();
+    }
+}
+
+async fn other_users_receive_no_events(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let mut alice_ws = ws_connect(&server, Some(ALICE.1)).await;
+    let mut bob_ws = ws_connect(&server, None).await;
+    ws_send(&mut bob_ws, json!({"type": "auth", "token": BOB.1})).await;
+    assert_eq!(ws_expect(&mut bob_ws).await["type"], "auth_ok");
+    ws_subscribe(&mut alice_ws, "todos", json!({})).await;
+    ws_subscribe(&mut bob_ws, "todos", json!({})).await;
+
+    alice.create("todos", &json!({"id": "private"})).await;
+    alice
+        .push(json!([{"collection": "todos", "op": "delete", "id": "private"}]))
+        .await;
+    assert_eq!(ws_expect(&mut alice_ws).await["event"], "item_created");
+    assert_eq!(ws_expect(&mut alice_ws).await["event"], "item_deleted");
+    assert_eq!(ws_next(&mut bob_ws, QUIET).await, None);
+    server.shutdown().await.unwrap();
+}
+
+async fn subscription_parameters_filter_events(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let mut ws = ws_connect(&server, Some(ALICE.1)).await;
+    ws_subscribe(&mut ws, "todos", json!({"project": "p1"})).await;
+    alice
+        .create("todos", &json!({"id": "a", "project": "p2"}))
+        .await;
+    alice
+        .create("todos", &json!({"id": "b", "project": "p1"}))
+        .await;
+    let event = ws_expect(&mut ws).await;
+    assert_eq!(event["id"], "b");
+    // Re-subscribing replaces the filter.
+    ws_subscribe(&mut ws, "todos", json!({"priority": 3})).await;
+    alice
+        .create("todos", &json!({"id": "c", "priority": 2}))
+        .await;
+    alice
+        .create("todos", &json!({"id": "d", "priority": 3}))
+        .await;
+    assert_eq!(ws_expect(&mut ws).await["id"], "d");
+    assert_eq!(ws_next(&mut ws, QUIET).await, None);
+    server.shutdown().await.unwrap();
+}
+
+async fn shutdown_closes_websockets_and_stops_serving(db: TestDb) {
+    let server = db.start().await;
+    let addr = server.local_addr();
+    let mut ws = ws_connect(&server, Some(ALICE.1)).await;
+    ws_subscribe(&mut ws, "todos", json!({})).await;
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("shutdown finishes with a WebSocket open")
+        .unwrap();
+    assert_eq!(ws_next(&mut ws, Duration::from_secs(5)).await, None);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// Two instances on one Postgres database: a write through one reaches a WebSocket subscriber
+/// of the other, including a record too large for one NOTIFY payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_events_cross_instances() {
+    let Some(db) = TestDb::postgres("postgres_events_cross_instances") else {
+        return;
+    };
+    let one = db.start().await;
+    let two = db.start().await;
+    let mut ws = ws_connect(&two, Some(ALICE.1)).await;
+    ws_subscribe(&mut ws, "todos", json!({})).await;
+    let mut bob_ws = ws_connect(&two, Some(BOB.1)).await;
+    ws_subscribe(&mut bob_ws, "todos", json!({})).await;
+
+    let alice_one = Client::new(&one, ALICE.1);
+    let created = alice_one
+        .create("todos", &json!({"id": "x1", "title": "from one"}))
+        .await;
+    let event = ws_expect(&mut ws).await;
+    assert_eq!(event["event"], "item_created");
+    assert_eq!(event["data"], created.body);
+
+    let big = "z".repeat(20_000);
+    let updated = Client::send(
+        alice_one
+            .request(Method::PATCH, "/todos/x1")
+            .json(&json!({"blob": big})),
+    )
+    .await;
+    let event = ws_expect(&mut ws).await;
+    assert_eq!(event["event"], "item_updated");
+    assert_eq!(event["version"], updated.body["version"]);
+    assert_eq!(event["data"]["blob"].as_str().unwrap().len(), 20_000);
+
+    let ops: Vec<_> = (0..300)
+        .map(|n| json!({"collection": "todos", "op": "create", "id": format!("b{n}"), "data": {"n": n}}))
+        .collect();
+    alice_one.push(serde_json::Value::Array(ops)).await;
+    for n in 0..300 {
+        let event = ws_expect(&mut ws).await;
+        assert_eq!(event["id"], format!("b{n}"));
+    }
+    // Instance two's own writes are delivered once, not twice.
+    Client::new(&two, ALICE.1)
+        .create("todos", &json!({"id": "local"}))
+        .await;
+    assert_eq!(ws_expect(&mut ws).await["id"], "local");
+    assert_eq!(ws_next(&mut ws, QUIET).await, None);
+    assert_eq!(ws_next(&mut bob_ws, QUIET).await, None);
+
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+}
+
+/// The listening connection of an instance dies; the instance reconnects and still delivers
+/// the change committed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_listener_reconnects_without_losing_events() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    let Some(db) = TestDb::postgres("postgres_listener_reconnects_without_losing_events") else {
+        return;
+    };
+    let one = db.start().await;
+    let two = db.start().await;
+    let mut ws = ws_connect(&two, Some(ALICE.1)).await;
+    ws_subscribe(&mut ws, "todos", json!({})).await;
+    let alice_one = Client::new(&one, ALICE.1);
+    alice_one.create("todos", &json!({"id": "before"})).await;
+    assert_eq!(ws_expect(&mut ws).await["id"], "before");
+
+    // Kill every listening session of this schema (both instances').
+    let schema = db.url.rsplit("search_path%3D").next().unwrap().to_owned();
+    let base = std::env::var(support::POSTGRES_ENV).unwrap();
+    let mut admin = diesel::PgConnection::establish(&base).unwrap();
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = left('sync-listener-sync_events_{schema}', 63)"
+        ))
+        .unwrap();
+    let created = alice_one.create("todos", &json!({"id": "during"})).await;
+    let event = ws_expect(&mut ws).await;
+    assert_eq!(event["id"], "during");
+    assert_eq!(event["version"], created.body["version"]);
+    // Later changes flow through the new listening session.
+    alice_one.create("todos", &json!({"id": "after"})).await;
+    let mut next = ws_expect(&mut ws).await;
+    // The catch-up may repeat an event; clients ignore stale versions.
+    while next["id"] == "during" {
+        next = ws_expect(&mut ws).await;
+    }
+    assert_eq!(next["id"], "after");
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+}

@@ -1,0 +1,851 @@
+//! End-to-end tests of the sync engine against a real sync-server on loopback.
+//! Each test names the failure of the replaced packages it guards against.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use offline_sync_kit::prelude::*;
+use offline_sync_kit::{
+    ConflictStrategy, DeleteStrategy, Error, FetchStrategy, ManualConnectivity, SaveStrategy,
+    SyncDirection, SyncEventType, SyncRun,
+};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Guards against: a save marked synced although its push failed, and uploads
+/// retried only on the next write. The record saved while the server is down
+/// reaches it exactly once, by the retry timer alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_while_server_down_arrives_exactly_once_by_timer() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    proxy.go_down();
+    let db = ClientDb::new();
+    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+
+    sync.save(&todo("t1", "milk")).await.unwrap();
+    let state = sync.record_state::<Todo>("t1").await.unwrap();
+    assert!(
+        !state.meta.unwrap().synced,
+        "not synced while the server is down"
+    );
+    eventually(WAIT, "a failed attempt is recorded", || async {
+        sync.record_state::<Todo>("t1")
+            .await
+            .unwrap()
+            .ops
+            .first()
+            .is_some_and(|op| op.attempts > 0)
+    })
+    .await;
+    assert_eq!(sync.status().borrow().pending_changes, 1);
+
+    proxy.heal();
+    eventually(
+        WAIT,
+        "the timer retries and the record is synced",
+        || async {
+            let st = sync.record_state::<Todo>("t1").await.unwrap();
+            if std::env::var("DEBUG_TEST").is_ok() {
+                eprintln!("{:?} {:?}", chrono::Utc::now(), st.ops);
+            }
+            st.meta.is_some_and(|m| m.synced)
+        },
+    )
+    .await;
+    let records = server.records(ALICE.1, "todos").await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["title"], "milk");
+    assert_eq!(sync.status().borrow().pending_changes, 0);
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: duplicates from retries. 500 three times then 200 gives one
+/// record; a response lost after the server committed gives one record thanks
+/// to the idempotency key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_and_lost_responses_never_duplicate() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+
+    proxy.fault_next(Fault::Answer500, 3);
+    sync.save(&todo("a", "five hundred")).await.unwrap();
+    for _ in 0..3 {
+        let _ = sync.sync_all().await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    sync.sync_all().await.unwrap();
+    eventually(WAIT, "synced after the 500s", || async {
+        sync.record_state::<Todo>("a")
+            .await
+            .unwrap()
+            .meta
+            .is_some_and(|m| m.synced)
+    })
+    .await;
+
+    proxy.fault_next(Fault::CutAfterResponse, 1);
+    sync.save(&todo("b", "lost response")).await.unwrap();
+    assert!(
+        sync.sync_all().await.is_err(),
+        "the cut connection is a failed run"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    sync.sync_all().await.unwrap();
+
+    let records = server.records(ALICE.1, "todos").await;
+    let ids: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.iter().filter(|i| **i == "a").count(), 1);
+    assert_eq!(ids.iter().filter(|i| **i == "b").count(), 1);
+    assert_eq!(records.len(), 2);
+    // The lost response was replayed, not applied twice: version 1 of "b" is the only one.
+    let b = server.record(ALICE.1, "todos", "b").await.unwrap();
+    let a = server.record(ALICE.1, "todos", "a").await.unwrap();
+    assert!(b["version"].as_i64().unwrap() > a["version"].as_i64().unwrap());
+    assert!(
+        sync.record_state::<Todo>("b")
+            .await
+            .unwrap()
+            .meta
+            .unwrap()
+            .synced
+    );
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: failed operations silently dropped after 3 tries. A
+/// permanently refused op is kept as failed with its error visible in the
+/// record state, the status and an event; retry_failed delivers it once the
+/// cause is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_op_is_kept_visible_and_retryable() {
+    let mut server = Server::start_with(Some(12)).await;
+    let db = ClientDb::new();
+    let sync = client_builder(&server.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    let mut events = sync.events();
+
+    let long_id = "an-id-longer-than-twelve";
+    sync.save(&todo(long_id, "too long for this server"))
+        .await
+        .unwrap();
+    let failed = next_event(&mut events, SyncEventType::SyncFailed, Some(long_id)).await;
+    assert!(failed.data.unwrap()["error"].as_str().unwrap().len() > 3);
+
+    let state = sync.record_state::<Todo>(long_id).await.unwrap();
+    let meta = state.meta.expect("local data kept");
+    assert!(!meta.synced);
+    assert!(
+        meta.sync_error.is_some(),
+        "error visible in the record state"
+    );
+    assert_eq!(sync.failed_ops().await.unwrap().len(), 1);
+    eventually(WAIT, "status shows the failure", || async {
+        sync.status().borrow().failed_changes == 1
+    })
+    .await;
+    assert!(
+        sync.get::<Todo>(long_id).await.unwrap().is_some(),
+        "local data kept"
+    );
+
+    server.restart_with_max_id_len(64).await;
+    assert_eq!(sync.retry_failed().await.unwrap(), 1);
+    eventually(WAIT, "delivered after the fix", || async {
+        sync.record_state::<Todo>(long_id)
+            .await
+            .unwrap()
+            .meta
+            .is_some_and(|m| m.synced)
+    })
+    .await;
+    assert!(server.record(ALICE.1, "todos", long_id).await.is_some());
+    assert_eq!(sync.status().borrow().failed_changes, 0);
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: deletes that never reach the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_made_offline_reaches_the_server() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let db = ClientDb::new();
+    let net = ManualConnectivity::new(true);
+    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .connectivity(net.clone())
+        .build()
+        .await
+        .unwrap();
+    sync.save(&todo("d1", "to delete")).await.unwrap();
+    sync.sync_all().await.unwrap();
+    assert!(server.record(ALICE.1, "todos", "d1").await.is_some());
+
+    net.set_online(false);
+    proxy.go_down();
+    sync.delete::<Todo>("d1").await.unwrap();
+    assert!(
+        sync.get::<Todo>("d1").await.unwrap().is_none(),
+        "gone locally at once"
+    );
+    let report = sync.sync_all().await.unwrap();
+    assert!(report.skipped, "offline runs are skipped, not failed");
+    assert_eq!(sync.status().borrow().failed_changes, 0);
+
+    proxy.heal();
+    net.set_online(true);
+    eventually(WAIT, "the delete reaches the server", || async {
+        server.record(ALICE.1, "todos", "d1").await.is_none()
+    })
+    .await;
+    eventually(WAIT, "nothing pending", || async {
+        sync.status().borrow().pending_changes == 0
+    })
+    .await;
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: a pull cursor moved forward after a failed pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_pull_does_not_move_the_cursor() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let writer_db = ClientDb::new();
+    let writer = client_builder(&server.url(), &writer_db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    for i in 0..5 {
+        writer.save(&todo(&format!("p{i}"), "x")).await.unwrap();
+    }
+    writer.sync_all().await.unwrap();
+
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.batch_size = 2;
+    let reader = client_builder(&proxy.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let store = reader.store();
+    // The first page arrives, then the server goes away before the second.
+    proxy.fault_next(Fault::OneResponseThenDown, 1);
+    assert!(reader.pull::<Todo>().await.is_err());
+    let cursor = store.cursor(Todo::SCHEMA, None).unwrap();
+    let after_first_page = reader.all::<Todo>().await.unwrap();
+    assert_eq!(after_first_page.len(), 2, "the first page was applied");
+    assert!(
+        cursor.is_some(),
+        "the cursor covers exactly the applied page"
+    );
+
+    proxy.heal();
+    let report = reader.pull::<Todo>().await.unwrap();
+    assert_eq!(
+        report.pulled, 3,
+        "the pull resumes after the applied page, nothing refetched or skipped"
+    );
+    assert_eq!(reader.all::<Todo>().await.unwrap().len(), 5);
+    writer.shutdown().await.unwrap();
+    reader.shutdown().await.unwrap();
+}
+
+/// Guards against: pulled rows overwriting unsynced local edits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulled_row_never_overwrites_a_pending_edit() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.conflict_strategy = ConflictStrategy::ClientWins;
+    let b = client_builder(&server.url(), &db_b, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    a.save(&todo("c1", "from a")).await.unwrap();
+    a.sync_all().await.unwrap();
+    b.sync_all().await.unwrap();
+
+    let mut edited = b.get::<Todo>("c1").await.unwrap().unwrap();
+    edited.title = "b's unsynced edit".into();
+    b.save(&edited).await.unwrap();
+
+    let mut newer = a.get::<Todo>("c1").await.unwrap().unwrap();
+    newer.title = "a's newer title".into();
+    a.save(&newer).await.unwrap();
+    a.sync_all().await.unwrap();
+
+    b.synchronize(SyncRun {
+        direction: SyncDirection::PullOnly,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        b.get::<Todo>("c1").await.unwrap().unwrap().title,
+        "b's unsynced edit"
+    );
+    assert_eq!(b.status().borrow().pending_changes, 1);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+async fn two_clients_conflict(strategy: ConflictStrategy) -> (Todo, Todo, serde_json::Value) {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.conflict_strategy = strategy;
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options.clone())
+        .build()
+        .await
+        .unwrap();
+    let b = client_builder(&server.url(), &db_b, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    a.save(&todo("m1", "original")).await.unwrap();
+    a.sync_all().await.unwrap();
+    b.sync_all().await.unwrap();
+
+    // a edits title and priority; b edits title (later) and completion.
+    let mut ea = a.get::<Todo>("m1").await.unwrap().unwrap();
+    ea.title = "title from a".into();
+    ea.priority = 5;
+    a.save(&ea).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut eb = b.get::<Todo>("m1").await.unwrap().unwrap();
+    eb.title = "title from b".into();
+    eb.is_completed = true;
+    b.save(&eb).await.unwrap();
+
+    a.sync_all().await.unwrap();
+    let report = b.sync_all().await.unwrap();
+    assert!(
+        report.conflicts >= 1,
+        "b meets a's newer version: {report:?}"
+    );
+    a.sync_all().await.unwrap();
+    let ra = a.get::<Todo>("m1").await.unwrap().unwrap();
+    let rb = b.get::<Todo>("m1").await.unwrap().unwrap();
+    let rs = server.record(ALICE.1, "todos", "m1").await.unwrap();
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    (ra, rb, rs)
+}
+
+/// Guards against: conflict policies that exist only in the docs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_server_wins() {
+    let (a, b, server) = two_clients_conflict(ConflictStrategy::ServerWins).await;
+    assert_eq!(b, a);
+    assert_eq!(a.title, "title from a");
+    assert_eq!(a.priority, 5);
+    assert!(!a.is_completed, "b's edits are dropped");
+    assert_eq!(server["title"], "title from a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_client_wins() {
+    let (a, b, server) = two_clients_conflict(ConflictStrategy::ClientWins).await;
+    assert_eq!(b, a);
+    assert_eq!(b.title, "title from b");
+    assert!(b.is_completed);
+    assert_eq!(b.priority, 1, "the client's whole record wins");
+    assert_eq!(server["title"], "title from b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_last_update_wins() {
+    let (a, b, server) = two_clients_conflict(ConflictStrategy::LastUpdateWins).await;
+    assert_eq!(b, a);
+    // The server's update_at (a's push) is later than b's local edit time? b edited after
+    // a's local edit but before a's push: the server copy is newer.
+    assert_eq!(server["title"], a.title.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_merge_fields_keeps_both_sides() {
+    let (a, b, server) = two_clients_conflict(ConflictStrategy::MergeFields).await;
+    assert_eq!(b, a);
+    assert_eq!(a.priority, 5, "a's field");
+    assert!(a.is_completed, "b's field");
+    // Both changed the title: the tie-break (last writer; the server's copy is newer) decides.
+    assert_eq!(a.title, "title from a");
+    assert_eq!(server["priority"], 5);
+    assert_eq!(server["isCompleted"], true);
+}
+
+#[derive(Debug)]
+struct UpperTitle;
+impl offline_sync_kit::ConflictResolver for UpperTitle {
+    fn resolve(
+        &self,
+        c: &offline_sync_kit::ConflictContext<'_>,
+    ) -> offline_sync_kit::store::Resolution {
+        let mut merged = c.remote.data.clone();
+        merged.insert("title".into(), serde_json::json!("RESOLVED"));
+        offline_sync_kit::store::Resolution::Merged(merged)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_custom_resolver() {
+    let (a, b, server) =
+        two_clients_conflict(ConflictStrategy::Custom(std::sync::Arc::new(UpperTitle))).await;
+    assert_eq!(b, a);
+    assert_eq!(a.title, "RESOLVED");
+    assert_eq!(server["title"], "RESOLVED");
+}
+
+/// Guards against: "require remote" saves that keep the record when the server is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_remote_while_offline_keeps_nothing() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let db = ClientDb::new();
+    let net = ManualConnectivity::new(true);
+    let mut options = fast_options();
+    options.save_strategy = SaveStrategy::RequireRemote;
+    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .connectivity(net.clone())
+        .build()
+        .await
+        .unwrap();
+
+    net.set_online(false);
+    let err = sync.save(&todo("r1", "x")).await.unwrap_err();
+    assert!(matches!(err, Error::Offline { .. }), "{err}");
+    assert!(sync.get::<Todo>("r1").await.unwrap().is_none());
+
+    // Online but the server is unreachable: the error comes back, nothing kept.
+    net.set_online(true);
+    proxy.go_down();
+    assert!(sync.save(&todo("r1", "x")).await.is_err());
+    assert!(sync.get::<Todo>("r1").await.unwrap().is_none());
+    assert_eq!(sync.status().borrow().pending_changes, 0);
+
+    proxy.heal();
+    sync.save(&todo("r1", "x")).await.unwrap();
+    let state = sync.record_state::<Todo>("r1").await.unwrap();
+    assert!(
+        state.meta.unwrap().synced,
+        "already on the server when save returns"
+    );
+    assert!(state.ops.is_empty());
+    assert!(server.record(ALICE.1, "todos", "r1").await.is_some());
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: a "wait for remote" delete that deletes locally although the server refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_remote_delete() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.delete_strategy = DeleteStrategy::WaitForRemote;
+    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    sync.save(&todo("w1", "x")).await.unwrap();
+    sync.sync_all().await.unwrap();
+
+    proxy.go_down();
+    assert!(sync.delete::<Todo>("w1").await.is_err());
+    assert!(
+        sync.get::<Todo>("w1").await.unwrap().is_some(),
+        "kept when the remote delete failed"
+    );
+    proxy.heal();
+    sync.delete::<Todo>("w1").await.unwrap();
+    assert!(sync.get::<Todo>("w1").await.unwrap().is_none());
+    assert!(
+        server.record(ALICE.1, "todos", "w1").await.is_none(),
+        "deleted remotely before returning"
+    );
+    assert!(sync
+        .record_state::<Todo>("w1")
+        .await
+        .unwrap()
+        .ops
+        .is_empty());
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: fetch strategies that all read locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_strategies() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    a.save(&todo("f1", "remote only")).await.unwrap();
+    a.sync_all().await.unwrap();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let b = client_builder(&server.url(), &db_b, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+
+    let q = || Query::new().filter(Todo::fields().title.eq("remote only"));
+    assert!(b
+        .query_with(q(), FetchStrategy::LocalOnly)
+        .await
+        .unwrap()
+        .is_empty());
+    let fallback = b
+        .query_with(q(), FetchStrategy::LocalWithRemoteFallback)
+        .await
+        .unwrap();
+    assert_eq!(fallback.len(), 1, "remote used because local had nothing");
+
+    // RemoteFirst sees a remote change that local does not have yet.
+    let mut changed = a.get::<Todo>("f1").await.unwrap().unwrap();
+    changed.priority = 9;
+    a.save(&changed).await.unwrap();
+    a.sync_all().await.unwrap();
+    let local = b
+        .query_with(q(), FetchStrategy::LocalWithRemoteFallback)
+        .await
+        .unwrap();
+    assert_eq!(local[0].priority, 1, "local had data, so no remote read");
+    let remote = b.query_with(q(), FetchStrategy::RemoteFirst).await.unwrap();
+    assert_eq!(remote[0].priority, 9);
+
+    // BackgroundSync answers locally now and refreshes after.
+    changed.priority = 10;
+    a.save(&changed).await.unwrap();
+    a.sync_all().await.unwrap();
+    let now = b
+        .get_with::<Todo>("f1", FetchStrategy::BackgroundSync)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.priority, 9);
+    eventually(WAIT, "background refresh", || async {
+        b.get_with::<Todo>("f1", FetchStrategy::LocalOnly)
+            .await
+            .unwrap()
+            .unwrap()
+            .priority
+            == 10
+    })
+    .await;
+
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Guards against: reads that fail outright when the network does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_first_falls_back_to_local_when_the_remote_fails() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let db = ClientDb::new();
+    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    sync.save(&todo("l1", "local")).await.unwrap();
+    sync.sync_all().await.unwrap();
+    proxy.go_down();
+    let got = sync
+        .get_with::<Todo>("l1", FetchStrategy::RemoteFirst)
+        .await
+        .unwrap();
+    assert_eq!(got.unwrap().title, "local");
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: a periodic sync option that never schedules anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_sync_pulls_without_being_asked() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    let mut options = fast_options();
+    options.sync_interval = Duration::from_millis(100);
+    let b = client_builder(&server.url(), &db_b, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    b.start_periodic_sync();
+    a.save(&todo("per", "periodic")).await.unwrap();
+    a.sync_all().await.unwrap();
+    eventually(WAIT, "b pulls periodically", || async {
+        b.get::<Todo>("per").await.unwrap().is_some()
+    })
+    .await;
+    b.stop_periodic_sync();
+    a.save(&todo("per2", "after stop")).await.unwrap();
+    a.sync_all().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        b.get::<Todo>("per2").await.unwrap().is_none(),
+        "no pull after stop"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Guards against: pause flags that the sync loop ignores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume() {
+    let server = Server::start().await;
+    let db = ClientDb::new();
+    let sync = client_builder(&server.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    sync.pause();
+    assert!(sync.status().borrow().paused);
+    sync.save(&todo("pz", "paused")).await.unwrap();
+    let report = sync.sync_all().await.unwrap();
+    assert!(report.skipped);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        server.record(ALICE.1, "todos", "pz").await.is_none(),
+        "nothing pushed while paused"
+    );
+    sync.resume();
+    eventually(WAIT, "pushed after resume", || async {
+        server.record(ALICE.1, "todos", "pz").await.is_some()
+    })
+    .await;
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: reconnects that wait for the next write. Going online triggers a sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_to_online_triggers_sync() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    let net = ManualConnectivity::new(false);
+    let b = client_builder(&server.url(), &db_b, ALICE.1)
+        .await
+        .model::<Todo>()
+        .connectivity(net.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut events = b.events();
+    b.save(&todo("from-b", "made offline")).await.unwrap();
+    a.save(&todo("from-a", "on the server")).await.unwrap();
+    a.sync_all().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(server.record(ALICE.1, "todos", "from-b").await.is_none());
+
+    net.set_online(true);
+    next_event(&mut events, SyncEventType::ConnectionEstablished, None).await;
+    eventually(WAIT, "b pushed and pulled", || async {
+        server.record(ALICE.1, "todos", "from-b").await.is_some()
+            && b.get::<Todo>("from-a").await.unwrap().is_some()
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// `shutdown` leaves nothing running and later calls are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_everything() {
+    let server = Server::start().await;
+    let db = ClientDb::new();
+    let sync = client_builder(&server.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    sync.start_periodic_sync();
+    sync.shutdown().await.unwrap();
+    assert!(matches!(
+        sync.save(&todo("x", "y")).await,
+        Err(Error::Shutdown)
+    ));
+    assert!(matches!(sync.sync_all().await, Err(Error::Shutdown)));
+}
+
+/// The seed's remote calls: a page straight from the server, a pull into the
+/// store, a pull of one record, and a per-call request override.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_reads_fetch_items_pull_by_id_and_request_override() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    let todos: Vec<Todo> = (0..6)
+        .map(|i| todo(&format!("r{i}"), &format!("title {i}")))
+        .collect();
+    a.save_all(&todos).await.unwrap();
+    a.sync_all().await.unwrap();
+
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let b = client_builder(&server.url(), &db_b, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let page: Vec<Todo> = b.fetch_items::<Todo>(None, 4, 0).await.unwrap();
+    assert_eq!(page.len(), 4, "a page of the requested size");
+    assert!(
+        b.all::<Todo>().await.unwrap().is_empty(),
+        "fetch_items does not store"
+    );
+    let all = b.fetch_items::<Todo>(None, 100, 0).await.unwrap();
+    assert_eq!(all.len(), 6);
+
+    let one = b.pull_by_id::<Todo>("r3").await.unwrap().unwrap();
+    assert_eq!(one.title, "title 3");
+    assert_eq!(
+        b.all::<Todo>().await.unwrap().len(),
+        1,
+        "pull_by_id stores that record"
+    );
+    assert!(b.pull_by_id::<Todo>("missing").await.unwrap().is_none());
+
+    // A per-call override of the GET request: a transformer that keeps two items.
+    let request = RestRequest::new(RestMethod::Get).response_transformer(|mut body| {
+        if let Some(items) = body.get_mut("items").and_then(|v| v.as_array_mut()) {
+            items.truncate(2);
+        }
+        body
+    });
+    let got: Vec<Todo> = b
+        .query_with_request(Query::new(), FetchStrategy::RemoteFirst, Some(request))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.len(),
+        3,
+        "two fetched through the override plus r3 already stored"
+    );
+    assert_eq!(b.count(Query::<Todo>::new()).await.unwrap(), 3);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Guards against: failed operations vanishing. Discarding is the application's
+/// explicit choice; the local data stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_failed_drops_only_the_op() {
+    let server = Server::start_with(Some(8)).await;
+    let db = ClientDb::new();
+    let sync = client_builder(&server.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    sync.save(&todo("way-too-long-id", "refused"))
+        .await
+        .unwrap();
+    eventually(WAIT, "refused", || async {
+        sync.failed_ops().await.unwrap().len() == 1
+    })
+    .await;
+    let op = sync.failed_ops().await.unwrap().remove(0);
+    sync.discard_failed(&op).await.unwrap();
+    assert!(sync.failed_ops().await.unwrap().is_empty());
+    assert_eq!(sync.status().borrow().failed_changes, 0);
+    assert_eq!(
+        sync.get::<Todo>("way-too-long-id")
+            .await
+            .unwrap()
+            .unwrap()
+            .title,
+        "refused"
+    );
+    assert!(sync
+        .record_state::<Todo>("way-too-long-id")
+        .await
+        .unwrap()
+        .ops
+        .is_empty());
+    sync.shutdown().await.unwrap();
+}

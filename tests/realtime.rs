@@ -1,0 +1,480 @@
+//! End-to-end tests of realtime updates over WebSocket against a real
+//! sync-server on loopback. Each names the failure of the replaced packages it
+//! guards against.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use offline_sync_kit::prelude::*;
+use offline_sync_kit::{ConflictStrategy, SyncEventType, WebSocketConfig};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn ws_url(http: &str) -> String {
+    format!("{}/ws", http.replacen("http://", "ws://", 1))
+}
+
+async fn realtime_client(url: &str, db: &ClientDb, config: WebSocketConfig) -> SyncManager {
+    let sync = client_builder(url, db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .websocket(config)
+        .build()
+        .await
+        .unwrap();
+    sync.connect_websocket().unwrap();
+    eventually(WAIT, "WebSocket connected", || async {
+        sync.is_websocket_connected()
+    })
+    .await;
+    sync
+}
+
+/// Guards against: realtime events that never reach local storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_on_a_reaches_b_store_without_sync() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    let b = realtime_client(
+        &server.url(),
+        &db_b,
+        WebSocketConfig::new(ws_url(&server.url())),
+    )
+    .await;
+    let mut events = b.events();
+    // Give the subscription a moment to be registered on the server.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    a.save(&todo("rt1", "live")).await.unwrap();
+    next_event(&mut events, SyncEventType::ModelAdded, Some("rt1")).await;
+    let stored = b
+        .store()
+        .get(Todo::SCHEMA, "rt1")
+        .unwrap()
+        .expect("in B's store");
+    assert_eq!(stored.data["title"], "live");
+    assert!(stored.meta.synced);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Guards against: no resubscription after a reconnect, and changes made while
+/// disconnected being lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_resubscribes_and_repairs_the_gap() {
+    let mut server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    let mut config = WebSocketConfig::new(ws_url(&server.url()));
+    config.reconnect_delay = Duration::from_millis(50);
+    config.max_reconnect_delay = Duration::from_millis(200);
+    let b = realtime_client(&server.url(), &db_b, config).await;
+    let mut events = b.events();
+    let counter = tokio::spawn(async move {
+        let mut added: HashMap<String, usize> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+        while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            if event.kind == SyncEventType::ModelAdded {
+                *added.entry(event.id.unwrap_or_default()).or_default() += 1;
+            }
+        }
+        added
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.save(&todo("before", "before the outage")).await.unwrap();
+    eventually(WAIT, "B has the first record", || async {
+        b.store().get(Todo::SCHEMA, "before").unwrap().is_some()
+    })
+    .await;
+
+    server.stop().await;
+    eventually(WAIT, "B notices", || async { !b.is_websocket_connected() }).await;
+    for i in 0..3 {
+        a.save(&todo(&format!("during-{i}"), "written during the outage"))
+            .await
+            .unwrap();
+    }
+    server.restart().await;
+    eventually(WAIT, "B reconnects", || async {
+        b.is_websocket_connected()
+    })
+    .await;
+    eventually(
+        WAIT,
+        "records written during the outage reach B",
+        || async {
+            (0..3).all(|i| {
+                b.store()
+                    .get(Todo::SCHEMA, &format!("during-{i}"))
+                    .unwrap()
+                    .is_some()
+            })
+        },
+    )
+    .await;
+    // A change after the reconnect arrives live, so the subscription was renewed.
+    a.save(&todo("after", "after the reconnect")).await.unwrap();
+    eventually(WAIT, "live again", || async {
+        b.store().get(Todo::SCHEMA, "after").unwrap().is_some()
+    })
+    .await;
+
+    let added = counter.await.unwrap();
+    for id in ["before", "during-0", "during-1", "during-2", "after"] {
+        assert_eq!(
+            added.get(id).copied().unwrap_or(0),
+            1,
+            "exactly one ModelAdded for {id}: {added:?}"
+        );
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Guards against: a dead connection that looks open forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_peer_is_detected_by_the_pong_timeout() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let db = ClientDb::new();
+    let mut config = WebSocketConfig::new(ws_url(&proxy.url()));
+    config.ping_interval = Duration::from_millis(200);
+    config.pong_timeout = Duration::from_millis(300);
+    config.reconnect_delay = Duration::from_secs(30);
+    let b = realtime_client(&server.url(), &db, config).await;
+    let mut events = b.events();
+    proxy.stall();
+    let stalled_at = Instant::now();
+    next_event(&mut events, SyncEventType::ConnectionClosed, None).await;
+    let detected_after = stalled_at.elapsed();
+    // ping_interval + pong_timeout, plus scheduling slack.
+    assert!(
+        detected_after <= Duration::from_millis(200 + 300 + 400),
+        "took {detected_after:?}"
+    );
+    assert!(!b.is_websocket_connected());
+    b.shutdown().await.unwrap();
+}
+
+/// Guards against: realtime updates overwriting unsynced local edits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_update_with_pending_edit_goes_through_conflict_resolution() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    a.save(&todo("cf", "original")).await.unwrap();
+    a.sync_all().await.unwrap();
+
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.conflict_strategy = ConflictStrategy::MergeFields;
+    let b = client_builder(&server.url(), &db_b, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .websocket(WebSocketConfig::new(ws_url(&server.url())))
+        .build()
+        .await
+        .unwrap();
+    b.sync_all().await.unwrap();
+    b.connect_websocket().unwrap();
+    eventually(WAIT, "connected", || async { b.is_websocket_connected() }).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut events = b.events();
+
+    let mut local = b.get::<Todo>("cf").await.unwrap().unwrap();
+    local.is_completed = true;
+    b.save(&local).await.unwrap();
+
+    let mut remote = a.get::<Todo>("cf").await.unwrap().unwrap();
+    remote.priority = 7;
+    a.save(&remote).await.unwrap();
+
+    next_event(&mut events, SyncEventType::ConflictDetected, Some("cf")).await;
+    next_event(&mut events, SyncEventType::ConflictResolved, Some("cf")).await;
+    let merged = b.get::<Todo>("cf").await.unwrap().unwrap();
+    assert!(merged.is_completed, "the local edit survived");
+    assert_eq!(merged.priority, 7, "the remote edit was merged in");
+    assert_eq!(
+        b.status().borrow().pending_changes,
+        1,
+        "the local edit is still queued"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Guards against: reconnecting after the application asked to close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_websocket_never_reconnects() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let db = ClientDb::new();
+    let mut config = WebSocketConfig::new(ws_url(&proxy.url()));
+    config.reconnect_delay = Duration::from_millis(20);
+    let b = realtime_client(&server.url(), &db, config).await;
+    let mut events = b.events();
+    b.close_websocket().unwrap();
+    next_event(&mut events, SyncEventType::ConnectionClosed, None).await;
+    let connections = proxy.connections.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst),
+        connections
+    );
+    assert!(!b.is_websocket_connected());
+    while let Ok(event) = events.try_recv() {
+        assert_ne!(event.kind, SyncEventType::Reconnecting);
+    }
+    b.shutdown().await.unwrap();
+}
+
+/// Guards against: a malformed frame crashing the client or corrupting the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frames_are_skipped_and_the_store_is_untouched() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let frames = [
+            Message::text("not json {"),
+            Message::binary(vec![0u8, 159, 146, 150]),
+            Message::text("[1,2,3]"),
+            Message::text(r#"{"event":"item_created"}"#),
+            Message::text(
+                r#"{"event":"item_created","collection":"todos","id":"x","version":1,"data":"nope"}"#,
+            ),
+            Message::text(
+                r#"{"event":"item_created","collection":"unknown","id":"x","version":1,"data":{}}"#,
+            ),
+            Message::text(
+                r#"{"event":"item_created","collection":"todos","id":"bad","version":"v","data":{"id":"bad"}}"#,
+            ),
+            Message::text(
+                r#"{"event":"item_created","collection":"todos","id":"bad2","version":2,"data":{"id":"bad2","title":5}}"#,
+            ),
+            Message::text(r#"{"event":"party_started","collection":"todos"}"#),
+            Message::text(r#"{"type":"mystery"}"#),
+            Message::text(
+                r#"{"event":"item_created","collection":"todos","id":"good","version":3,"data":{"id":"good","title":"ok","isCompleted":false,"priority":1,"tags":[],"due":null}}"#,
+            ),
+        ];
+        for frame in frames {
+            ws.send(frame).await.unwrap();
+        }
+        // Keep the connection open for a while.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    });
+    let db = ClientDb::new();
+    // HTTP goes to a closed port: the catch-up pull after connecting fails at
+    // once instead of waiting on this WebSocket-only fake server.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let sync = SyncManager::builder()
+        .base_url(format!("http://{closed}"))
+        .store(store_at(&db.path()).await)
+        .model::<Todo>()
+        .options(fast_options())
+        .websocket(WebSocketConfig::new(format!("ws://{addr}/ws")))
+        .build()
+        .await
+        .unwrap();
+    let mystery = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let m2 = mystery.clone();
+    sync.register_message_handler("mystery", move |_| {
+        m2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    })
+    .unwrap();
+    sync.connect_websocket().unwrap();
+    eventually(
+        WAIT,
+        "the valid event after the garbage is applied",
+        || async { sync.store().get(Todo::SCHEMA, "good").unwrap().is_some() },
+    )
+    .await;
+    assert!(sync.is_websocket_connected(), "the connection survived");
+    assert_eq!(
+        sync.all::<Todo>().await.unwrap().len(),
+        1,
+        "nothing else reached the store"
+    );
+    assert_eq!(
+        mystery.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "unknown types go to handlers"
+    );
+    sync.shutdown().await.unwrap();
+    server.abort();
+}
+
+async fn next_set(live: &mut offline_sync_kit::LiveQuery<Todo>) -> Option<Vec<Todo>> {
+    tokio::time::timeout(Duration::from_secs(5), live.next())
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.unwrap())
+}
+
+/// Live queries update from every source, and only when their result changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_emits_on_local_save_pull_and_realtime_only_for_its_query() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    let b = client_builder(&server.url(), &db_b, ALICE.1)
+        .await
+        .model::<Todo>()
+        .websocket(WebSocketConfig::new(ws_url(&server.url())))
+        .build()
+        .await
+        .unwrap();
+    let mut live = b
+        .watch(Query::new().filter(Todo::fields().priority.ge(5)))
+        .unwrap();
+    let first = live.next().await.unwrap().unwrap();
+    assert!(first.is_empty());
+
+    // Local save inside the query.
+    let mut t = todo("w-local", "local");
+    t.priority = 5;
+    b.save(&t).await.unwrap();
+    assert_eq!(next_set(&mut live).await.unwrap().len(), 1);
+
+    // A change outside the query does not emit.
+    b.save(&todo("w-low", "low priority")).await.unwrap();
+    let mut t = todo("w-pull", "pulled");
+    t.priority = 8;
+    a.save(&t).await.unwrap();
+    a.sync_all().await.unwrap();
+    b.pull::<Todo>().await.unwrap();
+    let after_pull = next_set(&mut live).await.unwrap();
+    assert_eq!(
+        after_pull.len(),
+        2,
+        "the pull emitted, the low-priority save did not: {after_pull:?}"
+    );
+
+    // Realtime.
+    b.connect_websocket().unwrap();
+    eventually(WAIT, "connected", || async { b.is_websocket_connected() }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut t = todo("w-rt", "realtime");
+    t.priority = 9;
+    a.save(&t).await.unwrap();
+    let mut got = next_set(&mut live).await.unwrap();
+    while got.len() < 3 {
+        got = next_set(&mut live).await.expect("realtime update emitted");
+    }
+    assert_eq!(got.len(), 3);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// `auth_message` authenticates the socket without any header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_message_authenticates_without_a_header() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    // B has no bearer token at all: only the auth message carries it.
+    let b = SyncManager::builder()
+        .base_url(server.url())
+        .store(store_at(&db_b.path()).await)
+        .model::<Todo>()
+        .options(fast_options())
+        .websocket(WebSocketConfig::new(ws_url(&server.url())).auth_token_message(ALICE.1))
+        .build()
+        .await
+        .unwrap();
+    b.connect_websocket().unwrap();
+    eventually(WAIT, "connected", || async { b.is_websocket_connected() }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.save(&todo("by-auth-message", "x")).await.unwrap();
+    eventually(
+        WAIT,
+        "delivered to the message-authenticated socket",
+        || async {
+            b.store()
+                .get(Todo::SCHEMA, "by-auth-message")
+                .unwrap()
+                .is_some()
+        },
+    )
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// `max_reconnect_attempts` bounds the reconnects; then the client gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_stop_after_max_reconnect_attempts() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let db = ClientDb::new();
+    let mut config = WebSocketConfig::new(format!("ws://{closed}/ws"));
+    config.reconnect_delay = Duration::from_millis(10);
+    config.max_reconnect_delay = Duration::from_millis(20);
+    config.max_reconnect_attempts = Some(2);
+    let sync = SyncManager::builder()
+        .base_url(format!("http://{closed}"))
+        .store(store_at(&db.path()).await)
+        .model::<Todo>()
+        .options(fast_options())
+        .websocket(config)
+        .build()
+        .await
+        .unwrap();
+    let mut events = sync.events();
+    sync.connect_websocket().unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut reconnecting = 0;
+    while let Ok(event) = events.try_recv() {
+        if event.kind == SyncEventType::Reconnecting {
+            reconnecting += 1;
+        }
+    }
+    assert_eq!(
+        reconnecting, 2,
+        "exactly max_reconnect_attempts reconnects, then it gives up"
+    );
+    assert!(!sync.is_websocket_connected());
+    sync.shutdown().await.unwrap();
+}

@@ -1,0 +1,415 @@
+//! The same engine, configured only through `RestRequests` and a pull mode,
+//! against third-party-shaped REST APIs: json-server (npm) and an API shaped
+//! like Appwrite's documents API.
+//!
+//! Guards against: REST configuration options that are parsed but never applied.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use offline_sync_kit::prelude::*;
+use offline_sync_kit::{ModelConfig, PullMode};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use support::*;
+
+/// A note for json-server: the app keeps `modifiedAt` (ms) so pulls can ask for changes since.
+#[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[sync(endpoint = "notes")]
+#[serde(rename_all = "camelCase")]
+struct Note {
+    #[sync(id)]
+    id: String,
+    title: String,
+    done: bool,
+    modified_at: i64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Starts json-server 0.17 on a free loopback port; installs it into
+/// `target/npm` on first use. `None` (with the reason printed) if npm is missing.
+async fn json_server() -> Option<(tokio::process::Child, String, tempfile::TempDir)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm");
+    let bin = root.join("node_modules/.bin/json-server");
+    if !bin.exists() {
+        std::fs::create_dir_all(&root).unwrap();
+        let status = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&root)
+            .arg("json-server@0.17.4")
+            .stdout(Stdio::null())
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            other => {
+                eprintln!("skipping json-server interop: `npm install json-server@0.17.4` failed ({other:?})");
+                return None;
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.json");
+    std::fs::write(&db, r#"{"notes": []}"#).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = tokio::process::Command::new(&bin)
+        .arg(&db)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--quiet",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("json-server starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "json-server answers", || {
+        let client = client.clone();
+        let url = url.clone();
+        async move { client.get(format!("{url}/notes")).send().await.is_ok() }
+    })
+    .await;
+    Some((child, url, dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_with_json_server() {
+    let Some((_child, url, _dir)) = json_server().await else {
+        return;
+    };
+    let pull = PullMode::UpdatedSince {
+        field: "modifiedAt".into(),
+        since_param: "modifiedAt_gte".into(),
+    };
+    let config = ModelConfig {
+        rest: None,
+        pull: Some(pull),
+    };
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = SyncManager::builder()
+        .base_url(&url)
+        .store(store_at(&db_a.path()).await)
+        .rest_only()
+        .model_with::<Note>(config.clone())
+        .options(fast_options())
+        .build()
+        .await
+        .unwrap();
+    let mut note = Note {
+        id: "n1".into(),
+        title: "first".into(),
+        done: false,
+        modified_at: now_ms(),
+    };
+    a.save(&note).await.unwrap();
+    a.sync_all().await.unwrap();
+    let http = reqwest::Client::new();
+    let on_server: Value = http
+        .get(format!("{url}/notes/n1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(on_server["title"], "first");
+
+    // A delta update: only the changed fields travel (PATCH), the rest stays.
+    note.done = true;
+    note.modified_at = now_ms() + 1;
+    a.save(&note).await.unwrap();
+    let report = a.sync_all().await.unwrap();
+    assert_eq!(report.pushed, 1);
+    let on_server: Value = http
+        .get(format!("{url}/notes/n1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(on_server["done"], true);
+    assert_eq!(on_server["title"], "first");
+
+    // Another client pulls by the updated-at field.
+    let b = SyncManager::builder()
+        .base_url(&url)
+        .store(store_at(&db_b.path()).await)
+        .rest_only()
+        .model_with::<Note>(config)
+        .options(fast_options())
+        .build()
+        .await
+        .unwrap();
+    b.pull::<Note>().await.unwrap();
+    assert_eq!(b.get::<Note>("n1").await.unwrap(), Some(note.clone()));
+    // A later change arrives on the next pull.
+    note.title = "renamed".into();
+    note.modified_at = now_ms() + 2;
+    a.save(&note).await.unwrap();
+    a.sync_all().await.unwrap();
+    b.pull::<Note>().await.unwrap();
+    assert_eq!(b.get::<Note>("n1").await.unwrap().unwrap().title, "renamed");
+
+    // Delete.
+    a.delete::<Note>("n1").await.unwrap();
+    a.sync_all().await.unwrap();
+    let status = http
+        .get(format!("{url}/notes/n1"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A document as the Appwrite-shaped API knows it.
+#[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[sync(
+    endpoint = "documents",
+    rest(
+        get(
+            url = "v1/databases/{databaseId}/collections/{collectionId}/documents",
+            url_parameters(databaseId = "main", collectionId = "tasks"),
+            response_data_key = "documents",
+            header = "X-Appwrite-Project: demo"
+        ),
+        post(
+            url = "v1/databases/{databaseId}/collections/{collectionId}/documents",
+            url_parameters(databaseId = "main", collectionId = "tasks"),
+            top_level_key = "data",
+            supplemental = r#"{"documentId": "{id}"}"#,
+            header = "X-Appwrite-Project: demo"
+        ),
+        patch(
+            url = "v1/databases/{databaseId}/collections/{collectionId}/documents",
+            url_parameters(databaseId = "main", collectionId = "tasks"),
+            top_level_key = "data",
+            header = "X-Appwrite-Project: demo"
+        ),
+        put(
+            url = "v1/databases/{databaseId}/collections/{collectionId}/documents",
+            url_parameters(databaseId = "main", collectionId = "tasks"),
+            top_level_key = "data",
+            header = "X-Appwrite-Project: demo"
+        ),
+        delete(
+            url = "v1/databases/{databaseId}/collections/{collectionId}/documents",
+            url_parameters(databaseId = "main", collectionId = "tasks"),
+            header = "X-Appwrite-Project: demo"
+        )
+    )
+)]
+struct Task {
+    #[sync(id)]
+    #[serde(rename = "$id")]
+    id: String,
+    title: String,
+    done: bool,
+}
+
+#[derive(Default)]
+struct Documents {
+    rows: Mutex<Vec<Map<String, Value>>>,
+    requests: Mutex<Vec<String>>,
+}
+
+type Shared = Arc<Documents>;
+
+fn check_project(headers: &HeaderMap) -> Result<(), StatusCode> {
+    match headers
+        .get("x-appwrite-project")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("demo") => Ok(()),
+        _ => Err(StatusCode::UNAUTHORIZED),
+    }
+}
+
+async fn appwrite() -> (String, Shared) {
+    let shared: Shared = Arc::default();
+    async fn list(
+        State(s): State<Shared>,
+        headers: HeaderMap,
+        Path((db, coll)): Path<(String, String)>,
+        UrlQuery(q): UrlQuery<std::collections::HashMap<String, String>>,
+    ) -> Result<Json<Value>, StatusCode> {
+        check_project(&headers)?;
+        assert_eq!((db.as_str(), coll.as_str()), ("main", "tasks"));
+        let page: usize = q.get("_page").and_then(|p| p.parse().ok()).unwrap_or(1);
+        let limit: usize = q.get("_limit").and_then(|p| p.parse().ok()).unwrap_or(25);
+        let rows = s.rows.lock().unwrap();
+        let docs: Vec<Value> = rows
+            .iter()
+            .skip((page - 1) * limit)
+            .take(limit)
+            .cloned()
+            .map(Value::Object)
+            .collect();
+        Ok(Json(json!({"total": rows.len(), "documents": docs})))
+    }
+    async fn create(
+        State(s): State<Shared>,
+        headers: HeaderMap,
+        Path((_db, _coll)): Path<(String, String)>,
+        Json(body): Json<Value>,
+    ) -> Result<(StatusCode, Json<Value>), StatusCode> {
+        check_project(&headers)?;
+        s.requests.lock().unwrap().push(format!("POST {body}"));
+        let id = body["documentId"]
+            .as_str()
+            .ok_or(StatusCode::BAD_REQUEST)?
+            .to_owned();
+        let mut doc = body["data"]
+            .as_object()
+            .ok_or(StatusCode::BAD_REQUEST)?
+            .clone();
+        doc.insert("$id".into(), json!(id));
+        doc.insert("$collectionId".into(), json!("tasks"));
+        doc.insert("$updatedAt".into(), json!(chrono::Utc::now().to_rfc3339()));
+        s.rows.lock().unwrap().push(doc.clone());
+        Ok((StatusCode::CREATED, Json(Value::Object(doc))))
+    }
+    async fn one(
+        State(s): State<Shared>,
+        headers: HeaderMap,
+        Path((_db, _coll, id)): Path<(String, String, String)>,
+    ) -> Result<Json<Value>, StatusCode> {
+        check_project(&headers)?;
+        let rows = s.rows.lock().unwrap();
+        rows.iter()
+            .find(|d| d["$id"] == json!(id))
+            .map(|d| Json(Value::Object(d.clone())))
+            .ok_or(StatusCode::NOT_FOUND)
+    }
+    async fn update(
+        State(s): State<Shared>,
+        headers: HeaderMap,
+        Path((_db, _coll, id)): Path<(String, String, String)>,
+        Json(body): Json<Value>,
+    ) -> Result<Json<Value>, StatusCode> {
+        check_project(&headers)?;
+        s.requests.lock().unwrap().push(format!("PATCH {body}"));
+        let data = body["data"]
+            .as_object()
+            .ok_or(StatusCode::BAD_REQUEST)?
+            .clone();
+        let mut rows = s.rows.lock().unwrap();
+        let doc = rows
+            .iter_mut()
+            .find(|d| d["$id"] == json!(id))
+            .ok_or(StatusCode::NOT_FOUND)?;
+        for (k, v) in data {
+            doc.insert(k, v);
+        }
+        Ok(Json(Value::Object(doc.clone())))
+    }
+    async fn remove(
+        State(s): State<Shared>,
+        headers: HeaderMap,
+        Path((_db, _coll, id)): Path<(String, String, String)>,
+    ) -> Result<StatusCode, StatusCode> {
+        check_project(&headers)?;
+        let mut rows = s.rows.lock().unwrap();
+        let before = rows.len();
+        rows.retain(|d| d["$id"] != json!(id));
+        if rows.len() == before {
+            return Err(StatusCode::NOT_FOUND);
+        }
+        Ok(StatusCode::NO_CONTENT)
+    }
+    let app = Router::new()
+        .route(
+            "/v1/databases/{db}/collections/{coll}/documents",
+            get(list).post(create),
+        )
+        .route(
+            "/v1/databases/{db}/collections/{coll}/documents/{id}",
+            get(one).patch(update).put(update).delete(remove),
+        )
+        .with_state(Arc::clone(&shared));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, shared)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_with_an_appwrite_shaped_api() {
+    let (url, shared) = appwrite().await;
+    let config = ModelConfig {
+        rest: None,
+        pull: Some(PullMode::FullPaged),
+    };
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = SyncManager::builder()
+        .base_url(&url)
+        .store(store_at(&db_a.path()).await)
+        .rest_only()
+        .model_with::<Task>(config.clone())
+        .options(fast_options())
+        .build()
+        .await
+        .unwrap();
+    let mut task = Task {
+        id: "t1".into(),
+        title: "write docs".into(),
+        done: false,
+    };
+    a.save(&task).await.unwrap();
+    a.sync_all().await.unwrap();
+    assert_eq!(shared.rows.lock().unwrap().len(), 1);
+    assert_eq!(shared.rows.lock().unwrap()[0]["title"], "write docs");
+
+    task.done = true;
+    a.save(&task).await.unwrap();
+    a.sync_all().await.unwrap();
+    let requests = shared.requests.lock().unwrap().clone();
+    assert!(
+        requests[0].starts_with("POST") && requests[0].contains(r#""documentId":"t1""#),
+        "{requests:?}"
+    );
+    assert_eq!(
+        requests[1], r#"PATCH {"data":{"done":true}}"#,
+        "a wrapped delta"
+    );
+
+    let b = SyncManager::builder()
+        .base_url(&url)
+        .store(store_at(&db_b.path()).await)
+        .rest_only()
+        .model_with::<Task>(config)
+        .options(fast_options())
+        .build()
+        .await
+        .unwrap();
+    b.pull::<Task>().await.unwrap();
+    assert_eq!(b.get::<Task>("t1").await.unwrap(), Some(task.clone()));
+
+    a.delete::<Task>("t1").await.unwrap();
+    a.sync_all().await.unwrap();
+    assert!(shared.rows.lock().unwrap().is_empty());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

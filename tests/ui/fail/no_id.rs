@@ -1,0 +1,10 @@
+use offline_sync_kit::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(SyncModel, Serialize, Deserialize, Clone)]
+struct Note {
+    key: String,
+    text: String,
+}
+
+fn main() {}
