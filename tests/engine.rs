@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 
 use offline_sync_kit::prelude::*;
+use offline_sync_kit::store::OpState;
 use offline_sync_kit::{
     ConflictStrategy, DeleteStrategy, Error, FetchStrategy, ManualConnectivity, SaveStrategy,
     SyncDirection, SyncEventType, SyncRun,
@@ -184,6 +185,86 @@ async fn refused_op_is_kept_visible_and_retryable() {
     .await;
     assert!(server.record(ALICE.1, "todos", long_id).await.is_some());
     assert_eq!(sync.status().borrow().failed_changes, 0);
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: a push that stops halfway leaving later ops stuck in flight, charged with
+/// an attempt they never made, or counted as sent. The engine marks the next chunk while the
+/// current one is on the wire; when the current one fails, the next goes back untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_stopping_halfway_releases_the_chunk_it_prepared() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.batch_size = 2;
+    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..6).map(|i| format!("h{i}")).collect();
+    for id in &ids {
+        sync.save(&todo(id, "x")).await.unwrap();
+    }
+    // The first chunk goes through; the second meets a server that is gone.
+    proxy.fault_next(Fault::OneResponseThenDown, 1);
+    assert!(sync.sync_all().await.is_err());
+    let op_of = |id: &str| {
+        let id = id.to_owned();
+        let sync = &sync;
+        async move {
+            let state = sync.record_state::<Todo>(&id).await.unwrap();
+            assert!(state.ops.len() <= 1, "{id}: {:?}", state.ops);
+            state.ops.into_iter().next()
+        }
+    };
+    for id in &ids[..2] {
+        assert!(op_of(id).await.is_none(), "{id} was acknowledged");
+    }
+    for id in &ids[2..4] {
+        let op = op_of(id).await.unwrap();
+        assert_eq!(
+            (op.state, op.attempts),
+            (OpState::Pending, 1),
+            "{id} was tried"
+        );
+    }
+    for id in &ids[4..] {
+        let op = op_of(id).await.unwrap();
+        assert_eq!(
+            (op.state, op.attempts),
+            (OpState::Pending, 0),
+            "{id} was never sent"
+        );
+    }
+    // Never sent, so a local delete cancels the create: the server never hears of h4.
+    sync.delete::<Todo>("h4").await.unwrap();
+    let state = sync.record_state::<Todo>("h4").await.unwrap();
+    assert!(state.ops.is_empty() && state.meta.is_none(), "{state:?}");
+
+    proxy.heal();
+    // h5 is due now; h2 and h3 once their backoff (at most 200 ms here) has passed.
+    let (mut pushed, mut failed) = (0, 0);
+    let deadline = std::time::Instant::now() + WAIT;
+    while pushed < 3 && std::time::Instant::now() < deadline {
+        let report = sync.sync_all().await.unwrap();
+        pushed += report.pushed;
+        failed += report.failed;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((pushed, failed), (3, 0));
+    let mut on_server: Vec<String> = server
+        .records(ALICE.1, "todos")
+        .await
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    on_server.sort();
+    assert_eq!(on_server, ["h0", "h1", "h2", "h3", "h5"]);
     sync.shutdown().await.unwrap();
 }
 

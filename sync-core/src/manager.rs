@@ -24,7 +24,9 @@ use crate::options::{
 };
 use crate::query::{Filter, Query};
 use crate::realtime::{self, Command, MessageHandler, Realtime, WebSocketConfig};
-use crate::remote::{ModelRoute, PullMode, PushItem, PushKind, PushOutcome, Remote, RemoteError};
+use crate::remote::{
+    ModelRoute, PullMode, PushItem, PushKind, PushOutcome, Remote, RemoteError, Traffic,
+};
 use crate::rest::{RestRequest, RestRequests};
 use crate::store::{
     Ack, JsonObject, LocalStore, LocalWrite, OpKind, OpState, OutboxOp, PendingConflict,
@@ -1180,6 +1182,17 @@ fn merge_remote(local: &JsonObject, remote: JsonObject) -> JsonObject {
     out
 }
 
+/// A chunk of ops marked in flight, with what goes on the wire.
+struct PreparedChunk {
+    /// The ops that are sent, in the order of `items`.
+    ops: Vec<OutboxOp>,
+    items: Vec<PushItem>,
+    /// Local rows of the creates and updates, by id, as they were sent.
+    rows: HashMap<String, StoredRecord>,
+    /// Ops failed because their local record was gone.
+    failed: u64,
+}
+
 struct RunSpec {
     direction: SyncDirection,
     force_full: bool,
@@ -1681,12 +1694,9 @@ impl Inner {
             }
             for (model_type, ops) in groups {
                 let route = Arc::clone(&self.models[model_type]);
-                for chunk in ops.chunks(chunk_size) {
-                    match self.push_chunk(&route, chunk, &options, report).await {
-                        Ok(made_progress) => progressed |= made_progress,
-                        Err(err) => return Err(err),
-                    }
-                }
+                progressed |= self
+                    .push_group(&route, &ops, chunk_size, &options, report)
+                    .await?;
             }
             if !progressed {
                 return Ok(());
@@ -1694,14 +1704,74 @@ impl Inner {
         }
     }
 
-    /// Sends one chunk; returns whether any op left the queue or changed state for good.
-    async fn push_chunk(
+    /// Pushes one model's ops chunk by chunk. While a chunk is on the wire the next one is
+    /// marked in flight and read from the store, so the local work hides behind the remote's.
+    /// Returns whether any op left the queue or changed state for good.
+    async fn push_group(
+        self: &Arc<Self>,
+        route: &Arc<ModelRoute>,
+        ops: &[OutboxOp],
+        chunk_size: usize,
+        options: &SyncOptions,
+        report: &mut SyncReport,
+    ) -> Result<bool> {
+        let mut chunks = ops.chunks(chunk_size);
+        let Some(first) = chunks.next() else {
+            return Ok(false);
+        };
+        let mut progressed = false;
+        let mut current = self.prepare_chunk(route, first, options).await?;
+        loop {
+            let following = chunks.next();
+            let (sent, next) = tokio::join!(
+                async {
+                    if current.items.is_empty() {
+                        None
+                    } else {
+                        Some(self.remote.push(route, &current.items).await)
+                    }
+                },
+                async {
+                    match following {
+                        Some(ops) => Some(self.prepare_chunk(route, ops, options).await),
+                        None => None,
+                    }
+                },
+            );
+            let finished = self
+                .finish_chunk(route, current, sent, options, report)
+                .await;
+            match (finished, next) {
+                (Ok(made_progress), Some(Ok(prepared))) => {
+                    progressed |= made_progress;
+                    current = prepared;
+                }
+                (Ok(made_progress), None) => return Ok(progressed | made_progress),
+                (Ok(_), Some(Err(err))) => return Err(err),
+                (Err(err), next) => {
+                    // The next chunk never went out: back to pending as if never marked.
+                    if let Some(Ok(prepared)) = next {
+                        let seqs: Vec<i64> = prepared.ops.iter().map(|o| o.seq).collect();
+                        if let Err(release) =
+                            blocking(&self.store, move |s| s.release_inflight(&seqs)).await
+                        {
+                            tracing::warn!(error = %release, "could not release unsent ops; they go back to pending on the next start");
+                        }
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// Marks a chunk's ops in flight and builds what to send from the records as stored now.
+    /// An op whose local record is gone fails at once.
+    async fn prepare_chunk(
         self: &Arc<Self>,
         route: &Arc<ModelRoute>,
         ops: &[OutboxOp],
         options: &SyncOptions,
-        report: &mut SyncReport,
-    ) -> Result<bool> {
+    ) -> Result<PreparedChunk> {
         let schema = route.schema;
         let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
         let marked = blocking(&self.store, move |s| s.mark_inflight(&seqs)).await?;
@@ -1711,8 +1781,14 @@ impl Inner {
             .filter(|o| marked.contains(&o.seq))
             .cloned()
             .collect();
+        let mut chunk = PreparedChunk {
+            ops: Vec::with_capacity(ops.len()),
+            items: Vec::with_capacity(ops.len()),
+            rows: HashMap::new(),
+            failed: 0,
+        };
         if ops.is_empty() {
-            return Ok(false);
+            return Ok(chunk);
         }
         // Current local data of the records (creates and updates send what is stored now).
         let ids: Vec<Value> = ops
@@ -1720,9 +1796,7 @@ impl Inner {
             .filter(|o| o.op != OpKind::Delete)
             .map(|o| Value::String(o.record_id.clone()))
             .collect();
-        let rows: HashMap<String, StoredRecord> = if ids.is_empty() {
-            HashMap::new()
-        } else {
+        if !ids.is_empty() {
             let query = StoreQuery {
                 filter: Some(Filter::InList {
                     field: schema.id(),
@@ -1731,16 +1805,17 @@ impl Inner {
                 include_deleted: true,
                 ..StoreQuery::default()
             };
-            blocking(&self.store, move |s| s.query(schema, &query))
-                .await?
-                .into_iter()
-                .map(|r| (r.id.clone(), r))
-                .collect()
-        };
-        let mut items = Vec::with_capacity(ops.len());
-        let mut sendable = Vec::with_capacity(ops.len());
-        let mut progressed = false;
-        for op in &ops {
+            match blocking(&self.store, move |s| s.query(schema, &query)).await {
+                Ok(rows) => chunk.rows = rows.into_iter().map(|r| (r.id.clone(), r)).collect(),
+                Err(err) => {
+                    let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
+                    let _ = blocking(&self.store, move |s| s.release_inflight(&seqs)).await;
+                    return Err(err);
+                }
+            }
+        }
+        let rows = &chunk.rows;
+        for op in ops {
             let item = match op.op {
                 OpKind::Delete => Some(PushItem {
                     seq: op.seq,
@@ -1783,8 +1858,8 @@ impl Inner {
             };
             match item {
                 Some(item) => {
-                    items.push(item);
-                    sendable.push(op.clone());
+                    chunk.items.push(item);
+                    chunk.ops.push(op);
                 }
                 None => {
                     let seq = op.seq;
@@ -1792,15 +1867,35 @@ impl Inner {
                         s.fail_op(seq, "the local record of this op is missing")
                     })
                     .await?;
-                    report.failed += 1;
-                    progressed = true;
+                    chunk.failed += 1;
                 }
             }
         }
-        if items.is_empty() {
+        Ok(chunk)
+    }
+
+    /// Settles a sent chunk from the remote's answer (`None`: nothing was sendable); returns
+    /// whether any op left the queue or changed state for good.
+    async fn finish_chunk(
+        self: &Arc<Self>,
+        route: &Arc<ModelRoute>,
+        chunk: PreparedChunk,
+        sent: Option<std::result::Result<(Vec<PushOutcome>, Traffic), RemoteError>>,
+        options: &SyncOptions,
+        report: &mut SyncReport,
+    ) -> Result<bool> {
+        let schema = route.schema;
+        let PreparedChunk {
+            ops: sendable,
+            rows,
+            failed,
+            ..
+        } = chunk;
+        report.failed += failed;
+        let mut progressed = failed > 0;
+        let Some(result) = sent else {
             return Ok(progressed);
-        }
-        let result = self.remote.push(route, &items).await;
+        };
         let (outcomes, traffic) = match result {
             Ok(ok) => ok,
             Err(err) => {

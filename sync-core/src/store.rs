@@ -412,7 +412,20 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
     fn next_retry_at(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>>;
 
     /// Marks pending ops as in flight. Returns the seqs actually marked.
+    ///
+    /// An op counts as possibly sent (so that, for instance, a later delete no longer cancels
+    /// its create locally) from the moment the push reports back on it
+    /// ([`reschedule_op`](Self::reschedule_op), [`fail_op`](Self::fail_op)) or a crash leaves it
+    /// in flight ([`requeue_inflight`](Self::requeue_inflight)); a marked op that was never sent
+    /// goes back with [`release_inflight`](Self::release_inflight).
     fn mark_inflight(&self, seqs: &[i64]) -> StoreResult<Vec<i64>>;
+
+    /// Puts ops that [`mark_inflight`](Self::mark_inflight) marked but that were never sent back
+    /// to pending, as if they had not been marked: no attempt is counted, they do not count as
+    /// sent, and a change queued for the record meanwhile is folded into them. Seqs that are not
+    /// in flight are left alone. The engine marks the next batch while the current one is on
+    /// the wire and releases it when the push stops early.
+    fn release_inflight(&self, seqs: &[i64]) -> StoreResult<()>;
 
     /// The remote accepted op `seq`: removes it and, in the same transaction,
     /// records `version` on the row, marks it synced when no other op is left
@@ -447,7 +460,7 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
         error: &str,
     ) -> StoreResult<()>;
 
-    /// Puts in-flight ops back to pending (after a crash or an interrupted push).
+    /// Puts every in-flight op back to pending, counted as possibly sent (after a crash).
     fn requeue_inflight(&self) -> StoreResult<u64>;
 
     /// Failed ops, oldest first.

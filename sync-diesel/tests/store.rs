@@ -651,6 +651,66 @@ fn ack_fail_retry_and_discard() {
 }
 
 #[test]
+fn released_ops_are_as_if_never_marked() {
+    on_every_backend("release", |f| {
+        prepare(&f.store);
+        // A create marked but never sent, then deleted locally: released, both vanish,
+        // and so does the local tombstone.
+        save(&f.store, &todo("r", "x", 1));
+        let seq = ops(f, "r")[0].seq;
+        f.store.mark_inflight(&[seq]).unwrap();
+        let out = f.store.delete(Todo::SCHEMA, "r", None, true).unwrap();
+        assert!(out.existed);
+        assert_eq!(ops(f, "r").len(), 2);
+        f.store.release_inflight(&[seq]).unwrap();
+        let state = f.store.record_state(Todo::SCHEMA, "r").unwrap();
+        assert!(state.ops.is_empty(), "{:?}", state.ops);
+        assert!(state.meta.is_none());
+
+        // The same after a transient failure keeps the delete: the create may have landed.
+        save(&f.store, &todo("s", "x", 1));
+        let seq = ops(f, "s")[0].seq;
+        f.store.mark_inflight(&[seq]).unwrap();
+        f.store.delete(Todo::SCHEMA, "s", None, true).unwrap();
+        f.store.reschedule_op(seq, Utc::now(), "503").unwrap();
+        let state = f.store.record_state(Todo::SCHEMA, "s").unwrap();
+        assert_eq!(state.ops.len(), 1);
+        assert_eq!(state.ops[0].op, OpKind::Delete);
+        assert_eq!(state.ops[0].attempts, 1);
+
+        // A released update takes the edit queued meanwhile, counts no attempt and is due now.
+        let t = todo("u", "x", 1);
+        save(&f.store, &t);
+        let seq = ops(f, "u")[0].seq;
+        f.store.mark_inflight(&[seq]).unwrap();
+        f.store.ack_op(Todo::SCHEMA, seq, 4, None).unwrap();
+        let mut edit = t.clone();
+        edit.title = "first".into();
+        save(&f.store, &edit);
+        let seq = ops(f, "u")[0].seq;
+        f.store.mark_inflight(&[seq]).unwrap();
+        edit.description = "second".into();
+        save(&f.store, &edit);
+        assert_eq!(ops(f, "u").len(), 2);
+        f.store.release_inflight(&[seq, 999_999]).unwrap();
+        let state = f.store.record_state(Todo::SCHEMA, "u").unwrap();
+        assert_eq!(state.ops.len(), 1);
+        let op = &state.ops[0];
+        assert_eq!((op.seq, op.state, op.attempts), (seq, OpState::Pending, 0));
+        assert_eq!(op.changed_fields, ["title", "description"]);
+        assert_eq!(op.base_version, 4);
+        let ready = f.store.ready_ops(far(), 10).unwrap();
+        assert!(ready.iter().any(|o| o.seq == seq));
+        // Releasing a pending op changes nothing.
+        f.store.release_inflight(&[seq]).unwrap();
+        assert_eq!(
+            f.store.record_state(Todo::SCHEMA, "u").unwrap().ops,
+            state.ops
+        );
+    });
+}
+
+#[test]
 fn deletes_are_tombstones_until_acknowledged() {
     on_every_backend("delete", |f| {
         prepare(&f.store);

@@ -443,8 +443,7 @@ pub(crate) fn mark_inflight(db: &mut dyn Db, seqs: &[i64]) -> Result<Vec<i64>, S
     let mut marked = Vec::with_capacity(seqs.len());
     for &seq in seqs {
         let mut sql = Sql::new(
-            "UPDATE _sync_outbox SET state = 'inflight', sent = TRUE \
-             WHERE state = 'pending' AND seq = ",
+            "UPDATE _sync_outbox SET state = 'inflight' WHERE state = 'pending' AND seq = ",
         );
         sql.bind(Param::I64(Some(seq)));
         if db.execute(sql)? == 1 {
@@ -530,6 +529,9 @@ pub(crate) fn fail_op(
 ) -> Result<(), StoreError> {
     let mut op = op_by_seq(db, seq)?.ok_or_else(|| unknown(seq, ""))?;
     op.op.state = OpState::Failed;
+    // The remote refused it, or it could not be sent: either way it stays counted as sent,
+    // so that no later local edit assumes the remote never saw it.
+    op.sent = true;
     op.op.attempts = op.op.attempts.saturating_add(1);
     op.op.last_error = Some(error.to_owned());
     update_op(db, &op)?;
@@ -546,7 +548,14 @@ pub(crate) fn fail_op(
 
 /// Makes `op` (already changed by the caller) pending again, folding a newer
 /// pending op of the same record into it so the record keeps one pending op.
-fn make_pending(db: &mut dyn Db, mut op: OpRow) -> Result<(), StoreError> {
+fn make_pending(db: &mut dyn Db, op: OpRow) -> Result<(), StoreError> {
+    // A sent op folds the same whatever the model's fields are.
+    make_pending_with(db, op, &[]).map(|_| ())
+}
+
+/// [`make_pending`] with the model's wire field names, which folding an unsent op may need.
+/// Returns `true` when the fold cancelled both ops (an unsent create, then a delete).
+fn make_pending_with(db: &mut dyn Db, mut op: OpRow, all: &[String]) -> Result<bool, StoreError> {
     op.op.state = OpState::Pending;
     let others = ops_of(db, &op.op.model_type, &op.op.record_id)?;
     if let Some(newer) = others
@@ -563,15 +572,13 @@ fn make_pending(db: &mut dyn Db, mut op: OpRow) -> Result<(), StoreError> {
             changed: younger.op.changed_fields.clone(),
             base_values: younger.op.base_values.clone(),
         };
-        // The older op was sent (it was in flight or failed), so no rule
-        // needs the model's field list and nothing vanishes.
         let merged = coalesce(
             older.op.op,
             older.sent,
             &older.op.changed_fields,
             &older.op.base_values,
             &edit,
-            &[],
+            all,
         );
         delete_op(db, younger.op.seq)?;
         let mut keep = op;
@@ -588,12 +595,14 @@ fn make_pending(db: &mut dyn Db, mut op: OpRow) -> Result<(), StoreError> {
             } => set_content(&mut keep.op, kind, changed, base_values),
             Coalesced::Vanish => {
                 delete_op(db, older.op.seq)?;
-                return Ok(());
+                return Ok(true);
             }
         }
-        return update_op(db, &keep);
+        update_op(db, &keep)?;
+        return Ok(false);
     }
-    update_op(db, &op)
+    update_op(db, &op)?;
+    Ok(false)
 }
 
 pub(crate) fn reschedule_op(
@@ -610,6 +619,8 @@ pub(crate) fn reschedule_op(
     op.op.attempts = op.op.attempts.saturating_add(1);
     op.op.next_attempt_at = Some(next_attempt_at);
     op.op.last_error = Some(error.to_owned());
+    // It went out (a transient failure or a conflict): the remote may have applied it.
+    op.sent = true;
     let attempts = op.op.attempts;
     let (model_type, record_id) = (op.op.model_type.clone(), op.op.record_id.clone());
     make_pending(db, op)?;
@@ -636,13 +647,41 @@ pub(crate) fn requeue_inflight(db: &mut dyn Db) -> Result<u64, StoreError> {
     let n = ops.len() as u64;
     for op in ops {
         // Another requeue in this loop may have merged it already.
-        if let Some(current) = op_by_seq(db, op.op.seq)? {
+        if let Some(mut current) = op_by_seq(db, op.op.seq)? {
             if current.op.state == OpState::Inflight {
+                // It may have reached the remote before the crash.
+                current.sent = true;
                 make_pending(db, current)?;
             }
         }
     }
     Ok(n)
+}
+
+pub(crate) fn release_inflight(
+    db: &mut dyn Db,
+    seqs: &[i64],
+    lookup: Lookup<'_>,
+) -> Result<(), StoreError> {
+    for &seq in seqs {
+        let Some(op) = op_by_seq(db, seq)? else {
+            continue;
+        };
+        if op.op.state != OpState::Inflight {
+            continue;
+        }
+        let schema = lookup(&op.op.model_type);
+        let all = schema.map(all_fields).unwrap_or_default();
+        let (model_type, record_id) = (op.op.model_type.clone(), op.op.record_id.clone());
+        // An unsent create folded with a delete queued meanwhile: neither ever reaches the
+        // remote, and the local tombstone goes too, as when the delete had come first.
+        if make_pending_with(db, op, &all)? && ops_of(db, &model_type, &record_id)?.is_empty() {
+            if let Some(schema) = schema {
+                delete_row(db, schema, &record_id)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn failed_ops(db: &mut dyn Db) -> Result<Vec<OutboxOp>, StoreError> {

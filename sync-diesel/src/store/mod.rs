@@ -684,6 +684,10 @@ impl LocalStore for DieselStore {
         self.write(|db| logic::mark_inflight(db, seqs))
     }
 
+    fn release_inflight(&self, seqs: &[i64]) -> StoreResult<()> {
+        self.write(|db| logic::release_inflight(db, seqs, &|m| self.model(m)))
+    }
+
     fn ack_op(
         &self,
         schema: &'static ModelSchema,
