@@ -106,7 +106,7 @@ pub(crate) struct NotifyPayload {
 
 impl NotifyPayload {
     /// Packs events, in order, into payloads under [`MAX_NOTIFY_PAYLOAD`] bytes.
-    pub(crate) fn pack(instance: &str, events: &[ChangeEvent]) -> Vec<String> {
+    pub(crate) fn pack(instance: &str, events: &[RawEvent]) -> Vec<String> {
         // `{"i":"<instance>","e":[` + `]}`
         let overhead = instance.len() + 16;
         let mut out = Vec::new();
@@ -123,9 +123,7 @@ impl NotifyPayload {
             }
         };
         for event in events {
-            let Ok(text) = serde_json::to_string(event) else {
-                continue;
-            };
+            let text = event.to_json();
             if text.len() + overhead + 1 > MAX_NOTIFY_PAYLOAD {
                 flush(&mut current, &mut out);
                 size = overhead;
@@ -134,10 +132,10 @@ impl NotifyPayload {
                     events: Vec::new(),
                     refs: vec![EventRef {
                         owner: event.owner.clone(),
-                        kind: event.message.event,
-                        collection: event.message.collection.clone(),
-                        id: event.message.id.clone(),
-                        version: event.message.version,
+                        kind: event.kind,
+                        collection: event.collection.clone(),
+                        id: event.id.clone(),
+                        version: event.version,
                     }],
                 };
                 if let Ok(text) = serde_json::to_string(&reference) {
@@ -157,6 +155,59 @@ impl NotifyPayload {
     }
 }
 
+/// A change as a write produces it, with the record kept as the JSON text of the write's
+/// result: the NOTIFY payloads are written from it without parsing the record, and it becomes
+/// a [`ChangeEvent`] only when a connection of this instance listens.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawEvent {
+    pub(crate) owner: String,
+    pub(crate) kind: EventKind,
+    pub(crate) collection: String,
+    pub(crate) id: String,
+    pub(crate) version: i64,
+    /// The record after the change, as JSON text written by this server.
+    pub(crate) record: String,
+}
+
+impl RawEvent {
+    /// The JSON of the equivalent [`ChangeEvent`].
+    fn to_json(&self) -> String {
+        let kind = match self.kind {
+            EventKind::Created => "item_created",
+            EventKind::Updated => "item_updated",
+            EventKind::Deleted => "item_deleted",
+        };
+        let mut out = String::with_capacity(self.record.len() + 128);
+        out.push_str("{\"owner\":");
+        out.push_str(&json_string(&self.owner));
+        out.push_str(",\"message\":{\"event\":\"");
+        out.push_str(kind);
+        out.push_str("\",\"collection\":");
+        out.push_str(&json_string(&self.collection));
+        out.push_str(",\"id\":");
+        out.push_str(&json_string(&self.id));
+        out.push_str(",\"version\":");
+        out.push_str(&self.version.to_string());
+        out.push_str(",\"data\":");
+        out.push_str(&self.record);
+        out.push_str("}}");
+        out
+    }
+
+    /// The event for this instance's connections.
+    pub(crate) fn into_change_event(self) -> serde_json::Result<ChangeEvent> {
+        let data: Record = serde_json::from_str(&self.record)?;
+        Ok(ChangeEvent::new(
+            &self.owner,
+            self.kind,
+            &self.collection,
+            &self.id,
+            self.version,
+            data,
+        ))
+    }
+}
+
 fn json_string(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
@@ -165,10 +216,31 @@ fn json_string(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn event(n: i64, size: usize) -> ChangeEvent {
-        let mut data = Record::new();
-        data.insert("blob".into(), "x".repeat(size).into());
-        ChangeEvent::new("u", EventKind::Created, "todos", &n.to_string(), n, data)
+    fn event(n: i64, size: usize) -> RawEvent {
+        RawEvent {
+            owner: "u".into(),
+            kind: EventKind::Created,
+            collection: "todos".into(),
+            id: n.to_string(),
+            version: n,
+            record: format!("{{\"id\":\"{n}\",\"blob\":\"{}\"}}", "x".repeat(size)),
+        }
+    }
+
+    #[test]
+    fn raw_events_serialise_like_change_events() {
+        let raw = RawEvent {
+            owner: "u\"1".into(),
+            kind: EventKind::Deleted,
+            collection: "todos".into(),
+            id: "a\\b".into(),
+            version: 7,
+            record: r#"{"id":"a\\b","version":7,"deleted":true,"n":[1,2]}"#.into(),
+        };
+        let text = raw.to_json();
+        let parsed: ChangeEvent = serde_json::from_str(&text).expect("event parses");
+        let event = raw.into_change_event().expect("record parses");
+        assert_eq!(parsed, event);
     }
 
     #[test]

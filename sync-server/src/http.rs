@@ -11,15 +11,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{bearer_token, Auth};
 use crate::events::Hub;
 use crate::protocol::{
-    ErrorBody, Health, OpKind, OpStatus, PushOp, PushRequest, IDEMPOTENCY_KEY_HEADER, ID_KEY,
-    RESERVED_KEYS,
+    ErrorBody, Health, OpKind, OpStatus, IDEMPOTENCY_KEY_HEADER, ID_KEY, RESERVED_KEYS,
 };
 use crate::server::Limits;
 use crate::store::{Filter, RawResult, Store, WriteOp};
@@ -352,10 +354,9 @@ pub(crate) async fn read(
     }
 }
 
-/// Parses a request body as JSON, answering 413 past the size limit and 400 with the parse
-/// error otherwise.
-fn parse_body(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<Value, ApiError> {
-    let bytes = body.map_err(|rej| {
+/// Reads a request body, answering 413 past the size limit and 400 otherwise.
+fn body_bytes(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<Bytes, ApiError> {
+    body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -369,9 +370,16 @@ fn parse_body(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<Va
         } else {
             ApiError::bad_request("invalid_body", rej.body_text())
         }
-    })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|err| ApiError::bad_request("malformed_json", format!("malformed JSON: {err}")))
+    })
+}
+
+fn malformed_json(err: &serde_json::Error) -> ApiError {
+    ApiError::bad_request("malformed_json", format!("malformed JSON: {err}"))
+}
+
+/// Checks that a request body is JSON and returns its text.
+fn parse_body(bytes: &[u8]) -> Result<&RawValue, ApiError> {
+    serde_json::from_slice(bytes).map_err(|err| malformed_json(&err))
 }
 
 fn idempotency_key(headers: &HeaderMap, limits: &Limits) -> Result<Option<String>, ApiError> {
@@ -458,22 +466,22 @@ fn prepare(
     kind: OpKind,
     id: Option<String>,
     base_version: Option<i64>,
-    data: Option<Value>,
+    data: Option<&RawValue>,
     limits: &Limits,
 ) -> Result<WriteOp, Rejection> {
     if let Some(key) = &key {
         check_key(key, limits)?;
     }
     check_collection(&collection, limits).map_err(api_to_rejection)?;
-    let mut data = match (kind, data) {
-        (OpKind::Delete, _) => Map::new(),
-        (_, Some(Value::Object(map))) => map,
+    let data = match (kind, data) {
+        (OpKind::Delete, _) => None,
+        (_, Some(raw)) if raw.get().starts_with('{') => Some(raw),
         (_, Some(other)) => {
             return Err(Rejection::new(
                 "invalid_data",
                 format!(
                     "record data must be a JSON object, not {}",
-                    json_type_name(&other)
+                    raw_type_name(other)
                 ),
             ))
         }
@@ -484,13 +492,37 @@ fn prepare(
             ))
         }
     };
-    let data_id = match data.get(ID_KEY) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+    // The members are kept as JSON text: the data is written as it came (in key order, the last
+    // of duplicate keys winning) without building a tree of every value. A `\u` escape may
+    // hide an unpaired surrogate that only a full parse rejects, so such data takes that parse
+    // (and is written back normalised).
+    let normalised: Vec<(String, Box<RawValue>)>;
+    let mut members: BTreeMap<String, &RawValue> = match data {
+        None => BTreeMap::new(),
+        Some(raw) if !raw.get().contains("\\u") => serde_json::from_str(raw.get())
+            .map_err(|err| Rejection::new("invalid_data", format!("invalid data: {err}")))?,
+        Some(raw) => {
+            let map: Map<String, Value> = serde_json::from_str(raw.get())
+                .map_err(|err| Rejection::new("invalid_data", format!("invalid data: {err}")))?;
+            normalised = map
+                .into_iter()
+                .map(|(k, v)| serde_json::value::to_raw_value(&v).map(|v| (k, v)))
+                .collect::<Result<_, _>>()
+                .map_err(|err| Rejection::new("invalid_data", err.to_string()))?;
+            normalised.iter().map(|(k, v)| (k.clone(), &**v)).collect()
+        }
+    };
+    let data_id = match members.get(ID_KEY) {
+        None => None,
+        Some(raw) if raw.get() == "null" => None,
+        Some(raw) if raw.get().starts_with('"') => Some(
+            serde_json::from_str::<String>(raw.get())
+                .map_err(|err| Rejection::new("invalid_id", format!("invalid id: {err}")))?,
+        ),
         Some(other) => {
             return Err(Rejection::new(
                 "invalid_id",
-                format!("record id must be a string, not {}", json_type_name(other)),
+                format!("record id must be a string, not {}", raw_type_name(other)),
             ))
         }
     };
@@ -512,15 +544,20 @@ fn prepare(
     };
     check_id(&id, limits).map_err(api_to_rejection)?;
     for reserved in RESERVED_KEYS {
-        data.remove(reserved);
+        members.remove(reserved);
     }
-    // Serialised here, on the request's task, rather than under the write lock.
-    let data_text = match kind {
-        OpKind::Create | OpKind::Replace => Some(
-            serde_json::to_string(&data)
-                .map_err(|err| Rejection::new("invalid_data", err.to_string()))?,
+    // Written here, on the request's task, rather than under the write lock.
+    let (data, data_text) = match kind {
+        OpKind::Create | OpKind::Replace => (Map::new(), Some(object_text(&members)?)),
+        OpKind::Update => (
+            members
+                .into_iter()
+                .map(|(k, v)| serde_json::from_str(v.get()).map(|v| (k, v)))
+                .collect::<Result<_, _>>()
+                .map_err(|err| Rejection::new("invalid_data", format!("invalid data: {err}")))?,
+            None,
         ),
-        OpKind::Update | OpKind::Delete => None,
+        OpKind::Delete => (Map::new(), None),
     };
     Ok(WriteOp {
         key,
@@ -549,15 +586,34 @@ fn api_to_rejection(err: ApiError) -> Rejection {
     }
 }
 
-fn json_type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// The kind of a (valid) JSON value, for messages.
+fn raw_type_name(value: &RawValue) -> &'static str {
+    match value.get().as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
+}
+
+/// The JSON text of an object with these members.
+fn object_text(members: &BTreeMap<String, &RawValue>) -> Result<String, Rejection> {
+    let invalid = |err: &dyn std::fmt::Display| Rejection::new("invalid_data", err.to_string());
+    let size = members.iter().map(|(k, v)| k.len() + v.get().len() + 4);
+    let mut out = Vec::with_capacity(size.sum::<usize>() + 2);
+    out.push(b'{');
+    for (n, (key, value)) in members.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key).map_err(|err| invalid(&err))?;
+        out.push(b':');
+        out.extend_from_slice(value.get().as_bytes());
+    }
+    out.push(b'}');
+    String::from_utf8(out).map_err(|err| invalid(&err))
 }
 
 /// Applies validated ops in one transaction and publishes their events after commit, to
@@ -572,11 +628,25 @@ async fn apply(
         return Ok(Vec::new());
     }
     let want_events = state.hub.has_listeners() || state.store.notify_target().is_some();
-    let mut outcome = state.store.write(user, ops, want_events).await?;
-    for event in &mut outcome.events {
-        event.origin = origin;
+    let outcome = state.store.write(user, ops, want_events).await?;
+    // On Postgres events are made for the NOTIFY even when nobody here listens; records are
+    // parsed for this instance's connections only when there are some.
+    if state.hub.has_listeners() {
+        state
+            .hub
+            .publish(outcome.events.into_iter().filter_map(|raw| {
+                match raw.into_change_event() {
+                    Ok(mut event) => {
+                        event.origin = origin;
+                        Some(event)
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "event of a committed write has an invalid record");
+                        None
+                    }
+                }
+            }));
     }
-    state.hub.publish(outcome.events);
     Ok(outcome.results)
 }
 
@@ -600,7 +670,7 @@ fn result_response(result: RawResult, created: bool) -> Response {
             };
             let body = result
                 .record
-                .map_or_else(|| b"{}".to_vec(), |record| record.get().as_bytes().to_vec());
+                .map_or_else(|| b"{}".to_vec(), String::into_bytes);
             json_text_response(status, body)
         }
         OpStatus::Conflict => (
@@ -611,7 +681,7 @@ fn result_response(result: RawResult, created: bool) -> Response {
                 limit: None,
                 record: result
                     .record
-                    .and_then(|record| serde_json::from_str(record.get()).ok()),
+                    .and_then(|record| serde_json::from_str(&record).ok()),
             }),
         )
             .into_response(),
@@ -640,7 +710,8 @@ async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers, &state.limits)?;
-    let data = parse_body(body, &state.limits)?;
+    let bytes = body_bytes(body, &state.limits)?;
+    let data = parse_body(&bytes)?;
     let op = prepare(
         key,
         collection,
@@ -665,8 +736,12 @@ async fn update(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers, &state.limits)?;
     let base = if_match(&headers)?;
-    let data = match body {
-        Some(body) => Some(parse_body(body, &state.limits)?),
+    let bytes = match body {
+        Some(body) => Some(body_bytes(body, &state.limits)?),
+        None => None,
+    };
+    let data = match &bytes {
+        Some(bytes) => Some(parse_body(bytes)?),
         None => None,
     };
     let op = prepare(key, collection, kind, Some(id), base, data, &state.limits)
@@ -721,19 +796,53 @@ async fn delete(
     update(state, user, collection, id, headers, None, OpKind::Delete).await
 }
 
+/// The shape of a push body; each op is parsed on its own, so that a malformed op is rejected
+/// alone instead of failing the whole request.
+#[derive(Deserialize)]
+struct RawPushRequest<'a> {
+    #[serde(borrow)]
+    ops: Vec<&'a RawValue>,
+}
+
+/// [`PushOp`](crate::protocol::PushOp), read straight from the request's bytes with `data`
+/// kept as JSON text.
+#[derive(Deserialize)]
+struct RawPushOp<'a> {
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    collection: String,
+    #[serde(default)]
+    op: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    base_version: Option<i64>,
+    /// `Some` also for `null`, which is invalid data rather than missing data.
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
 /// Turns one raw op of a push into a [`WriteOp`] or the result that rejects it.
-fn prepare_push_op(raw: Value, limits: &Limits) -> Result<WriteOp, Rejection> {
-    let Value::Object(map) = &raw else {
+fn prepare_push_op(raw: &RawValue, limits: &Limits) -> Result<WriteOp, Rejection> {
+    if !raw.get().starts_with('{') {
         return Err(Rejection::new(
             "invalid_op",
-            format!("an op must be a JSON object, not {}", json_type_name(&raw)),
+            format!("an op must be a JSON object, not {}", raw_type_name(raw)),
         ));
-    };
-    match map.get("op") {
+    }
+    let op: RawPushOp<'_> = serde_json::from_str(raw.get())
+        .map_err(|err| Rejection::new("invalid_op", format!("invalid op: {err}")))?;
+    let kind = match op.op.as_deref() {
         None => return Err(Rejection::new("invalid_op", "the op has no `op` field")),
-        Some(Value::String(name))
-            if !["create", "update", "replace", "delete"].contains(&name.as_str()) =>
-        {
+        Some("create") => OpKind::Create,
+        Some("update") => OpKind::Update,
+        Some("replace") => OpKind::Replace,
+        Some("delete") => OpKind::Delete,
+        Some(name) => {
             return Err(Rejection::new(
                 "unknown_op",
                 format!(
@@ -741,14 +850,11 @@ fn prepare_push_op(raw: Value, limits: &Limits) -> Result<WriteOp, Rejection> {
                 ),
             ))
         }
-        _ => {}
-    }
-    let op: PushOp = serde_json::from_value(raw)
-        .map_err(|err| Rejection::new("invalid_op", format!("invalid op: {err}")))?;
+    };
     prepare(
         op.idempotency_key,
         op.collection,
-        op.op,
+        kind,
         op.id,
         op.base_version,
         op.data,
@@ -756,37 +862,35 @@ fn prepare_push_op(raw: Value, limits: &Limits) -> Result<WriteOp, Rejection> {
     )
 }
 
-/// [`PushResponse`](crate::protocol::PushResponse) with records kept as JSON text.
-#[derive(Debug, Serialize)]
-struct RawPushResponse {
-    results: Vec<RawResult>,
-}
-
 async fn push(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let value = parse_body(body, &state.limits)?;
-    let body = push_batch(&state, &user, value, None).await?;
+    let bytes = body_bytes(body, &state.limits)?;
+    let body = push_batch(&state, &user, &bytes, None).await?;
     Ok(json_text_response(StatusCode::OK, body))
 }
 
-/// Runs a batch push (`{"ops": [...]}`) for `user` and returns the JSON text of its
-/// `{"results": [...]}`: `POST /sync/push` and the WebSocket `push` request. `origin` is the
-/// WebSocket connection that sent the request, which gets no events of its own writes.
+/// Runs a batch push (`{"ops": [...]}`, as JSON bytes) for `user` and returns the JSON text of
+/// its `{"results": [...]}`: `POST /sync/push` and the WebSocket `push` request. `origin` is
+/// the WebSocket connection that sent the request, which gets no events of its own writes.
 pub(crate) async fn push_batch(
     state: &AppState,
     user: &str,
-    value: Value,
+    body: &[u8],
     origin: Option<u64>,
 ) -> Result<Vec<u8>, ApiError> {
     let limits = &state.limits;
-    let request: PushRequest = serde_json::from_value(value).map_err(|err| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!("expected {{\"ops\": [...]}}: {err}"),
-        )
+    let request: RawPushRequest<'_> = serde_json::from_slice(body).map_err(|err| {
+        if err.is_data() {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("expected {{\"ops\": [...]}}: {err}"),
+            )
+        } else {
+            malformed_json(&err)
+        }
     })?;
     if request.ops.len() > limits.max_batch_ops {
         return Err(ApiError::new(
@@ -811,18 +915,25 @@ pub(crate) async fn push_batch(
             Err(rejection) => slots.push(Some(rejection.into_result())),
         }
     }
-    let mut applied = apply(state, user, valid, origin).await?.into_iter();
-    let mut results = Vec::with_capacity(slots.len());
-    for slot in slots {
-        match slot.or_else(|| applied.next()) {
-            Some(result) => results.push(result),
-            None => {
-                return Err(ApiError::internal(&crate::Error::Task(
-                    "push returned fewer results than ops".into(),
-                )))
-            }
+    let applied = apply(state, user, valid, origin).await?;
+    let size: usize = applied
+        .iter()
+        .map(|r| r.record.as_ref().map_or(0, String::len) + 48)
+        .sum();
+    let mut applied = applied.into_iter();
+    let mut out = Vec::with_capacity(size + 16 + 64 * slots.len());
+    out.extend_from_slice(b"{\"results\":[");
+    for (n, slot) in slots.into_iter().enumerate() {
+        let Some(result) = slot.or_else(|| applied.next()) else {
+            return Err(ApiError::internal(&crate::Error::Task(
+                "push returned fewer results than ops".into(),
+            )));
+        };
+        if n > 0 {
+            out.push(b',');
         }
+        result.write_json(&mut out)?;
     }
-    serde_json::to_vec(&RawPushResponse { results })
-        .map_err(|err| ApiError::internal(&crate::Error::Corrupt(err.to_string())))
+    out.extend_from_slice(b"]}");
+    Ok(out)
 }

@@ -211,7 +211,11 @@ async fn run(
     body: Value,
 ) -> Result<Vec<u8>, ApiError> {
     match method {
-        Method::Push => http::push_batch(state, user, body, Some(connection)).await,
+        Method::Push => {
+            let body = serde_json::to_vec(&body)
+                .map_err(|err| ApiError::internal(&crate::Error::Corrupt(err.to_string())))?;
+            http::push_batch(state, user, &body, Some(connection)).await
+        }
         Method::Pull => {
             let mut body = object(body, "pull")?;
             let collection = collection(&body)?;

@@ -15,6 +15,7 @@ on_both_backends!(
     pull_pages_by_cursor_with_tombstones_and_filters,
     idempotent_create_replayed_five_times_makes_one_record,
     idempotent_push_replay_applies_nothing,
+    idempotent_replay_after_the_record_changed_returns_the_first_response,
     stale_if_match_is_409_with_current_record,
     users_cannot_see_or_touch_each_others_records,
     push_returns_per_op_results_in_order,
@@ -274,6 +275,120 @@ async fn idempotent_push_replay_applies_nothing(db: TestDb) {
         .map(|i| i["version"].as_i64().unwrap())
         .collect();
     assert_eq!(versions.len(), 1);
+    server.shutdown().await.unwrap();
+}
+
+/// The exact bytes of a push's response.
+async fn push_bytes(client: &Client, ops: Value) -> Vec<u8> {
+    let res = client
+        .request(Method::POST, "/sync/push")
+        .json(&json!({ "ops": ops }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.bytes().await.unwrap().to_vec()
+}
+
+async fn idempotent_replay_after_the_record_changed_returns_the_first_response(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let create = json!({"idempotency_key": "k-create", "collection": "todos", "op": "create",
+                        "id": "r", "data": {"n": 1, "text": "caf\u{e9} \"q\""}});
+    let first = push_bytes(&alice, json!([create.clone()])).await;
+    let first_json: Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(first_json["results"][0]["status"], "applied");
+    assert_eq!(
+        first_json["results"][0]["record"]["text"],
+        "caf\u{e9} \"q\""
+    );
+    // Replayed while the record is unchanged, and again after each change to it.
+    assert_eq!(push_bytes(&alice, json!([create.clone()])).await, first);
+
+    // A keyed create without id (the server generates it) and a keyed update, each replayed
+    // after the record changed later in the same batch, then in later batches.
+    let generated = Client::send(
+        alice
+            .request(Method::POST, "/notes")
+            .header("idempotency-key", "k-generated")
+            .json(&json!({"title": "g"})),
+    )
+    .await;
+    assert_eq!(generated.status, StatusCode::CREATED);
+    let generated_id = generated.body["id"].as_str().unwrap().to_owned();
+    let update = json!({"idempotency_key": "k-update", "collection": "todos", "op": "update",
+                        "id": "r", "data": {"n": 2}});
+    let batch = push_bytes(
+        &alice,
+        json!([
+            update.clone(),
+            {"collection": "todos", "op": "update", "id": "r", "data": {"n": 3}},
+            update.clone(),
+            create.clone(),
+            {"collection": "notes", "op": "delete", "id": generated_id},
+        ]),
+    )
+    .await;
+    let batch: Value = serde_json::from_slice(&batch).unwrap();
+    let results = batch["results"].as_array().unwrap();
+    assert_eq!(results[0]["record"]["n"], 2);
+    assert_eq!(results[1]["record"]["n"], 3);
+    assert_eq!(results[2], results[0]);
+    assert_eq!(results[3], first_json["results"][0]);
+    assert_eq!(results[4]["record"]["deleted"], true);
+
+    alice
+        .push(json!([{"collection": "todos", "op": "delete", "id": "r"}]))
+        .await;
+    let recreated = alice
+        .push(
+            json!([{"idempotency_key": "k-again", "collection": "todos", "op": "create",
+                      "id": "r", "data": {"n": 4}}]),
+        )
+        .await;
+    assert_eq!(recreated.body["results"][0]["status"], "applied");
+    assert_eq!(push_bytes(&alice, json!([create.clone()])).await, first);
+    let replayed_update: Value =
+        serde_json::from_slice(&push_bytes(&alice, json!([update])).await).unwrap();
+    assert_eq!(replayed_update["results"][0], results[0]);
+    let replayed_generated = Client::send(
+        alice
+            .request(Method::POST, "/notes")
+            .header("idempotency-key", "k-generated")
+            .json(&json!({"title": "g"})),
+    )
+    .await;
+    assert_eq!(replayed_generated, generated);
+
+    // Nothing was applied twice.
+    let versions: Vec<i64> = alice
+        .pull_all("todos", "", 10)
+        .await
+        .iter()
+        .map(|i| i["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        [recreated.body["results"][0]["version"].as_i64().unwrap()]
+    );
+    assert_eq!(alice.get("/todos/r").await.body["n"], 4);
+
+    // Data is stored as sent unless a `\u` escape needs the full parse, which also refuses an
+    // unpaired surrogate.
+    let raw = |body: &'static str| {
+        Client::send(
+            alice
+                .request(Method::POST, "/escapes")
+                .header("content-type", "application/json")
+                .body(body),
+        )
+    };
+    let escaped = raw(r#"{"id": "e", "t": "caf\u00e9", "n": [1, 2.50]}"#).await;
+    assert_eq!(escaped.status, StatusCode::CREATED, "{}", escaped.body);
+    assert_eq!(escaped.body["t"], "caf\u{e9}");
+    let lone = raw(r#"{"id": "s", "t": "\ud800"}"#).await;
+    assert_eq!(lone.status, StatusCode::BAD_REQUEST, "{}", lone.body);
+    assert_eq!(lone.body["code"], "invalid_data");
     server.shutdown().await.unwrap();
 }
 

@@ -3,7 +3,7 @@
 // This file is `include!`d by `sqlite.rs` and `postgres.rs`, so the same code is compiled
 // against each concrete connection type (Diesel's generic bounds across backends would drown
 // the logic). The including module defines `Conn`, `Db`, `write_transaction`, `field_equals`
-// and `before_commit`.
+// `insert_records`, `insert_keys` and `before_commit`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,8 +13,6 @@ use super::{
     WriteOutcome,
 };
 
-/// Rows per multi-row INSERT: 7 binds each keeps a statement far below both backends' limits.
-const ROWS_PER_INSERT: usize = 1000;
 /// Ids per `IN (...)` list.
 const IDS_PER_SELECT: usize = 1000;
 
@@ -80,8 +78,19 @@ pub(super) fn write(
         for chunk in keys.chunks(IDS_PER_SELECT) {
             stored.extend(load_keys(conn, owner, chunk)?);
         }
+        // The ops' records, and those that stored keys rebuild their results from (a replayed
+        // create without id names a record the op does not).
+        let slots = ops
+            .iter()
+            .map(|op| (op.collection.as_str(), op.id.as_str()))
+            .chain(
+                stored
+                    .iter()
+                    .filter(|key| key.record_version.is_some())
+                    .map(|key| (key.collection.as_str(), key.record_id.as_str())),
+            );
         let mut loaded = Vec::new();
-        for (collection, ids) in ids_by_collection(ops) {
+        for (collection, ids) in ids_by_collection(slots) {
             for chunk in ids.chunks(IDS_PER_SELECT) {
                 loaded.extend(load_records(conn, owner, collection, chunk)?);
             }
@@ -96,12 +105,12 @@ pub(super) fn write(
             .iter()
             .map(|op| planner.apply(op))
             .collect::<Result<Vec<_>>>()?;
-        let (rows, new_keys, events, last_version) = planner.finish();
+        let plan = planner.finish();
 
         // Replacing changed rows by delete + multi-row insert keeps a batch to a few statements
         // on both backends.
         let mut replaced: HashMap<&str, Vec<&str>> = HashMap::new();
-        for row in &rows {
+        for row in &plan.rows {
             if existed.contains(&(row.collection.clone(), row.id.clone())) {
                 replaced
                     .entry(row.collection.as_str())
@@ -120,22 +129,30 @@ pub(super) fn write(
                 .execute(conn)?;
             }
         }
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            diesel::insert_into(rec::table)
-                .values(chunk)
-                .execute(conn)?;
+        insert_records(conn, &plan.rows)?;
+        insert_keys(conn, &plan.new_keys)?;
+        for done in &plan.materialized {
+            diesel::update(
+                idem::table
+                    .filter(idem::owner.eq(owner))
+                    .filter(idem::idem_key.eq(&done.key))
+                    .filter(idem::record_version.eq(done.version)),
+            )
+            .set((
+                idem::result.eq(&done.result),
+                idem::record_version.eq(None::<i64>),
+            ))
+            .execute(conn)?;
         }
-        for chunk in new_keys.chunks(ROWS_PER_INSERT) {
-            diesel::insert_into(idem::table)
-                .values(chunk)
-                .execute(conn)?;
-        }
-        if last_version != current_version {
+        if plan.last_version != current_version {
             diesel::update(seq::table.filter(seq::id.eq(1)))
-                .set(seq::value.eq(last_version))
+                .set(seq::value.eq(plan.last_version))
                 .execute(conn)?;
         }
-        before_commit(conn, &events, notify)?;
-        Ok(WriteOutcome { results, events })
+        before_commit(conn, &plan.events, notify)?;
+        Ok(WriteOutcome {
+            results,
+            events: plan.events,
+        })
     })
 }

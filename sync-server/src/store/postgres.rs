@@ -11,7 +11,7 @@ use diesel_migrations::MigrationHarness;
 
 use super::{pool_builder, PgPool, MIGRATIONS};
 use crate::error::{Error, Result};
-use crate::events::{ChangeEvent, EventRef, NotifyPayload};
+use crate::events::{EventRef, NotifyPayload, RawEvent};
 
 type Conn = PgConnection;
 type Db = diesel::pg::Pg;
@@ -96,7 +96,8 @@ fn load_records(
     ids: &[&str],
 ) -> Result<Vec<RecordRow>> {
     Ok(diesel::sql_query(
-        "SELECT r.owner, r.collection, r.id, r.data, r.version, r.updated_at, r.deleted \
+        "SELECT r.owner, r.collection, r.id, r.data, r.version, r.updated_at, r.deleted, \
+                r.idem_key \
          FROM unnest($3::text[]) AS k(id) CROSS JOIN LATERAL ( \
              SELECT * FROM sync_records s \
              WHERE s.owner = $1 AND s.collection = $2 AND s.id = k.id LIMIT 1) r",
@@ -110,7 +111,8 @@ fn load_records(
 /// The stored idempotency keys among `keys` (one primary-key probe each, as above).
 fn load_keys(conn: &mut Conn, owner: &str, keys: &[&str]) -> Result<Vec<IdemRow>> {
     Ok(diesel::sql_query(
-        "SELECT i.owner, i.idem_key, i.collection, i.op, i.record_id, i.result, i.created_at \
+        "SELECT i.owner, i.idem_key, i.collection, i.op, i.record_id, i.result, i.created_at, \
+                i.record_version \
          FROM unnest($2::text[]) AS k(idem_key) CROSS JOIN LATERAL ( \
              SELECT * FROM sync_idempotency s \
              WHERE s.owner = $1 AND s.idem_key = k.idem_key LIMIT 1) i",
@@ -120,11 +122,34 @@ fn load_keys(conn: &mut Conn, owner: &str, keys: &[&str]) -> Result<Vec<IdemRow>
     .load(conn)?)
 }
 
+/// Rows per multi-row INSERT: 8 binds each keeps a statement far below Postgres' limit.
+const ROWS_PER_INSERT: usize = 1000;
+
+/// Inserts `rows` with multi-row INSERTs (one round trip per chunk).
+fn insert_records(conn: &mut Conn, rows: &[RecordRow]) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        diesel::insert_into(rec::table)
+            .values(chunk)
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Inserts idempotency rows like [`insert_records`].
+fn insert_keys(conn: &mut Conn, rows: &[IdemRow]) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        diesel::insert_into(idem::table)
+            .values(chunk)
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 /// Queues the events as NOTIFY payloads of this transaction; Postgres delivers them only if
 /// and when it commits, in commit order.
 fn before_commit(
     conn: &mut Conn,
-    events: &[ChangeEvent],
+    events: &[RawEvent],
     notify: Option<&NotifyTarget>,
 ) -> Result<()> {
     let Some(target) = notify else {

@@ -9,6 +9,7 @@ diesel::table! {
         version -> BigInt,
         updated_at -> Text,
         deleted -> Bool,
+        idem_key -> Nullable<Text>,
     }
 }
 
@@ -21,6 +22,7 @@ diesel::table! {
         record_id -> Text,
         result -> Text,
         created_at -> Text,
+        record_version -> Nullable<BigInt>,
     }
 }
 

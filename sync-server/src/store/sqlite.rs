@@ -10,7 +10,7 @@ use diesel_migrations::MigrationHarness;
 
 use super::{pool_builder, sqlite_json_path, SqlitePool, MIGRATIONS};
 use crate::error::{Error, Result};
-use crate::events::ChangeEvent;
+use crate::events::RawEvent;
 
 type Conn = SqliteConnection;
 type Db = diesel::sqlite::Sqlite;
@@ -103,9 +103,50 @@ fn load_keys(conn: &mut Conn, owner: &str, keys: &[&str]) -> Result<Vec<IdemRow>
         .load(conn)?)
 }
 
+/// Inserts `rows` one at a time through one cached prepared statement: in process, a statement
+/// costs little to run, whereas Diesel builds (and SQLite compiles) a multi-row INSERT anew for
+/// every batch size, and for rows with nullable columns falls back to one statement per row,
+/// built each time.
+fn insert_records(conn: &mut Conn, rows: &[RecordRow]) -> Result<()> {
+    for row in rows {
+        diesel::insert_into(rec::table)
+            .values((
+                rec::owner.eq(&row.owner),
+                rec::collection.eq(&row.collection),
+                rec::id.eq(&row.id),
+                rec::data.eq(&row.data),
+                rec::version.eq(row.version),
+                rec::updated_at.eq(&row.updated_at),
+                rec::deleted.eq(row.deleted),
+                rec::idem_key.eq(&row.idem_key),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Inserts idempotency rows like [`insert_records`].
+fn insert_keys(conn: &mut Conn, rows: &[IdemRow]) -> Result<()> {
+    for row in rows {
+        diesel::insert_into(idem::table)
+            .values((
+                idem::owner.eq(&row.owner),
+                idem::idem_key.eq(&row.idem_key),
+                idem::collection.eq(&row.collection),
+                idem::op.eq(&row.op),
+                idem::record_id.eq(&row.record_id),
+                idem::result.eq(&row.result),
+                idem::created_at.eq(&row.created_at),
+                idem::record_version.eq(row.record_version),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 fn before_commit(
     _conn: &mut Conn,
-    _events: &[ChangeEvent],
+    _events: &[RawEvent],
     _notify: Option<&NotifyTarget>,
 ) -> Result<()> {
     // One process serves a SQLite file; events go out through the in-process hub after commit.
