@@ -9,10 +9,10 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::protocol::{PullPage, PushRequest, IDEMPOTENCY_KEY_HEADER};
+use crate::protocol::{PullPage, PushResponse, IDEMPOTENCY_KEY_HEADER};
 use crate::remote::{
     parse_remote_record, push_outcomes, wire_ops, ModelRoute, PullMode, PushItem, PushKind,
-    PushOutcome, Remote, RemoteError, RemotePage, Traffic,
+    PushOutcome, Remote, RemoteError, RemotePage, Traffic, WirePush,
 };
 use crate::rest::{RestMethod, RestRequest};
 use crate::store::RemoteRecord;
@@ -118,14 +118,26 @@ struct Outgoing<'a> {
     config: Option<&'a RestRequest>,
     extra_headers: &'a [(&'a str, String)],
     query: &'a [(String, String)],
-    body: Option<&'a Value>,
+    body: Option<Payload<'a>>,
     retries: u32,
+    /// Leave a successful response's body unparsed (`body` is `Null`; read `raw`).
+    raw_success: bool,
+}
+
+/// A request body.
+enum Payload<'a> {
+    /// Serialised when sent.
+    Json(&'a Value),
+    /// Already serialised JSON.
+    Bytes(Vec<u8>),
 }
 
 struct Response {
     status: StatusCode,
     retry_after: Option<Duration>,
     body: Value,
+    /// The body as received.
+    raw: bytes::Bytes,
     bytes: u64,
 }
 
@@ -195,12 +207,14 @@ impl HttpRemote {
             query,
             body,
             retries,
+            raw_success,
         } = req;
         let payload = match body {
-            Some(body) => Some(
+            Some(Payload::Json(body)) => Some(bytes::Bytes::from(
                 serde_json::to_vec(body)
                     .map_err(|e| RemoteError::Config(format!("request body: {e}")))?,
-            ),
+            )),
+            Some(Payload::Bytes(bytes)) => Some(bytes::Bytes::from(bytes)),
             None => None,
         };
         let timeout = config.map_or(self.timeout, |c| c.effective_timeout(self.timeout));
@@ -227,7 +241,7 @@ impl HttpRemote {
                     .header("Content-Type", "application/json")
                     .body(payload.clone());
             }
-            let result = self.read(request).await;
+            let result = self.read(request, raw_success).await;
             let transient = match &result {
                 Ok(response) => is_transient(response.status),
                 Err(err) => err.is_transient(),
@@ -243,7 +257,11 @@ impl HttpRemote {
         }
     }
 
-    async fn read(&self, request: reqwest::RequestBuilder) -> Result<Response, RemoteError> {
+    async fn read(
+        &self,
+        request: reqwest::RequestBuilder,
+        raw_success: bool,
+    ) -> Result<Response, RemoteError> {
         let response = request.send().await.map_err(|e| RemoteError::Unavailable {
             message: describe(&e),
             retry_after: None,
@@ -257,7 +275,7 @@ impl HttpRemote {
                 message: format!("reading the response: {}", describe(&e)),
                 retry_after: None,
             })?;
-        let body = if bytes.is_empty() {
+        let body = if bytes.is_empty() || (raw_success && status.is_success()) {
             Value::Null
         } else {
             match serde_json::from_slice(&bytes) {
@@ -276,6 +294,7 @@ impl HttpRemote {
             retry_after,
             body,
             bytes: bytes.len() as u64,
+            raw: bytes,
         })
     }
 
@@ -285,10 +304,12 @@ impl HttpRemote {
         route: &ModelRoute,
         items: &[PushItem],
     ) -> Result<(Vec<PushOutcome>, Traffic), RemoteError> {
-        let ops = wire_ops(route, items);
-        let body = serde_json::to_value(PushRequest { ops })
-            .map_err(|e| RemoteError::Config(format!("push body: {e}")))?;
-        let sent = serde_json::to_vec(&body).map_or(0, |b| b.len() as u64);
+        // Serialised once, straight from the items.
+        let body = serde_json::to_vec(&WirePush {
+            ops: wire_ops(route, items),
+        })
+        .map_err(|e| RemoteError::Config(format!("push body: {e}")))?;
+        let sent = body.len() as u64;
         let url = self.absolute(path);
         let response = self
             .send(Outgoing {
@@ -297,8 +318,9 @@ impl HttpRemote {
                 config: None,
                 extra_headers: &[],
                 query: &[],
-                body: Some(&body),
+                body: Some(Payload::Bytes(body)),
                 retries: 0,
+                raw_success: true,
             })
             .await?;
         let traffic = Traffic {
@@ -321,7 +343,9 @@ impl HttpRemote {
                 message: error_message(&response.body, response.status),
             });
         }
-        let outcomes = push_outcomes(route, items.len(), response.body)?;
+        let parsed: PushResponse = serde_json::from_slice(&response.raw)
+            .map_err(|e| RemoteError::BadResponse(format!("push response: {e}")))?;
+        let outcomes = push_outcomes(route, items.len(), parsed)?;
         Ok((outcomes, traffic))
     }
 
@@ -366,7 +390,8 @@ impl HttpRemote {
                 config: Some(&config),
                 extra_headers: &headers,
                 query: &[],
-                body: body.as_ref(),
+                body: body.as_ref().map(Payload::Json),
+                raw_success: false,
                 retries,
             })
             .await
@@ -493,6 +518,7 @@ impl HttpRemote {
                 extra_headers: &[],
                 query,
                 body: None,
+                raw_success: false,
                 retries: config.effective_retry_count(0),
             })
             .await?;
@@ -702,6 +728,7 @@ impl Remote for HttpRemote {
                 extra_headers: &[],
                 query: &[],
                 body: None,
+                raw_success: false,
                 retries: 0,
             })
             .await?;

@@ -1182,6 +1182,9 @@ fn merge_remote(local: &JsonObject, remote: JsonObject) -> JsonObject {
     out
 }
 
+/// The remote's answer to a pushed chunk.
+type PushResult = std::result::Result<(Vec<PushOutcome>, Traffic), RemoteError>;
+
 /// A chunk of ops marked in flight, with what goes on the wire.
 struct PreparedChunk {
     /// The ops that are sent, in the order of `items`.
@@ -1704,8 +1707,10 @@ impl Inner {
         }
     }
 
-    /// Pushes one model's ops chunk by chunk. While a chunk is on the wire the next one is
-    /// marked in flight and read from the store, so the local work hides behind the remote's.
+    /// Pushes one model's ops chunk by chunk, as a pipeline: while chunk `n` is on the wire,
+    /// chunk `n - 1` is settled from its answer and chunk `n + 1` is marked in flight and read
+    /// from the store, so the local work hides behind the remote's. Chunks hold distinct
+    /// records (one op per record per round), so their order among each other is free.
     /// Returns whether any op left the queue or changed state for good.
     async fn push_group(
         self: &Arc<Self>,
@@ -1721,9 +1726,10 @@ impl Inner {
         };
         let mut progressed = false;
         let mut current = self.prepare_chunk(route, first, options).await?;
+        let mut answered: Option<(PreparedChunk, Option<PushResult>)> = None;
         loop {
             let following = chunks.next();
-            let (sent, next) = tokio::join!(
+            let (sent, (settled, next)) = tokio::join!(
                 async {
                     if current.items.is_empty() {
                         None
@@ -1732,35 +1738,67 @@ impl Inner {
                     }
                 },
                 async {
-                    match following {
-                        Some(ops) => Some(self.prepare_chunk(route, ops, options).await),
-                        None => None,
-                    }
+                    let settled = match answered.take() {
+                        Some((chunk, sent)) => {
+                            self.finish_chunk(route, chunk, sent, options, report).await
+                        }
+                        None => Ok(false),
+                    };
+                    let next = match (&settled, following) {
+                        (Ok(_), Some(ops)) => Some(self.prepare_chunk(route, ops, options).await),
+                        _ => None,
+                    };
+                    (settled, next)
                 },
             );
-            let finished = self
+            let failed_send = matches!(sent, Some(Err(_)));
+            let stop = match (settled, next) {
+                (Ok(made_progress), Some(Ok(prepared))) if !failed_send => {
+                    progressed |= made_progress;
+                    answered = Some((std::mem::replace(&mut current, prepared), sent));
+                    continue;
+                }
+                (Ok(made_progress), None) if !failed_send => {
+                    // The last chunk: settle it and stop.
+                    progressed |= made_progress;
+                    None
+                }
+                (Ok(made_progress), Some(Ok(prepared))) => {
+                    // The current chunk failed: the next one never goes out.
+                    progressed |= made_progress;
+                    self.release(&prepared).await;
+                    None
+                }
+                (Ok(made_progress), None) => {
+                    progressed |= made_progress;
+                    None
+                }
+                (Ok(made_progress), Some(Err(err))) => {
+                    progressed |= made_progress;
+                    Some(err)
+                }
+                (Err(err), _) => Some(err),
+            };
+            // Whatever happened around it, the chunk that was sent is settled from its answer
+            // (a failed send puts its ops back for a retry) so that none stays in flight.
+            let last = self
                 .finish_chunk(route, current, sent, options, report)
                 .await;
-            match (finished, next) {
-                (Ok(made_progress), Some(Ok(prepared))) => {
-                    progressed |= made_progress;
-                    current = prepared;
-                }
-                (Ok(made_progress), None) => return Ok(progressed | made_progress),
-                (Ok(_), Some(Err(err))) => return Err(err),
-                (Err(err), next) => {
-                    // The next chunk never went out: back to pending as if never marked.
-                    if let Some(Ok(prepared)) = next {
-                        let seqs: Vec<i64> = prepared.ops.iter().map(|o| o.seq).collect();
-                        if let Err(release) =
-                            blocking(&self.store, move |s| s.release_inflight(&seqs)).await
-                        {
-                            tracing::warn!(error = %release, "could not release unsent ops; they go back to pending on the next start");
-                        }
-                    }
-                    return Err(err);
-                }
-            }
+            return match (stop, last) {
+                (Some(err), _) | (None, Err(err)) => Err(err),
+                (None, Ok(made_progress)) => Ok(progressed | made_progress),
+            };
+        }
+    }
+
+    /// Puts a prepared chunk that was never sent back to pending, untouched.
+    async fn release(self: &Arc<Self>, chunk: &PreparedChunk) {
+        let seqs: Vec<i64> = chunk.ops.iter().map(|o| o.seq).collect();
+        if seqs.is_empty() {
+            return;
+        }
+        if let Err(err) = blocking(&self.store, move |s| s.release_inflight(&seqs)).await {
+            tracing::warn!(error = %err, "could not release unsent ops; they go back to pending on the next start");
         }
     }
 
@@ -1880,7 +1918,7 @@ impl Inner {
         self: &Arc<Self>,
         route: &Arc<ModelRoute>,
         chunk: PreparedChunk,
-        sent: Option<std::result::Result<(Vec<PushOutcome>, Traffic), RemoteError>>,
+        sent: Option<PushResult>,
         options: &SyncOptions,
         report: &mut SyncReport,
     ) -> Result<bool> {

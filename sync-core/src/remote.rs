@@ -300,23 +300,43 @@ pub fn parse_remote_record(
     })
 }
 
-/// The default protocol's ops for `items` of one model.
-pub(crate) fn wire_ops(route: &ModelRoute, items: &[PushItem]) -> Vec<crate::protocol::PushOp> {
-    use crate::protocol::{PushOp, WireOp};
+/// One op of `POST /sync/push`, borrowing from its [`PushItem`]: serialises exactly like
+/// [`PushOp`](crate::protocol::PushOp) without copying the record data.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct WireOpRef<'a> {
+    idempotency_key: &'a str,
+    collection: &'a str,
+    op: crate::protocol::WireOp,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_version: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a JsonObject>,
+}
+
+/// Body of `POST /sync/push`, borrowing its ops.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct WirePush<'a> {
+    pub(crate) ops: Vec<WireOpRef<'a>>,
+}
+
+/// The wire form of `items` for `route`.
+pub(crate) fn wire_ops<'a>(route: &'a ModelRoute, items: &'a [PushItem]) -> Vec<WireOpRef<'a>> {
+    use crate::protocol::WireOp;
     items
         .iter()
-        .map(|item| PushOp {
-            idempotency_key: item.idempotency_key.clone(),
-            collection: route.endpoint.clone(),
+        .map(|item| WireOpRef {
+            idempotency_key: &item.idempotency_key,
+            collection: &route.endpoint,
             op: match item.kind {
                 PushKind::Create => WireOp::Create,
                 PushKind::Update => WireOp::Update,
                 PushKind::Replace => WireOp::Replace,
                 PushKind::Delete => WireOp::Delete,
             },
-            id: item.id.clone(),
+            id: &item.id,
             base_version: (item.base_version > 0).then_some(item.base_version),
-            data: item.data.clone(),
+            data: item.data.as_ref(),
         })
         .collect()
 }
@@ -325,11 +345,9 @@ pub(crate) fn wire_ops(route: &ModelRoute, items: &[PushItem]) -> Vec<crate::pro
 pub(crate) fn push_outcomes(
     route: &ModelRoute,
     count: usize,
-    body: Value,
+    parsed: crate::protocol::PushResponse,
 ) -> Result<Vec<PushOutcome>, RemoteError> {
-    use crate::protocol::{OpStatus, PushResponse};
-    let parsed: PushResponse = serde_json::from_value(body)
-        .map_err(|e| RemoteError::BadResponse(format!("push response: {e}")))?;
+    use crate::protocol::OpStatus;
     if parsed.results.len() != count {
         return Err(RemoteError::BadResponse(format!(
             "push response has {} results for {count} ops",

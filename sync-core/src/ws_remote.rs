@@ -192,7 +192,9 @@ impl Remote for WebSocketRemote {
     ) -> Result<(Vec<PushOutcome>, Traffic), RemoteError> {
         let ops = wire_ops(route, items);
         let (body, traffic) = self.ok_body("push", json!({ "ops": ops })).await?;
-        let outcomes = push_outcomes(route, items.len(), body)?;
+        let parsed = serde_json::from_value(body)
+            .map_err(|e| RemoteError::BadResponse(format!("push response: {e}")))?;
+        let outcomes = push_outcomes(route, items.len(), parsed)?;
         Ok((outcomes, traffic))
     }
 

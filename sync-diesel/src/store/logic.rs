@@ -440,13 +440,31 @@ pub(crate) fn next_retry_at(
 }
 
 pub(crate) fn mark_inflight(db: &mut dyn Db, seqs: &[i64]) -> Result<Vec<i64>, StoreError> {
-    let mut marked = Vec::with_capacity(seqs.len());
+    // Two statements per chunk of seqs instead of one per op: which are pending, then mark
+    // those (the caller's write transaction keeps the pair atomic).
+    let mut pending = std::collections::HashSet::with_capacity(seqs.len());
+    for chunk in seqs.chunks(IN_CHUNK) {
+        let mut sql = Sql::new("SELECT seq FROM _sync_outbox WHERE state = 'pending' AND seq IN (");
+        sql.bind_list(chunk.iter().map(|&seq| Param::I64(Some(seq))));
+        sql.push(")");
+        let found: Vec<i64> = db
+            .load(sql)?
+            .into_iter()
+            .filter_map(|row| row.into_iter().next().and_then(|v| v.as_i64()))
+            .collect();
+        if found.is_empty() {
+            continue;
+        }
+        let mut sql = Sql::new("UPDATE _sync_outbox SET state = 'inflight' WHERE seq IN (");
+        sql.bind_list(found.iter().map(|&seq| Param::I64(Some(seq))));
+        sql.push(")");
+        db.execute(sql)?;
+        pending.extend(found);
+    }
+    // In the caller's order, each seq once.
+    let mut marked = Vec::with_capacity(pending.len());
     for &seq in seqs {
-        let mut sql = Sql::new(
-            "UPDATE _sync_outbox SET state = 'inflight' WHERE state = 'pending' AND seq = ",
-        );
-        sql.bind(Param::I64(Some(seq)));
-        if db.execute(sql)? == 1 {
+        if pending.remove(&seq) {
             marked.push(seq);
         }
     }
