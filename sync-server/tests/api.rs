@@ -373,6 +373,19 @@ async fn idempotent_replay_after_the_record_changed_returns_the_first_response(d
     );
     assert_eq!(alice.get("/todos/r").await.body["n"], 4);
 
+    // A batch longer than one insert chunk, with a remainder, is stored whole and replays whole.
+    let many: Vec<Value> = (0..123)
+        .map(|n| {
+            json!({"idempotency_key": format!("many-{n}"), "collection": "many", "op": "create",
+                   "id": format!("m{n:03}"), "data": {"n": n}})
+        })
+        .collect();
+    let first_many = push_bytes(&alice, Value::Array(many.clone())).await;
+    assert_eq!(push_bytes(&alice, Value::Array(many)).await, first_many);
+    let stored = alice.pull_all("many", "", 1000).await;
+    assert_eq!(stored.len(), 123);
+    assert!(stored.iter().enumerate().all(|(n, r)| r["n"] == n));
+
     // Data is stored as sent unless a `\u` escape needs the full parse, which also refuses an
     // unpaired surrogate.
     let raw = |body: &'static str| {

@@ -129,8 +129,8 @@ pub(super) fn write(
                 .execute(conn)?;
             }
         }
-        insert_records(conn, &plan.rows)?;
-        insert_keys(conn, &plan.new_keys)?;
+        insert_records(conn, plan.rows)?;
+        insert_keys(conn, plan.new_keys)?;
         for done in &plan.materialized {
             diesel::update(
                 idem::table

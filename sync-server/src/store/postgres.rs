@@ -5,7 +5,7 @@ use diesel::connection::SimpleConnection;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::r2d2::ConnectionManager;
-use diesel::sql_types::{Array, Bool, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 use diesel::PgConnection;
 use diesel_migrations::MigrationHarness;
 
@@ -122,26 +122,57 @@ fn load_keys(conn: &mut Conn, owner: &str, keys: &[&str]) -> Result<Vec<IdemRow>
     .load(conn)?)
 }
 
-/// Rows per multi-row INSERT: 8 binds each keeps a statement far below Postgres' limit.
-const ROWS_PER_INSERT: usize = 1000;
-
-/// Inserts `rows` with multi-row INSERTs (one round trip per chunk).
-fn insert_records(conn: &mut Conn, rows: &[RecordRow]) -> Result<()> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        diesel::insert_into(rec::table)
-            .values(chunk)
-            .execute(conn)?;
+/// Inserts `rows` with one statement that unnests a column array per column: a multi-row
+/// VALUES list would carry a bind parameter per value, which Postgres parses and plans anew for
+/// every batch.
+fn insert_records(conn: &mut Conn, rows: Vec<RecordRow>) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
     }
+    let column = |f: fn(&RecordRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+    diesel::sql_query(
+        "INSERT INTO sync_records \
+             (owner, collection, id, data, version, updated_at, deleted, idem_key) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+             $6::text[], $7::boolean[], $8::text[])",
+    )
+    .bind::<Array<Text>, _>(column(|r| &r.owner))
+    .bind::<Array<Text>, _>(column(|r| &r.collection))
+    .bind::<Array<Text>, _>(column(|r| &r.id))
+    .bind::<Array<Text>, _>(column(|r| &r.data))
+    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(column(|r| &r.updated_at))
+    .bind::<Array<Bool>, _>(rows.iter().map(|r| r.deleted).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(
+        rows.iter()
+            .map(|r| r.idem_key.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .execute(conn)?;
     Ok(())
 }
 
 /// Inserts idempotency rows like [`insert_records`].
-fn insert_keys(conn: &mut Conn, rows: &[IdemRow]) -> Result<()> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        diesel::insert_into(idem::table)
-            .values(chunk)
-            .execute(conn)?;
+fn insert_keys(conn: &mut Conn, rows: Vec<IdemRow>) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
     }
+    let column = |f: fn(&IdemRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+    diesel::sql_query(
+        "INSERT INTO sync_idempotency \
+             (owner, idem_key, collection, op, record_id, result, created_at, record_version) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::bigint[])",
+    )
+    .bind::<Array<Text>, _>(column(|r| &r.owner))
+    .bind::<Array<Text>, _>(column(|r| &r.idem_key))
+    .bind::<Array<Text>, _>(column(|r| &r.collection))
+    .bind::<Array<Text>, _>(column(|r| &r.op))
+    .bind::<Array<Text>, _>(column(|r| &r.record_id))
+    .bind::<Array<Text>, _>(column(|r| &r.result))
+    .bind::<Array<Text>, _>(column(|r| &r.created_at))
+    .bind::<Array<Nullable<BigInt>>, _>(rows.iter().map(|r| r.record_version).collect::<Vec<_>>())
+    .execute(conn)?;
     Ok(())
 }
 

@@ -79,68 +79,102 @@ fn field_equals(filter: &Filter) -> Box<dyn BoxableExpression<rec::table, Db, Sq
     )
 }
 
-/// The rows of `ids` in one collection.
+/// The rows of `ids` in one collection. The ids go in as one JSON array rather than as an
+/// `IN (?, ?, ...)` list, which would be a new statement for SQLite to compile for every count.
 fn load_records(
     conn: &mut Conn,
     owner: &str,
     collection: &str,
     ids: &[&str],
 ) -> Result<Vec<RecordRow>> {
-    Ok(rec::table
-        .filter(rec::owner.eq(owner))
-        .filter(rec::collection.eq(collection))
-        .filter(rec::id.eq_any(ids.to_vec()))
-        .select(RecordRow::as_select())
-        .load(conn)?)
+    let ids = serde_json::to_string(ids).map_err(|err| Error::Corrupt(err.to_string()))?;
+    Ok(diesel::sql_query(
+        "SELECT owner, collection, id, data, version, updated_at, deleted, idem_key \
+         FROM sync_records WHERE owner = ? AND collection = ? \
+         AND id IN (SELECT value FROM json_each(?))",
+    )
+    .bind::<Text, _>(owner)
+    .bind::<Text, _>(collection)
+    .bind::<Text, _>(ids)
+    .load(conn)?)
 }
 
-/// The stored idempotency keys among `keys`.
+/// The stored idempotency keys among `keys` (passed like the ids above).
 fn load_keys(conn: &mut Conn, owner: &str, keys: &[&str]) -> Result<Vec<IdemRow>> {
-    Ok(idem::table
-        .filter(idem::owner.eq(owner))
-        .filter(idem::idem_key.eq_any(keys.to_vec()))
-        .select(IdemRow::as_select())
-        .load(conn)?)
+    let keys = serde_json::to_string(keys).map_err(|err| Error::Corrupt(err.to_string()))?;
+    Ok(diesel::sql_query(
+        "SELECT owner, idem_key, collection, op, record_id, result, created_at, record_version \
+         FROM sync_idempotency WHERE owner = ? \
+         AND idem_key IN (SELECT value FROM json_each(?))",
+    )
+    .bind::<Text, _>(owner)
+    .bind::<Text, _>(keys)
+    .load(conn)?)
 }
 
-/// Inserts `rows` one at a time through one cached prepared statement: in process, a statement
-/// costs little to run, whereas Diesel builds (and SQLite compiles) a multi-row INSERT anew for
-/// every batch size, and for rows with nullable columns falls back to one statement per row,
-/// built each time.
-fn insert_records(conn: &mut Conn, rows: &[RecordRow]) -> Result<()> {
-    for row in rows {
-        diesel::insert_into(rec::table)
-            .values((
-                rec::owner.eq(&row.owner),
-                rec::collection.eq(&row.collection),
-                rec::id.eq(&row.id),
-                rec::data.eq(&row.data),
+/// Rows per INSERT statement. Diesel caches the prepared statement of a fixed-size batch (an
+/// array of owned values) but builds a `Vec` batch's SQL anew each time, and SQLite then
+/// compiles it; so full chunks go through one cached statement and the rest through the cached
+/// one-row statement.
+const ROWS_PER_INSERT: usize = 50;
+
+/// Inserts `values` (one tuple of column assignments per row) in chunks, as above.
+macro_rules! insert_in_chunks {
+    ($conn:expr, $table:expr, $values:expr) => {{
+        let mut values = $values;
+        let full = values.len() - values.len() % ROWS_PER_INSERT;
+        let rest = values.split_off(full);
+        let mut values = values.into_iter();
+        while values.len() > 0 {
+            let chunk: Vec<_> = values.by_ref().take(ROWS_PER_INSERT).collect();
+            let chunk: [_; ROWS_PER_INSERT] = chunk
+                .try_into()
+                .map_err(|_| Error::Task("insert chunk has the wrong size".into()))?;
+            diesel::insert_into($table).values(chunk).execute($conn)?;
+        }
+        for row in rest {
+            diesel::insert_into($table).values(row).execute($conn)?;
+        }
+    }};
+}
+
+fn insert_records(conn: &mut Conn, rows: Vec<RecordRow>) -> Result<()> {
+    let values: Vec<_> = rows
+        .into_iter()
+        .map(|row| {
+            (
+                rec::owner.eq(row.owner),
+                rec::collection.eq(row.collection),
+                rec::id.eq(row.id),
+                rec::data.eq(row.data),
                 rec::version.eq(row.version),
-                rec::updated_at.eq(&row.updated_at),
+                rec::updated_at.eq(row.updated_at),
                 rec::deleted.eq(row.deleted),
-                rec::idem_key.eq(&row.idem_key),
-            ))
-            .execute(conn)?;
-    }
+                rec::idem_key.eq(row.idem_key),
+            )
+        })
+        .collect();
+    insert_in_chunks!(conn, rec::table, values);
     Ok(())
 }
 
-/// Inserts idempotency rows like [`insert_records`].
-fn insert_keys(conn: &mut Conn, rows: &[IdemRow]) -> Result<()> {
-    for row in rows {
-        diesel::insert_into(idem::table)
-            .values((
-                idem::owner.eq(&row.owner),
-                idem::idem_key.eq(&row.idem_key),
-                idem::collection.eq(&row.collection),
-                idem::op.eq(&row.op),
-                idem::record_id.eq(&row.record_id),
-                idem::result.eq(&row.result),
-                idem::created_at.eq(&row.created_at),
+fn insert_keys(conn: &mut Conn, rows: Vec<IdemRow>) -> Result<()> {
+    let values: Vec<_> = rows
+        .into_iter()
+        .map(|row| {
+            (
+                idem::owner.eq(row.owner),
+                idem::idem_key.eq(row.idem_key),
+                idem::collection.eq(row.collection),
+                idem::op.eq(row.op),
+                idem::record_id.eq(row.record_id),
+                idem::result.eq(row.result),
+                idem::created_at.eq(row.created_at),
                 idem::record_version.eq(row.record_version),
-            ))
-            .execute(conn)?;
-    }
+            )
+        })
+        .collect();
+    insert_in_chunks!(conn, idem::table, values);
     Ok(())
 }
 
