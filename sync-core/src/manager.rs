@@ -1182,6 +1182,16 @@ fn merge_remote(local: &JsonObject, remote: JsonObject) -> JsonObject {
     out
 }
 
+/// A spawned task that is cancelled when its handle is dropped, so that a run stopped
+/// half-way (an error, a shutdown) leaves nothing running.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The remote's answer to a pushed chunk.
 type PushResult = std::result::Result<(Vec<PushOutcome>, Traffic), RemoteError>;
 
@@ -1616,15 +1626,27 @@ impl Inner {
             let user2 = user.clone();
             let mut cursor =
                 blocking(&self.store, move |s| s.cursor(schema, user2.as_deref())).await?;
+            let mut page = self.remote.pull(route, cursor.as_deref(), batch).await?;
             loop {
                 if self.cancel.is_cancelled() {
                     return Err(Error::Shutdown);
                 }
-                let page = self.remote.pull(route, cursor.as_deref(), batch).await?;
                 report.bytes_received += page.bytes;
                 let n = page.records.len() as u64;
                 self.progress(0, n);
                 let next = page.next_cursor.clone();
+                let more = page.has_more && next.is_some() && next != cursor;
+                // The next page is fetched (on its own task, so its parsing runs in parallel)
+                // while this one is written; it is applied only after this one has committed
+                // with its cursor, and dropped if this one fails.
+                let fetch = more.then(|| {
+                    let remote = Arc::clone(&self.remote);
+                    let route = Arc::clone(route);
+                    let after = next.clone();
+                    AbortOnDrop(tokio::spawn(async move {
+                        remote.pull(&route, after.as_deref(), batch).await
+                    }))
+                });
                 self.apply_remote_records(route, page.records, next.clone(), report)
                     .await?;
                 self.progress(n, 0);
@@ -1635,9 +1657,12 @@ impl Inner {
                     })
                     .await?;
                 }
-                if !page.has_more || next.is_none() || next == cursor {
+                let Some(mut fetch) = fetch else {
                     break;
-                }
+                };
+                page = (&mut fetch.0)
+                    .await
+                    .map_err(|e| Error::Task(format!("page fetch: {e}")))??;
                 cursor = next;
             }
         }
