@@ -794,6 +794,42 @@ fn saves_without_enqueue_write_synced_rows() {
 }
 
 #[test]
+fn a_page_of_many_new_rows_and_repeated_records_applies_in_order() {
+    on_every_backend("apply_page", |f| {
+        prepare(&f.store);
+        // 250 new rows (several multi-row INSERTs), with "r7" created, updated and deleted,
+        // and "r9" created then updated, inside the same page.
+        let mut page: Vec<_> = (0..250)
+            .map(|i| {
+                let t = todo(&format!("r{i}"), &format!("t{i}"), 1);
+                remote(&t.id, i + 1, Some(&t))
+            })
+            .collect();
+        let r9 = todo("r9", "r9 second", 2);
+        page.insert(20, remote("r9", 300, Some(&r9)));
+        page.insert(100, remote("r7", 301, None));
+        let out = f
+            .store
+            .apply_remote(Todo::SCHEMA, None, &page, Some("301"))
+            .unwrap();
+        assert_eq!(out.created.len(), 250);
+        assert_eq!(out.updated, ["r9"]);
+        assert_eq!(out.deleted, ["r7"]);
+        assert!(f.store.get(Todo::SCHEMA, "r7").unwrap().is_none());
+        let r = f.store.get(Todo::SCHEMA, "r9").unwrap().unwrap();
+        assert_eq!((r.meta.version, r.data.clone()), (300, json(&r9)));
+        let r = f.store.get(Todo::SCHEMA, "r249").unwrap().unwrap();
+        assert_eq!(r.meta.version, 250);
+        assert!(r.meta.synced);
+        assert_eq!(f.store.count(Todo::SCHEMA, &all_query()).unwrap(), 249);
+        assert_eq!(
+            f.store.cursor(Todo::SCHEMA, None).unwrap().as_deref(),
+            Some("301")
+        );
+    });
+}
+
+#[test]
 fn apply_remote_inserts_updates_skips_and_reports_conflicts() {
     on_every_backend("apply_remote", |f| {
         prepare(&f.store);

@@ -16,8 +16,9 @@ use super::outbox::{
 };
 use super::query::{push_order_and_page, push_where};
 use super::records::{
-    all_fields, decode_record, delete_row, full_params, id_param, insert_row, load_meta, load_row,
-    load_synced, partial_params, select_list, update_row, with_fields, MetaSet, NewMeta,
+    all_fields, decode_record, delete_row, full_params, id_param, insert_row, insert_rows,
+    load_meta, load_row, load_synced, partial_params, select_list, update_row, with_fields,
+    MetaSet, NewMeta,
 };
 use crate::ddl::{ident, Backend};
 use crate::sql::{Db, Sql};
@@ -811,8 +812,14 @@ pub(crate) fn apply_remote(
     let keys: Vec<String> = records.iter().map(|r| id_key(schema, &r.id)).collect();
     let with_ops = ids_with_ops(db, schema.model_type, &keys)?;
     let mut metas = metas_of(db, schema, &keys)?;
+    // New rows wait here and go in with multi-row INSERTs; anything that reads or changes an
+    // existing row (or one created earlier in this page) writes them first.
+    let mut inserts: Vec<(Vec<Param>, NewMeta)> = Vec::new();
     for (remote, key) in records.iter().zip(&keys) {
         let id = remote.id.as_str();
+        if with_ops.contains(key) || metas.contains_key(key) {
+            insert_rows(db, schema, std::mem::take(&mut inserts))?;
+        }
         if with_ops.contains(key) {
             let ops = ops_of(db, schema.model_type, id)?;
             let local = load_row(db, schema, id)?;
@@ -856,7 +863,7 @@ pub(crate) fn apply_remote(
                     deleted: false,
                     user_id: user_id.map(str::to_owned),
                 };
-                insert_row(db, schema, params, &meta, false)?;
+                inserts.push((params, meta));
                 out.created.push(remote.id.clone());
             }
             Some(_) => {
@@ -875,6 +882,7 @@ pub(crate) fn apply_remote(
             }
         }
     }
+    insert_rows(db, schema, inserts)?;
     if let Some(cursor) = cursor {
         set_cursor(db, schema, user_id, Some(cursor), now)?;
     }

@@ -223,6 +223,50 @@ pub(crate) fn insert_row(
     db.execute(sql)
 }
 
+/// Inserts rows (each its field params and bookkeeping) with multi-row INSERTs: a page of
+/// pulled records costs a few statements instead of one per record.
+pub(crate) fn insert_rows(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    rows: Vec<(Vec<Param>, NewMeta)>,
+) -> Result<(), StoreError> {
+    const MAX_ROWS: usize = 100;
+    // Far below SQLite's (32,766) and Postgres' (65,535) parameter limits.
+    const MAX_PARAMS: usize = 30_000;
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let per_row = first.0.len() + 8;
+    let chunk = (MAX_PARAMS / per_row).clamp(1, MAX_ROWS);
+    let backend = db.backend();
+    let head = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        ident(schema.table),
+        select_list(schema)
+    );
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut sql = Sql::new(head.clone());
+        for (n, (params, meta)) in rows.by_ref().take(chunk).enumerate() {
+            sql.push(if n == 0 { "(" } else { ", (" });
+            let now = time_param(backend, Some(meta.now));
+            sql.bind_list(params.into_iter().chain([
+                Param::I64(Some(meta.version)),
+                now.clone(),
+                now,
+                Param::Bool(Some(meta.synced)),
+                Param::Bool(Some(meta.deleted)),
+                Param::Text(meta.user_id),
+                Param::Text(None),
+                Param::I32(Some(0)),
+            ]));
+            sql.push(")");
+        }
+        db.execute(sql)?;
+    }
+    Ok(())
+}
+
 /// Bookkeeping columns to change on an existing row (`None` = leave as is).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MetaSet {
