@@ -25,7 +25,7 @@ use crate::options::{
 use crate::query::{Filter, Query};
 use crate::realtime::{self, Command, MessageHandler, Realtime, WebSocketConfig};
 use crate::remote::{
-    ModelRoute, PullMode, PushItem, PushKind, PushOutcome, Remote, RemoteError, Traffic,
+    ModelRoute, PullMode, PushItem, PushKind, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
 };
 use crate::rest::{RestRequest, RestRequests};
 use crate::store::{
@@ -1182,6 +1182,33 @@ fn merge_remote(local: &JsonObject, remote: JsonObject) -> JsonObject {
     out
 }
 
+/// Turns received records into the model's full record JSON (see [`ModelRoute::normalize`]);
+/// a record that does not fit the model is a bad response, naming the record.
+fn normalize_records(route: &ModelRoute, records: &mut [RemoteRecord]) -> Result<()> {
+    for record in records.iter_mut().filter(|r| !r.deleted) {
+        let data = std::mem::take(&mut record.data);
+        record.data = (route.normalize)(data).map_err(|reason| {
+            Error::Remote(RemoteError::BadResponse(format!(
+                "{} `{}` from the remote does not match the model: {reason}",
+                route.schema.model_type, record.id
+            )))
+        })?;
+    }
+    Ok(())
+}
+
+/// One page from the remote, its records normalised.
+async fn fetch_page(
+    remote: &dyn Remote,
+    route: &ModelRoute,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<RemotePage> {
+    let mut page = remote.pull(route, cursor, limit).await?;
+    normalize_records(route, &mut page.records)?;
+    Ok(page)
+}
+
 /// A spawned task that is cancelled when its handle is dropped, so that a run stopped
 /// half-way (an error, a shutdown) leaves nothing running.
 struct AbortOnDrop<T>(JoinHandle<T>);
@@ -1377,21 +1404,21 @@ impl Inner {
         cursor: Option<String>,
         report: &mut SyncReport,
     ) -> Result<()> {
+        let mut records = records;
+        normalize_records(route, &mut records)?;
+        self.apply_normalized(route, records, cursor, report).await
+    }
+
+    /// [`apply_remote_records`](Self::apply_remote_records) of records already normalised.
+    async fn apply_normalized(
+        self: &Arc<Self>,
+        route: &Arc<ModelRoute>,
+        records: Vec<RemoteRecord>,
+        cursor: Option<String>,
+        report: &mut SyncReport,
+    ) -> Result<()> {
         let schema = route.schema;
         let user = self.user_id.clone();
-        let mut records = records;
-        for record in &mut records {
-            if record.deleted {
-                continue;
-            }
-            let data = std::mem::take(&mut record.data);
-            record.data = (route.normalize)(data).map_err(|reason| {
-                Error::Remote(RemoteError::BadResponse(format!(
-                    "{} `{}` from the remote does not match the model: {reason}",
-                    schema.model_type, record.id
-                )))
-            })?;
-        }
         let records = Arc::new(records);
         let records2 = Arc::clone(&records);
         let applied = blocking(&self.store, move |s| {
@@ -1626,7 +1653,7 @@ impl Inner {
             let user2 = user.clone();
             let mut cursor =
                 blocking(&self.store, move |s| s.cursor(schema, user2.as_deref())).await?;
-            let mut page = self.remote.pull(route, cursor.as_deref(), batch).await?;
+            let mut page = fetch_page(&*self.remote, route, cursor.as_deref(), batch).await?;
             loop {
                 if self.cancel.is_cancelled() {
                     return Err(Error::Shutdown);
@@ -1644,10 +1671,10 @@ impl Inner {
                     let route = Arc::clone(route);
                     let after = next.clone();
                     AbortOnDrop(tokio::spawn(async move {
-                        remote.pull(&route, after.as_deref(), batch).await
+                        fetch_page(&*remote, &route, after.as_deref(), batch).await
                     }))
                 });
-                self.apply_remote_records(route, page.records, next.clone(), report)
+                self.apply_normalized(route, page.records, next.clone(), report)
                     .await?;
                 self.progress(n, 0);
                 if next.is_none() {
