@@ -177,6 +177,12 @@ fn check_collection(collection: &str, limits: &Limits) -> Result<(), ApiError> {
             "collection name is empty",
         ));
     }
+    if collection.contains('\0') {
+        return Err(ApiError::bad_request(
+            "invalid_collection",
+            "collection name contains a NUL character",
+        ));
+    }
     if collection.len() > limits.max_collection_len {
         return Err(ApiError::bad_request(
             "collection_too_long",
@@ -194,6 +200,14 @@ fn check_collection(collection: &str, limits: &Limits) -> Result<(), ApiError> {
 fn check_id(id: &str, limits: &Limits) -> Result<(), ApiError> {
     if id.is_empty() {
         return Err(ApiError::bad_request("invalid_id", "record id is empty"));
+    }
+    // Postgres text cannot hold NUL; refusing it here keeps both backends alike (and a batch
+    // from failing as a whole on Postgres).
+    if id.contains('\0') {
+        return Err(ApiError::bad_request(
+            "invalid_id",
+            "record id contains a NUL character",
+        ));
     }
     if id.len() > limits.max_id_len {
         return Err(ApiError::bad_request(
@@ -443,6 +457,12 @@ fn check_key(key: &str, limits: &Limits) -> Result<(), Rejection> {
         return Err(Rejection::new(
             "invalid_idempotency_key",
             "idempotency key is empty",
+        ));
+    }
+    if key.contains('\0') {
+        return Err(Rejection::new(
+            "invalid_idempotency_key",
+            "idempotency key contains a NUL character",
         ));
     }
     if key.len() > limits.max_idempotency_key_len {
