@@ -8,7 +8,7 @@ mod support;
 use chrono::{DateTime, TimeDelta, Utc};
 use offline_sync_kit::prelude::*;
 use offline_sync_kit::store::{
-    JsonObject, LocalStore, LocalWrite, OpKind, OpState, RemoteRecord, Resolution, StoreQuery,
+    Ack, JsonObject, LocalStore, LocalWrite, OpKind, OpState, RemoteRecord, Resolution, StoreQuery,
 };
 use offline_sync_kit::StoreError;
 use serde_json::{json, Value};
@@ -707,6 +707,152 @@ fn released_ops_are_as_if_never_marked() {
             f.store.record_state(Todo::SCHEMA, "u").unwrap().ops,
             state.ops
         );
+    });
+}
+
+/// `ack_ops` (batched) leaves the store exactly as `ack_op` one by one would.
+#[test]
+fn batched_acks_equal_one_by_one_acks() {
+    on_every_backend("ack_ops", |f| {
+        prepare(&f.store);
+        // Per prefix: a plain create, a create the server normalised, a record with an edit
+        // queued behind its op, and a delete.
+        let setup = |p: &str| -> Vec<Ack> {
+            for name in ["plain", "data", "behind", "gone"] {
+                save(&f.store, &todo(&format!("{p}-{name}"), name, 1));
+            }
+            // "gone" is synced first, then deleted.
+            let gone = format!("{p}-gone");
+            let seq = ops(f, &gone)[0].seq;
+            f.store.mark_inflight(&[seq]).unwrap();
+            f.store.ack_op(Todo::SCHEMA, seq, 1, None).unwrap();
+            f.store.delete(Todo::SCHEMA, &gone, None, true).unwrap();
+            let seqs: Vec<i64> = ["plain", "data", "behind", "gone"]
+                .iter()
+                .map(|name| ops(f, &format!("{p}-{name}"))[0].seq)
+                .collect();
+            assert_eq!(f.store.mark_inflight(&seqs).unwrap(), seqs);
+            let mut edit = todo(&format!("{p}-behind"), "behind", 1);
+            edit.title = "edited while in flight".into();
+            save(&f.store, &edit);
+            let mut server = json(&todo(&format!("{p}-data"), "data", 1));
+            server.insert("title".into(), json!("normalised"));
+            vec![
+                Ack {
+                    seq: seqs[0],
+                    version: 10,
+                    data: None,
+                },
+                Ack {
+                    seq: seqs[1],
+                    version: 11,
+                    data: Some(server),
+                },
+                Ack {
+                    seq: seqs[2],
+                    version: 12,
+                    data: None,
+                },
+                Ack {
+                    seq: seqs[3],
+                    version: 13,
+                    data: None,
+                },
+            ]
+        };
+        let one = setup("one");
+        for ack in &one {
+            f.store
+                .ack_op(Todo::SCHEMA, ack.seq, ack.version, ack.data.as_ref())
+                .unwrap();
+        }
+        let many = setup("many");
+        // An unknown seq fails the whole call and changes nothing.
+        let mut bad = many.clone();
+        bad.push(Ack {
+            seq: 999_999,
+            version: 1,
+            data: None,
+        });
+        assert!(matches!(
+            f.store.ack_ops(Todo::SCHEMA, &bad),
+            Err(StoreError::UnknownOp { seq: 999_999, .. })
+        ));
+        assert_eq!(ops(f, "many-plain")[0].state, OpState::Inflight);
+        f.store.ack_ops(Todo::SCHEMA, &many).unwrap();
+
+        for name in ["plain", "data", "behind", "gone"] {
+            let a = f
+                .store
+                .record_state(Todo::SCHEMA, &format!("one-{name}"))
+                .unwrap();
+            let b = f
+                .store
+                .record_state(Todo::SCHEMA, &format!("many-{name}"))
+                .unwrap();
+            let view = |st: &offline_sync_kit::store::RecordState| {
+                let meta = st
+                    .meta
+                    .as_ref()
+                    .map(|m| (m.version, m.synced, m.deleted, m.sync_attempts));
+                let ops: Vec<_> = st
+                    .ops
+                    .iter()
+                    .map(|o| (o.op, o.state, o.base_version, o.changed_fields.clone()))
+                    .collect();
+                (meta, ops)
+            };
+            assert_eq!(view(&a), view(&b), "{name}");
+            let get = |id: String| f.store.get(Todo::SCHEMA, &id).unwrap().map(|r| r.data);
+            let (mut da, mut db) = (get(format!("one-{name}")), get(format!("many-{name}")));
+            for d in [&mut da, &mut db].into_iter().flatten() {
+                d.remove("id");
+            }
+            assert_eq!(da, db, "{name}");
+        }
+        let plain = f.store.get(Todo::SCHEMA, "many-plain").unwrap().unwrap();
+        assert!(plain.meta.synced);
+        assert_eq!(plain.meta.version, 10);
+        let data = f.store.get(Todo::SCHEMA, "many-data").unwrap().unwrap();
+        assert_eq!(data.data["title"], json!("normalised"));
+        let behind = f.store.record_state(Todo::SCHEMA, "many-behind").unwrap();
+        assert_eq!(behind.ops.len(), 1);
+        assert_eq!(behind.ops[0].base_version, 12);
+        assert!(!behind.meta.unwrap().synced);
+        assert!(f
+            .store
+            .record_state(Todo::SCHEMA, "many-gone")
+            .unwrap()
+            .meta
+            .is_none());
+
+        // Two ops of one record in one call take the one-by-one path.
+        save(&f.store, &todo("twice", "a", 1));
+        let first = ops(f, "twice")[0].seq;
+        f.store.mark_inflight(&[first]).unwrap();
+        save(&f.store, &todo("twice", "b", 1));
+        let second = ops(f, "twice")[1].seq;
+        f.store.mark_inflight(&[second]).unwrap();
+        f.store
+            .ack_ops(
+                Todo::SCHEMA,
+                &[
+                    Ack {
+                        seq: first,
+                        version: 20,
+                        data: None,
+                    },
+                    Ack {
+                        seq: second,
+                        version: 21,
+                        data: None,
+                    },
+                ],
+            )
+            .unwrap();
+        let twice = f.store.get(Todo::SCHEMA, "twice").unwrap().unwrap();
+        assert_eq!((twice.meta.version, twice.meta.synced), (21, true));
+        assert!(ops(f, "twice").is_empty());
     });
 }
 

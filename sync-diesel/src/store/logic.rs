@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sync_core::store::{
-    DeleteOutcome, JsonObject, LocalWrite, OpKind, OpState, OutboxCounts, OutboxOp,
+    Ack, DeleteOutcome, JsonObject, LocalWrite, OpKind, OpState, OutboxCounts, OutboxOp,
     PendingConflict, RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome, StoreQuery,
     StoredRecord,
 };
@@ -483,22 +483,9 @@ pub(crate) fn ack_op(
     data: Option<&JsonObject>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    let _ = now;
     let op = op_by_seq(db, seq)?.ok_or_else(|| unknown(seq, ""))?;
-    if op.op.model_type != schema.model_type {
-        return Err(unknown(
-            seq,
-            &format!(
-                ": it belongs to model {}, not {}",
-                op.op.model_type, schema.model_type
-            ),
-        ));
-    }
-    if op.op.state == OpState::Failed {
-        return Err(unknown(
-            seq,
-            ": it has failed; retry it before acknowledging",
-        ));
-    }
+    check_ackable(schema, &op)?;
     let id = op.op.record_id.as_str();
     delete_op(db, seq)?;
     let rest = ops_of(db, schema.model_type, id)?;
@@ -514,28 +501,186 @@ pub(crate) fn ack_op(
             Some(d) => partial_params(schema, d, db.backend())?,
             None => Vec::new(),
         };
-        let meta = MetaSet {
-            version: Some(version),
-            synced: Some(true),
-            sync_error: Some(None),
-            sync_attempts: Some(0),
-            ..MetaSet::default()
-        };
-        update_row(db, schema, id, fields, &meta)?;
-        let _ = now;
+        update_row(db, schema, id, fields, &synced_meta(version))?;
         return Ok(());
     }
+    rebase_behind(db, schema, id, version, rest)
+}
+
+/// [`ack_op`] for a chunk of one model's ops in a few statements per chunk instead of five
+/// per op: the ops, the ops left behind them and the rows' bookkeeping are read with one
+/// query each, and rows with nothing left to send are marked synced with one UPDATE. The
+/// effect is that of calling [`ack_op`] for each in order.
+pub(crate) fn ack_ops(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    acks: &[Ack],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    use std::collections::{HashMap, HashSet};
+    let seqs: Vec<i64> = acks.iter().map(|a| a.seq).collect();
+    let mut ops: HashMap<i64, OpRow> = HashMap::with_capacity(acks.len());
+    for chunk in seqs.chunks(IN_CHUNK) {
+        let mut sql = Sql::new(format!(
+            "SELECT {OP_COLUMNS} FROM _sync_outbox WHERE seq IN ("
+        ));
+        sql.bind_list(chunk.iter().map(|&seq| Param::I64(Some(seq))));
+        sql.push(")");
+        for row in db.load(sql)? {
+            let op = OpRow::decode(row)?;
+            ops.insert(op.op.seq, op);
+        }
+    }
+    let mut ids = Vec::with_capacity(acks.len());
+    let mut unique = HashSet::with_capacity(acks.len());
+    for ack in acks {
+        let op = ops.get(&ack.seq).ok_or_else(|| unknown(ack.seq, ""))?;
+        check_ackable(schema, op)?;
+        if !unique.insert(op.op.record_id.as_str()) {
+            // A record acknowledged twice: the one-by-one path keeps the exact order.
+            for ack in acks {
+                ack_op(db, schema, ack.seq, ack.version, ack.data.as_ref(), now)?;
+            }
+            return Ok(());
+        }
+        ids.push(op.op.record_id.clone());
+    }
+    for chunk in seqs.chunks(IN_CHUNK) {
+        let mut sql = Sql::new("DELETE FROM _sync_outbox WHERE seq IN (");
+        sql.bind_list(chunk.iter().map(|&seq| Param::I64(Some(seq))));
+        sql.push(")");
+        db.execute(sql)?;
+    }
+    let mut rest: HashMap<String, Vec<OpRow>> = HashMap::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let mut sql = Sql::new(format!(
+            "SELECT {OP_COLUMNS} FROM _sync_outbox WHERE model_type = "
+        ));
+        sql.bind(Param::text(schema.model_type))
+            .push(" AND record_id IN (");
+        sql.bind_list(chunk.iter().map(|id| Param::text(id.as_str())));
+        sql.push(") ORDER BY seq");
+        for row in db.load(sql)? {
+            let op = OpRow::decode(row)?;
+            rest.entry(op.op.record_id.clone()).or_default().push(op);
+        }
+    }
+    let keys: Vec<String> = ids.iter().map(|id| id_key(schema, id)).collect();
+    let metas = metas_of(db, schema, &keys)?;
+    // Rows with nothing left to send and no data to write: (id, version).
+    let mut settled: Vec<(&str, i64)> = Vec::new();
+    for ((ack, id), key) in acks.iter().zip(&ids).zip(&keys) {
+        let Some(&(_, deleted)) = metas.get(key) else {
+            continue;
+        };
+        let op = &ops[&ack.seq];
+        match rest.remove(id) {
+            None if op.op.op == OpKind::Delete || deleted => {
+                delete_row(db, schema, id)?;
+            }
+            None => match &ack.data {
+                Some(data) => {
+                    let fields = partial_params(schema, data, db.backend())?;
+                    update_row(db, schema, id, fields, &synced_meta(ack.version))?;
+                }
+                None => settled.push((id, ack.version)),
+            },
+            Some(behind) => {
+                rebase_behind(db, schema, id, ack.version, behind)?;
+            }
+        }
+    }
+    mark_synced(db, schema, &settled)
+}
+
+/// An op may be acknowledged: it exists (checked by the caller), belongs to `schema`'s model
+/// and has not failed.
+fn check_ackable(schema: &'static ModelSchema, op: &OpRow) -> Result<(), StoreError> {
+    if op.op.model_type != schema.model_type {
+        return Err(unknown(
+            op.op.seq,
+            &format!(
+                ": it belongs to model {}, not {}",
+                op.op.model_type, schema.model_type
+            ),
+        ));
+    }
+    if op.op.state == OpState::Failed {
+        return Err(unknown(
+            op.op.seq,
+            ": it has failed; retry it before acknowledging",
+        ));
+    }
+    Ok(())
+}
+
+/// Bookkeeping of a row the remote now has exactly at `version`.
+fn synced_meta(version: i64) -> MetaSet {
+    MetaSet {
+        version: Some(version),
+        synced: Some(true),
+        sync_error: Some(None),
+        sync_attempts: Some(0),
+        ..MetaSet::default()
+    }
+}
+
+/// The row's version moves to `version` and the ops still queued for it are based on it.
+fn rebase_behind(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    id: &str,
+    version: i64,
+    behind: Vec<OpRow>,
+) -> Result<(), StoreError> {
     let meta = MetaSet {
         version: Some(version),
         ..MetaSet::default()
     };
     update_row(db, schema, id, Vec::new(), &meta)?;
-    for mut next in rest {
+    for mut next in behind {
         if next.op.state != OpState::Inflight && next.op.base_version != version {
             next.op.base_version = version;
             next.op.idempotency_key = new_key();
             update_op(db, &next)?;
         }
+    }
+    Ok(())
+}
+
+/// [`synced_meta`] on many rows, one UPDATE per chunk.
+fn mark_synced(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    rows: &[(&str, i64)],
+) -> Result<(), StoreError> {
+    let backend = db.backend();
+    let id = ident(schema.id().column);
+    // Three parameters per row.
+    for chunk in rows.chunks(IN_CHUNK) {
+        let mut sql = Sql::new(format!(
+            "UPDATE {} SET \"_version\" = CASE {id}",
+            ident(schema.table)
+        ));
+        for (row, version) in chunk {
+            sql.push(" WHEN ")
+                .bind(id_param(schema, row, backend)?)
+                .push(" THEN ")
+                .bind(Param::I64(Some(*version)));
+        }
+        sql.push(" END, \"_synced\" = ")
+            .bind(Param::Bool(Some(true)))
+            .push(", \"_sync_error\" = NULL, \"_sync_attempts\" = ")
+            .bind(Param::I32(Some(0)))
+            .push(&format!(" WHERE {id} IN ("));
+        sql.bind_list(
+            chunk
+                .iter()
+                .map(|(row, _)| id_param(schema, row, backend))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        sql.push(")");
+        db.execute(sql)?;
     }
     Ok(())
 }

@@ -703,12 +703,7 @@ impl LocalStore for DieselStore {
     fn ack_ops(&self, schema: &'static ModelSchema, acks: &[Ack]) -> StoreResult<()> {
         self.register(schema);
         let now = logic::now();
-        self.write(|db| {
-            for ack in acks {
-                logic::ack_op(db, schema, ack.seq, ack.version, ack.data.as_ref(), now)?;
-            }
-            Ok(())
-        })
+        self.write(|db| logic::ack_ops(db, schema, acks, now))
     }
 
     fn fail_op(&self, seq: i64, error: &str) -> StoreResult<()> {
