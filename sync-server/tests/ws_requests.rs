@@ -462,8 +462,10 @@ impl WriteLock {
     fn take(db: &TestDb) -> Self {
         if db.is_postgres() {
             let mut conn = PgConnection::establish(&db.url).unwrap();
-            conn.batch_execute("BEGIN; SELECT value FROM sync_sequence WHERE id = 1 FOR UPDATE;")
-                .unwrap();
+            conn.batch_execute(
+                "BEGIN; SELECT last_version FROM sync_sequence WHERE id = 1 FOR UPDATE;",
+            )
+            .unwrap();
             Self::Pg(conn)
         } else {
             let path = db.url.strip_prefix("sqlite://").unwrap();

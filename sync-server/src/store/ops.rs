@@ -146,7 +146,7 @@ pub(super) fn write(
         }
         if plan.last_version != current_version {
             diesel::update(seq::table.filter(seq::id.eq(1)))
-                .set(seq::value.eq(plan.last_version))
+                .set(seq::last_version.eq(plan.last_version))
                 .execute(conn)?;
         }
         before_commit(conn, &plan.events, notify)?;

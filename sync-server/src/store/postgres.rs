@@ -69,7 +69,7 @@ fn write_transaction<T>(conn: &mut Conn, f: impl FnOnce(&mut Conn, i64) -> Resul
     conn.transaction(|conn| {
         let current: i64 = seq::table
             .filter(seq::id.eq(1))
-            .select(seq::value)
+            .select(seq::last_version)
             .for_update()
             .first(conn)?;
         f(conn, current)
@@ -219,7 +219,7 @@ pub(crate) fn listen(url: &str, channel: &str) -> Result<PgConnection> {
 pub(crate) fn current_version(conn: &mut PgConnection) -> Result<i64> {
     Ok(seq::table
         .filter(seq::id.eq(1))
-        .select(seq::value)
+        .select(seq::last_version)
         .first(conn)?)
 }
 

@@ -29,6 +29,6 @@ diesel::table! {
 diesel::table! {
     sync_sequence (id) {
         id -> Integer,
-        value -> BigInt,
+        last_version -> BigInt,
     }
 }

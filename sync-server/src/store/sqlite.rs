@@ -57,7 +57,7 @@ fn write_transaction<T>(conn: &mut Conn, f: impl FnOnce(&mut Conn, i64) -> Resul
     conn.immediate_transaction(|conn| {
         let current: i64 = seq::table
             .filter(seq::id.eq(1))
-            .select(seq::value)
+            .select(seq::last_version)
             .first(conn)?;
         f(conn, current)
     })

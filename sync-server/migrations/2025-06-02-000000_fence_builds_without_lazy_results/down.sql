@@ -1,0 +1,1 @@
+ALTER TABLE sync_sequence RENAME COLUMN last_version TO value;
