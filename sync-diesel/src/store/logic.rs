@@ -445,13 +445,20 @@ pub(crate) fn mark_inflight(db: &mut dyn Db, seqs: &[i64]) -> Result<Vec<i64>, S
     // those (the caller's write transaction keeps the pair atomic).
     let mut pending = std::collections::HashSet::with_capacity(seqs.len());
     for chunk in seqs.chunks(IN_CHUNK) {
-        let mut sql = Sql::new("SELECT seq FROM _sync_outbox WHERE state = 'pending' AND seq IN (");
+        // Filtered on the state here, not in SQL: a `state = ...` condition lets the planner
+        // walk the state index over every pending op instead of looking the seqs up.
+        let mut sql = Sql::new("SELECT seq, state FROM _sync_outbox WHERE seq IN (");
         sql.bind_list(chunk.iter().map(|&seq| Param::I64(Some(seq))));
         sql.push(")");
         let found: Vec<i64> = db
             .load(sql)?
             .into_iter()
-            .filter_map(|row| row.into_iter().next().and_then(|v| v.as_i64()))
+            .filter_map(|row| {
+                let mut it = row.into_iter();
+                let seq = it.next().and_then(|v| v.as_i64())?;
+                let state = it.next().and_then(|v| v.into_text())?;
+                (state == OpState::Pending.as_str()).then_some(seq)
+            })
             .collect();
         if found.is_empty() {
             continue;
@@ -648,38 +655,35 @@ fn rebase_behind(
     Ok(())
 }
 
-/// [`synced_meta`] on many rows, one UPDATE per chunk.
+/// [`synced_meta`] on many rows, one UPDATE per chunk: the ids and versions come in as a
+/// VALUES list joined on the primary key (a CASE over the ids would compare every row with
+/// every id).
 fn mark_synced(
     db: &mut dyn Db,
     schema: &'static ModelSchema,
     rows: &[(&str, i64)],
 ) -> Result<(), StoreError> {
     let backend = db.backend();
-    let id = ident(schema.id().column);
-    // Three parameters per row.
+    let table = ident(schema.table);
     for chunk in rows.chunks(IN_CHUNK) {
         let mut sql = Sql::new(format!(
-            "UPDATE {} SET \"_version\" = CASE {id}",
-            ident(schema.table)
+            "UPDATE {table} SET \"_version\" = v.column2, \"_synced\" = "
         ));
-        for (row, version) in chunk {
-            sql.push(" WHEN ")
-                .bind(id_param(schema, row, backend)?)
-                .push(" THEN ")
-                .bind(Param::I64(Some(*version)));
-        }
-        sql.push(" END, \"_synced\" = ")
-            .bind(Param::Bool(Some(true)))
+        sql.bind(Param::Bool(Some(true)))
             .push(", \"_sync_error\" = NULL, \"_sync_attempts\" = ")
             .bind(Param::I32(Some(0)))
-            .push(&format!(" WHERE {id} IN ("));
-        sql.bind_list(
-            chunk
-                .iter()
-                .map(|(row, _)| id_param(schema, row, backend))
-                .collect::<Result<Vec<_>, _>>()?,
-        );
-        sql.push(")");
+            .push(" FROM (VALUES ");
+        for (n, (row, version)) in chunk.iter().enumerate() {
+            sql.push(if n == 0 { "(" } else { ", (" })
+                .bind(id_param(schema, row, backend)?)
+                .push(", ")
+                .bind(Param::I64(Some(*version)))
+                .push(")");
+        }
+        sql.push(&format!(
+            ") AS v WHERE {table}.{} = v.column1",
+            ident(schema.id().column)
+        ));
         db.execute(sql)?;
     }
     Ok(())
