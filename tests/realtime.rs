@@ -478,3 +478,116 @@ async fn reconnects_stop_after_max_reconnect_attempts() {
     assert!(!sync.is_websocket_connected());
     sync.shutdown().await.unwrap();
 }
+
+/// Guards against: realtime options that are accepted and ignored. Against a WebSocket server
+/// with its own event names: the configured headers reach the upgrade request, nothing is
+/// subscribed until the application asks (`subscribe_all_models = false`), and events named
+/// by the server's own scheme are applied through the `SyncEventMapper`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_explicit_subscriptions_and_custom_event_names() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let headers = seen_tx.clone();
+        let mut ws =
+            tokio_tungstenite::accept_hdr_async(tcp, move |req: &Request, res: Response| {
+                for name in ["x-tenant", "authorization"] {
+                    let value = req
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    headers.send(format!("header {name}: {value}")).unwrap();
+                }
+                Ok(res)
+            })
+            .await
+            .unwrap();
+        while let Some(Ok(message)) = ws.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if value["type"] == "ping" {
+                ws.send(Message::text(r#"{"type":"pong"}"#)).await.unwrap();
+                continue;
+            }
+            seen_tx.send(format!("message {text}")).unwrap();
+            if value["type"] == "subscription" && value["data"]["action"] == "subscribe" {
+                for frame in [
+                    r#"{"event":"todo.new","collection":"todos","id":"c1","version":1,"data":{"id":"c1","title":"from the server","isCompleted":false,"priority":2,"tags":[],"due":null}}"#,
+                    r#"{"event":"todo.new","collection":"todos","id":"c2","version":2,"data":{"id":"c2","title":"second","isCompleted":false,"priority":2,"tags":[],"due":null}}"#,
+                    r#"{"event":"todo.gone","collection":"todos","id":"c2","version":3}"#,
+                ] {
+                    ws.send(Message::text(frame)).await.unwrap();
+                }
+            }
+        }
+    });
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut config = WebSocketConfig::new(format!("ws://{addr}/ws"));
+    config.headers.insert("X-Tenant".into(), "t1".into());
+    config.subscribe_all_models = false;
+    config.event_mapper = offline_sync_kit::SyncEventMapper::new()
+        .map("todo.new", SyncEventType::ModelAdded)
+        .map("todo.gone", SyncEventType::ModelDeleted);
+    let db = ClientDb::new();
+    let sync = SyncManager::builder()
+        .base_url(format!("http://{closed}"))
+        .store(store_at(&db.path()).await)
+        .bearer_token("sekret")
+        .model::<Todo>()
+        .options(fast_options())
+        .websocket(config)
+        .build()
+        .await
+        .unwrap();
+    sync.connect_websocket().unwrap();
+    assert_eq!(next_seen(&mut seen_rx).await, "header x-tenant: t1");
+    assert_eq!(
+        next_seen(&mut seen_rx).await,
+        "header authorization: Bearer sekret"
+    );
+    eventually(WAIT, "connected", || async {
+        sync.is_websocket_connected()
+    })
+    .await;
+    // Nothing subscribed by itself.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(seen_rx.try_recv().is_err(), "no message before subscribe");
+    assert!(sync.all::<Todo>().await.unwrap().is_empty());
+
+    sync.subscribe("todos", serde_json::Map::new()).unwrap();
+    let subscribed = next_seen(&mut seen_rx).await;
+    assert!(
+        subscribed.contains(r#""action":"subscribe""#)
+            && subscribed.contains(r#""channel":"todos""#),
+        "{subscribed}"
+    );
+    eventually(WAIT, "custom-named events applied", || async {
+        let all = sync.all::<Todo>().await.unwrap();
+        all.len() == 1 && all[0].id == "c1"
+    })
+    .await;
+    assert_eq!(
+        sync.get::<Todo>("c1").await.unwrap().unwrap().title,
+        "from the server"
+    );
+    sync.shutdown().await.unwrap();
+    server.abort();
+}
+
+async fn next_seen(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("the server saw something")
+        .unwrap()
+}
