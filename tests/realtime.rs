@@ -484,6 +484,8 @@ async fn reconnects_stop_after_max_reconnect_attempts() {
 /// subscribed until the application asks (`subscribe_all_models = false`), and events named
 /// by the server's own scheme are applied through the `SyncEventMapper`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The handshake callback's error type is tungstenite's, not ours.
+#[allow(clippy::result_large_err)]
 async fn headers_explicit_subscriptions_and_custom_event_names() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
