@@ -2222,6 +2222,15 @@ fn decide(
 }
 
 /// The background task: debounced auto-push, the retry timer, and sync on reconnect.
+/// How long the worker sleeps before the retry at `next` (an hour when there is none). A retry
+/// time that passed while the schedule was being read is due now: a negative wait must not
+/// turn into the idle hour.
+fn retry_wait(next: Option<chrono::DateTime<Utc>>, now: chrono::DateTime<Utc>) -> Duration {
+    next.map_or(Duration::from_secs(3600), |at| {
+        (at - now).to_std().unwrap_or(Duration::ZERO)
+    })
+}
+
 async fn worker(inner: Arc<Inner>) {
     let mut online = inner.online.clone();
     let mut was_online = *online.borrow();
@@ -2251,9 +2260,7 @@ async fn worker(inner: Arc<Inner>) {
                 None
             }
         };
-        let sleep_for = next_retry
-            .and_then(|at| (at - Utc::now()).to_std().ok())
-            .unwrap_or(Duration::from_secs(3600));
+        let sleep_for = retry_wait(next_retry, Utc::now());
         let has_retry = next_retry.is_some();
         enum Wake {
             Write,
@@ -2507,6 +2514,14 @@ mod tests {
             assert_eq!(c.base_values.get("title"), Some(&json!("base title")));
             Resolution::KeepLocal
         }
+    }
+
+    #[test]
+    fn a_retry_time_already_past_is_due_now() {
+        let now = at(100);
+        assert_eq!(retry_wait(Some(at(99)), now), Duration::ZERO);
+        assert_eq!(retry_wait(Some(at(102)), now), Duration::from_secs(2));
+        assert_eq!(retry_wait(None, now), Duration::from_secs(3600));
     }
 
     #[test]
