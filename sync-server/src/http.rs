@@ -286,10 +286,16 @@ pub(crate) async fn list(
                 })?;
             }
             _ => {
-                if name.contains(['"', '\\']) || name.is_empty() {
+                if name.contains(['"', '\\', '\0']) || name.is_empty() {
                     return Err(ApiError::bad_request(
                         "invalid_filter",
                         format!("filter field {name:?} is not a plain field name"),
+                    ));
+                }
+                if value.contains('\0') {
+                    return Err(ApiError::bad_request(
+                        "invalid_filter",
+                        format!("the value of filter {name:?} contains a NUL character"),
                     ));
                 }
                 filters.push(Filter { field: name, value });
