@@ -203,8 +203,20 @@ pub(crate) fn insert_row(
         ident(schema.table),
         select_list(schema)
     ));
+    sql.bind_list(params.into_iter().chain(meta_params(meta, backend)));
+    sql.push(")");
+    if skip_existing {
+        sql.push(" ON CONFLICT (")
+            .push(&ident(schema.id().column))
+            .push(") DO NOTHING");
+    }
+    db.execute(sql)
+}
+
+/// The bookkeeping columns of a new row, in [`select_list`] order after the fields.
+fn meta_params(meta: &NewMeta, backend: Backend) -> [Param; META_COLUMNS.len()] {
     let now = time_param(backend, Some(meta.now));
-    sql.bind_list(params.into_iter().chain([
+    [
         Param::I64(Some(meta.version)),
         now.clone(),
         now,
@@ -213,14 +225,7 @@ pub(crate) fn insert_row(
         Param::Text(meta.user_id.clone()),
         Param::Text(None),
         Param::I32(Some(0)),
-    ]));
-    sql.push(")");
-    if skip_existing {
-        sql.push(" ON CONFLICT (")
-            .push(&ident(schema.id().column))
-            .push(") DO NOTHING");
-    }
-    db.execute(sql)
+    ]
 }
 
 /// Inserts rows (each its field params and bookkeeping) with multi-row INSERTs: a page of
@@ -236,7 +241,7 @@ pub(crate) fn insert_rows(
     let Some(first) = rows.first() else {
         return Ok(());
     };
-    let per_row = first.0.len() + 8;
+    let per_row = first.0.len() + META_COLUMNS.len();
     let chunk = (MAX_PARAMS / per_row).clamp(1, MAX_ROWS);
     let backend = db.backend();
     let head = format!(
@@ -249,17 +254,7 @@ pub(crate) fn insert_rows(
         let mut sql = Sql::new(head.clone());
         for (n, (params, meta)) in rows.by_ref().take(chunk).enumerate() {
             sql.push(if n == 0 { "(" } else { ", (" });
-            let now = time_param(backend, Some(meta.now));
-            sql.bind_list(params.into_iter().chain([
-                Param::I64(Some(meta.version)),
-                now.clone(),
-                now,
-                Param::Bool(Some(meta.synced)),
-                Param::Bool(Some(meta.deleted)),
-                Param::Text(meta.user_id),
-                Param::Text(None),
-                Param::I32(Some(0)),
-            ]));
+            sql.bind_list(params.into_iter().chain(meta_params(&meta, backend)));
             sql.push(")");
         }
         db.execute(sql)?;
