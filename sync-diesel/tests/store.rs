@@ -975,6 +975,52 @@ fn a_page_of_many_new_rows_and_repeated_records_applies_in_order() {
     });
 }
 
+/// A version the row already has, or an older one, is no conflict even with a pending edit:
+/// under ServerWins a spurious conflict would drop the edit for stale data.
+#[test]
+fn old_versions_of_a_record_with_a_pending_edit_are_stale_not_conflicts() {
+    on_every_backend("stale_pending", |f| {
+        prepare(&f.store);
+        let t = todo("s", "server", 1);
+        save(&f.store, &t);
+        let seq = ops(f, "s")[0].seq;
+        f.store.mark_inflight(&[seq]).unwrap();
+        f.store.ack_op(Todo::SCHEMA, seq, 5, None).unwrap();
+        let mut edit = t.clone();
+        edit.title = "local edit".into();
+        save(&f.store, &edit);
+        let mut old = t.clone();
+        old.title = "old server copy".into();
+        let out = f
+            .store
+            .apply_remote(
+                Todo::SCHEMA,
+                None,
+                &[remote("s", 5, Some(&t)), remote("s", 3, Some(&old))],
+                Some("5"),
+            )
+            .unwrap();
+        assert!(out.conflicts.is_empty(), "{:?}", out.conflicts);
+        assert_eq!(out.stale, ["s", "s"]);
+        let rec = f.store.get(Todo::SCHEMA, "s").unwrap().unwrap();
+        assert_eq!(rec.data["title"], json!("local edit"));
+        assert_eq!(ops(f, "s").len(), 1);
+        // A newer version still is one.
+        let mut newer = t.clone();
+        newer.title = "newer on the server".into();
+        let out = f
+            .store
+            .apply_remote(
+                Todo::SCHEMA,
+                None,
+                &[remote("s", 6, Some(&newer))],
+                Some("6"),
+            )
+            .unwrap();
+        assert_eq!(out.conflicts.len(), 1);
+    });
+}
+
 #[test]
 fn apply_remote_inserts_updates_skips_and_reports_conflicts() {
     on_every_backend("apply_remote", |f| {

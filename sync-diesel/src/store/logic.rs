@@ -970,6 +970,15 @@ pub(crate) fn apply_remote(
             insert_rows(db, schema, std::mem::take(&mut inserts))?;
         }
         if with_ops.contains(key) {
+            // A version the row already has (or an older one: an echo of our own write, a
+            // catch-up page overlapping acknowledged writes) changes nothing remotely, so it
+            // is no conflict: the local edit stays queued as it is.
+            if let Some(&(version, _)) = metas.get(key) {
+                if remote.version > 0 && remote.version <= version {
+                    out.stale.push(remote.id.clone());
+                    continue;
+                }
+            }
             let ops = ops_of(db, schema.model_type, id)?;
             let local = load_row(db, schema, id)?;
             out.conflicts.push(PendingConflict {
