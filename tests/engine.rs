@@ -111,7 +111,13 @@ async fn retries_and_lost_responses_never_duplicate() {
         "the cut connection is a failed run"
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
-    sync.sync_all().await.unwrap();
+    let replay = sync.sync_all().await.unwrap();
+    // Without the key the resent create would meet the record it made: a 409 and a conflict.
+    assert_eq!(
+        (replay.pushed, replay.conflicts),
+        (1, 0),
+        "the replay got the stored result: {replay:?}"
+    );
 
     let records = server.records(ALICE.1, "todos").await;
     let ids: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();

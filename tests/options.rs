@@ -25,6 +25,8 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Recording {
     http: HttpRemote,
     calls: Arc<Mutex<Vec<String>>>,
+    /// While set, a push answers one outcome fewer than it was given (a broken remote).
+    short: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Recording {
@@ -35,6 +37,7 @@ impl Recording {
                 .build()
                 .unwrap(),
             calls: Arc::default(),
+            short: Arc::default(),
         }
     }
     fn calls(&self) -> Vec<String> {
@@ -68,7 +71,11 @@ impl Remote for Recording {
             .lock()
             .unwrap()
             .push(format!("push {}", kinds.join(",")));
-        self.http.push(route, items).await
+        let (mut outcomes, traffic) = self.http.push(route, items).await?;
+        if self.short.load(std::sync::atomic::Ordering::SeqCst) {
+            outcomes.pop();
+        }
+        Ok((outcomes, traffic))
     }
     async fn pull(
         &self,
@@ -84,6 +91,7 @@ impl Remote for Recording {
         route: &ModelRoute,
         id: &str,
     ) -> Result<Option<RemoteRecord>, RemoteError> {
+        self.calls.lock().unwrap().push(format!("fetch {id}"));
         self.http.fetch(route, id).await
     }
     async fn fetch_page(
@@ -93,6 +101,7 @@ impl Remote for Recording {
         limit: Option<u64>,
         offset: Option<u64>,
     ) -> Result<RemotePage, RemoteError> {
+        self.calls.lock().unwrap().push("fetch_page".into());
         self.http.fetch_page(route, params, limit, offset).await
     }
     async fn health(&self) -> Result<(), RemoteError> {
@@ -460,4 +469,82 @@ async fn auto_migrate_off_refuses_a_missing_table() {
         .shutdown()
         .await
         .unwrap();
+}
+
+/// `fetch_strategy` decides where `get` and `query` read when no strategy is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_strategy_decides_where_get_and_query_read() {
+    let server = Server::start().await;
+    let (db_w, db) = (ClientDb::new(), ClientDb::new());
+    let (writer, _) = recorded_client(&server, &db_w, manual()).await;
+    writer
+        .save(&todo("r1", "only on the server"))
+        .await
+        .unwrap();
+    writer.sync_all().await.unwrap();
+
+    // The default, LocalOnly: nothing local, and no network traffic.
+    let (sync, remote) = recorded_client(&server, &db, manual()).await;
+    remote.clear();
+    assert!(sync.get::<Todo>("r1").await.unwrap().is_none());
+    assert!(sync.query(Query::<Todo>::new()).await.unwrap().is_empty());
+    assert!(remote.calls().is_empty(), "{:?}", remote.calls());
+
+    // LocalWithRemoteFallback: local has nothing, so the remote answers (and the store keeps it).
+    let mut options = manual();
+    options.fetch_strategy = FetchStrategy::LocalWithRemoteFallback;
+    sync.update_options(options.clone());
+    let got = sync.get::<Todo>("r1").await.unwrap().unwrap();
+    assert_eq!(got.title, "only on the server");
+    assert_eq!(remote.calls(), ["fetch r1"]);
+    // Now local has it: no second trip.
+    remote.clear();
+    assert!(sync.get::<Todo>("r1").await.unwrap().is_some());
+    assert!(remote.calls().is_empty(), "{:?}", remote.calls());
+
+    // RemoteFirst: the remote is asked even though local has data.
+    options.fetch_strategy = FetchStrategy::RemoteFirst;
+    sync.update_options(options);
+    assert_eq!(sync.query(Query::<Todo>::new()).await.unwrap().len(), 1);
+    assert_eq!(remote.calls(), ["fetch_page"]);
+    writer.shutdown().await.unwrap();
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: a remote that answers fewer outcomes than changes leaving the unanswered
+/// ones in flight for good. The whole chunk is a bad response: every op goes back for a retry,
+/// and nothing stays in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_push_answer_puts_the_whole_chunk_back() {
+    let server = Server::start().await;
+    let db = ClientDb::new();
+    let (sync, remote) = recorded_client(&server, &db, manual()).await;
+    sync.save(&todo("s1", "x")).await.unwrap();
+    sync.save(&todo("s2", "y")).await.unwrap();
+    remote
+        .short
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = sync.sync_all().await.unwrap_err();
+    assert!(err.to_string().contains("1 outcomes for 2"), "{err}");
+    for id in ["s1", "s2"] {
+        let state = sync.record_state::<Todo>(id).await.unwrap();
+        assert_eq!(state.ops.len(), 1, "{id}");
+        assert_eq!(
+            (state.ops[0].state, state.ops[0].attempts),
+            (offline_sync_kit::store::OpState::Pending, 1),
+            "{id}"
+        );
+    }
+    // Once the remote answers properly, the retries deliver both (the server replays the
+    // keys it already applied).
+    remote
+        .short
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually(WAIT, "both delivered", || async {
+        let _ = sync.sync_all().await;
+        sync.status().borrow().pending_changes == 0
+    })
+    .await;
+    assert_eq!(server.records(ALICE.1, "todos").await.len(), 2);
+    sync.shutdown().await.unwrap();
 }

@@ -1986,6 +1986,19 @@ impl Inner {
         let Some(result) = sent else {
             return Ok(progressed);
         };
+        // A remote must answer every item, in order; a short or long answer says nothing
+        // reliable about any of them.
+        let result = result.and_then(|(outcomes, traffic)| {
+            if outcomes.len() == sendable.len() {
+                Ok((outcomes, traffic))
+            } else {
+                Err(RemoteError::BadResponse(format!(
+                    "the remote answered {} outcomes for {} pushed changes",
+                    outcomes.len(),
+                    sendable.len()
+                )))
+            }
+        });
         let (outcomes, traffic) = match result {
             Ok(ok) => ok,
             Err(err) => {
