@@ -162,7 +162,10 @@ impl RetryPolicy {
 pub struct SyncOptions {
     /// Interval of periodic sync (`start_periodic_sync`).
     pub sync_interval: Duration,
-    /// Push automatically (debounced by `auto_sync_debounce`) after local writes.
+    /// Push automatically (debounced by `auto_sync_debounce`) after local writes, and retry
+    /// failed pushes by the backoff timer. Off, the application drives every push
+    /// (`sync_all`, `synchronize`, periodic sync, coming back online); ops still wait for
+    /// their backoff time before they are sent again.
     pub auto_sync: bool,
     /// Quiet time after a local write before the automatic push.
     pub auto_sync_debounce: Duration,

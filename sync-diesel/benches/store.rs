@@ -74,7 +74,7 @@ fn todo(n: usize, run: &str) -> Todo {
         id: format!("{run}-{n}"),
         title: format!("Task number {n}"),
         description: "Something to do, described in a sentence or two.".into(),
-        is_completed: n % 3 == 0,
+        is_completed: n.is_multiple_of(3),
         priority: (n % 5) as i32,
         tags: vec!["home".into(), "errands".into()],
         due: Some("2025-06-01T12:00:00Z".parse().unwrap()),

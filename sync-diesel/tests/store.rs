@@ -18,7 +18,7 @@ fn gadget(n: u128) -> Gadget {
     Gadget {
         uid: uuid::Uuid::from_u128(n),
         name: format!("gadget {n}"),
-        enabled: n % 2 == 0,
+        enabled: n.is_multiple_of(2),
         small: -7,
         count: 42,
         big: i64::MAX - 1,

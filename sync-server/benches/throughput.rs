@@ -189,7 +189,7 @@ fn record(n: usize) -> Value {
     json!({
         "title": format!("todo number {n}"),
         "description": "x".repeat(80),
-        "is_completed": n % 3 == 0,
+        "is_completed": n.is_multiple_of(3),
         "priority": (n % 5) as i64,
         "tags": ["home", "errand"],
         "due": "2025-06-01T10:00:00Z",

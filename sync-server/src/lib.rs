@@ -27,6 +27,8 @@
 //! Versions come from one sequence that writers lock for their whole transaction, so they
 //! become visible in commit order and a pull cursor can never skip a record.
 
+#![warn(missing_docs)]
+
 mod auth;
 mod error;
 mod events;

@@ -409,7 +409,7 @@ async fn events_interleave_with_responses(db: TestDb) {
     // Pipelined requests while another client writes: every response arrives once, matched
     // by id, and every event arrives once, each message whole.
     for id in 10..20u64 {
-        let message = if id % 2 == 0 {
+        let message = if id.is_multiple_of(2) {
             json!({"type": "request", "id": id, "method": "pull", "body": {"collection": "todos", "limit": 10}})
         } else {
             json!({"type": "request", "id": id, "method": "push", "body": {"ops": [
