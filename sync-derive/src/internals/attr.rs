@@ -87,6 +87,8 @@ pub(crate) struct Field {
     pub(crate) serde_rename: Option<String>,
     pub(crate) serde_default: bool,
     pub(crate) serde_skip_deserializing: bool,
+    /// `#[serde(skip)]`, `skip_serializing` or `skip_deserializing`, as written.
+    pub(crate) serde_skip: Option<TokenStream>,
     pub(crate) serde_flatten: Option<TokenStream>,
     pub(crate) serde_with: Option<TokenStream>,
 }
@@ -227,7 +229,7 @@ impl Container {
 
         for attr in &input.attrs {
             if attr.path() == SERDE {
-                parse_serde_container(attr, &mut rename_all, &mut serde_default);
+                parse_serde_container(cx, attr, &mut rename_all, &mut serde_default);
                 continue;
             }
             if attr.path() != SYNC {
@@ -485,6 +487,7 @@ fn check_template(cx: &Ctxt, lit: &LitStr) {
 }
 
 fn parse_serde_container(
+    cx: &Ctxt,
     attr: &syn::Attribute,
     rename_all: &mut Option<RenameRule>,
     default: &mut bool,
@@ -492,8 +495,15 @@ fn parse_serde_container(
     // Malformed serde attributes are reported by serde's own derive.
     let _ = attr.parse_nested_meta(|meta| {
         if meta.path == RENAME_ALL {
-            if let Some(rule) = serde_name(&meta)?.and_then(|s| RenameRule::parse(&s)) {
-                *rename_all = Some(rule);
+            // A split or one-sided rule would give serialised and deserialised records
+            // different keys; that one is ours to report.
+            match serde_name(&meta) {
+                Ok(name) => {
+                    if let Some(rule) = name.and_then(|s| RenameRule::parse(&s)) {
+                        *rename_all = Some(rule);
+                    }
+                }
+                Err(err) => cx.syn_error(err),
             }
         } else if meta.path == DEFAULT {
             *default = true;
@@ -543,6 +553,7 @@ impl Field {
         let mut serde_rename = None;
         let mut serde_default = false;
         let mut serde_skip_deserializing = false;
+        let mut serde_skip = None;
         let mut serde_flatten = None;
         let mut serde_with = None;
 
@@ -559,6 +570,9 @@ impl Field {
                         skip_value(&meta)?;
                     } else if meta.path == SKIP || meta.path == SKIP_DESERIALIZING {
                         serde_skip_deserializing = true;
+                        serde_skip = Some(meta.path.to_token_stream());
+                    } else if meta.path == SKIP_SERIALIZING {
+                        serde_skip = Some(meta.path.to_token_stream());
                     } else if meta.path == FLATTEN {
                         serde_flatten = Some(meta.path.to_token_stream());
                     } else if meta.path == WITH
@@ -643,6 +657,7 @@ impl Field {
             serde_rename,
             serde_default,
             serde_skip_deserializing,
+            serde_skip,
             serde_flatten,
             serde_with,
         }

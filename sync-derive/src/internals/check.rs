@@ -101,6 +101,15 @@ fn check_fields(cx: &Ctxt, cont: &Container<'_>) {
                 "`#[serde(with/serialize_with/deserialize_with)]` is not supported on a SyncModel field: deltas use the field type's own serde impls; wrap the value in a newtype that implements them and mark the field `#[sync(json)]`",
             );
         }
+        if let (None, Some(tokens)) = (&attrs.skip, &attrs.serde_skip) {
+            cx.error_spanned_by(
+                tokens,
+                format!(
+                    "serde skips `{}` one way or both, so its value would not survive the store or the remote (it comes back as the default); mark it `#[sync(skip)]` as well to keep it local-only and out of sync, or drop the serde skip",
+                    field.name
+                ),
+            );
+        }
         if let Some(skip) = &attrs.skip {
             let mut pointless = Vec::new();
             if attrs.index {

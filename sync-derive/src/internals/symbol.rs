@@ -52,6 +52,7 @@ pub(crate) const SERIALIZE: Symbol = Symbol("serialize");
 pub(crate) const DESERIALIZE: Symbol = Symbol("deserialize");
 pub(crate) const FLATTEN: Symbol = Symbol("flatten");
 pub(crate) const SKIP_DESERIALIZING: Symbol = Symbol("skip_deserializing");
+pub(crate) const SKIP_SERIALIZING: Symbol = Symbol("skip_serializing");
 pub(crate) const WITH: Symbol = Symbol("with");
 pub(crate) const SERIALIZE_WITH: Symbol = Symbol("serialize_with");
 pub(crate) const DESERIALIZE_WITH: Symbol = Symbol("deserialize_with");
