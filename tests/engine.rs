@@ -274,6 +274,51 @@ async fn push_stopping_halfway_releases_the_chunk_it_prepared() {
     sync.shutdown().await.unwrap();
 }
 
+/// Guards against: a connectivity check that only exists on paper. `ProbeConnectivity` asks
+/// the server's health endpoint: a stopped server turns the client offline (runs are skipped,
+/// not failures, and the save stays queued), and the server coming back turns it online, which
+/// pushes the queued save without any call from the application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_connectivity_follows_the_server_and_syncs_when_it_returns() {
+    let mut server = Server::start().await;
+    let db = ClientDb::new();
+    let sync = client_builder(&server.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .connectivity(offline_sync_kit::ProbeConnectivity::new(
+            Duration::from_millis(50),
+        ))
+        .build()
+        .await
+        .unwrap();
+    assert!(sync.is_online());
+    server.stop().await;
+    eventually(WAIT, "the probe sees the server gone", || async {
+        !sync.is_online()
+    })
+    .await;
+    sync.save(&todo("p1", "made while the server is down"))
+        .await
+        .unwrap();
+    let report = sync.sync_all().await.unwrap();
+    assert!(report.skipped, "{report:?}");
+    assert_eq!(report.failed, 0);
+    let state = sync.record_state::<Todo>("p1").await.unwrap();
+    assert_eq!(
+        state.ops[0].attempts, 0,
+        "an offline run is no failed attempt"
+    );
+
+    server.restart().await;
+    eventually(
+        WAIT,
+        "back online, the save is pushed by itself",
+        || async { sync.is_online() && server.record(ALICE.1, "todos", "p1").await.is_some() },
+    )
+    .await;
+    sync.shutdown().await.unwrap();
+}
+
 /// Guards against: deletes that never reach the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_made_offline_reaches_the_server() {

@@ -89,7 +89,11 @@ impl Connectivity for ProbeConnectivity {
         let interval = self.interval;
         tokio::spawn(async move {
             loop {
-                let online = remote.health().await.is_ok();
+                // Cancellable mid-probe too, so a shutdown never waits on a slow health check.
+                let online = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    health = remote.health() => health.is_ok(),
+                };
                 tx.send_if_modified(|state| {
                     let changed = *state != online;
                     *state = online;
