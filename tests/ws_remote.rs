@@ -501,3 +501,102 @@ async fn change_arriving_during_a_push_server_wins() {
 async fn change_arriving_during_a_push_client_wins() {
     change_arrives_while_push_in_flight(ConflictStrategy::ClientWins).await;
 }
+
+/// A WebSocket remote whose config is `config` with this file's quick reconnects.
+fn ws_remote_with(
+    addr: std::net::SocketAddr,
+    token: &str,
+    edit: impl FnOnce(&mut WebSocketConfig),
+) -> WebSocketRemote {
+    let mut config = WebSocketConfig::new(format!("ws://{addr}/ws"));
+    config.reconnect_delay = Duration::from_millis(50);
+    config.max_reconnect_delay = Duration::from_millis(200);
+    edit(&mut config);
+    let mut headers = BTreeMap::new();
+    headers.insert("Authorization".to_owned(), format!("Bearer {token}"));
+    WebSocketRemote::connect(config, headers, Duration::from_secs(5))
+}
+
+/// Guards against: WebSocket options that the remote-as-transport path ignores.
+/// `subscribe_all_models = false` on the remote's config: nothing arrives by event until the
+/// application subscribes through the remote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_config_subscribe_all_models_off_waits_for_an_explicit_subscription() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let writer = ws_remote(server.addr, ALICE.1);
+    let a = ws_client(&writer, &db_a, fast_options()).await;
+    let quiet = ws_remote_with(server.addr, ALICE.1, |c| c.subscribe_all_models = false);
+    let b = ws_client(&quiet, &db_b, manual_options(ConflictStrategy::ServerWins)).await;
+    connected(&writer).await;
+    connected(&quiet).await;
+    // Let b's first run after connecting (a pull) finish before anything is written.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    a.save(&todo("before", "x")).await.unwrap();
+    eventually(WAIT, "on the server", || async {
+        server.record(ALICE.1, "todos", "before").await.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        b.get::<Todo>("before").await.unwrap().is_none(),
+        "no event without a subscription"
+    );
+
+    assert!(offline_sync_kit::Remote::subscribe_changes(
+        &quiet,
+        "todos",
+        serde_json::Map::new()
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.save(&todo("after", "y")).await.unwrap();
+    eventually(WAIT, "delivered by event once subscribed", || async {
+        b.get::<Todo>("after").await.unwrap().is_some()
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Guards against: the remote's `event_mapper` being ignored. A mapper that takes
+/// `item_created` for something other than a model change makes creates arrive only as the
+/// update that follows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_config_event_mapper_decides_what_an_event_means() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let writer = ws_remote(server.addr, ALICE.1);
+    let a = ws_client(&writer, &db_a, fast_options()).await;
+    let mapped = ws_remote_with(server.addr, ALICE.1, |c| {
+        c.event_mapper = offline_sync_kit::SyncEventMapper::new()
+            .map("item_created", SyncEventType::ConnectionEstablished);
+    });
+    let b = ws_client(&mapped, &db_b, manual_options(ConflictStrategy::ServerWins)).await;
+    connected(&writer).await;
+    connected(&mapped).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut t = todo("m", "created");
+    a.save(&t).await.unwrap();
+    eventually(WAIT, "on the server", || async {
+        server.record(ALICE.1, "todos", "m").await.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        b.get::<Todo>("m").await.unwrap().is_none(),
+        "item_created no longer means a new record"
+    );
+    t.title = "updated".into();
+    a.save(&t).await.unwrap();
+    eventually(WAIT, "the update event still applies", || async {
+        b.get::<Todo>("m")
+            .await
+            .unwrap()
+            .is_some_and(|r| r.title == "updated")
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -300,14 +300,16 @@ impl SyncManagerBuilder {
         let worker = tokio::spawn(worker(Arc::clone(&inner)));
         inner.track(worker);
         if let Some(mut changes) = inner.remote.change_events() {
-            let mut endpoints: Vec<&String> = inner.endpoints.keys().collect();
-            endpoints.sort();
-            for endpoint in endpoints {
-                inner.remote.subscribe_changes(endpoint, Map::new());
+            if inner.remote.subscribe_all_models() {
+                let mut endpoints: Vec<&String> = inner.endpoints.keys().collect();
+                endpoints.sort();
+                for endpoint in endpoints {
+                    inner.remote.subscribe_changes(endpoint, Map::new());
+                }
             }
             let task_inner = Arc::clone(&inner);
             let cancel = inner.cancel.child_token();
-            let mapper = realtime::SyncEventMapper::default();
+            let mapper = inner.remote.change_event_mapper();
             let handle = tokio::spawn(async move {
                 loop {
                     tokio::select! {

@@ -230,6 +230,18 @@ pub trait Remote: Send + Sync + fmt::Debug + 'static {
         false
     }
 
+    /// Whether the manager subscribes every registered model's endpoint to
+    /// [`change_events`](Self::change_events) when it starts (else the application calls
+    /// [`subscribe_changes`](Self::subscribe_changes) itself).
+    fn subscribe_all_models(&self) -> bool {
+        true
+    }
+
+    /// How the event names of [`change_events`](Self::change_events) map to model events.
+    fn change_event_mapper(&self) -> crate::realtime::SyncEventMapper {
+        crate::realtime::SyncEventMapper::default()
+    }
+
     /// The remote's own view of whether it is connected, if it has one; used
     /// as the manager's connectivity when the application gives none.
     fn connection_state(&self) -> Option<tokio::sync::watch::Receiver<bool>> {

@@ -305,6 +305,14 @@ impl Remote for WebSocketRemote {
     fn connection_state(&self) -> Option<watch::Receiver<bool>> {
         Some(self.shared.connected.subscribe())
     }
+
+    fn subscribe_all_models(&self) -> bool {
+        self.shared.config.subscribe_all_models
+    }
+
+    fn change_event_mapper(&self) -> crate::realtime::SyncEventMapper {
+        self.shared.config.event_mapper.clone()
+    }
 }
 
 fn fail_pending(shared: &Shared, why: &str) {
