@@ -420,3 +420,57 @@ async fn syncs_with_an_appwrite_shaped_api() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Guards against: a write the API accepted being sent again because its answer was not JSON
+/// (an HTML or plain-text 2xx). On an API without idempotency keys that would apply it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_answer_that_is_not_json_still_acknowledges_the_write() {
+    let posts = Arc::new(Mutex::new(0usize));
+    let count = Arc::clone(&posts);
+    let app = Router::new().route(
+        "/notes",
+        axum::routing::post(move || {
+            let count = Arc::clone(&count);
+            async move {
+                *count.lock().unwrap() += 1;
+                (
+                    StatusCode::CREATED,
+                    [("content-type", "text/html")],
+                    "<html>created</html>",
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.direction = offline_sync_kit::SyncDirection::PushOnly;
+    let sync = SyncManager::builder()
+        .base_url(format!("http://{addr}"))
+        .rest_only()
+        .store(store_at(&db.path()).await)
+        .model::<Note>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    sync.save(&Note {
+        id: "n1".into(),
+        title: "x".into(),
+        done: false,
+        modified_at: now_ms(),
+    })
+    .await
+    .unwrap();
+    let report = sync.sync_all().await.unwrap();
+    assert_eq!((report.pushed, report.retried, report.failed), (1, 0, 0));
+    let state = sync.record_state::<Note>("n1").await.unwrap();
+    assert!(state.ops.is_empty() && state.meta.unwrap().synced);
+    sync.sync_all().await.unwrap();
+    assert_eq!(*posts.lock().unwrap(), 1, "sent once");
+    sync.shutdown().await.unwrap();
+    server.abort();
+}

@@ -391,7 +391,8 @@ impl HttpRemote {
                 extra_headers: &headers,
                 query: &[],
                 body: body.as_ref().map(Payload::Json),
-                raw_success: false,
+                // A 2xx is read below: a body that is not JSON must not undo the success.
+                raw_success: true,
                 retries,
             })
             .await
@@ -425,8 +426,22 @@ impl HttpRemote {
         };
         let status = response.status;
         let outcome = if status.is_success() {
-            let record = match config.extract_response(response.body) {
-                Ok(Value::Object(object)) => parse_remote_record(route.schema, object).ok(),
+            // The write was accepted; a body that is empty, not JSON or not a record only means
+            // there is no server copy to take (resending would apply the write twice on an
+            // API without idempotency keys).
+            let parsed = if response.raw.is_empty() {
+                None
+            } else {
+                match serde_json::from_slice::<Value>(&response.raw) {
+                    Ok(value) => Some(value),
+                    Err(err) => {
+                        tracing::warn!(status = %status, error = %err, "push answered with a body that is not JSON; taking the write as applied");
+                        None
+                    }
+                }
+            };
+            let record = match parsed.map(|body| config.extract_response(body)) {
+                Some(Ok(Value::Object(object))) => parse_remote_record(route.schema, object).ok(),
                 _ => None,
             };
             PushOutcome::Applied {
