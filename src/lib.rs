@@ -31,7 +31,7 @@ pub use sync_diesel::{
 
 /// `#[derive(SyncModel)]`: implements the [`SyncModel`](trait@sync_core::SyncModel) trait for a struct.
 ///
-/// See the crate README and `DESIGN.md` for its attributes.
+/// See the crate README ("Derive attributes") for its attributes.
 pub use sync_derive::SyncModel;
 
 /// The derive and runtime names an application needs, for `use offline_sync_kit::prelude::*;`.

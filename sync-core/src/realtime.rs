@@ -372,7 +372,7 @@ async fn serve_connection(
             incoming = source.next() => match incoming {
                 None | Some(Err(_)) => return Served::Lost,
                 Some(Ok(Message::Text(text))) => {
-                    // Any traffic proves the peer is alive.
+                    // Only a pong (text or control frame) clears the pong deadline.
                     match serde_json::from_str::<Value>(text.as_str()) {
                         Ok(value) => {
                             if value.get("type").and_then(Value::as_str) == Some("pong") {

@@ -16,10 +16,10 @@ use syn::{parse_macro_input, DeriveInput};
 /// Implements `SyncModel` for a struct with named fields.
 ///
 /// Container attributes: `#[sync(model_type = "...", endpoint = "...", table = "...",
-/// crate = "...", rest(get(..), post(..), put(..), patch(..), delete(..)))]`.
+/// crate = "...", diesel_table, rest(get(..), post(..), put(..), patch(..), delete(..)))]`.
 /// Field attributes: `id`, `index`, `json`, `skip`, `skip_delta`,
 /// `column = "..."` (and `encrypted`, reserved). Serde's `rename` and
-/// `rename_all` are honoured.
+/// `rename_all` are honoured; a field serde skips must also be `#[sync(skip)]`.
 #[proc_macro_derive(SyncModel, attributes(sync))]
 pub fn derive_sync_model(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

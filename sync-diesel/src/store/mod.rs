@@ -516,7 +516,7 @@ impl DieselStore {
         }
     }
 
-    /// Runs `f` on a connection, in a read transaction when `consistent`.
+    /// Runs a single-statement read `f` on a connection (see `read_tx` for several).
     fn read<T>(&self, f: impl FnOnce(&mut dyn Db) -> StoreResult<T>) -> StoreResult<T> {
         match &self.conn {
             Conn::Sqlite(m) => {
