@@ -499,3 +499,62 @@ async fn apply_event(
         .await
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_backoff_grows_is_capped_and_jittered() {
+        let mut config = WebSocketConfig::new("ws://127.0.0.1:1/ws");
+        config.reconnect_delay = Duration::from_millis(100);
+        config.max_reconnect_delay = Duration::from_millis(1_000);
+        for (attempt, ceiling) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1_000),
+            (40, 1_000),
+        ] {
+            let ceiling = Duration::from_millis(ceiling);
+            let samples: Vec<Duration> = (0..200).map(|_| backoff(&config, attempt)).collect();
+            for d in &samples {
+                assert!(
+                    *d <= ceiling && *d >= ceiling / 10,
+                    "attempt {attempt}: {d:?}"
+                );
+            }
+            // Jitter: the delays are spread, not one value.
+            let (min, max) = (samples.iter().min().unwrap(), samples.iter().max().unwrap());
+            assert!(
+                *max - *min > ceiling / 4,
+                "attempt {attempt}: {min:?}..{max:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn event_names_map_both_ways() {
+        let mapper = SyncEventMapper::new().map("todo.new", SyncEventType::ModelAdded);
+        assert_eq!(
+            mapper.event_type("todo.new"),
+            Some(SyncEventType::ModelAdded)
+        );
+        assert_eq!(
+            mapper.event_type("item_created"),
+            Some(SyncEventType::ModelAdded)
+        );
+        assert_eq!(mapper.event_type("nope"), None);
+        // Alphabetically first of the names that map to it.
+        assert_eq!(
+            mapper.name_of(SyncEventType::ModelAdded),
+            Some("item_created")
+        );
+        assert_eq!(
+            mapper.name_of(SyncEventType::ModelDeleted),
+            Some("item_deleted")
+        );
+        assert_eq!(mapper.name_of(SyncEventType::SyncStarted), None);
+    }
+}
