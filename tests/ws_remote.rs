@@ -600,3 +600,33 @@ async fn remote_config_event_mapper_decides_what_an_event_means() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Guards against: a request over the socket waiting forever for an answer that never comes.
+/// A server that accepts the socket but never answers: the request fails after the remote's
+/// `request_timeout` with an error saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_server_never_answers_times_out() {
+    use futures_util::StreamExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        // Read everything, answer nothing.
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    let remote = WebSocketRemote::connect(
+        WebSocketConfig::new(format!("ws://{addr}/ws")),
+        BTreeMap::new(),
+        Duration::from_millis(300),
+    );
+    connected(&remote).await;
+    let started = std::time::Instant::now();
+    let err = offline_sync_kit::Remote::health(&remote).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert!(err.to_string().contains("no answer within 300ms"), "{err}");
+    remote.close();
+    server.abort();
+}
