@@ -474,3 +474,58 @@ async fn a_2xx_answer_that_is_not_json_still_acknowledges_the_write() {
     sync.shutdown().await.unwrap();
     server.abort();
 }
+
+/// Guards against: a batch the server refuses for good being retried forever. A 413 or 422
+/// for the whole `/sync/push` request fails its ops (kept, visible, retryable); a 401 is
+/// retried, since credentials can be fixed from outside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_for_good_fails_its_ops_and_a_401_is_retried() {
+    let answer = Arc::new(Mutex::new(StatusCode::PAYLOAD_TOO_LARGE));
+    let status = Arc::clone(&answer);
+    let app = Router::new().route(
+        "/sync/push",
+        axum::routing::post(move || {
+            let status = *status.lock().unwrap();
+            async move { (status, Json(json!({"error": "no", "code": "refused"}))) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.direction = offline_sync_kit::SyncDirection::PushOnly;
+    let sync = SyncManager::builder()
+        .base_url(format!("http://{addr}"))
+        .store(store_at(&db.path()).await)
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    sync.save(&todo("big", "x")).await.unwrap();
+    assert!(sync.sync_all().await.is_err());
+    let failed = sync.failed_ops().await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("413"),
+        "{failed:?}"
+    );
+    assert_eq!(sync.status().borrow().failed_changes, 1);
+
+    *answer.lock().unwrap() = StatusCode::UNAUTHORIZED;
+    sync.save(&todo("auth", "y")).await.unwrap();
+    assert!(sync.sync_all().await.is_err());
+    let state = sync.record_state::<Todo>("auth").await.unwrap();
+    assert_eq!(
+        (state.ops[0].state, state.ops[0].attempts),
+        (offline_sync_kit::store::OpState::Pending, 1)
+    );
+    sync.shutdown().await.unwrap();
+    server.abort();
+}

@@ -2003,6 +2003,32 @@ impl Inner {
         });
         let (outcomes, traffic) = match result {
             Ok(ok) => ok,
+            // The remote refused the whole request for good (a malformed or too large batch,
+            // a missing endpoint): no retry can succeed, so the ops fail, kept and visible
+            // for `retry_failed` once the cause is fixed. Credentials (401, 403) may be
+            // fixed from outside, so those are retried like an outage.
+            Err(RemoteError::Refused { status, message })
+                if (400..500).contains(&status) && ![401, 403, 408, 429].contains(&status) =>
+            {
+                let text = format!("HTTP {status}: {message}");
+                for op in &sendable {
+                    let seq = op.seq;
+                    let text2 = text.clone();
+                    blocking(&self.store, move |s| s.fail_op(seq, &text2)).await?;
+                    report.failed += 1;
+                    self.emit(
+                        SyncEvent::model(
+                            SyncEventType::SyncFailed,
+                            schema.model_type,
+                            &op.record_id,
+                        )
+                        .with_data(serde_json::json!({ "error": text, "seq": seq })),
+                    );
+                }
+                self.status
+                    .send_modify(|s| s.last_error = Some(text.clone()));
+                return Err(Error::Remote(RemoteError::Refused { status, message }));
+            }
             Err(err) => {
                 // Nothing is known about any item: all of them go back to the queue.
                 let retry_after = match &err {
