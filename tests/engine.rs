@@ -981,3 +981,41 @@ async fn discard_failed_drops_only_the_op() {
         .is_empty());
     sync.shutdown().await.unwrap();
 }
+
+/// Guards against: report fields that stay zero. `sync::<T>()` pushes and pulls that model,
+/// and its report counts what moved both ways and how long it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_of_one_model_reports_traffic_both_ways_and_its_duration() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options.clone())
+        .build()
+        .await
+        .unwrap();
+    let b = client_builder(&server.url(), &db_b, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    b.save(&todo("from-b", "b")).await.unwrap();
+    b.sync::<Todo>().await.unwrap();
+    a.save(&todo("from-a", "a")).await.unwrap();
+    let report = a.sync::<Todo>().await.unwrap();
+    // Its own record comes back at the version it already has: not counted as pulled.
+    assert_eq!((report.pushed, report.pulled), (1, 1), "{report:?}");
+    assert!(
+        report.bytes_sent > 0 && report.bytes_received > 0,
+        "{report:?}"
+    );
+    assert!(report.duration > Duration::ZERO, "{report:?}");
+    assert!(a.get::<Todo>("from-b").await.unwrap().is_some());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

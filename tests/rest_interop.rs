@@ -146,6 +146,12 @@ async fn syncs_with_json_server() {
     a.save(&note).await.unwrap();
     let report = a.sync_all().await.unwrap();
     assert_eq!(report.pushed, 1);
+    let full = serde_json::to_vec(&note).unwrap().len() as u64;
+    assert!(
+        report.bytes_sent < full,
+        "a delta went out ({} B), not the whole note ({full} B)",
+        report.bytes_sent
+    );
     let on_server: Value = http
         .get(format!("{url}/notes/n1"))
         .send()
