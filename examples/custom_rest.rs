@@ -238,7 +238,7 @@ fn print_requests(api: &Documents) {
     }
 }
 
-async fn run() -> Result<(), BoxError> {
+pub(crate) async fn run() -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
     let (url, api) = start_mock().await?;
     println!("Appwrite-shaped mock API at {url}");

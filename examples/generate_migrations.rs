@@ -73,7 +73,7 @@ fn print(written: &[offline_sync_kit::GeneratedMigration]) {
     }
 }
 
-async fn run() -> Result<(), BoxError> {
+pub(crate) async fn run() -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
     let migrations = dir.path().join("migrations");
 

@@ -28,7 +28,7 @@ pub struct Todo {
     pub due: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
     let schema = Todo::SCHEMA;
     println!(
         "model `{}`: endpoint /{}, table `{}`, id field `{}`",
