@@ -535,3 +535,119 @@ async fn a_batch_refused_for_good_fails_its_ops_and_a_401_is_retried() {
     sync.shutdown().await.unwrap();
     server.abort();
 }
+
+/// Guards against: `timeout` and `retry_count` of a `RestRequest` that are parsed but never
+/// applied. A read whose server answers 503 twice succeeds on the third try with
+/// `retry_count(2)` and fails with `retry_count(0)`; a server slower than `timeout` fails the
+/// read at the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_request_timeout_and_retry_count_are_applied() {
+    let calls = Arc::new(Mutex::new(0usize));
+    let seen = Arc::clone(&calls);
+    let app = Router::new()
+        .route(
+            "/notes",
+            get(move || {
+                let seen = Arc::clone(&seen);
+                async move {
+                    let n = {
+                        let mut calls = seen.lock().unwrap();
+                        *calls += 1;
+                        *calls
+                    };
+                    if n % 3 == 0 {
+                        (
+                            StatusCode::OK,
+                            Json(
+                                json!([{"id": "n1", "title": "t", "done": false, "modifiedAt": 1}]),
+                            ),
+                        )
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Json(json!({"error": "busy"})),
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Json(json!([]))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let db = ClientDb::new();
+    let sync = SyncManager::builder()
+        .base_url(format!("http://{addr}"))
+        .rest_only()
+        .store(store_at(&db.path()).await)
+        .model::<Note>()
+        .options(fast_options())
+        .build()
+        .await
+        .unwrap();
+    let read = |request: RestRequest| {
+        let sync = &sync;
+        async move {
+            sync.query_with_request(
+                Query::<Note>::new(),
+                FetchStrategy::LocalWithRemoteFallback,
+                Some(request),
+            )
+            .await
+        }
+    };
+    // Calls 1 and 2 answer 503, call 3 answers: two retries are enough.
+    let got = read(RestRequest::new(RestMethod::Get).retry_count(2))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(*calls.lock().unwrap(), 3);
+    let db2 = ClientDb::new();
+    let fresh = SyncManager::builder()
+        .base_url(format!("http://{addr}"))
+        .rest_only()
+        .store(store_at(&db2.path()).await)
+        .model::<Note>()
+        .options(fast_options())
+        .build()
+        .await
+        .unwrap();
+    // Call 4 answers 503 and no retry is allowed.
+    assert!(fresh
+        .query_with_request(
+            Query::<Note>::new(),
+            FetchStrategy::LocalWithRemoteFallback,
+            Some(RestRequest::new(RestMethod::Get).retry_count(0)),
+        )
+        .await
+        .is_err());
+    assert_eq!(*calls.lock().unwrap(), 4);
+
+    let started = std::time::Instant::now();
+    let slow = fresh
+        .query_with_request(
+            Query::<Note>::new(),
+            FetchStrategy::LocalWithRemoteFallback,
+            Some(
+                RestRequest::new(RestMethod::Get)
+                    .url("/slow")
+                    .timeout(Duration::from_millis(300)),
+            ),
+        )
+        .await;
+    assert!(slow.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    sync.shutdown().await.unwrap();
+    fresh.shutdown().await.unwrap();
+    server.abort();
+}
