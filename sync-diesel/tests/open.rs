@@ -56,6 +56,68 @@ fn sqlite_opens_in_wal_mode_and_persists_across_reopens() {
     assert_eq!(store.location(), path.display().to_string());
 }
 
+/// `busy_timeout` is how long a write waits for another process's lock: a short one gives up
+/// with a clear error while the lock is held, a long one waits and succeeds once it is gone.
+#[test]
+fn busy_timeout_decides_how_long_a_write_waits_for_another_writer() {
+    use diesel::connection::SimpleConnection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let impatient = DieselStore::sqlite(&path)
+        .busy_timeout(Duration::from_millis(50))
+        .open_blocking()
+        .unwrap();
+    prepare(&impatient);
+    let patient = DieselStore::sqlite(&path)
+        .busy_timeout(Duration::from_secs(10))
+        .open_blocking()
+        .unwrap();
+    prepare(&patient);
+
+    // Another process (here: another connection) holds the write lock for a while.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder_path = path.clone();
+    let holder = std::thread::spawn(move || {
+        let mut other = SqliteConnection::establish(holder_path.to_str().unwrap()).unwrap();
+        other.batch_execute("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        other.batch_execute("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let started = std::time::Instant::now();
+    let fast = todo("fast", "x", 1);
+    let data = support::json(&fast);
+    let err = impatient
+        .save(&offline_sync_kit::store::LocalWrite {
+            schema: Todo::SCHEMA,
+            id: "fast",
+            data: &data,
+            user_id: None,
+            priority: 0,
+            enqueue: true,
+            version: None,
+        })
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.to_string().contains("locked") || err.to_string().contains("busy"),
+        "{err}"
+    );
+    save(&patient, &todo("slow", "y", 1));
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "it waited for the lock"
+    );
+    holder.join().unwrap();
+    assert!(patient.get(Todo::SCHEMA, "slow").unwrap().is_some());
+    assert!(patient.get(Todo::SCHEMA, "fast").unwrap().is_none());
+}
+
 #[tokio::test]
 async fn the_async_constructor_opens_on_the_blocking_pool() {
     let dir = tempfile::tempdir().unwrap();
