@@ -1019,3 +1019,61 @@ async fn sync_of_one_model_reports_traffic_both_ways_and_its_duration() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Guards against: a progress figure an app cannot rely on. During a run of 30 pushes in
+/// chunks of 5, `status().progress` shows the run's total and a count that only grows, and it
+/// is cleared afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_progress_counts_a_run_and_is_cleared_after_it() {
+    let server = Server::start().await;
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.batch_size = 5;
+    options.direction = SyncDirection::PushOnly;
+    let sync = client_builder(&server.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let todos: Vec<Todo> = (0..30).map(|i| todo(&format!("p{i:02}"), "x")).collect();
+    sync.save_all(&todos).await.unwrap();
+    let mut status = sync.status();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            tokio::select! {
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    if let Some(p) = status.borrow_and_update().progress {
+                        seen.push(p);
+                    }
+                }
+                _ = &mut stop_rx => break,
+            }
+        }
+        seen
+    });
+    let report = sync.sync_all().await.unwrap();
+    assert_eq!(report.pushed, 30);
+    stop_tx.send(()).unwrap();
+    let seen = watcher.await.unwrap();
+    // The run starts at 0 of 0, then knows its 30 ops.
+    assert!(
+        seen.iter().any(|p| p.total == 30),
+        "progress was shown: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|p| (p.total == 0 && p.done == 0) || (p.total == 30 && p.done <= 30)),
+        "{seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0].done <= w[1].done), "{seen:?}");
+    assert_eq!(sync.status().borrow().progress, None);
+    sync.shutdown().await.unwrap();
+}
