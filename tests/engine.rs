@@ -521,6 +521,8 @@ async fn conflict_server_wins() {
     assert_eq!(server["title"], "title from a");
 }
 
+/// Guards against: a ClientWins that lets the server copy through; both clients and the
+/// server end with b's edit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflict_client_wins() {
     let (a, b, server) = two_clients_conflict(ConflictStrategy::ClientWins).await;
@@ -531,6 +533,8 @@ async fn conflict_client_wins() {
     assert_eq!(server["title"], "title from b");
 }
 
+/// Guards against: a LastUpdateWins that ignores write times; the later write (the server's
+/// copy here) wins everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflict_last_update_wins() {
     let (a, b, server) = two_clients_conflict(ConflictStrategy::LastUpdateWins).await;
@@ -540,6 +544,8 @@ async fn conflict_last_update_wins() {
     assert_eq!(server["title"], a.title.as_str());
 }
 
+/// Guards against: a MergeFields that picks one side wholesale; edits to different fields
+/// are both kept, the same field is settled by its tie-break.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflict_merge_fields_keeps_both_sides() {
     let (a, b, server) = two_clients_conflict(ConflictStrategy::MergeFields).await;
@@ -565,6 +571,8 @@ impl offline_sync_kit::ConflictResolver for UpperTitle {
     }
 }
 
+/// Guards against: a Custom strategy that is never consulted; the resolver's answer is
+/// what both clients and the server end with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflict_custom_resolver() {
     let (a, b, server) =
@@ -856,7 +864,8 @@ async fn offline_to_online_triggers_sync() {
     b.shutdown().await.unwrap();
 }
 
-/// `shutdown` leaves nothing running and later calls are refused.
+/// Guards against: background work outliving the manager; `shutdown` leaves nothing running
+/// and later calls are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_everything() {
     let server = Server::start().await;
@@ -876,7 +885,8 @@ async fn shutdown_stops_everything() {
     assert!(matches!(sync.sync_all().await, Err(Error::Shutdown)));
 }
 
-/// The seed's remote calls: a page straight from the server, a pull into the
+/// Guards against: remote calls of the replaced package missing here. The seed's remote calls:
+/// a page straight from the server, a pull into the
 /// store, a pull of one record, and a per-call request override.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_reads_fetch_items_pull_by_id_and_request_override() {
