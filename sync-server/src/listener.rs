@@ -63,7 +63,7 @@ impl Listener {
         let mut ready = Some(ready);
         let mut backoff = Duration::from_millis(100);
         while !self.cancel.is_cancelled() {
-            let connected = postgres::listen(&self.url, &self.target.channel)
+            let connected = postgres::listen(&self.url, &self.target)
                 .and_then(|mut conn| self.start(&mut conn).map(|()| conn));
             match connected {
                 Ok(mut conn) => {
@@ -93,10 +93,16 @@ impl Listener {
     }
 
     /// After `LISTEN`: take the baseline version, or replay what was missed while disconnected.
+    ///
+    /// Both start with [`postgres::fence_writers`]: writers send no NOTIFY while no other
+    /// instance listens, and the fence waits out every writer that may have decided so before
+    /// this session listened, so their changes are at or below the baseline, or in the table
+    /// for the catch-up.
     fn start(&mut self, conn: &mut PgConnection) -> Result<()> {
+        let fenced = postgres::fence_writers(conn)?;
         match self.last_version {
             None => {
-                self.last_version = Some(postgres::current_version(conn)?);
+                self.last_version = Some(fenced);
             }
             Some(mut since) => loop {
                 let rows = postgres::changed_since(conn, since, CATCH_UP_PAGE)?;

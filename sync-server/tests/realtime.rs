@@ -308,3 +308,124 @@ async fn postgres_listener_reconnects_without_losing_events() {
     one.shutdown().await.unwrap();
     two.shutdown().await.unwrap();
 }
+
+/// Notifications on the instances' channel that arrive on `conn` within `wait`.
+fn notifications(conn: &mut diesel::PgConnection, wait: Duration) -> usize {
+    let until = std::time::Instant::now() + wait;
+    let mut count = 0;
+    while std::time::Instant::now() < until {
+        for notification in conn.notifications_iter() {
+            notification.unwrap();
+            count += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    count
+}
+
+/// A lone instance sends no NOTIFY (nobody could hear it), and an instance that starts while
+/// another one is writing gets every change committed after its subscriber subscribed: the
+/// writer decides per transaction, not from a cached view of who listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_notifies_only_while_another_instance_listens() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let Some(db) = TestDb::postgres("postgres_notifies_only_while_another_instance_listens") else {
+        return;
+    };
+    let one = db.start().await;
+    // A plain session listening on the channel; it is not an instance's listening session, so
+    // writers do not count it, but it hears whatever they send.
+    let schema = db.url.rsplit("search_path%3D").next().unwrap().to_owned();
+    let mut spy = diesel::PgConnection::establish(&db.url).unwrap();
+    spy.batch_execute(&format!("LISTEN \"sync_events_{schema}\""))
+        .unwrap();
+
+    let alice_one = Client::new(&one, ALICE.1);
+    alice_one.create("todos", &json!({"id": "alone"})).await;
+    alice_one
+        .push(json!([{"collection": "todos", "op": "create", "id": "alone2", "data": {}}]))
+        .await;
+    assert_eq!(
+        notifications(&mut spy, QUIET),
+        0,
+        "a lone instance sent a NOTIFY"
+    );
+
+    // A writer keeps writing through instance one while instance two starts.
+    let written = Arc::new(AtomicUsize::new(0));
+    let subscribed_at = Arc::new(AtomicUsize::new(usize::MAX));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let client = Client::new(&one, ALICE.1);
+        let (written, subscribed_at, stop) = (written.clone(), subscribed_at.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) || n <= subscribed_at.load(Ordering::SeqCst) + 20 {
+                let reply = client
+                    .create("todos", &json!({"id": format!("w{n}")}))
+                    .await;
+                assert_eq!(reply.status, StatusCode::CREATED);
+                n += 1;
+                written.store(n, Ordering::SeqCst);
+            }
+            n
+        })
+    };
+    while written.load(Ordering::SeqCst) < 5 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let two = db.start().await;
+    let mut ws = ws_connect(&two, Some(ALICE.1)).await;
+    ws_subscribe(&mut ws, "todos", json!({})).await;
+    // Writes up to `written` are done; the next one may be in flight and have committed
+    // before the subscription. Every write after it starts (so commits) after it.
+    let first = written.load(Ordering::SeqCst) + 1;
+    subscribed_at.store(first, Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    let last = writer.await.unwrap();
+
+    let mut seen = std::collections::HashSet::new();
+    while let Some(event) = ws_next(&mut ws, Duration::from_secs(5)).await {
+        seen.insert(event["id"].as_str().unwrap().to_owned());
+        if (first..last).all(|n| seen.contains(&format!("w{n}"))) {
+            break;
+        }
+    }
+    let missing: Vec<usize> = (first..last)
+        .filter(|n| !seen.contains(&format!("w{n}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "instance two missed writes {missing:?} of w{first}..w{last}"
+    );
+    assert!(
+        notifications(&mut spy, QUIET) > 0,
+        "no NOTIFY once another instance listens"
+    );
+
+    // Once instance two is gone, instance one stops notifying again.
+    two.shutdown().await.unwrap();
+    drop(ws);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        notifications(&mut spy, Duration::ZERO);
+        alice_one
+            .create(
+                "todos",
+                &json!({"id": format!("late{}", uuid::Uuid::new_v4().simple())}),
+            )
+            .await;
+        if notifications(&mut spy, QUIET) == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "instance one kept notifying nobody"
+        );
+    }
+    one.shutdown().await.unwrap();
+}

@@ -13,6 +13,7 @@ pub(crate) mod schema;
 mod sqlite;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicI32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -695,6 +696,9 @@ pub(crate) struct NotifyTarget {
     pub(crate) channel: String,
     /// This instance's id, so it can skip its own notifications.
     pub(crate) instance: String,
+    /// The backend pid of this instance's listening session (0 while it has none). A writer
+    /// sends a NOTIFY only when some other instance's listening session exists.
+    pub(crate) listener_pid: Arc<AtomicI32>,
 }
 
 /// Handle to the database; cheap to clone.
@@ -743,6 +747,7 @@ impl Store {
                     let notify = NotifyTarget {
                         channel,
                         instance: uuid::Uuid::new_v4().simple().to_string(),
+                        listener_pid: Arc::new(AtomicI32::new(0)),
                     };
                     (Backend::Pg(pool), Some(notify))
                 }

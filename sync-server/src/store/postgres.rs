@@ -5,9 +5,10 @@ use diesel::connection::SimpleConnection;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::r2d2::ConnectionManager;
-use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
 use diesel::PgConnection;
 use diesel_migrations::MigrationHarness;
+use std::sync::atomic::Ordering;
 
 use super::{pool_builder, PgPool, MIGRATIONS};
 use crate::error::{Error, Result};
@@ -178,6 +179,12 @@ fn insert_keys(conn: &mut Conn, rows: Vec<IdemRow>) -> Result<()> {
 
 /// Queues the events as NOTIFY payloads of this transaction; Postgres delivers them only if
 /// and when it commits, in commit order.
+///
+/// Nothing is sent while no other instance listens on the channel (a single instance, the
+/// common deployment, has nobody to tell). The check runs under the version lock, and a
+/// listening session takes that lock once after its `LISTEN` ([`fence_writers`]), so a writer
+/// that saw no listener has committed before the newcomer's fence returns: the newcomer
+/// covers such writes by its baseline version (at start) or its catch-up (after a reconnect).
 fn before_commit(
     conn: &mut Conn,
     events: &[RawEvent],
@@ -186,6 +193,9 @@ fn before_commit(
     let Some(target) = notify else {
         return Ok(());
     };
+    if events.is_empty() || !other_listeners(conn, target)? {
+        return Ok(());
+    }
     let payloads = NotifyPayload::pack(&target.instance, events);
     if payloads.is_empty() {
         return Ok(());
@@ -200,19 +210,68 @@ fn before_commit(
     Ok(())
 }
 
+#[derive(QueryableByName)]
+struct Listening {
+    #[diesel(sql_type = Bool)]
+    others: bool,
+}
+
+/// Whether a listening session of another instance of this channel exists.
+fn other_listeners(conn: &mut Conn, target: &NotifyTarget) -> Result<bool> {
+    let own = target.listener_pid.load(Ordering::Acquire);
+    let found: Listening = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                        WHERE application_name = $1 AND pid <> $2) AS others",
+    )
+    .bind::<Text, _>(listener_app_name(&target.channel))
+    .bind::<Integer, _>(own)
+    .get_result(conn)?;
+    Ok(found.others)
+}
+
 /// Prefix of the `application_name` of listening sessions; the channel follows.
 pub(crate) const LISTENER_APP_PREFIX: &str = "sync-listener-";
 
-/// Opens the dedicated listening connection.
-pub(crate) fn listen(url: &str, channel: &str) -> Result<PgConnection> {
-    let mut conn = PgConnection::establish(url).map_err(Error::Connect)?;
-    // Named so operators (and tests) can find the listening session in pg_stat_activity.
+/// The `application_name` of the listening sessions of `channel` (every instance of one
+/// schema uses the same; Postgres keeps 63 bytes of it).
+fn listener_app_name(channel: &str) -> String {
     let mut app = format!("{LISTENER_APP_PREFIX}{channel}");
     app.truncate(63);
+    app
+}
+
+#[derive(QueryableByName)]
+struct BackendPid {
+    #[diesel(sql_type = Integer)]
+    pid: i32,
+}
+
+/// Opens the dedicated listening connection and records its backend pid in `target`.
+pub(crate) fn listen(url: &str, target: &NotifyTarget) -> Result<PgConnection> {
+    let mut conn = PgConnection::establish(url).map_err(Error::Connect)?;
+    // Named so that writers (and operators) can find listening sessions in pg_stat_activity.
     conn.batch_execute(&format!(
-        "SET application_name = '{app}'; LISTEN \"{channel}\""
+        "SET application_name = '{}'; LISTEN \"{}\"",
+        listener_app_name(&target.channel),
+        target.channel
     ))?;
+    let own: BackendPid =
+        diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result(&mut conn)?;
+    target.listener_pid.store(own.pid, Ordering::Release);
     Ok(conn)
+}
+
+/// Waits for the writers that hold or queue for the version lock and returns the version
+/// after them. Called by a listening session after its `LISTEN`: every writer that commits
+/// later checked for listeners after this session was visible, so it sends its NOTIFY.
+pub(crate) fn fence_writers(conn: &mut PgConnection) -> Result<i64> {
+    conn.transaction(|conn| {
+        Ok(seq::table
+            .filter(seq::id.eq(1))
+            .select(seq::last_version)
+            .for_update()
+            .first(conn)?)
+    })
 }
 
 /// The current value of the version sequence.
