@@ -1,6 +1,7 @@
-//! How idempotency results are stored (see the `lazy_idempotency_results` migration): replays
-//! stay byte for byte across schema upgrades and downgrades, across server instances writing
-//! the same database concurrently, and for keys and ids with unusual characters.
+//! How idempotency results are stored (see the `lazy_idempotency_results` and
+//! `idempotency_keys_on_records` migrations): replays stay byte for byte across schema upgrades
+//! and downgrades, across server instances writing the same database concurrently, and for keys
+//! and ids with unusual characters.
 
 #![allow(clippy::unwrap_used)]
 
@@ -27,6 +28,8 @@ on_both_backends!(
     writes_of_a_build_before_the_migration_are_fenced_off,
     two_instances_writing_one_database_keep_replays_exact,
     unusual_keys_and_ids_replay_exactly,
+    a_key_lives_on_its_record_until_the_record_changes,
+    keys_of_the_lazy_format_still_replay,
 );
 
 /// A direct connection to a test database, beside the server.
@@ -84,6 +87,15 @@ impl Raw {
         }
     }
 
+    /// Reverts the newest migration.
+    fn revert_last_migration(&mut self) {
+        match self {
+            Self::Sqlite(conn) => conn.revert_last_migration(MIGRATIONS).map(|_| ()),
+            Self::Pg(conn) => conn.revert_last_migration(MIGRATIONS).map(|_| ()),
+        }
+        .unwrap();
+    }
+
     /// Reverts the migrations after the first one, newest first.
     fn revert_to_first_migration(&mut self) {
         loop {
@@ -133,7 +145,19 @@ impl Raw {
     }
 
     fn lazy_keys(&mut self) -> usize {
-        let sql = "SELECT record_version FROM sync_idempotency WHERE record_version IS NOT NULL";
+        self.count_versions(
+            "SELECT record_version FROM sync_idempotency WHERE record_version IS NOT NULL",
+        )
+    }
+
+    /// Keys that live on their record row only.
+    fn held_keys(&mut self) -> usize {
+        self.count_versions(
+            "SELECT version AS record_version FROM sync_records WHERE idem_op IS NOT NULL",
+        )
+    }
+
+    fn count_versions(&mut self, sql: &str) -> usize {
         let rows: Vec<LazyKey> = match self {
             Self::Sqlite(conn) => diesel::sql_query(sql).load(conn),
             Self::Pg(conn) => diesel::sql_query(sql).load(conn),
@@ -212,7 +236,10 @@ async fn down_migration_keeps_every_replay(db: TestDb) {
     server.shutdown().await.unwrap();
 
     let mut raw = Raw::open(&db);
-    assert!(raw.lazy_keys() > 0, "the test needs lazily stored results");
+    assert!(
+        raw.held_keys() > 0,
+        "the test needs results rebuilt from records"
+    );
     raw.revert_to_first_migration();
     // What a build without the migration would answer: the full result of every key.
     let stored = raw.stored_results(ALICE.0);
@@ -452,9 +479,120 @@ async fn writes_of_a_build_before_the_migration_are_fenced_off(db: TestDb) {
     if db.is_postgres() {
         raw.execute("ROLLBACK");
     }
+    // Nor can a build from before keys moved onto records, which locked `last_version`.
+    let lazy_write_lock = if db.is_postgres() {
+        "BEGIN; SELECT last_version FROM sync_sequence WHERE id = 1 FOR UPDATE; ROLLBACK;"
+    } else {
+        "BEGIN IMMEDIATE; SELECT last_version FROM sync_sequence WHERE id = 1; ROLLBACK;"
+    };
+    assert!(!raw.try_execute(lazy_write_lock));
+    if db.is_postgres() {
+        raw.execute("ROLLBACK");
+    }
     // Reads of such a build keep working.
     assert!(raw.try_execute(
         "SELECT owner, collection, id, data, version, updated_at, deleted FROM sync_records"
     ));
+    server.shutdown().await.unwrap();
+}
+
+/// A keyed write stores no idempotency row: the key stays on the record row it wrote. When a
+/// later write changes that row, the key gets its own row with the full first result, in the
+/// same transaction; replays before and after answer the same bytes, and within one batch a key
+/// whose record the batch changes again is stored in full at once.
+async fn a_key_lives_on_its_record_until_the_record_changes(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let create = json!([{"idempotency_key": "c", "collection": "todos", "op": "create",
+                         "id": "a", "data": {"n": 1}}]);
+    let first = push_bytes(&alice, create.clone()).await;
+    let mut raw = Raw::open(&db);
+    assert!(raw.stored_results(ALICE.0).is_empty());
+    assert_eq!(raw.held_keys(), 1);
+    assert_eq!(push_bytes(&alice, create.clone()).await, first);
+
+    // An unkeyed update changes the row: the key moves to its own row, in full.
+    alice
+        .push(json!([{"collection": "todos", "op": "update", "id": "a", "data": {"n": 2}}]))
+        .await;
+    let stored = raw.stored_results(ALICE.0);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].result, only_result(&first));
+    assert_eq!(raw.held_keys(), 0);
+    assert_eq!(push_bytes(&alice, create).await, first);
+
+    // One batch: a keyed create, then a keyed update of the same record.
+    let batch = json!([
+        {"idempotency_key": "b1", "collection": "todos", "op": "create", "id": "b", "data": {}},
+        {"idempotency_key": "b2", "collection": "todos", "op": "update", "id": "b",
+         "data": {"m": 1}},
+    ]);
+    let first_batch = push_bytes(&alice, batch.clone()).await;
+    let keys: Vec<String> = raw
+        .stored_results(ALICE.0)
+        .into_iter()
+        .map(|k| k.idem_key)
+        .collect();
+    assert_eq!(keys, ["b1", "c"]);
+    assert_eq!(raw.held_keys(), 1);
+    assert_eq!(push_bytes(&alice, batch).await, first_batch);
+    // Another user's key of the same name is a key of its own.
+    let bob = Client::new(&server, BOB.1);
+    let bob_reply = bob
+        .push(
+            json!([{"idempotency_key": "c", "collection": "todos", "op": "create",
+                      "id": "a", "data": {"bob": true}}]),
+        )
+        .await;
+    assert_eq!(bob_reply.body["results"][0]["status"], "applied");
+    assert_eq!(bob_reply.body["results"][0]["record"]["bob"], true);
+    server.shutdown().await.unwrap();
+}
+
+/// Keys written while results were lazy rows of `sync_idempotency` (the migration before keys
+/// moved onto records, re-created here by its down migration) replay exactly, and are stored in
+/// full when their record changes.
+async fn keys_of_the_lazy_format_still_replay(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let ops = [
+        json!([{"idempotency_key": "l1", "collection": "todos", "op": "create", "id": "x",
+                "data": {"n": 1}}]),
+        json!([{"idempotency_key": "l2", "collection": "todos", "op": "create", "id": "y",
+                "data": {"n": 1}}]),
+    ];
+    let mut first = Vec::new();
+    for op in &ops {
+        first.push(push_bytes(&alice, op.clone()).await);
+    }
+    server.shutdown().await.unwrap();
+    let mut raw = Raw::open(&db);
+    raw.revert_last_migration();
+    assert_eq!(raw.lazy_keys(), 2);
+    drop(raw);
+
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let mut raw = Raw::open(&db);
+    assert_eq!(raw.held_keys(), 0, "lazy rows are not converted");
+    for (op, bytes) in ops.iter().zip(&first) {
+        assert_eq!(push_bytes(&alice, op.clone()).await, *bytes);
+    }
+    // Changing x stores l1 in full (an update of its lazy row); y's key stays lazy.
+    alice
+        .push(
+            json!([{"idempotency_key": "u", "collection": "todos", "op": "update", "id": "x",
+                      "data": {"n": 2}}]),
+        )
+        .await;
+    assert_eq!(raw.lazy_keys(), 1);
+    assert_eq!(raw.held_keys(), 1);
+    let stored = raw.stored_results(ALICE.0);
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].result, only_result(&first[0]));
+    for (op, bytes) in ops.iter().zip(&first) {
+        assert_eq!(push_bytes(&alice, op.clone()).await, *bytes);
+    }
+    assert_eq!(alice.pull_all("todos", "", 10).await.len(), 2);
     server.shutdown().await.unwrap();
 }

@@ -463,7 +463,7 @@ impl WriteLock {
         if db.is_postgres() {
             let mut conn = PgConnection::establish(&db.url).unwrap();
             conn.batch_execute(
-                "BEGIN; SELECT last_version FROM sync_sequence WHERE id = 1 FOR UPDATE;",
+                "BEGIN; SELECT head_version FROM sync_sequence WHERE id = 1 FOR UPDATE;",
             )
             .unwrap();
             Self::Pg(conn)

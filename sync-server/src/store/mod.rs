@@ -81,6 +81,27 @@ pub(crate) struct RecordRow {
     /// The idempotency key of the op that wrote this version, whose result is rebuilt from
     /// this row until it changes (see [`IdemRow::record_version`]).
     pub(crate) idem_key: Option<String>,
+    /// The kind of that op ([`OpKind::as_str`]). Set when the key lives on this row only;
+    /// `None` on rows written before keys moved onto records, whose keys have a
+    /// `sync_idempotency` row of their own.
+    pub(crate) idem_op: Option<String>,
+}
+
+impl RecordRow {
+    /// The idempotency key this row holds (without a `sync_idempotency` row of its own), as
+    /// such a row would read, with its result to be rebuilt from this row.
+    fn held_key(&self) -> Option<IdemRow> {
+        Some(IdemRow {
+            owner: self.owner.clone(),
+            idem_key: self.idem_key.clone()?,
+            collection: self.collection.clone(),
+            op: self.idem_op.clone()?,
+            record_id: self.id.clone(),
+            result: String::new(),
+            created_at: self.updated_at.clone(),
+            record_version: Some(self.version),
+        })
+    }
 }
 
 impl RecordRow {
@@ -347,11 +368,13 @@ pub(crate) struct WriteOutcome {
 /// A stored idempotency key whose result must now be stored in full, because the record row
 /// it was rebuilt from is about to change.
 #[derive(Debug)]
-struct Materialized {
-    key: String,
-    /// The version the key's `record_version` names (the UPDATE matches only that).
-    version: i64,
-    result: String,
+pub(crate) struct Materialized {
+    /// The key's row with its full result: inserted when the key lived on the record row only.
+    pub(crate) row: IdemRow,
+    /// The version the result was rebuilt from: a `sync_idempotency` row of the key that
+    /// names it in `record_version` is updated instead (keys stored before they moved onto
+    /// records).
+    pub(crate) version: i64,
 }
 
 /// What a planned batch writes.
@@ -370,7 +393,7 @@ struct Plan {
 /// An idempotency key known to the planner.
 struct KeyEntry {
     row: IdemRow,
-    /// Made by this batch (inserted at the end) rather than loaded.
+    /// Made by this batch rather than loaded.
     new: bool,
 }
 
@@ -521,18 +544,13 @@ impl Planner {
         let superseded = match current {
             Some(
                 cur @ RecordRow {
-                    idem_key: Some(key),
-                    ..
+                    idem_key: Some(_), ..
                 },
-            ) => Some((
-                key.clone(),
-                cur.version,
-                RawResult::applied(cur)?.to_json_string()?,
-            )),
+            ) => Some((cur.clone(), RawResult::applied(cur)?.to_json_string()?)),
             _ => None,
         };
-        if let Some((key, version, result)) = superseded {
-            self.materialize(key, version, result);
+        if let Some((cur, result)) = superseded {
+            self.materialize(&cur, result);
         }
 
         self.version += 1;
@@ -545,6 +563,7 @@ impl Planner {
             updated_at: self.now.clone(),
             deleted,
             idem_key: op.key.clone(),
+            idem_op: op.key.as_ref().map(|_| op.kind.as_str().to_owned()),
         };
         let result = RawResult::applied(&row)?;
         if self.want_events {
@@ -584,31 +603,43 @@ impl Planner {
         Ok(result)
     }
 
-    /// Stores `result` as the full result of `key`, which is rebuilt from its record at
-    /// `version` until now.
-    fn materialize(&mut self, key: String, version: i64, result: String) {
-        match self.keys.get_mut(&key) {
+    /// Stores `result` as the full result of the key `cur` holds, which was rebuilt from
+    /// `cur` until now.
+    fn materialize(&mut self, cur: &RecordRow, result: String) {
+        let Some(key) = cur.idem_key.clone() else {
+            return;
+        };
+        let row = match self.keys.get_mut(&key) {
             Some(entry) => {
-                if entry.row.record_version != Some(version) {
+                if entry.row.record_version != Some(cur.version) {
                     return;
                 }
                 entry.row.record_version = None;
-                entry.row.result = result.clone();
-                if !entry.new {
-                    self.materialized.push(Materialized {
-                        key,
-                        version,
-                        result,
-                    });
+                entry.row.result = result;
+                if entry.new {
+                    // Inserted with the batch's keys, now with its full result.
+                    return;
                 }
+                entry.row.clone()
             }
             // A key of an earlier batch that this one does not mention.
-            None => self.materialized.push(Materialized {
-                key,
-                version,
+            None => IdemRow {
+                owner: cur.owner.clone(),
+                idem_key: key,
+                collection: cur.collection.clone(),
+                // Rows from before keys moved onto records name no op; their keys have a
+                // `sync_idempotency` row, which the writer updates (it names the op).
+                op: cur.idem_op.clone().unwrap_or_default(),
+                record_id: cur.id.clone(),
                 result,
-            }),
-        }
+                created_at: cur.updated_at.clone(),
+                record_version: None,
+            },
+        };
+        self.materialized.push(Materialized {
+            row,
+            version: cur.version,
+        });
     }
 
     fn finish(mut self) -> Plan {
@@ -617,10 +648,13 @@ impl Planner {
             .iter()
             .filter_map(|slot| self.records.remove(slot))
             .collect();
+        // A new key whose record row still holds it needs no row of its own; one whose row
+        // this batch changed again is stored with its full result.
         let new_keys = self
             .new_keys
             .iter()
             .filter_map(|key| self.keys.remove(key).map(|entry| entry.row))
+            .filter(|row| row.record_version.is_none())
             .collect();
         Plan {
             rows,

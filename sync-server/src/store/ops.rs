@@ -3,7 +3,8 @@
 // This file is `include!`d by `sqlite.rs` and `postgres.rs`, so the same code is compiled
 // against each concrete connection type (Diesel's generic bounds across backends would drown
 // the logic). The including module defines `Conn`, `Db`, `write_transaction`, `field_equals`
-// `insert_records`, `insert_keys` and `before_commit`.
+// `load_records`, `load_keys`, `load_held_keys`, `insert_records`, `insert_keys` and
+// `before_commit`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -77,6 +78,14 @@ pub(super) fn write(
         let mut stored = Vec::new();
         for chunk in keys.chunks(IDS_PER_SELECT) {
             stored.extend(load_keys(conn, owner, chunk)?);
+            // Keys that live on the record row their op wrote.
+            let in_table: HashSet<&str> = stored.iter().map(|k| k.idem_key.as_str()).collect();
+            let held: Vec<IdemRow> = load_held_keys(conn, owner, chunk)?
+                .iter()
+                .filter_map(RecordRow::held_key)
+                .filter(|key| !in_table.contains(key.idem_key.as_str()))
+                .collect();
+            stored.extend(held);
         }
         // The ops' records, and those that stored keys rebuild their results from (a replayed
         // create without id names a record the op does not).
@@ -131,22 +140,29 @@ pub(super) fn write(
         }
         insert_records(conn, plan.rows)?;
         insert_keys(conn, plan.new_keys)?;
-        for done in &plan.materialized {
-            diesel::update(
+        for done in plan.materialized {
+            // A key stored before keys moved onto records has a row naming the version.
+            let updated = diesel::update(
                 idem::table
                     .filter(idem::owner.eq(owner))
-                    .filter(idem::idem_key.eq(&done.key))
+                    .filter(idem::idem_key.eq(&done.row.idem_key))
                     .filter(idem::record_version.eq(done.version)),
             )
             .set((
-                idem::result.eq(&done.result),
+                idem::result.eq(&done.row.result),
                 idem::record_version.eq(None::<i64>),
             ))
             .execute(conn)?;
+            if updated == 0 {
+                diesel::insert_into(idem::table)
+                    .values(done.row)
+                    .on_conflict_do_nothing()
+                    .execute(conn)?;
+            }
         }
         if plan.last_version != current_version {
             diesel::update(seq::table.filter(seq::id.eq(1)))
-                .set(seq::last_version.eq(plan.last_version))
+                .set(seq::head_version.eq(plan.last_version))
                 .execute(conn)?;
         }
         before_commit(conn, &plan.events, notify)?;

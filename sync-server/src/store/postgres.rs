@@ -70,7 +70,7 @@ fn write_transaction<T>(conn: &mut Conn, f: impl FnOnce(&mut Conn, i64) -> Resul
     conn.transaction(|conn| {
         let current: i64 = seq::table
             .filter(seq::id.eq(1))
-            .select(seq::last_version)
+            .select(seq::head_version)
             .for_update()
             .first(conn)?;
         f(conn, current)
@@ -98,7 +98,7 @@ fn load_records(
 ) -> Result<Vec<RecordRow>> {
     Ok(diesel::sql_query(
         "SELECT r.owner, r.collection, r.id, r.data, r.version, r.updated_at, r.deleted, \
-                r.idem_key \
+                r.idem_key, r.idem_op \
          FROM unnest($3::text[]) AS k(id) CROSS JOIN LATERAL ( \
              SELECT * FROM sync_records s \
              WHERE s.owner = $1 AND s.collection = $2 AND s.id = k.id LIMIT 1) r",
@@ -123,6 +123,20 @@ fn load_keys(conn: &mut Conn, owner: &str, keys: &[&str]) -> Result<Vec<IdemRow>
     .load(conn)?)
 }
 
+/// The record rows of `owner` that hold one of `keys` (one probe of the key index each).
+fn load_held_keys(conn: &mut Conn, owner: &str, keys: &[&str]) -> Result<Vec<RecordRow>> {
+    Ok(diesel::sql_query(
+        "SELECT r.owner, r.collection, r.id, r.data, r.version, r.updated_at, r.deleted, \
+                r.idem_key, r.idem_op \
+         FROM unnest($2::text[]) AS k(idem_key) CROSS JOIN LATERAL ( \
+             SELECT * FROM sync_records s \
+             WHERE s.owner = $1 AND s.idem_key = k.idem_key LIMIT 1) r",
+    )
+    .bind::<Text, _>(owner)
+    .bind::<Array<Text>, _>(keys)
+    .load(conn)?)
+}
+
 /// Inserts `rows` with one statement that unnests a column array per column: a multi-row
 /// VALUES list would carry a bind parameter per value, which Postgres parses and plans anew for
 /// every batch.
@@ -133,9 +147,9 @@ fn insert_records(conn: &mut Conn, rows: Vec<RecordRow>) -> Result<()> {
     let column = |f: fn(&RecordRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
     diesel::sql_query(
         "INSERT INTO sync_records \
-             (owner, collection, id, data, version, updated_at, deleted, idem_key) \
+             (owner, collection, id, data, version, updated_at, deleted, idem_key, idem_op) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
-             $6::text[], $7::boolean[], $8::text[])",
+             $6::text[], $7::boolean[], $8::text[], $9::text[])",
     )
     .bind::<Array<Text>, _>(column(|r| &r.owner))
     .bind::<Array<Text>, _>(column(|r| &r.collection))
@@ -147,6 +161,11 @@ fn insert_records(conn: &mut Conn, rows: Vec<RecordRow>) -> Result<()> {
     .bind::<Array<Nullable<Text>>, _>(
         rows.iter()
             .map(|r| r.idem_key.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Text>>, _>(
+        rows.iter()
+            .map(|r| r.idem_op.as_deref())
             .collect::<Vec<_>>(),
     )
     .execute(conn)?;
@@ -268,7 +287,7 @@ pub(crate) fn fence_writers(conn: &mut PgConnection) -> Result<i64> {
     conn.transaction(|conn| {
         Ok(seq::table
             .filter(seq::id.eq(1))
-            .select(seq::last_version)
+            .select(seq::head_version)
             .for_update()
             .first(conn)?)
     })
@@ -278,7 +297,7 @@ pub(crate) fn fence_writers(conn: &mut PgConnection) -> Result<i64> {
 pub(crate) fn current_version(conn: &mut PgConnection) -> Result<i64> {
     Ok(seq::table
         .filter(seq::id.eq(1))
-        .select(seq::last_version)
+        .select(seq::head_version)
         .first(conn)?)
 }
 

@@ -10,6 +10,7 @@ diesel::table! {
         updated_at -> Text,
         deleted -> Bool,
         idem_key -> Nullable<Text>,
+        idem_op -> Nullable<Text>,
     }
 }
 
@@ -29,6 +30,6 @@ diesel::table! {
 diesel::table! {
     sync_sequence (id) {
         id -> Integer,
-        last_version -> BigInt,
+        head_version -> BigInt,
     }
 }

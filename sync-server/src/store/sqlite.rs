@@ -57,7 +57,7 @@ fn write_transaction<T>(conn: &mut Conn, f: impl FnOnce(&mut Conn, i64) -> Resul
     conn.immediate_transaction(|conn| {
         let current: i64 = seq::table
             .filter(seq::id.eq(1))
-            .select(seq::last_version)
+            .select(seq::head_version)
             .first(conn)?;
         f(conn, current)
     })
@@ -89,7 +89,7 @@ fn load_records(
 ) -> Result<Vec<RecordRow>> {
     let ids = serde_json::to_string(ids).map_err(|err| Error::Corrupt(err.to_string()))?;
     Ok(diesel::sql_query(
-        "SELECT owner, collection, id, data, version, updated_at, deleted, idem_key \
+        "SELECT owner, collection, id, data, version, updated_at, deleted, idem_key, idem_op \
          FROM sync_records WHERE owner = ? AND collection = ? \
          AND id IN (SELECT value FROM json_each(?))",
     )
@@ -105,6 +105,19 @@ fn load_keys(conn: &mut Conn, owner: &str, keys: &[&str]) -> Result<Vec<IdemRow>
     Ok(diesel::sql_query(
         "SELECT owner, idem_key, collection, op, record_id, result, created_at, record_version \
          FROM sync_idempotency WHERE owner = ? \
+         AND idem_key IN (SELECT value FROM json_each(?))",
+    )
+    .bind::<Text, _>(owner)
+    .bind::<Text, _>(keys)
+    .load(conn)?)
+}
+
+/// The record rows of `owner` that hold one of `keys` (passed like the ids above).
+fn load_held_keys(conn: &mut Conn, owner: &str, keys: &[&str]) -> Result<Vec<RecordRow>> {
+    let keys = serde_json::to_string(keys).map_err(|err| Error::Corrupt(err.to_string()))?;
+    Ok(diesel::sql_query(
+        "SELECT owner, collection, id, data, version, updated_at, deleted, idem_key, idem_op \
+         FROM sync_records WHERE owner = ? \
          AND idem_key IN (SELECT value FROM json_each(?))",
     )
     .bind::<Text, _>(owner)
@@ -151,6 +164,7 @@ fn insert_records(conn: &mut Conn, rows: Vec<RecordRow>) -> Result<()> {
                 rec::updated_at.eq(row.updated_at),
                 rec::deleted.eq(row.deleted),
                 rec::idem_key.eq(row.idem_key),
+                rec::idem_op.eq(row.idem_op),
             )
         })
         .collect();
