@@ -19,6 +19,7 @@ on_both_backends!(
     stale_if_match_is_409_with_current_record,
     users_cannot_see_or_touch_each_others_records,
     push_returns_per_op_results_in_order,
+    a_batch_of_creates_meeting_existing_records_answers_each_op,
     restart_keeps_records_and_idempotency_keys,
     jwt_tokens_authenticate_by_sub,
 );
@@ -648,5 +649,69 @@ async fn jwt_tokens_authenticate_by_sub(db: TestDb) {
         forged.get("/todos/j1").await.status,
         StatusCode::UNAUTHORIZED
     );
+    server.shutdown().await.unwrap();
+}
+
+/// A batch of nothing but creates is first tried without reading its records. When one of them
+/// exists (live or a tombstone), or an id comes twice, the batch must still answer every op as
+/// if the records had been read: conflicts for the taken ids, a re-create over the tombstone,
+/// consecutive versions for what applied, and nothing else written.
+async fn a_batch_of_creates_meeting_existing_records_answers_each_op(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let create = |id: &str, key: Option<&str>| {
+        let mut op = json!({"collection": "todos", "op": "create", "id": id, "data": {"id": id}});
+        if let Some(key) = key {
+            op["idempotency_key"] = json!(key);
+        }
+        op
+    };
+    let setup = alice
+        .push(json!([create("live", None), create("gone", None),
+                     {"collection": "todos", "op": "delete", "id": "gone"}]))
+        .await;
+    let before = setup.body["results"][2]["version"].as_i64().unwrap();
+
+    let reply = alice
+        .push(json!([
+            create("n1", Some("k1")),
+            create("live", Some("k2")),
+            create("gone", Some("k3")),
+            create("n2", None),
+            create("n2", Some("k5")),
+        ]))
+        .await;
+    let results = reply.body["results"].as_array().unwrap();
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["applied", "conflict", "applied", "applied", "conflict"]
+    );
+    let versions: Vec<i64> = [0, 2, 3]
+        .iter()
+        .map(|&n| results[n]["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, [before + 1, before + 2, before + 3]);
+    assert_eq!(results[1]["record"]["id"], "live");
+
+    let pulled = alice.pull_all("todos", "", 100).await;
+    let mut ids: Vec<&str> = pulled.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["gone", "live", "n1", "n2"]);
+    assert!(pulled.iter().all(|r| r["deleted"].as_bool() != Some(true)));
+    // The refused ops stored no key: the same keys apply to new ops.
+    let retry = alice
+        .push(json!([create("n3", Some("k2")), create("n4", Some("k5"))]))
+        .await;
+    assert_eq!(retry.body["results"][0]["status"], "applied");
+    assert_eq!(retry.body["results"][1]["status"], "applied");
+    // A fresh batch of creates with keys replays exactly.
+    let batch = json!([create("f1", Some("f1")), create("f2", Some("f2"))]);
+    let first = push_bytes(&alice, batch.clone()).await;
+    assert_eq!(push_bytes(&alice, batch).await, first);
+    assert_eq!(alice.pull_all("todos", "", 100).await.len(), 8);
     server.shutdown().await.unwrap();
 }

@@ -378,7 +378,7 @@ pub(crate) struct Materialized {
 }
 
 /// What a planned batch writes.
-struct Plan {
+pub(crate) struct Plan {
     /// Rows to upsert.
     rows: Vec<RecordRow>,
     /// Keys to insert.

@@ -3,16 +3,17 @@
 // This file is `include!`d by `sqlite.rs` and `postgres.rs`, so the same code is compiled
 // against each concrete connection type (Diesel's generic bounds across backends would drown
 // the logic). The including module defines `Conn`, `Db`, `write_transaction`, `field_equals`
-// `load_records`, `load_keys`, `load_held_keys`, `insert_records`, `insert_keys` and
-// `before_commit`.
+// `load_records`, `load_keys`, `load_held_keys`, `insert_records`, `insert_new_records`,
+// `insert_keys`, `before_commit` and `FRESH_CREATES_FIRST`.
 
 use std::collections::{HashMap, HashSet};
 
 use super::schema::{sync_idempotency as idem, sync_records as rec, sync_sequence as seq};
 use super::{
-    ids_by_collection, Filter, IdemRow, NotifyTarget, Planner, PulledRow, RecordRow, WriteOp,
-    WriteOutcome,
+    ids_by_collection, Filter, IdemRow, NotifyTarget, Plan, Planner, PulledRow, RawResult,
+    RecordRow, WriteOp, WriteOutcome,
 };
+use crate::protocol::{OpKind, OpStatus};
 
 /// Ids per `IN (...)` list.
 const IDS_PER_SELECT: usize = 1000;
@@ -74,19 +75,18 @@ pub(super) fn write(
     notify: Option<&NotifyTarget>,
 ) -> Result<WriteOutcome> {
     write_transaction(conn, |conn, current_version| {
-        let keys: Vec<&str> = ops.iter().filter_map(|op| op.key.as_deref()).collect();
-        let mut stored = Vec::new();
-        for chunk in keys.chunks(IDS_PER_SELECT) {
-            stored.extend(load_keys(conn, owner, chunk)?);
-            // Keys that live on the record row their op wrote.
-            let in_table: HashSet<&str> = stored.iter().map(|k| k.idem_key.as_str()).collect();
-            let held: Vec<IdemRow> = load_held_keys(conn, owner, chunk)?
-                .iter()
-                .filter_map(RecordRow::held_key)
-                .filter(|key| !in_table.contains(key.idem_key.as_str()))
-                .collect();
-            stored.extend(held);
+        let stored = load_stored_keys(conn, owner, ops)?;
+        if FRESH_CREATES_FIRST
+            && stored.is_empty()
+            && ops.iter().all(|op| op.kind == OpKind::Create)
+        {
+            if let Some(outcome) =
+                write_fresh_creates(conn, owner, ops, current_version, want_events, notify)?
+            {
+                return Ok(outcome);
+            }
         }
+
         // The ops' records, and those that stored keys rebuild their results from (a replayed
         // create without id names a record the op does not).
         let slots = ops
@@ -114,7 +114,7 @@ pub(super) fn write(
             .iter()
             .map(|op| planner.apply(op))
             .collect::<Result<Vec<_>>>()?;
-        let plan = planner.finish();
+        let mut plan = planner.finish();
 
         // Replacing changed rows by delete + multi-row insert keeps a batch to a few statements
         // on both backends.
@@ -138,37 +138,98 @@ pub(super) fn write(
                 .execute(conn)?;
             }
         }
-        insert_records(conn, plan.rows)?;
-        insert_keys(conn, plan.new_keys)?;
-        for done in plan.materialized {
-            // A key stored before keys moved onto records has a row naming the version.
-            let updated = diesel::update(
-                idem::table
-                    .filter(idem::owner.eq(owner))
-                    .filter(idem::idem_key.eq(&done.row.idem_key))
-                    .filter(idem::record_version.eq(done.version)),
-            )
-            .set((
-                idem::result.eq(&done.row.result),
-                idem::record_version.eq(None::<i64>),
-            ))
-            .execute(conn)?;
-            if updated == 0 {
-                diesel::insert_into(idem::table)
-                    .values(done.row)
-                    .on_conflict_do_nothing()
-                    .execute(conn)?;
-            }
+        insert_records(conn, std::mem::take(&mut plan.rows))?;
+        finish_write(conn, owner, current_version, plan, results, notify)
+    })
+}
+
+/// The stored idempotency keys among the ops' keys: rows of `sync_idempotency`, and keys that
+/// live on the record row their op wrote.
+fn load_stored_keys(conn: &mut Conn, owner: &str, ops: &[WriteOp]) -> Result<Vec<IdemRow>> {
+    let keys: Vec<&str> = ops.iter().filter_map(|op| op.key.as_deref()).collect();
+    let mut stored = Vec::new();
+    for chunk in keys.chunks(IDS_PER_SELECT) {
+        stored.extend(load_keys(conn, owner, chunk)?);
+        let in_table: HashSet<&str> = stored.iter().map(|k| k.idem_key.as_str()).collect();
+        let held: Vec<IdemRow> = load_held_keys(conn, owner, chunk)?
+            .iter()
+            .filter_map(RecordRow::held_key)
+            .filter(|key| !in_table.contains(key.idem_key.as_str()))
+            .collect();
+        stored.extend(held);
+    }
+    Ok(stored)
+}
+
+/// A batch of creates with no stored key, the common push of new records: planned as if none
+/// of the records existed and inserted without reading them first. The insert skips rows that
+/// do exist (or tombstones); if it skipped any, or the plan did not apply every op (an id twice
+/// in the batch), everything since the savepoint is rolled back and `None` sends the batch the
+/// usual way, which reads the records and answers each op as it should.
+fn write_fresh_creates(
+    conn: &mut Conn,
+    owner: &str,
+    ops: &[WriteOp],
+    current_version: i64,
+    want_events: bool,
+    notify: Option<&NotifyTarget>,
+) -> Result<Option<WriteOutcome>> {
+    diesel::sql_query("SAVEPOINT fresh_creates").execute(conn)?;
+    let mut planner = Planner::new(owner, current_version, Vec::new(), Vec::new(), want_events);
+    let results = ops
+        .iter()
+        .map(|op| planner.apply(op))
+        .collect::<Result<Vec<_>>>()?;
+    if results.iter().all(|r| r.status == OpStatus::Applied) {
+        let mut plan = planner.finish();
+        let rows = std::mem::take(&mut plan.rows);
+        let count = rows.len();
+        if insert_new_records(conn, rows)? == count {
+            return finish_write(conn, owner, current_version, plan, results, notify).map(Some);
         }
-        if plan.last_version != current_version {
-            diesel::update(seq::table.filter(seq::id.eq(1)))
-                .set(seq::head_version.eq(plan.last_version))
+    }
+    diesel::sql_query("ROLLBACK TO SAVEPOINT fresh_creates").execute(conn)?;
+    Ok(None)
+}
+
+/// Writes what a planned batch adds besides its record rows, and queues its events.
+fn finish_write(
+    conn: &mut Conn,
+    owner: &str,
+    current_version: i64,
+    plan: Plan,
+    results: Vec<RawResult>,
+    notify: Option<&NotifyTarget>,
+) -> Result<WriteOutcome> {
+    insert_keys(conn, plan.new_keys)?;
+    for done in plan.materialized {
+        // A key stored before keys moved onto records has a row naming the version.
+        let updated = diesel::update(
+            idem::table
+                .filter(idem::owner.eq(owner))
+                .filter(idem::idem_key.eq(&done.row.idem_key))
+                .filter(idem::record_version.eq(done.version)),
+        )
+        .set((
+            idem::result.eq(&done.row.result),
+            idem::record_version.eq(None::<i64>),
+        ))
+        .execute(conn)?;
+        if updated == 0 {
+            diesel::insert_into(idem::table)
+                .values(done.row)
+                .on_conflict_do_nothing()
                 .execute(conn)?;
         }
-        before_commit(conn, &plan.events, notify)?;
-        Ok(WriteOutcome {
-            results,
-            events: plan.events,
-        })
+    }
+    if plan.last_version != current_version {
+        diesel::update(seq::table.filter(seq::id.eq(1)))
+            .set(seq::head_version.eq(plan.last_version))
+            .execute(conn)?;
+    }
+    before_commit(conn, &plan.events, notify)?;
+    Ok(WriteOutcome {
+        results,
+        events: plan.events,
     })
 }

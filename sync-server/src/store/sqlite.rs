@@ -151,25 +151,66 @@ macro_rules! insert_in_chunks {
     }};
 }
 
+/// The column assignments of one record row.
+#[allow(clippy::type_complexity)]
+fn record_values(
+    row: RecordRow,
+) -> (
+    diesel::dsl::Eq<rec::owner, String>,
+    diesel::dsl::Eq<rec::collection, String>,
+    diesel::dsl::Eq<rec::id, String>,
+    diesel::dsl::Eq<rec::data, String>,
+    diesel::dsl::Eq<rec::version, i64>,
+    diesel::dsl::Eq<rec::updated_at, String>,
+    diesel::dsl::Eq<rec::deleted, bool>,
+    diesel::dsl::Eq<rec::idem_key, Option<String>>,
+    diesel::dsl::Eq<rec::idem_op, Option<String>>,
+) {
+    (
+        rec::owner.eq(row.owner),
+        rec::collection.eq(row.collection),
+        rec::id.eq(row.id),
+        rec::data.eq(row.data),
+        rec::version.eq(row.version),
+        rec::updated_at.eq(row.updated_at),
+        rec::deleted.eq(row.deleted),
+        rec::idem_key.eq(row.idem_key),
+        rec::idem_op.eq(row.idem_op),
+    )
+}
+
 fn insert_records(conn: &mut Conn, rows: Vec<RecordRow>) -> Result<()> {
-    let values: Vec<_> = rows
-        .into_iter()
-        .map(|row| {
-            (
-                rec::owner.eq(row.owner),
-                rec::collection.eq(row.collection),
-                rec::id.eq(row.id),
-                rec::data.eq(row.data),
-                rec::version.eq(row.version),
-                rec::updated_at.eq(row.updated_at),
-                rec::deleted.eq(row.deleted),
-                rec::idem_key.eq(row.idem_key),
-                rec::idem_op.eq(row.idem_op),
-            )
-        })
-        .collect();
+    let values: Vec<_> = rows.into_iter().map(record_values).collect();
     insert_in_chunks!(conn, rec::table, values);
     Ok(())
+}
+
+/// Batches of new records skip reading them first (see `write_fresh_creates`).
+const FRESH_CREATES_FIRST: bool = true;
+
+/// Inserts `rows` in chunks like [`insert_records`], skipping any whose primary key (or
+/// idempotency key) is taken; returns how many went in.
+fn insert_new_records(conn: &mut Conn, rows: Vec<RecordRow>) -> Result<usize> {
+    let mut values: Vec<_> = rows.into_iter().map(record_values).collect();
+    let full = values.len() - values.len() % ROWS_PER_INSERT;
+    let rest = values.split_off(full);
+    let mut values = values.into_iter();
+    let mut inserted = 0;
+    while values.len() > 0 {
+        let chunk: Vec<_> = values.by_ref().take(ROWS_PER_INSERT).collect();
+        let chunk: [_; ROWS_PER_INSERT] = chunk
+            .try_into()
+            .map_err(|_| Error::Task("insert chunk has the wrong size".into()))?;
+        inserted += diesel::insert_or_ignore_into(rec::table)
+            .values(chunk)
+            .execute(conn)?;
+    }
+    for row in rest {
+        inserted += diesel::insert_or_ignore_into(rec::table)
+            .values(row)
+            .execute(conn)?;
+    }
+    Ok(inserted)
 }
 
 fn insert_keys(conn: &mut Conn, rows: Vec<IdemRow>) -> Result<()> {
