@@ -708,6 +708,9 @@ async fn a_batch_of_creates_meeting_existing_records_answers_each_op(db: TestDb)
         .await;
     assert_eq!(retry.body["results"][0]["status"], "applied");
     assert_eq!(retry.body["results"][1]["status"], "applied");
+    // A key held by a record, reused for a create of a new id, is refused as reused.
+    let reused = alice.push(json!([create("n9", Some("k1"))])).await;
+    assert_eq!(reused.body["results"][0]["code"], "idempotency_key_reused");
     // A fresh batch of creates with keys replays exactly.
     let batch = json!([create("f1", Some("f1")), create("f2", Some("f2"))]);
     let first = push_bytes(&alice, batch.clone()).await;

@@ -3,8 +3,8 @@
 // This file is `include!`d by `sqlite.rs` and `postgres.rs`, so the same code is compiled
 // against each concrete connection type (Diesel's generic bounds across backends would drown
 // the logic). The including module defines `Conn`, `Db`, `write_transaction`, `field_equals`
-// `load_records`, `load_keys`, `load_held_keys`, `insert_records`, `insert_new_records`,
-// `insert_keys`, `before_commit` and `FRESH_CREATES_FIRST`.
+// `load_records`, `load_keys`, `load_held_keys`, `insert_records`, `insert_keys` and
+// `before_commit`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -75,10 +75,8 @@ pub(super) fn write(
     notify: Option<&NotifyTarget>,
 ) -> Result<WriteOutcome> {
     write_transaction(conn, |conn, current_version| {
-        let stored = load_stored_keys(conn, owner, ops)?;
-        if FRESH_CREATES_FIRST
-            && stored.is_empty()
-            && ops.iter().all(|op| op.kind == OpKind::Create)
+        if ops.iter().all(|op| op.kind == OpKind::Create)
+            && load_table_keys(conn, owner, ops)?.is_empty()
         {
             if let Some(outcome) =
                 write_fresh_creates(conn, owner, ops, current_version, want_events, notify)?
@@ -86,6 +84,7 @@ pub(super) fn write(
                 return Ok(outcome);
             }
         }
+        let stored = load_stored_keys(conn, owner, ops)?;
 
         // The ops' records, and those that stored keys rebuild their results from (a replayed
         // create without id names a record the op does not).
@@ -143,6 +142,16 @@ pub(super) fn write(
     })
 }
 
+/// The rows of `sync_idempotency` among the ops' keys.
+fn load_table_keys(conn: &mut Conn, owner: &str, ops: &[WriteOp]) -> Result<Vec<IdemRow>> {
+    let keys: Vec<&str> = ops.iter().filter_map(|op| op.key.as_deref()).collect();
+    let mut stored = Vec::new();
+    for chunk in keys.chunks(IDS_PER_SELECT) {
+        stored.extend(load_keys(conn, owner, chunk)?);
+    }
+    Ok(stored)
+}
+
 /// The stored idempotency keys among the ops' keys: rows of `sync_idempotency`, and keys that
 /// live on the record row their op wrote.
 fn load_stored_keys(conn: &mut Conn, owner: &str, ops: &[WriteOp]) -> Result<Vec<IdemRow>> {
@@ -161,11 +170,13 @@ fn load_stored_keys(conn: &mut Conn, owner: &str, ops: &[WriteOp]) -> Result<Vec
     Ok(stored)
 }
 
-/// A batch of creates with no stored key, the common push of new records: planned as if none
-/// of the records existed and inserted without reading them first. The insert skips rows that
-/// do exist (or tombstones); if it skipped any, or the plan did not apply every op (an id twice
-/// in the batch), everything since the savepoint is rolled back and `None` sends the batch the
-/// usual way, which reads the records and answers each op as it should.
+/// A batch of creates none of whose keys has a `sync_idempotency` row, the common push of new
+/// records: planned as if none of the records existed and no key was held by a record, and
+/// inserted without reading either first, since the insert checks both unique indexes anyway
+/// (the primary key, and the key held by a record row). If a record does exist (or is a
+/// tombstone) or a key is held, the insert fails on that index and is rolled back to its
+/// savepoint; a plan that did not apply every op (an id twice) is not inserted. `None` then
+/// sends the batch the usual way, which reads records and keys and answers each op.
 fn write_fresh_creates(
     conn: &mut Conn,
     owner: &str,
@@ -174,22 +185,25 @@ fn write_fresh_creates(
     want_events: bool,
     notify: Option<&NotifyTarget>,
 ) -> Result<Option<WriteOutcome>> {
-    diesel::sql_query("SAVEPOINT fresh_creates").execute(conn)?;
     let mut planner = Planner::new(owner, current_version, Vec::new(), Vec::new(), want_events);
     let results = ops
         .iter()
         .map(|op| planner.apply(op))
         .collect::<Result<Vec<_>>>()?;
-    if results.iter().all(|r| r.status == OpStatus::Applied) {
-        let mut plan = planner.finish();
-        let rows = std::mem::take(&mut plan.rows);
-        let count = rows.len();
-        if insert_new_records(conn, rows)? == count {
-            return finish_write(conn, owner, current_version, plan, results, notify).map(Some);
-        }
+    if results.iter().any(|r| r.status != OpStatus::Applied) {
+        return Ok(None);
     }
-    diesel::sql_query("ROLLBACK TO SAVEPOINT fresh_creates").execute(conn)?;
-    Ok(None)
+    let mut plan = planner.finish();
+    let rows = std::mem::take(&mut plan.rows);
+    // A nested transaction is a savepoint.
+    match conn.transaction(|conn| insert_records(conn, rows)) {
+        Ok(()) => finish_write(conn, owner, current_version, plan, results, notify).map(Some),
+        Err(Error::Database(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        ))) => Ok(None),
+        Err(err) => Err(err),
+    }
 }
 
 /// Writes what a planned batch adds besides its record rows, and queues its events.

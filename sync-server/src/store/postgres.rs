@@ -172,44 +172,6 @@ fn insert_records(conn: &mut Conn, rows: Vec<RecordRow>) -> Result<()> {
     Ok(())
 }
 
-/// Batches of new records skip reading them first (see `write_fresh_creates`): the insert
-/// checks the primary key anyway, and reading 500 absent rows costs as much again.
-const FRESH_CREATES_FIRST: bool = true;
-
-/// Inserts `rows` like [`insert_records`], skipping any whose primary key (or idempotency key)
-/// is taken; returns how many went in.
-fn insert_new_records(conn: &mut Conn, rows: Vec<RecordRow>) -> Result<usize> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let column = |f: fn(&RecordRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
-    Ok(diesel::sql_query(
-        "INSERT INTO sync_records \
-             (owner, collection, id, data, version, updated_at, deleted, idem_key, idem_op) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
-             $6::text[], $7::boolean[], $8::text[], $9::text[]) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind::<Array<Text>, _>(column(|r| &r.owner))
-    .bind::<Array<Text>, _>(column(|r| &r.collection))
-    .bind::<Array<Text>, _>(column(|r| &r.id))
-    .bind::<Array<Text>, _>(column(|r| &r.data))
-    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.version).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(column(|r| &r.updated_at))
-    .bind::<Array<Bool>, _>(rows.iter().map(|r| r.deleted).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(
-        rows.iter()
-            .map(|r| r.idem_key.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Nullable<Text>>, _>(
-        rows.iter()
-            .map(|r| r.idem_op.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .execute(conn)?)
-}
-
 /// Inserts idempotency rows like [`insert_records`].
 fn insert_keys(conn: &mut Conn, rows: Vec<IdemRow>) -> Result<()> {
     if rows.is_empty() {

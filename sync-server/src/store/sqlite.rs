@@ -185,34 +185,6 @@ fn insert_records(conn: &mut Conn, rows: Vec<RecordRow>) -> Result<()> {
     Ok(())
 }
 
-/// Batches of new records skip reading them first (see `write_fresh_creates`).
-const FRESH_CREATES_FIRST: bool = true;
-
-/// Inserts `rows` in chunks like [`insert_records`], skipping any whose primary key (or
-/// idempotency key) is taken; returns how many went in.
-fn insert_new_records(conn: &mut Conn, rows: Vec<RecordRow>) -> Result<usize> {
-    let mut values: Vec<_> = rows.into_iter().map(record_values).collect();
-    let full = values.len() - values.len() % ROWS_PER_INSERT;
-    let rest = values.split_off(full);
-    let mut values = values.into_iter();
-    let mut inserted = 0;
-    while values.len() > 0 {
-        let chunk: Vec<_> = values.by_ref().take(ROWS_PER_INSERT).collect();
-        let chunk: [_; ROWS_PER_INSERT] = chunk
-            .try_into()
-            .map_err(|_| Error::Task("insert chunk has the wrong size".into()))?;
-        inserted += diesel::insert_or_ignore_into(rec::table)
-            .values(chunk)
-            .execute(conn)?;
-    }
-    for row in rest {
-        inserted += diesel::insert_or_ignore_into(rec::table)
-            .values(row)
-            .execute(conn)?;
-    }
-    Ok(inserted)
-}
-
 fn insert_keys(conn: &mut Conn, rows: Vec<IdemRow>) -> Result<()> {
     let values: Vec<_> = rows
         .into_iter()
