@@ -30,6 +30,7 @@ on_both_backends!(
     unusual_keys_and_ids_replay_exactly,
     a_key_lives_on_its_record_until_the_record_changes,
     keys_of_the_lazy_format_still_replay,
+    a_record_naming_a_lost_key_is_not_changed,
 );
 
 /// A direct connection to a test database, beside the server.
@@ -594,5 +595,41 @@ async fn keys_of_the_lazy_format_still_replay(db: TestDb) {
         assert_eq!(push_bytes(&alice, op.clone()).await, *bytes);
     }
     assert_eq!(alice.pull_all("todos", "", 10).await.len(), 2);
+    server.shutdown().await.unwrap();
+}
+
+/// A damaged database: a record written in the lazy format names its key, but the key's row is
+/// gone. Changing the record would lose the key's first result for good, so the write fails
+/// (500, nothing applied, the cause in the log) while other records stay writable.
+async fn a_record_naming_a_lost_key_is_not_changed(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    alice
+        .push(
+            json!([{"idempotency_key": "lost", "collection": "todos", "op": "create",
+                      "id": "x", "data": {"n": 1}}]),
+        )
+        .await;
+    server.shutdown().await.unwrap();
+    let mut raw = Raw::open(&db);
+    raw.revert_last_migration();
+    raw.execute("DELETE FROM sync_idempotency WHERE idem_key = 'lost'");
+    drop(raw);
+
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let refused = alice
+        .request(Method::POST, "/sync/push")
+        .json(
+            &json!({"ops": [{"collection": "todos", "op": "update", "id": "x",
+                               "data": {"n": 2}}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(alice.get("/todos/x").await.body["n"], 1);
+    let other = alice.create("todos", &json!({"id": "y"})).await;
+    assert_eq!(other.status, StatusCode::CREATED);
     server.shutdown().await.unwrap();
 }

@@ -369,12 +369,14 @@ pub(crate) struct WriteOutcome {
 /// it was rebuilt from is about to change.
 #[derive(Debug)]
 pub(crate) struct Materialized {
-    /// The key's row with its full result: inserted when the key lived on the record row only.
+    /// The key's row with its full result.
     pub(crate) row: IdemRow,
-    /// The version the result was rebuilt from: a `sync_idempotency` row of the key that
-    /// names it in `record_version` is updated instead (keys stored before they moved onto
-    /// records).
+    /// The version the result was rebuilt from.
     pub(crate) version: i64,
+    /// The key lived on the record row only (the row names its op): its row is inserted.
+    /// Otherwise it was stored before keys moved onto records, and its lazy row, which names
+    /// `version`, is updated.
+    pub(crate) held: bool,
 }
 
 /// What a planned batch writes.
@@ -628,7 +630,7 @@ impl Planner {
                 idem_key: key,
                 collection: cur.collection.clone(),
                 // Rows from before keys moved onto records name no op; their keys have a
-                // `sync_idempotency` row, which the writer updates (it names the op).
+                // lazy `sync_idempotency` row, which is updated and keeps its own op.
                 op: cur.idem_op.clone().unwrap_or_default(),
                 record_id: cur.id.clone(),
                 result,
@@ -639,6 +641,7 @@ impl Planner {
         self.materialized.push(Materialized {
             row,
             version: cur.version,
+            held: cur.idem_op.is_some(),
         });
     }
 

@@ -217,7 +217,12 @@ fn finish_write(
 ) -> Result<WriteOutcome> {
     insert_keys(conn, plan.new_keys)?;
     for done in plan.materialized {
-        // A key stored before keys moved onto records has a row naming the version.
+        if done.held {
+            diesel::insert_into(idem::table)
+                .values(done.row)
+                .execute(conn)?;
+            continue;
+        }
         let updated = diesel::update(
             idem::table
                 .filter(idem::owner.eq(owner))
@@ -230,10 +235,14 @@ fn finish_write(
         ))
         .execute(conn)?;
         if updated == 0 {
-            diesel::insert_into(idem::table)
-                .values(done.row)
-                .on_conflict_do_nothing()
-                .execute(conn)?;
+            // The record names a key it does not hold and no row stores: changing the record
+            // would lose the key's first result for good.
+            return Err(Error::Corrupt(format!(
+                "record {}/{} names idempotency key {:?} (version {}), which has no stored row; \
+                 the record cannot change until the key's row is restored or the record's \
+                 idem_key is cleared",
+                done.row.collection, done.row.record_id, done.row.idem_key, done.version
+            )));
         }
     }
     if plan.last_version != current_version {
