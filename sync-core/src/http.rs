@@ -464,7 +464,9 @@ impl HttpRemote {
                     message: "conflict without the current record".to_owned(),
                 },
             }
-        } else if status == StatusCode::NOT_FOUND && item.kind == PushKind::Delete {
+        } else if (status == StatusCode::NOT_FOUND || status == StatusCode::GONE)
+            && item.kind == PushKind::Delete
+        {
             // Already gone: the delete has the effect it wanted.
             PushOutcome::Applied {
                 version: 0,

@@ -22,7 +22,7 @@ use crate::options::{
     ConflictContext, ConflictStrategy, DeleteStrategy, FetchStrategy, SaveStrategy, SyncDirection,
     SyncOptions,
 };
-use crate::query::{Filter, Query};
+use crate::query::Query;
 use crate::realtime::{self, Command, MessageHandler, Realtime, WebSocketConfig};
 use crate::remote::{
     ModelRoute, PullMode, PushItem, PushKind, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
@@ -1408,17 +1408,65 @@ impl Inner {
     ) -> Result<()> {
         let mut records = records;
         normalize_records(route, &mut records)?;
-        self.apply_normalized(route, records, cursor, report).await
+        if self
+            .apply_normalized(route, records, cursor, report)
+            .await?
+        {
+            // Outside a pull nothing moved the cursor past these records: the next pull
+            // brings them again.
+            tracing::debug!("remote records left for the next pull behind unanswered ops");
+        }
+        Ok(())
     }
 
     /// [`apply_remote_records`](Self::apply_remote_records) of records already normalised.
+    /// Returns `true` when a record had to be left unapplied behind a local op that may have
+    /// reached the remote and whose answer could not be had: the caller must make sure the
+    /// record is pulled again (a pull resets the model's cursor).
+    ///
+    /// A remote record newer than the row, met while the record's oldest op may already have
+    /// reached the remote, may be that very op's write, whose answer was lost: settling it
+    /// as a conflict would take our own write for somebody else's and could drop the edits
+    /// queued behind it. So that op is sent again first (its idempotency key makes the
+    /// replay return the first result) and the record is applied again after its answer.
     async fn apply_normalized(
         self: &Arc<Self>,
         route: &Arc<ModelRoute>,
         records: Vec<RemoteRecord>,
         cursor: Option<String>,
         report: &mut SyncReport,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let probes = self.apply_round(route, records, cursor, report).await?;
+        if probes.is_empty() {
+            return Ok(false);
+        }
+        let heads: Vec<OutboxOp> = probes
+            .iter()
+            .filter_map(|c| c.ops.first().cloned())
+            .collect();
+        let options = self.options();
+        let chunk = options.batch_size.min(self.remote.max_batch()).max(1);
+        if let Err(err) = self
+            .push_group(route, &heads, chunk, &options, report)
+            .await
+        {
+            tracing::debug!(error = %err, "resending ops before applying their records failed; the records are pulled again later");
+            return Ok(true);
+        }
+        let again = probes.into_iter().map(|c| c.remote).collect();
+        let left = self.apply_round(route, again, None, report).await?;
+        Ok(!left.is_empty())
+    }
+
+    /// One application of remote records. Conflicts whose oldest op may have reached the
+    /// remote are returned unsettled; the others are settled.
+    async fn apply_round(
+        self: &Arc<Self>,
+        route: &Arc<ModelRoute>,
+        records: Vec<RemoteRecord>,
+        cursor: Option<String>,
+        report: &mut SyncReport,
+    ) -> Result<Vec<PendingConflict>> {
         let schema = route.schema;
         let user = self.user_id.clone();
         let records = Arc::new(records);
@@ -1460,6 +1508,7 @@ impl Inner {
         report.pulled +=
             (applied.created.len() + applied.updated.len() + applied.deleted.len()) as u64;
         let mut deferred = false;
+        let mut probes = Vec::new();
         for conflict in applied.conflicts {
             if conflict.ops.iter().any(|op| op.state == OpState::Inflight) {
                 // The push of this record is on its way; its answer (ack or 409)
@@ -1468,12 +1517,20 @@ impl Inner {
                 deferred = true;
                 continue;
             }
+            let possibly_ours = conflict
+                .ops
+                .first()
+                .is_some_and(|op| op.sent && op.state == OpState::Pending);
+            if possibly_ours {
+                probes.push(conflict);
+                continue;
+            }
             self.settle(route, conflict, report).await?;
         }
         if deferred {
             self.spawn_catch_up(vec![route.endpoint.clone()]);
         }
-        Ok(())
+        Ok(probes)
     }
 
     /// Decides and writes the resolution of one conflict.
@@ -1594,7 +1651,8 @@ impl Inner {
                     s.syncing = false;
                     s.progress = None;
                     s.last_sync_time = Some(Utc::now());
-                    if report.failed == 0 {
+                    // The last error stays while any op it failed is still failed.
+                    if report.failed == 0 && counts.is_none_or(|c| c.failed == 0) {
                         s.last_error = None;
                     }
                     if let Some(c) = counts {
@@ -1656,6 +1714,7 @@ impl Inner {
             let mut cursor =
                 blocking(&self.store, move |s| s.cursor(schema, user2.as_deref())).await?;
             let mut page = fetch_page(&*self.remote, route, cursor.as_deref(), batch).await?;
+            let mut repull = false;
             loop {
                 if self.cancel.is_cancelled() {
                     return Err(Error::Shutdown);
@@ -1676,7 +1735,8 @@ impl Inner {
                         fetch_page(&*remote, &route, after.as_deref(), batch).await
                     }))
                 });
-                self.apply_normalized(route, page.records, next.clone(), report)
+                repull |= self
+                    .apply_normalized(route, page.records, next.clone(), report)
                     .await?;
                 self.progress(n, 0);
                 if next.is_none() {
@@ -1693,6 +1753,15 @@ impl Inner {
                     .await
                     .map_err(|e| Error::Task(format!("page fetch: {e}")))??;
                 cursor = next;
+            }
+            if repull {
+                // A record was left behind an op whose answer is still out: the next pull
+                // starts over so that it is applied once that op is settled.
+                let user = user.clone();
+                blocking(&self.store, move |s| {
+                    s.reset_cursor(schema, user.as_deref())
+                })
+                .await?;
             }
         }
         Ok(())
@@ -1866,45 +1935,21 @@ impl Inner {
     ) -> Result<PreparedChunk> {
         let schema = route.schema;
         let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
-        let marked = blocking(&self.store, move |s| s.mark_inflight(&seqs)).await?;
-        let marked: HashSet<i64> = marked.into_iter().collect();
-        let ops: Vec<OutboxOp> = ops
-            .iter()
-            .filter(|o| marked.contains(&o.seq))
-            .cloned()
-            .collect();
+        // The ops and their records as they are when marked, read in the marking transaction:
+        // an edit saved after this goes into a new op behind, never into what is sent.
+        let claimed = blocking(&self.store, move |s| s.claim_ops(schema, &seqs)).await?;
         let mut chunk = PreparedChunk {
-            ops: Vec::with_capacity(ops.len()),
-            items: Vec::with_capacity(ops.len()),
+            ops: Vec::with_capacity(claimed.len()),
+            items: Vec::with_capacity(claimed.len()),
             rows: HashMap::new(),
             failed: 0,
         };
-        if ops.is_empty() {
-            return Ok(chunk);
-        }
-        // Current local data of the records (creates and updates send what is stored now).
-        let ids: Vec<Value> = ops
-            .iter()
-            .filter(|o| o.op != OpKind::Delete)
-            .map(|o| Value::String(o.record_id.clone()))
-            .collect();
-        if !ids.is_empty() {
-            let query = StoreQuery {
-                filter: Some(Filter::InList {
-                    field: schema.id(),
-                    values: ids,
-                }),
-                include_deleted: true,
-                ..StoreQuery::default()
-            };
-            match blocking(&self.store, move |s| s.query(schema, &query)).await {
-                Ok(rows) => chunk.rows = rows.into_iter().map(|r| (r.id.clone(), r)).collect(),
-                Err(err) => {
-                    let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
-                    let _ = blocking(&self.store, move |s| s.release_inflight(&seqs)).await;
-                    return Err(err);
-                }
+        let mut ops = Vec::with_capacity(claimed.len());
+        for claim in claimed {
+            if let Some(record) = claim.record {
+                chunk.rows.insert(claim.op.record_id.clone(), record);
             }
+            ops.push(claim.op);
         }
         let rows = &chunk.rows;
         for op in ops {
@@ -2459,6 +2504,7 @@ mod tests {
                 last_error: None,
                 state: OpState::Pending,
                 created_at: at(local_at),
+                sent: false,
             }],
         }
     }

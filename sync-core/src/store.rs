@@ -193,6 +193,10 @@ pub struct OutboxOp {
     pub state: OpState,
     /// When the op was queued.
     pub created_at: DateTime<Utc>,
+    /// The op may have reached the remote (it was handed to it at least once). From then on
+    /// its content, idempotency key and base version are frozen until an answer settles it:
+    /// later edits of the record queue a new op behind it.
+    pub sent: bool,
 }
 
 /// Bookkeeping of a stored record.
@@ -272,6 +276,16 @@ pub struct SaveOutcome {
     /// The op that now carries the change, after coalescing (`None` when
     /// nothing changed or `enqueue` was false).
     pub op_seq: Option<i64>,
+}
+
+/// An op marked in flight by [`LocalStore::claim_ops`], with its record as stored at that
+/// moment: exactly what the push sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedOp {
+    /// The op as marked.
+    pub op: OutboxOp,
+    /// Its record (tombstones included), `None` if the row is gone.
+    pub record: Option<StoredRecord>,
 }
 
 /// One acknowledgement for [`LocalStore::ack_ops`].
@@ -419,6 +433,12 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
     /// in flight ([`requeue_inflight`](Self::requeue_inflight)); a marked op that was never sent
     /// goes back with [`release_inflight`](Self::release_inflight).
     fn mark_inflight(&self, seqs: &[i64]) -> StoreResult<Vec<i64>>;
+
+    /// Marks the pending ops among `seqs` (all of model `schema`) in flight and returns them
+    /// with their records, read in the same transaction: a push builds its request from
+    /// exactly what it marked, never from an older read. Ops that are not pending (or belong
+    /// to another model) are left alone and not returned.
+    fn claim_ops(&self, schema: &'static ModelSchema, seqs: &[i64]) -> StoreResult<Vec<ClaimedOp>>;
 
     /// Puts ops that [`mark_inflight`](Self::mark_inflight) marked but that were never sent back
     /// to pending, as if they had not been marked: no attempt is counted, they do not count as

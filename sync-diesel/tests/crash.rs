@@ -166,17 +166,40 @@ fn check(store: &DieselStore, round: usize) -> (usize, u64) {
                 row.id
             );
         } else {
-            let pending = state
-                .ops
+            // The record's queue: only its oldest op may have been sent (and is then frozen),
+            // nothing is in flight after a restart, and at most one op is pending and never
+            // sent, the last one, which is the op edits go into.
+            let ops = &state.ops;
+            assert!(
+                !ops.is_empty(),
+                "round {round}: unsynced row {} has no op",
+                row.id
+            );
+            assert!(
+                ops.iter().all(|o| o.state != OpState::Inflight),
+                "round {round}: {} has an op in flight after a restart: {ops:?}",
+                row.id
+            );
+            assert!(
+                ops.iter().skip(1).all(|o| !o.sent),
+                "round {round}: {} has a sent op behind another: {ops:?}",
+                row.id
+            );
+            let unsent: Vec<usize> = ops
                 .iter()
-                .filter(|o| o.state == OpState::Pending)
-                .count();
-            assert_eq!(
-                (pending, state.ops.len()),
-                (1, 1),
-                "round {round}: unsynced row {} must have exactly one pending op, has {:?}",
-                row.id,
-                state.ops
+                .enumerate()
+                .filter(|(_, o)| o.state == OpState::Pending && !o.sent)
+                .map(|(i, _)| i)
+                .collect();
+            assert!(
+                unsent.is_empty() || unsent == [ops.len() - 1],
+                "round {round}: {} must have at most one never-sent pending op, last: {ops:?}",
+                row.id
+            );
+            assert!(
+                ops.iter().any(|o| o.state == OpState::Pending),
+                "round {round}: unsynced row {} has nothing pending: {ops:?}",
+                row.id
             );
         }
     }

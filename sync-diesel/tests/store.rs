@@ -400,27 +400,27 @@ fn coalescing_rules_table() {
             },
         ),
         (
-            "retried inflight op absorbs the newer pending one",
+            "a retried (possibly sent) op is frozen: the newer edit stays behind it",
             vec![Save("a"), Send, Save("b"), Retry],
             Expect {
-                ops: &[(Create, Pending, &[])],
+                ops: &[(Create, Pending, &[]), (Update, Pending, &["title"])],
                 row: Some(false),
                 base: None,
                 base_version: None,
             },
         ),
         (
-            "a sent create then delete is a delete (the remote may have it)",
+            "a sent create then delete: the delete goes behind the frozen create",
             vec![Save("a"), Send, Retry, Step::Delete],
             Expect {
-                ops: &[(Delete, Pending, &[])],
+                ops: &[(Create, Pending, &[]), (Delete, Pending, &[])],
                 row: Some(true),
                 base: None,
                 base_version: None,
             },
         ),
         (
-            "requeued inflight update absorbs a newer update",
+            "a requeued (possibly sent) update keeps its content; the newer edit follows it",
             vec![
                 Save("a"),
                 Send,
@@ -431,9 +431,12 @@ fn coalescing_rules_table() {
                 Requeue,
             ],
             Expect {
-                ops: &[(Update, Pending, &["title", "priority", "description"])],
+                ops: &[
+                    (Update, Pending, &["title", "priority"]),
+                    (Update, Pending, &["description"]),
+                ],
                 row: Some(false),
-                base: Some(json!({"title": "a", "priority": 1, "description": ""})),
+                base: Some(json!({"description": ""})),
                 base_version: Some(1),
             },
         ),
@@ -462,9 +465,17 @@ fn coalescing_rules_table() {
                 "{name} ({}): row",
                 f.backend
             );
-            let pending = state.ops.iter().filter(|o| o.state == OpState::Pending);
-            assert!(pending.count() <= 1, "{name}: at most one pending op");
-            if let Some(pending) = state.ops.iter().find(|o| o.state == OpState::Pending) {
+            // At most one pending op that was never sent, and it is the last op.
+            let unsent = state
+                .ops
+                .iter()
+                .filter(|o| o.state == OpState::Pending && !o.sent);
+            assert!(unsent.count() <= 1, "{name}: at most one unsent pending op");
+            assert!(
+                state.ops.iter().skip(1).all(|o| !o.sent),
+                "{name}: only the oldest op may have been sent"
+            );
+            if let Some(pending) = state.ops.iter().rev().find(|o| o.state == OpState::Pending) {
                 if let Some(base) = &expect.base {
                     assert_eq!(
                         &Value::Object(pending.base_values.clone()),
@@ -617,21 +628,27 @@ fn ack_fail_retry_and_discard() {
             .map(|o| o.record_id)
             .collect();
         assert_eq!(ready, ["other"]);
-        // Retrying folds the newer edit into the failed op: one pending op.
+        // Retrying sends the failed op again as it was (it went out once, so it is frozen);
+        // the newer edit stays queued behind it.
         assert_eq!(f.store.retry_failed(Some(seq)).unwrap(), 1);
         let state = f.store.record_state(Todo::SCHEMA, "a").unwrap();
-        assert_eq!(state.ops.len(), 1);
+        assert_eq!(state.ops.len(), 2);
         assert_eq!(state.ops[0].state, OpState::Pending);
-        assert_eq!(state.ops[0].changed_fields, ["title", "description"]);
+        assert!(state.ops[0].sent);
+        assert_eq!(state.ops[0].changed_fields, ["title"]);
         assert_eq!(
             state.ops[0].base_values["title"],
             json!("normalised by server")
         );
+        assert_eq!(state.ops[1].changed_fields, ["description"]);
+        assert!(!state.ops[1].sent);
         assert_eq!(state.meta.unwrap().sync_error, None);
-        // Discarding keeps the local data and marks it synced.
+        // Discarding keeps the local data and marks it synced once no op is left.
+        let behind = state.ops[1].seq;
         let seq = state.ops[0].seq;
         f.store.fail_op(seq, "422 again").unwrap();
         f.store.discard_op(seq).unwrap();
+        f.store.discard_op(behind).unwrap();
         let rec = f.store.get(Todo::SCHEMA, "a").unwrap().unwrap();
         assert_eq!(rec.data["description"], json!("more"));
         assert!(rec.meta.synced);
@@ -674,9 +691,10 @@ fn released_ops_are_as_if_never_marked() {
         f.store.delete(Todo::SCHEMA, "s", None, true).unwrap();
         f.store.reschedule_op(seq, Utc::now(), "503").unwrap();
         let state = f.store.record_state(Todo::SCHEMA, "s").unwrap();
-        assert_eq!(state.ops.len(), 1);
-        assert_eq!(state.ops[0].op, OpKind::Delete);
+        let kinds: Vec<OpKind> = state.ops.iter().map(|o| o.op).collect();
+        assert_eq!(kinds, [OpKind::Create, OpKind::Delete]);
         assert_eq!(state.ops[0].attempts, 1);
+        assert!(state.ops[0].sent);
 
         // A released update takes the edit queued meanwhile, counts no attempt and is due now.
         let t = todo("u", "x", 1);

@@ -819,7 +819,32 @@ async fn delete(
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    update(state, user, collection, id, headers, None, OpKind::Delete).await
+    let key = idempotency_key(&headers, &state.limits)?;
+    let base = if_match(&headers)?;
+    let op = prepare(
+        key,
+        collection,
+        OpKind::Delete,
+        Some(id),
+        base,
+        None,
+        &state.limits,
+    )
+    .map_err(Rejection::into_api_error)?;
+    let mut results = apply(&state, &user, vec![op], None).await?;
+    let result = results.pop().ok_or_else(|| {
+        ApiError::internal(&crate::Error::Task("write returned no result".into()))
+    })?;
+    if result.status == OpStatus::Applied && result.record.is_none() {
+        // Absent or already deleted: in REST terms there is nothing at this URL. Clients of
+        // the default protocol take a 404 on DELETE as the delete having reached its goal.
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such record (it is absent or already deleted)".to_owned(),
+        ));
+    }
+    Ok(result_response(result, false))
 }
 
 /// The shape of a push body; each op is parsed on its own, so that a malformed op is rejected

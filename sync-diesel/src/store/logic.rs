@@ -2,8 +2,9 @@
 //! Each function runs inside the transaction its caller opened.
 
 use chrono::{DateTime, Utc};
+use sync_core::query::Filter;
 use sync_core::store::{
-    Ack, DeleteOutcome, JsonObject, LocalWrite, OpKind, OpState, OutboxCounts, OutboxOp,
+    Ack, ClaimedOp, DeleteOutcome, JsonObject, LocalWrite, OpKind, OpState, OutboxCounts, OutboxOp,
     PendingConflict, RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome, StoreQuery,
     StoredRecord,
 };
@@ -52,11 +53,16 @@ fn queue_edit(
     priority: i32,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>, StoreError> {
-    if let Some(last) = ops.last().filter(|o| o.op.state == OpState::Pending) {
+    // Only an op that certainly never left is changed by an edit: once an op may have reached
+    // the remote, its content, key and base stay as sent until an answer settles it.
+    if let Some(last) = ops
+        .last()
+        .filter(|o| o.op.state == OpState::Pending && !o.op.sent)
+    {
         let all = all_fields(schema);
         return match coalesce(
             last.op.op,
-            last.sent,
+            last.op.sent,
             &last.op.changed_fields,
             &last.op.base_values,
             &edit,
@@ -93,7 +99,7 @@ fn queue_edit(
         priority,
         now,
     );
-    insert_op(db, &op, false).map(Some)
+    insert_op(db, &op).map(Some)
 }
 
 /// Rewrites what an op carries. A changed op gets a new idempotency key: the
@@ -148,7 +154,7 @@ pub(crate) fn save(
                 w.priority,
                 now,
             );
-            let seq = insert_op(db, &op, false)?;
+            let seq = insert_op(db, &op)?;
             return Ok(SaveOutcome {
                 created: true,
                 changed_fields: all_fields(schema),
@@ -479,6 +485,63 @@ pub(crate) fn mark_inflight(db: &mut dyn Db, seqs: &[i64]) -> Result<Vec<i64>, S
     Ok(marked)
 }
 
+pub(crate) fn claim_ops(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    seqs: &[i64],
+) -> Result<Vec<ClaimedOp>, StoreError> {
+    use std::collections::HashMap;
+    // Only this model's ops: the seqs are checked before anything is marked.
+    let mut ops: HashMap<i64, OpRow> = HashMap::with_capacity(seqs.len());
+    for chunk in seqs.chunks(IN_CHUNK) {
+        let mut sql = Sql::new(format!(
+            "SELECT {OP_COLUMNS} FROM _sync_outbox WHERE seq IN ("
+        ));
+        sql.bind_list(chunk.iter().map(|&seq| Param::I64(Some(seq))));
+        sql.push(")");
+        for row in db.load(sql)? {
+            let op = OpRow::decode(row)?;
+            if op.op.model_type == schema.model_type && op.op.state == OpState::Pending {
+                ops.insert(op.op.seq, op);
+            }
+        }
+    }
+    let wanted: Vec<i64> = seqs
+        .iter()
+        .copied()
+        .filter(|s| ops.contains_key(s))
+        .collect();
+    let marked = mark_inflight(db, &wanted)?;
+    let ids: Vec<serde_json::Value> = marked
+        .iter()
+        .filter_map(|seq| ops.get(seq))
+        .map(|o| serde_json::Value::String(o.op.record_id.clone()))
+        .collect();
+    let mut rows: HashMap<String, StoredRecord> = HashMap::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let q = StoreQuery {
+            filter: Some(Filter::InList {
+                field: schema.id(),
+                values: chunk.to_vec(),
+            }),
+            include_deleted: true,
+            ..StoreQuery::default()
+        };
+        for record in query(db, schema, &q)? {
+            rows.insert(record.id.clone(), record);
+        }
+    }
+    Ok(marked
+        .into_iter()
+        .filter_map(|seq| ops.remove(&seq))
+        .map(|mut row| {
+            row.op.state = OpState::Inflight;
+            let record = rows.get(&row.op.record_id).cloned();
+            ClaimedOp { op: row.op, record }
+        })
+        .collect())
+}
+
 /// Looks up a model's schema by its model type.
 pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<&'static ModelSchema>;
 
@@ -699,7 +762,7 @@ pub(crate) fn fail_op(
     op.op.state = OpState::Failed;
     // The remote refused it, or it could not be sent: either way it stays counted as sent,
     // so that no later local edit assumes the remote never saw it.
-    op.sent = true;
+    op.op.sent = true;
     op.op.attempts = op.op.attempts.saturating_add(1);
     op.op.last_error = Some(error.to_owned());
     update_op(db, &op)?;
@@ -725,10 +788,15 @@ fn make_pending(db: &mut dyn Db, op: OpRow) -> Result<(), StoreError> {
 /// Returns `true` when the fold cancelled both ops (an unsent create, then a delete).
 fn make_pending_with(db: &mut dyn Db, mut op: OpRow, all: &[String]) -> Result<bool, StoreError> {
     op.op.state = OpState::Pending;
+    if op.op.sent {
+        // Possibly applied remotely: frozen, a newer pending op stays behind it.
+        update_op(db, &op)?;
+        return Ok(false);
+    }
     let others = ops_of(db, &op.op.model_type, &op.op.record_id)?;
     if let Some(newer) = others
         .iter()
-        .find(|o| o.op.seq != op.op.seq && o.op.state == OpState::Pending)
+        .find(|o| o.op.seq != op.op.seq && o.op.state == OpState::Pending && !o.op.sent)
     {
         let (older, younger) = if newer.op.seq > op.op.seq {
             (op.clone(), newer.clone())
@@ -742,7 +810,7 @@ fn make_pending_with(db: &mut dyn Db, mut op: OpRow, all: &[String]) -> Result<b
         };
         let merged = coalesce(
             older.op.op,
-            older.sent,
+            older.op.sent,
             &older.op.changed_fields,
             &older.op.base_values,
             &edit,
@@ -753,7 +821,7 @@ fn make_pending_with(db: &mut dyn Db, mut op: OpRow, all: &[String]) -> Result<b
         keep.op.seq = older.op.seq;
         keep.op.base_version = older.op.base_version;
         keep.op.created_at = older.op.created_at;
-        keep.sent = older.sent || younger.sent;
+        keep.op.sent = older.op.sent || younger.op.sent;
         keep.op.priority = older.op.priority.max(younger.op.priority);
         match merged {
             Coalesced::Op {
@@ -788,7 +856,7 @@ pub(crate) fn reschedule_op(
     op.op.next_attempt_at = Some(next_attempt_at);
     op.op.last_error = Some(error.to_owned());
     // It went out (a transient failure or a conflict): the remote may have applied it.
-    op.sent = true;
+    op.op.sent = true;
     let attempts = op.op.attempts;
     let (model_type, record_id) = (op.op.model_type.clone(), op.op.record_id.clone());
     make_pending(db, op)?;
@@ -818,7 +886,7 @@ pub(crate) fn requeue_inflight(db: &mut dyn Db) -> Result<u64, StoreError> {
         if let Some(mut current) = op_by_seq(db, op.op.seq)? {
             if current.op.state == OpState::Inflight {
                 // It may have reached the remote before the crash.
-                current.sent = true;
+                current.op.sent = true;
                 make_pending(db, current)?;
             }
         }
@@ -1241,7 +1309,7 @@ pub(crate) fn resolve_conflict(
             let mut kind = Some(first.op.op);
             let mut changed = first.op.changed_fields.clone();
             let mut base = first.op.base_values.clone();
-            let mut sent = first.sent;
+            let mut sent = first.op.sent;
             for later in &ops[1..] {
                 let edit = Edit {
                     kind: later.op.op,
@@ -1263,7 +1331,7 @@ pub(crate) fn resolve_conflict(
                         }
                     },
                 };
-                sent |= later.sent;
+                sent |= later.op.sent;
             }
             for op in &ops[1..] {
                 delete_op(db, op.op.seq)?;
@@ -1292,7 +1360,7 @@ pub(crate) fn resolve_conflict(
             op.op.state = OpState::Pending;
             op.op.attempts = 0;
             op.op.next_attempt_at = None;
-            op.sent = false;
+            op.op.sent = false;
             update_op(db, &op)?;
             let meta = MetaSet {
                 version: Some(remote.version),
@@ -1363,7 +1431,7 @@ pub(crate) fn resolve_conflict(
                     ops.iter().map(|o| o.op.priority).max().unwrap_or(0),
                     now,
                 );
-                insert_op(db, &op, false)?;
+                insert_op(db, &op)?;
             }
             Ok(())
         }

@@ -16,8 +16,9 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use sync_core::store::{
-    Ack, DeleteOutcome, JsonObject, LocalStore, LocalWrite, OutboxCounts, OutboxOp, RecordState,
-    RemoteApplied, RemoteRecord, Resolution, SaveOutcome, StoreQuery, StoreResult, StoredRecord,
+    Ack, ClaimedOp, DeleteOutcome, JsonObject, LocalStore, LocalWrite, OutboxCounts, OutboxOp,
+    RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome, StoreQuery, StoreResult,
+    StoredRecord,
 };
 use sync_core::StoreError;
 use sync_schema::ModelSchema;
@@ -28,7 +29,7 @@ use crate::sql::{Db, Sql, SqliteWrite, TxError};
 use crate::value::Param;
 
 /// Highest bookkeeping schema version this build knows (`_sync_schema_version`).
-pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 1;
+pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 2;
 
 // The bookkeeping migrations share Diesel's `__diesel_schema_migrations`
 // table with the application's own migrations. Their versions
@@ -682,6 +683,11 @@ impl LocalStore for DieselStore {
 
     fn mark_inflight(&self, seqs: &[i64]) -> StoreResult<Vec<i64>> {
         self.write(|db| logic::mark_inflight(db, seqs))
+    }
+
+    fn claim_ops(&self, schema: &'static ModelSchema, seqs: &[i64]) -> StoreResult<Vec<ClaimedOp>> {
+        self.register(schema);
+        self.write(|db| logic::claim_ops(db, schema, seqs))
     }
 
     fn release_inflight(&self, seqs: &[i64]) -> StoreResult<()> {

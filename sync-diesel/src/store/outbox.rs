@@ -18,8 +18,6 @@ pub(crate) const OP_COLUMNS: &str = "seq, model_type, record_id, user_id, op, ch
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct OpRow {
     pub(crate) op: OutboxOp,
-    /// The op was handed to the remote at least once (it may have been applied).
-    pub(crate) sent: bool,
 }
 
 fn corrupt(seq: i64, what: &str) -> StoreError {
@@ -78,8 +76,8 @@ impl OpRow {
                 last_error,
                 state,
                 created_at,
+                sent,
             },
-            sent,
         })
     }
 }
@@ -95,7 +93,7 @@ fn json_text<T: serde::Serialize>(value: &T) -> Param {
 }
 
 /// Inserts a new op; returns its seq.
-pub(crate) fn insert_op(db: &mut dyn Db, op: &OutboxOp, sent: bool) -> Result<i64, StoreError> {
+pub(crate) fn insert_op(db: &mut dyn Db, op: &OutboxOp) -> Result<i64, StoreError> {
     let backend = db.backend();
     let columns = "model_type, record_id, user_id, op, changed_fields, base_version, \
          base_values, idempotency_key, priority, attempts, next_attempt_at, last_error, state, \
@@ -105,12 +103,12 @@ pub(crate) fn insert_op(db: &mut dyn Db, op: &OutboxOp, sent: bool) -> Result<i6
             "INSERT INTO _sync_outbox (seq, {columns}) VALUES ("
         ));
         sql.bind(Param::I64(Some(seq))).push(", ");
-        sql.bind_list(op_params(op, sent, backend)).push(")");
+        sql.bind_list(op_params(op, backend)).push(")");
         db.execute(sql)?;
         return Ok(seq);
     }
     let mut sql = Sql::new(format!("INSERT INTO _sync_outbox ({columns}) VALUES ("));
-    sql.bind_list(op_params(op, sent, backend)).push(")");
+    sql.bind_list(op_params(op, backend)).push(")");
     let rows = match backend {
         Backend::Sqlite => {
             db.execute(sql)?;
@@ -128,7 +126,7 @@ pub(crate) fn insert_op(db: &mut dyn Db, op: &OutboxOp, sent: bool) -> Result<i6
         .ok_or_else(|| StoreError::Database("inserting an outbox operation returned no seq".into()))
 }
 
-fn op_params(op: &OutboxOp, sent: bool, backend: Backend) -> Vec<Param> {
+fn op_params(op: &OutboxOp, backend: Backend) -> Vec<Param> {
     vec![
         Param::text(op.model_type.clone()),
         Param::text(op.record_id.clone()),
@@ -144,7 +142,7 @@ fn op_params(op: &OutboxOp, sent: bool, backend: Backend) -> Vec<Param> {
         Param::Text(op.last_error.clone()),
         Param::text(op.state.as_str()),
         time_param(backend, Some(op.created_at)),
-        Param::Bool(Some(sent)),
+        Param::Bool(Some(op.sent)),
     ]
 }
 
@@ -169,11 +167,7 @@ pub(crate) fn update_op(db: &mut dyn Db, row: &OpRow) -> Result<(), StoreError> 
         "sent",
     ];
     let mut sql = Sql::new("UPDATE _sync_outbox SET ");
-    for (i, (name, param)) in names
-        .iter()
-        .zip(op_params(&row.op, row.sent, backend))
-        .enumerate()
-    {
+    for (i, (name, param)) in names.iter().zip(op_params(&row.op, backend)).enumerate() {
         if i > 0 {
             sql.push(", ");
         }
@@ -372,6 +366,7 @@ pub(crate) fn new_op(
         last_error: None,
         state: OpState::Pending,
         created_at: now,
+        sent: false,
     }
 }
 

@@ -475,18 +475,13 @@ impl Planner {
         let (data_text, deleted, event) = match op.kind {
             OpKind::Create | OpKind::Replace => {
                 if op.kind == OpKind::Create {
-                    if let Some(cur) = current {
-                        if !cur.deleted {
-                            return conflict(
-                                cur,
-                                format!("record {:?} already exists in {:?}", op.id, op.collection),
-                            );
-                        }
-                        if let Some(base) = op.base_version {
-                            if base != cur.version {
-                                return conflict(cur, version_message(base, cur.version));
-                            }
-                        }
+                    // A create over a tombstone re-creates the record (a new version replaces
+                    // the tombstone), whatever version the client last saw.
+                    if let Some(cur) = current.filter(|cur| !cur.deleted) {
+                        return conflict(
+                            cur,
+                            format!("record {:?} already exists in {:?}", op.id, op.collection),
+                        );
                     }
                 } else {
                     let Some(cur) = current else {
@@ -515,8 +510,15 @@ impl Planner {
             }
             OpKind::Update | OpKind::Delete => {
                 let Some(cur) = current else {
+                    if op.kind == OpKind::Delete {
+                        // Nothing to delete: the delete has reached its goal.
+                        return Ok(already_gone(None));
+                    }
                     return Ok(not_found(op));
                 };
+                if cur.deleted && op.kind == OpKind::Delete {
+                    return Ok(already_gone(Some(cur)));
+                }
                 if let Some(base) = op.base_version {
                     if base != cur.version {
                         return conflict(cur, version_message(base, cur.version));
@@ -708,6 +710,18 @@ fn conflict(current: &RecordRow, message: String) -> Result<RawResult> {
         error: Some(message),
         code: Some("conflict".into()),
     })
+}
+
+/// A delete of a record that is absent or already a tombstone: applied, changing nothing (the
+/// tombstone's version, or 0 when there never was a record).
+fn already_gone(tombstone: Option<&RecordRow>) -> RawResult {
+    RawResult {
+        status: OpStatus::Applied,
+        version: Some(tombstone.map_or(0, |t| t.version)),
+        record: None,
+        error: None,
+        code: None,
+    }
 }
 
 fn not_found(op: &WriteOp) -> RawResult {
