@@ -219,10 +219,11 @@ async fn a_pull_meeting_our_own_unanswered_write_keeps_the_edit_queued_behind_it
 
 /// A store that runs a hook right after `ready_ops` answers: the app saving between the
 /// moment the push chose its ops and the moment it marked them in flight.
+type Hook = Box<dyn FnOnce(&DieselStore) + Send>;
+
 struct EditAfterReady {
     inner: DieselStore,
-    #[allow(clippy::type_complexity)]
-    hook: Mutex<Option<Box<dyn FnOnce(&DieselStore) + Send>>>,
+    hook: Mutex<Option<Hook>>,
 }
 
 impl std::fmt::Debug for EditAfterReady {
@@ -232,7 +233,7 @@ impl std::fmt::Debug for EditAfterReady {
 }
 
 impl EditAfterReady {
-    fn take_hook(&self) -> Option<Box<dyn FnOnce(&DieselStore) + Send>> {
+    fn take_hook(&self) -> Option<Hook> {
         self.hook.lock().unwrap().take()
     }
 }
