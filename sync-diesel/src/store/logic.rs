@@ -485,14 +485,12 @@ pub(crate) fn mark_inflight(db: &mut dyn Db, seqs: &[i64]) -> Result<Vec<i64>, S
     Ok(marked)
 }
 
-pub(crate) fn claim_ops(
+/// The ops among `seqs` that exist, by seq.
+fn ops_by_seqs(
     db: &mut dyn Db,
-    schema: &'static ModelSchema,
     seqs: &[i64],
-) -> Result<Vec<ClaimedOp>, StoreError> {
-    use std::collections::HashMap;
-    // Only this model's ops: the seqs are checked before anything is marked.
-    let mut ops: HashMap<i64, OpRow> = HashMap::with_capacity(seqs.len());
+) -> Result<std::collections::HashMap<i64, OpRow>, StoreError> {
+    let mut ops = std::collections::HashMap::with_capacity(seqs.len());
     for chunk in seqs.chunks(IN_CHUNK) {
         let mut sql = Sql::new(format!(
             "SELECT {OP_COLUMNS} FROM _sync_outbox WHERE seq IN ("
@@ -501,17 +499,33 @@ pub(crate) fn claim_ops(
         sql.push(")");
         for row in db.load(sql)? {
             let op = OpRow::decode(row)?;
-            if op.op.model_type == schema.model_type && op.op.state == OpState::Pending {
-                ops.insert(op.op.seq, op);
-            }
+            ops.insert(op.op.seq, op);
         }
     }
-    let wanted: Vec<i64> = seqs
+    Ok(ops)
+}
+
+pub(crate) fn claim_ops(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    seqs: &[i64],
+) -> Result<Vec<ClaimedOp>, StoreError> {
+    use std::collections::HashMap;
+    // Only this model's pending ops, read once: the same transaction marks them.
+    let mut ops = ops_by_seqs(db, seqs)?;
+    ops.retain(|_, o| o.op.model_type == schema.model_type && o.op.state == OpState::Pending);
+    let mut seen = std::collections::HashSet::with_capacity(ops.len());
+    let marked: Vec<i64> = seqs
         .iter()
         .copied()
-        .filter(|s| ops.contains_key(s))
+        .filter(|s| ops.contains_key(s) && seen.insert(*s))
         .collect();
-    let marked = mark_inflight(db, &wanted)?;
+    for chunk in marked.chunks(IN_CHUNK) {
+        let mut sql = Sql::new("UPDATE _sync_outbox SET state = 'inflight' WHERE seq IN (");
+        sql.bind_list(chunk.iter().map(|&seq| Param::I64(Some(seq))));
+        sql.push(")");
+        db.execute(sql)?;
+    }
     let ids: Vec<serde_json::Value> = marked
         .iter()
         .filter_map(|seq| ops.get(seq))
@@ -589,18 +603,7 @@ pub(crate) fn ack_ops(
 ) -> Result<(), StoreError> {
     use std::collections::{HashMap, HashSet};
     let seqs: Vec<i64> = acks.iter().map(|a| a.seq).collect();
-    let mut ops: HashMap<i64, OpRow> = HashMap::with_capacity(acks.len());
-    for chunk in seqs.chunks(IN_CHUNK) {
-        let mut sql = Sql::new(format!(
-            "SELECT {OP_COLUMNS} FROM _sync_outbox WHERE seq IN ("
-        ));
-        sql.bind_list(chunk.iter().map(|&seq| Param::I64(Some(seq))));
-        sql.push(")");
-        for row in db.load(sql)? {
-            let op = OpRow::decode(row)?;
-            ops.insert(op.op.seq, op);
-        }
-    }
+    let ops = ops_by_seqs(db, &seqs)?;
     let mut ids = Vec::with_capacity(acks.len());
     let mut unique = HashSet::with_capacity(acks.len());
     for ack in acks {
