@@ -75,6 +75,7 @@ async fn client() -> Result<(), BoxError> {
     let batch_size: usize = env("CONV_BATCH")?.parse()?;
     let delta = env("CONV_DELTA")? == "1";
     let auto_sync = env("CONV_AUTO")? == "1";
+    let realtime = env("CONV_REALTIME")? == "1";
 
     let defaults_options = SyncOptions::default();
     let options = SyncOptions {
@@ -95,16 +96,19 @@ async fn client() -> Result<(), BoxError> {
         .store(store)
         .model::<Todo>()
         .options(options);
+    let ws_url = url.replacen("http://", "ws://", 1) + "/ws";
+    let quick = |mut config: WebSocketConfig| {
+        config.reconnect_delay = Duration::from_millis(20);
+        config.max_reconnect_delay = Duration::from_millis(150);
+        config.ping_interval = Duration::from_millis(500);
+        config.pong_timeout = Duration::from_millis(1500);
+        config
+    };
     let builder = match transport {
         Transport::Batch => builder.base_url(&url).bearer_token(TOKEN),
         Transport::Rest => builder.base_url(&url).bearer_token(TOKEN).rest_only(),
         Transport::WebSocket => {
-            let ws = url.replacen("http://", "ws://", 1) + "/ws";
-            let mut config = WebSocketConfig::new(ws);
-            config.reconnect_delay = Duration::from_millis(20);
-            config.max_reconnect_delay = Duration::from_millis(150);
-            config.ping_interval = Duration::from_millis(500);
-            config.pong_timeout = Duration::from_millis(1500);
+            let config = quick(WebSocketConfig::new(ws_url.clone()));
             let mut headers = BTreeMap::new();
             headers.insert("Authorization".to_owned(), format!("Bearer {TOKEN}"));
             builder.remote(WebSocketRemote::connect(
@@ -114,7 +118,19 @@ async fn client() -> Result<(), BoxError> {
             ))
         }
     };
+    let builder = if realtime {
+        let mut config = quick(WebSocketConfig::new(ws_url));
+        config
+            .headers
+            .insert("Authorization".to_owned(), format!("Bearer {TOKEN}"));
+        builder.websocket(config)
+    } else {
+        builder
+    };
     let sync = Arc::new(builder.build().await?);
+    if realtime {
+        sync.connect_websocket()?;
+    }
 
     // Writes run one after another, in the order they arrived, so "the last acknowledged
     // write" of a record is well defined; syncs and dumps run beside them.

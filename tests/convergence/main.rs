@@ -6,9 +6,9 @@
 //! device equals the server, nothing is left queued, no acknowledged write is lost, no
 //! value appears that nobody wrote, no id is held twice and versions increase in pull order.
 //!
-//! - `CONVERGENCE_RUNS=N` runs N runs on SQLite (default 8);
+//! - `CONVERGENCE_RUNS=N` runs N runs on SQLite (default 40);
 //!   `CONVERGENCE_PG_RUNS=N` runs N more on a Postgres-backed server when
-//!   `SYNC_TEST_POSTGRES_URL` is set (default 3);
+//!   `SYNC_TEST_POSTGRES_URL` is set (default 8);
 //! - `SEED=S` makes run `i` use seed `S + i` (`SEED=S RUNS=1` replays one failed run's
 //!   choices; `RUNS` is read when `CONVERGENCE_RUNS` is unset); `CONVERGENCE_BACKEND=postgres`
 //!   replays on Postgres;
@@ -116,8 +116,8 @@ async fn orchestrate() -> bool {
         Ok("sqlite") => Some(Backend::Sqlite),
         _ => None,
     };
-    let sqlite_runs = env_u64(&["CONVERGENCE_RUNS", "RUNS"], 8);
-    let pg_runs = env_u64(&["CONVERGENCE_PG_RUNS"], 3);
+    let sqlite_runs = env_u64(&["CONVERGENCE_RUNS", "RUNS"], 40);
+    let pg_runs = env_u64(&["CONVERGENCE_PG_RUNS"], 8);
     let jobs = env_u64(&["CONVERGENCE_JOBS"], 2).max(1) as usize;
     let base_seed = match std::env::var("SEED")
         .ok()

@@ -129,6 +129,9 @@ pub struct Plan {
     pub strategy: Strategy,
     pub batch_size: usize,
     pub delta: bool,
+    /// HTTP transports: the clients also keep the realtime WebSocket, so changes arrive by
+    /// events as well as by pulls (the WebSocket transport always has them).
+    pub realtime: bool,
     /// Per client: automatic sync after writes (else only the steps' syncs).
     pub auto_sync: Vec<bool>,
     pub steps: Vec<Step>,
@@ -138,10 +141,11 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} backend {:?} transport {} strategy {} batch {} delta {} clients {} (auto_sync {:?}) steps {}",
+            "seed {} backend {:?} transport {}{} strategy {} batch {} delta {} clients {} (auto_sync {:?}) steps {}",
             self.seed,
             self.backend,
             self.transport.name(),
+            if self.realtime { "+realtime" } else { "" },
             self.strategy.name(),
             self.batch_size,
             self.delta,
@@ -206,6 +210,7 @@ impl Plan {
         let strategy = Strategy::ALL[rng.usize(0..Strategy::ALL.len())];
         let batch_size = if rng.bool() { 1 } else { rng.usize(2..=25) };
         let delta = rng.bool();
+        let realtime = transport != Transport::WebSocket && rng.bool();
         let auto_sync = (0..clients).map(|_| rng.bool()).collect();
         let n_steps = rng.usize(60..=140);
         let mut steps = Vec::with_capacity(n_steps + 1);
@@ -289,6 +294,7 @@ impl Plan {
             strategy,
             batch_size,
             delta,
+            realtime,
             auto_sync,
             steps,
         }

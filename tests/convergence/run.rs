@@ -379,6 +379,7 @@ impl Ctx<'_> {
             .env("CONV_STRATEGY", plan.strategy.name())
             .env("CONV_BATCH", plan.batch_size.to_string())
             .env("CONV_DELTA", if plan.delta { "1" } else { "0" })
+            .env("CONV_REALTIME", if plan.realtime { "1" } else { "0" })
             .env("CONV_AUTO", if plan.auto_sync[index] { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -508,6 +509,9 @@ impl Ctx<'_> {
         }
         for round in 1..=40u64 {
             self.stats.settle_rounds += 1;
+            // A client with automatic sync may push between two clients' runs; a round
+            // counts as quiet only if the server did not change while it ran.
+            let before = self.server_high_water().await?;
             let mut quiet = true;
             for client in 0..self.clients.len() {
                 let reply = self.ask(client, json!({ "op": "sync" })).await?;
@@ -528,7 +532,7 @@ impl Ctx<'_> {
                     quiet = false;
                 }
             }
-            if quiet {
+            if quiet && self.server_high_water().await? == before {
                 return Ok(());
             }
             if round > 3 {
@@ -664,9 +668,21 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The newest version the server holds (tombstones included).
+    async fn server_high_water(&mut self) -> Result<i64, String> {
+        let (_, newest) = self.pull_server().await?;
+        Ok(newest)
+    }
+
+    /// Live records of the server by id, checked as `pull_server` says.
+    async fn server_records(&mut self) -> Result<BTreeMap<String, Map<String, Value>>, String> {
+        let (live, _) = self.pull_server().await?;
+        Ok(live)
+    }
+
     /// Live records of the server by id, read with a full pull from the start; checks that
     /// versions strictly increase in pull order and that no id comes twice.
-    async fn server_records(&mut self) -> Result<BTreeMap<String, Map<String, Value>>, String> {
+    async fn pull_server(&mut self) -> Result<(BTreeMap<String, Map<String, Value>>, i64), String> {
         let addr = self.server.as_ref().map(|s| s.addr).ok_or("no server")?;
         let http = reqwest::Client::new();
         let mut since: Option<String> = None;
@@ -713,7 +729,7 @@ impl Ctx<'_> {
                 }
             }
             if page["has_more"] != true {
-                return Ok(live);
+                return Ok((live, last_version));
             }
             since = Some(
                 page["next_cursor"]
