@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use offline_sync_kit::store::Resolution;
 use offline_sync_kit::{
-    ConflictContext, ConflictResolver, ConflictStrategy, DieselStore, RetryPolicy, SyncManager,
-    SyncOptions, WebSocketConfig, WebSocketRemote,
+    ConflictContext, ConflictResolver, ConflictStrategy, DieselStore, HttpRemote, RetryPolicy,
+    SyncManager, SyncOptions, WebSocketConfig, WebSocketRemote,
 };
 use serde_json::{json, Map, Value};
 
@@ -76,6 +76,7 @@ async fn client() -> Result<(), BoxError> {
     let delta = env("CONV_DELTA")? == "1";
     let auto_sync = env("CONV_AUTO")? == "1";
     let realtime = env("CONV_REALTIME")? == "1";
+    let short = env("CONV_SHORT")? == "1";
 
     let defaults_options = SyncOptions::default();
     let options = SyncOptions {
@@ -105,6 +106,17 @@ async fn client() -> Result<(), BoxError> {
         config
     };
     let builder = match transport {
+        Transport::Batch | Transport::Rest if short => {
+            let remote = HttpRemote::builder(url.clone())
+                .bearer_token(TOKEN)
+                .timeout(Duration::from_secs(1));
+            let remote = if transport == Transport::Rest {
+                remote.batch_push(None)
+            } else {
+                remote
+            };
+            builder.remote(remote.build()?)
+        }
         Transport::Batch => builder.base_url(&url).bearer_token(TOKEN),
         Transport::Rest => builder.base_url(&url).bearer_token(TOKEN).rest_only(),
         Transport::WebSocket => {
@@ -114,7 +126,7 @@ async fn client() -> Result<(), BoxError> {
             builder.remote(WebSocketRemote::connect(
                 config,
                 headers,
-                Duration::from_secs(3),
+                Duration::from_secs(if short { 1 } else { 3 }),
             ))
         }
     };

@@ -87,6 +87,10 @@ pub struct Faults {
     /// Chance per 1000 that a chunk from the server is dropped after the server sent it
     /// (the connection closes; the server may have committed).
     pub drop_per_mille: u32,
+    /// Chance per 1000 that a chunk is held for 1.1-2 s: longer than a client's request
+    /// timeout in runs with short timeouts, so the client gives up and may send again while
+    /// the server has yet to see (or answer) the first request.
+    pub stall_per_mille: u32,
 }
 
 /// One step of a run.
@@ -132,6 +136,8 @@ pub struct Plan {
     /// HTTP transports: the clients also keep the realtime WebSocket, so changes arrive by
     /// events as well as by pulls (the WebSocket transport always has them).
     pub realtime: bool,
+    /// Request timeouts of 1 s (else the defaults).
+    pub short_timeouts: bool,
     /// Per client: automatic sync after writes (else only the steps' syncs).
     pub auto_sync: Vec<bool>,
     pub steps: Vec<Step>,
@@ -141,7 +147,7 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} backend {:?} transport {}{} strategy {} batch {} delta {} clients {} (auto_sync {:?}) steps {}",
+            "seed {} backend {:?} transport {}{} strategy {} batch {} delta {} short timeouts {} clients {} (auto_sync {:?}) steps {}",
             self.seed,
             self.backend,
             self.transport.name(),
@@ -149,6 +155,7 @@ impl fmt::Display for Plan {
             self.strategy.name(),
             self.batch_size,
             self.delta,
+            self.short_timeouts,
             self.auto_sync.len(),
             self.auto_sync,
             self.steps.len()
@@ -211,6 +218,7 @@ impl Plan {
         let batch_size = if rng.bool() { 1 } else { rng.usize(2..=25) };
         let delta = rng.bool();
         let realtime = transport != Transport::WebSocket && rng.bool();
+        let short_timeouts = rng.bool();
         let auto_sync = (0..clients).map(|_| rng.bool()).collect();
         let n_steps = rng.usize(60..=140);
         let mut steps = Vec::with_capacity(n_steps + 1);
@@ -244,7 +252,7 @@ impl Plan {
                     ms: rng.u64(5..=60),
                 },
                 72..=83 => {
-                    faults = match rng.u32(0..6) {
+                    faults = match rng.u32(0..7) {
                         0 => Faults::default(),
                         1 => Faults {
                             delay_ms: rng.u64(5..=80),
@@ -260,6 +268,10 @@ impl Plan {
                         },
                         4 => Faults {
                             partitioned: true,
+                            ..faults
+                        },
+                        5 => Faults {
+                            stall_per_mille: rng.u32(20..=150),
                             ..faults
                         },
                         _ => Faults {
@@ -295,6 +307,7 @@ impl Plan {
             batch_size,
             delta,
             realtime,
+            short_timeouts,
             auto_sync,
             steps,
         }

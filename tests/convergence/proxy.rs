@@ -141,7 +141,7 @@ async fn pump(shared: Arc<Shared>, client: TcpStream, upstream: SocketAddr, inde
                 Err(_) => return Ended::Cut,
             };
             let faults = up_shared.faults();
-            delay(&mut up_rng, faults.delay_ms).await;
+            delay(&mut up_rng, faults).await;
             if up_rng.u32(0..1000) < faults.cut_per_mille {
                 // Part of the request reaches the server, then the connection dies.
                 let part = up_rng.usize(0..n);
@@ -163,7 +163,7 @@ async fn pump(shared: Arc<Shared>, client: TcpStream, upstream: SocketAddr, inde
                 Ok(n) => n,
             };
             let faults = down_shared.faults();
-            delay(&mut down_rng, faults.delay_ms).await;
+            delay(&mut down_rng, faults).await;
             if down_rng.u32(0..1000) < faults.drop_per_mille {
                 // The server answered (and may have committed); the client never hears it.
                 down_shared
@@ -191,8 +191,15 @@ async fn pump(shared: Arc<Shared>, client: TcpStream, upstream: SocketAddr, inde
     }
 }
 
-async fn delay(rng: &mut fastrand::Rng, max_ms: u64) {
-    if max_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(rng.u64(0..=max_ms))).await;
+async fn delay(rng: &mut fastrand::Rng, faults: Faults) {
+    let mut ms = 0;
+    if faults.delay_ms > 0 {
+        ms += rng.u64(0..=faults.delay_ms);
+    }
+    if rng.u32(0..1000) < faults.stall_per_mille {
+        ms += rng.u64(1100..=2000);
+    }
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }

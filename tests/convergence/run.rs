@@ -380,6 +380,7 @@ impl Ctx<'_> {
             .env("CONV_BATCH", plan.batch_size.to_string())
             .env("CONV_DELTA", if plan.delta { "1" } else { "0" })
             .env("CONV_REALTIME", if plan.realtime { "1" } else { "0" })
+            .env("CONV_SHORT", if plan.short_timeouts { "1" } else { "0" })
             .env("CONV_AUTO", if plan.auto_sync[index] { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
