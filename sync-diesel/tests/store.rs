@@ -931,6 +931,69 @@ fn deletes_are_tombstones_until_acknowledged() {
     });
 }
 
+/// A record copy older than a tombstone the store already applied (a realtime event sent
+/// before the delete and handled after a pull brought the tombstone, an answer computed
+/// earlier) must not bring the record back: the device would hold a record the server
+/// deleted, and no later pull would ever repair it.
+#[test]
+fn a_copy_older_than_a_known_tombstone_does_not_bring_the_record_back() {
+    on_every_backend("tombstone_memory", |f| {
+        prepare(&f.store);
+        let apply = |records: &[RemoteRecord]| {
+            f.store
+                .apply_remote(Todo::SCHEMA, None, records, None)
+                .unwrap()
+        };
+        let v16 = todo("k", "v16", 1);
+        apply(&[remote("k", 16, Some(&v16))]);
+        let out = apply(&[remote("k", 21, None)]);
+        assert_eq!(out.deleted, ["k"]);
+        let late = apply(&[remote("k", 16, Some(&v16))]);
+        assert_eq!(late.stale, ["k"], "{late:?}");
+        assert!(f.store.get(Todo::SCHEMA, "k").unwrap().is_none());
+
+        // Never held here: the tombstone comes first, then an older copy.
+        apply(&[remote("n", 9, None)]);
+        let late = apply(&[remote("n", 4, Some(&todo("n", "old", 1)))]);
+        assert_eq!(late.stale, ["n"], "{late:?}");
+        assert!(f.store.get(Todo::SCHEMA, "n").unwrap().is_none());
+        // Within one page as well.
+        let page = apply(&[
+            remote("p", 7, None),
+            remote("p", 5, Some(&todo("p", "old", 1))),
+        ]);
+        assert!(page.created.is_empty(), "{page:?}");
+        assert!(f.store.get(Todo::SCHEMA, "p").unwrap().is_none());
+
+        // A version newer than the tombstone is the record created again: applied.
+        let again = todo("k", "again", 1);
+        let out = apply(&[remote("k", 25, Some(&again))]);
+        assert_eq!(out.created, ["k"]);
+        assert_eq!(
+            f.store.get(Todo::SCHEMA, "k").unwrap().unwrap().data["title"],
+            json!("again")
+        );
+
+        // The device's own delete, acknowledged at version 30: older copies stay out too.
+        let del = f.store.delete(Todo::SCHEMA, "k", None, true).unwrap();
+        let seq = del.op_seq.unwrap();
+        f.store.mark_inflight(&[seq]).unwrap();
+        f.store.ack_op(Todo::SCHEMA, seq, 30, None).unwrap();
+        let late = apply(&[remote("k", 25, Some(&again))]);
+        assert_eq!(late.stale, ["k"], "{late:?}");
+        assert!(f.store.get(Todo::SCHEMA, "k").unwrap().is_none());
+
+        // A local save over a remembered tombstone is a create like any other.
+        save(&f.store, &todo("n", "mine", 1));
+        let op = &ops(f, "n")[0];
+        assert_eq!(op.op, OpKind::Create);
+        assert_eq!(
+            f.store.get(Todo::SCHEMA, "n").unwrap().unwrap().data["title"],
+            json!("mine")
+        );
+    });
+}
+
 #[test]
 fn saves_without_enqueue_write_synced_rows() {
     on_every_backend("no_enqueue", |f| {

@@ -578,7 +578,7 @@ pub(crate) fn ack_op(
     };
     if rest.is_empty() {
         if op.op.op == OpKind::Delete || deleted {
-            delete_row(db, schema, id)?;
+            remove_deleted(db, schema, id, version)?;
             return Ok(());
         }
         let fields = match data {
@@ -649,7 +649,7 @@ pub(crate) fn ack_ops(
         let op = &ops[&ack.seq];
         match rest.remove(id) {
             None if op.op.op == OpKind::Delete || deleted => {
-                delete_row(db, schema, id)?;
+                remove_deleted(db, schema, id, ack.version)?;
             }
             None => match &ack.data {
                 Some(data) => {
@@ -1032,6 +1032,14 @@ pub(crate) fn apply_remote(
     let keys: Vec<String> = records.iter().map(|r| id_key(schema, &r.id)).collect();
     let with_ops = ids_with_ops(db, schema.model_type, &keys)?;
     let mut metas = metas_of(db, schema, &keys)?;
+    // Records this store no longer holds because the remote deleted them: an older copy is
+    // stale. Read only for the records without a row.
+    let unheld: Vec<String> = keys
+        .iter()
+        .filter(|k| !metas.contains_key(*k))
+        .cloned()
+        .collect();
+    let mut tombstones = tombstones_of(db, schema.model_type, &unheld)?;
     // New rows wait here and go in with multi-row INSERTs; anything that reads or changes an
     // existing row (or one created earlier in this page) writes them first.
     let mut inserts: Vec<(Vec<Param>, NewMeta)> = Vec::new();
@@ -1061,17 +1069,22 @@ pub(crate) fn apply_remote(
         }
         let meta = metas.get(key).copied();
         // Version 0 is a remote without versions: the record is stale only if nothing changed.
+        let tombstone = tombstones.get(key).copied();
         let stale = match meta {
             Some((version, _)) if remote.version > 0 => remote.version <= version,
             Some(_) if !remote.deleted => {
                 load_row(db, schema, id)?.is_some_and(|row| row.data == remote.data)
             }
+            None => tombstone.is_some_and(|t| remote.version > 0 && remote.version <= t),
             _ => false,
         };
         // A page may carry a record twice; later copies see what earlier ones did.
         if !stale {
             if remote.deleted {
                 metas.remove(key);
+                if remote.version > 0 {
+                    tombstones.insert(key.clone(), remote.version);
+                }
             } else {
                 metas.insert(key.clone(), (remote.version, false));
             }
@@ -1079,11 +1092,18 @@ pub(crate) fn apply_remote(
         match meta {
             Some(_) if stale => out.stale.push(remote.id.clone()),
             Some(_) if remote.deleted => {
-                delete_row(db, schema, id)?;
+                remove_deleted(db, schema, id, remote.version)?;
                 out.deleted.push(remote.id.clone());
             }
-            None if remote.deleted => out.stale.push(remote.id.clone()),
+            None if stale => out.stale.push(remote.id.clone()),
+            None if remote.deleted => {
+                remember_tombstone(db, schema, id, remote.version)?;
+                out.stale.push(remote.id.clone());
+            }
             None => {
+                if tombstone.is_some() {
+                    forget_tombstone(db, schema, id)?;
+                }
                 let params = full_params(schema, id, &remote.data, backend)?;
                 let meta = NewMeta {
                     version: remote.version,
@@ -1148,6 +1168,84 @@ fn ids_with_ops(
             if let Some(id) = row.into_iter().next().and_then(|v| v.into_text()) {
                 out.insert(id);
             }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes the row of a record the remote deleted at `version`, and remembers that version
+/// so that an older copy arriving later (a realtime event sent before the delete, an answer
+/// computed earlier) is stale instead of bringing the record back.
+fn remove_deleted(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    id: &str,
+    version: i64,
+) -> Result<(), StoreError> {
+    delete_row(db, schema, id)?;
+    remember_tombstone(db, schema, id, version)
+}
+
+/// Records that the remote deleted `id` at `version` (kept if a newer one is known; a remote
+/// without versions has nothing to remember).
+fn remember_tombstone(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    id: &str,
+    version: i64,
+) -> Result<(), StoreError> {
+    if version <= 0 {
+        return Ok(());
+    }
+    let mut sql =
+        Sql::new("INSERT INTO _sync_tombstones (model_type, record_id, version) VALUES (");
+    sql.bind_list([
+        Param::text(schema.model_type),
+        Param::text(id_key(schema, id)),
+        Param::I64(Some(version)),
+    ])
+    .push(
+        ") ON CONFLICT (model_type, record_id) DO UPDATE SET version = excluded.version \
+         WHERE excluded.version > _sync_tombstones.version",
+    );
+    db.execute(sql)?;
+    Ok(())
+}
+
+fn forget_tombstone(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    id: &str,
+) -> Result<(), StoreError> {
+    let mut sql = Sql::new("DELETE FROM _sync_tombstones WHERE model_type = ");
+    sql.bind(Param::text(schema.model_type))
+        .push(" AND record_id = ")
+        .bind(Param::text(id_key(schema, id)));
+    db.execute(sql)?;
+    Ok(())
+}
+
+/// Remembered tombstone versions of `ids` (id keys) that have one.
+fn tombstones_of(
+    db: &mut dyn Db,
+    model_type: &str,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let mut sql =
+            Sql::new("SELECT record_id, version FROM _sync_tombstones WHERE model_type = ");
+        sql.bind(Param::text(model_type))
+            .push(" AND record_id IN (");
+        sql.bind_list(chunk.iter().map(|id| Param::text(id.as_str())));
+        sql.push(")");
+        for row in db.load(sql)? {
+            let mut it = row.into_iter();
+            let Some(id) = it.next().and_then(|v| v.into_text()) else {
+                continue;
+            };
+            let version = it.next().and_then(|r| r.as_i64()).unwrap_or(0);
+            out.insert(id, version);
         }
     }
     Ok(out)
@@ -1250,7 +1348,7 @@ fn take_remote(
 ) -> Result<(), StoreError> {
     let backend = db.backend();
     if remote.deleted {
-        delete_row(db, schema, &remote.id)?;
+        remove_deleted(db, schema, &remote.id, remote.version)?;
     } else if exists {
         let fields = partial_params(schema, &remote.data, backend)?;
         let meta = MetaSet {
@@ -1354,7 +1452,7 @@ pub(crate) fn resolve_conflict(
             };
             let Some(target) = target else {
                 delete_op(db, first.op.seq)?;
-                delete_row(db, schema, id)?;
+                remove_deleted(db, schema, id, remote.version)?;
                 return Ok(());
             };
             let mut op = first.clone();

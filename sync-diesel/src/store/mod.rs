@@ -29,7 +29,7 @@ use crate::sql::{Db, Sql, SqliteWrite, TxError};
 use crate::value::Param;
 
 /// Highest bookkeeping schema version this build knows (`_sync_schema_version`).
-pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 2;
+pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 3;
 
 // The bookkeeping migrations share Diesel's `__diesel_schema_migrations`
 // table with the application's own migrations. Their versions
