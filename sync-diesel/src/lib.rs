@@ -48,6 +48,11 @@
 //! - A deleted record is a tombstone row (`_deleted`) while an op needs it;
 //!   `get`/`query` hide it unless `include_deleted`. No op exists without its
 //!   row, and every unsynced row has exactly one pending op after a restart.
+//! - When a record's row goes because the remote deleted it (a pulled or
+//!   realtime tombstone, a conflict settled for a tombstone, this device's
+//!   acknowledged delete), `_sync_tombstones` keeps the version of that
+//!   delete: a copy of the record that is not newer is stale and never brings
+//!   it back.
 //! - `fail_op`, `reschedule_op`, `retry_failed` and `discard_op` receive no
 //!   schema; the store finds the model table through the models it has seen
 //!   (`prepare_model` or any call that passes the schema). `discard_op` of an

@@ -47,8 +47,9 @@ const POSTGRES_BOOKKEEPING: EmbeddedMigrations =
 ///
 /// Every model table carries the bookkeeping columns `_version`,
 /// `_created_at`, `_updated_at`, `_synced`, `_deleted`, `_user_id`,
-/// `_sync_error` and `_sync_attempts`; the outbox, pull cursors and metadata
-/// live in `_sync_outbox`, `_sync_state` and `_sync_metadata`, created by
+/// `_sync_error` and `_sync_attempts`; the outbox, pull cursors, metadata and
+/// the versions of remotely deleted records live in `_sync_outbox`,
+/// `_sync_state`, `_sync_metadata` and `_sync_tombstones`, created by
 /// embedded migrations when the store opens. Every change of a record and its
 /// outbox entry happens in one transaction (`BEGIN IMMEDIATE` on SQLite).
 ///
