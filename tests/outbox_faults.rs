@@ -68,9 +68,11 @@ async fn push_raw(server: &Server, ops: Value) -> Value {
         .unwrap()
 }
 
-/// Scenario 1. The create's push is cut before it reaches the server, then the record is
-/// deleted and saved again. The delete of a record the server never had must not fail (it
-/// used to be `422 no record`, failed for good, and the new create waited behind it forever).
+/// Scenario 1. The create's push is cut part-way (it may have reached the server, which
+/// never got it whole), then the record is deleted and saved again. The create may have been
+/// sent, so the delete is sent too; the delete of a record the server never had must not fail
+/// (it used to be `422 no record`, failed for good, and the new create waited behind it
+/// forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_of_a_record_the_server_never_got_does_not_block_the_record() {
     let server = Server::start().await;
@@ -79,10 +81,24 @@ async fn a_delete_of_a_record_the_server_never_got_does_not_block_the_record() {
     let sync = manual_client(&proxy.url(), &db, ConflictStrategy::ServerWins).await;
 
     sync.save(&todo("x", "first")).await.unwrap();
-    proxy.fault_next(Fault::Refuse, 1);
+    proxy.fault_next(Fault::CutRequest, 1);
     assert!(sync.sync_all().await.is_err(), "the cut push fails the run");
+    assert!(
+        server.record(ALICE.1, "todos", "x").await.is_none(),
+        "the server never got the cut create"
+    );
+    let state = sync.record_state::<Todo>("x").await.unwrap();
+    assert!(
+        state.ops.len() == 1 && state.ops[0].sent,
+        "the cut create counts as possibly sent: {state:?}"
+    );
     sync.delete::<Todo>("x").await.unwrap();
     let _ = sync.sync_all().await;
+    let failed = sync.failed_ops().await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "the delete of a record the server never had reached its goal, it is not failed: {failed:?}"
+    );
     sync.save(&todo("x", "again")).await.unwrap();
     sync_until_quiet(&sync).await;
 

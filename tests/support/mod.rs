@@ -149,6 +149,9 @@ pub enum Fault {
     /// Forward the request, wait for the server's answer, then cut the connection
     /// without passing the answer on (the response is lost after the server committed).
     CutAfterResponse,
+    /// Forward part of the request, then cut the connection: the client has sent it (it may
+    /// have arrived), the server never got it whole and did nothing.
+    CutRequest,
     /// Forward one complete response on this connection, then close it and
     /// refuse every later connection (the server goes down between two requests).
     OneResponseThenDown,
@@ -301,6 +304,17 @@ async fn handle(
             }
         }
         Fault::Refuse => drop(client),
+        Fault::CutRequest => {
+            let Ok(mut server) = TcpStream::connect(upstream).await else {
+                return;
+            };
+            let mut buf = vec![0u8; 1 << 16];
+            if let Ok(n) = client.read(&mut buf).await {
+                let _ = server.write_all(&buf[..n / 2]).await;
+            }
+            drop(server);
+            drop(client);
+        }
         Fault::Answer500 => {
             let mut buf = [0u8; 65536];
             let _ = client.read(&mut buf).await;
