@@ -59,7 +59,18 @@ fn strategy(s: Strategy) -> ConflictStrategy {
     }
 }
 
+/// `CONV_LOG=debug` (or any tracing filter) writes the child's logs to its log file.
+fn init_logs() {
+    if let Ok(filter) = std::env::var("CONV_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 pub fn client_main() -> Result<(), BoxError> {
+    init_logs();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -182,12 +193,15 @@ async fn client() -> Result<(), BoxError> {
                 let sync = Arc::clone(&sync);
                 tokio::spawn(async move {
                     let n = &command["n"];
-                    let reply = match sync.sync_all().await {
+                    let started = std::time::Instant::now();
+                    let result = sync.sync_all().await;
+                    let ms = started.elapsed().as_millis() as u64;
+                    let reply = match result {
                         Ok(r) => json!({
                             "n": n, "ok": true, "pushed": r.pushed, "pulled": r.pulled,
-                            "conflicts": r.conflicts, "failed": r.failed,
+                            "conflicts": r.conflicts, "failed": r.failed, "ms": ms,
                         }),
-                        Err(e) => json!({ "n": n, "ok": false, "error": e.to_string() }),
+                        Err(e) => json!({ "n": n, "ok": false, "error": e.to_string(), "ms": ms }),
                     };
                     answer(&reply);
                 });
@@ -268,6 +282,7 @@ async fn dump(sync: &SyncManager, n: &Value) -> Value {
 }
 
 pub fn server_main() -> Result<(), BoxError> {
+    init_logs();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

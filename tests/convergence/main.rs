@@ -190,15 +190,23 @@ async fn orchestrate() -> bool {
         let s = &outcome.stats;
         if outcome.problems.is_empty() {
             println!(
-                "ok   {plan} in {:.1}s: {} client kills, {} server kills, {} lost responses, {} cut requests, {} conflicts, {} acked writes",
+                "ok   {plan} in {:.1}s: {} client kills, {} server kills, {} lost responses, {} cut requests, {} conflicts, {} acked writes, slowest sync {} ms (client {})",
                 took.as_secs_f64(),
                 s.client_kills,
                 s.server_kills,
                 s.lost_responses,
                 s.cut_requests,
                 s.conflicts,
-                s.writes_acked
+                s.writes_acked,
+                s.slowest_sync_ms,
+                s.slowest_sync_client
             );
+            if s.slowest_sync_ms >= run::SLOW_SYNC_MS {
+                println!(
+                    "     slow sync: files and logs kept in {}",
+                    outcome.dir.display()
+                );
+            }
         } else {
             failed_runs += 1;
             println!("FAIL {plan} in {:.1}s", took.as_secs_f64());
@@ -221,7 +229,7 @@ async fn orchestrate() -> bool {
     println!(
         "convergence: {runs} runs in {:.0}s, {failed_runs} failed; {} client kills, {} server kills, \
          {} lost responses, {} cut requests, {} refused connections, {} conflicts, {} acked writes, \
-         {} writes in flight at a kill; problems: {} divergent, {} lost, {} duplicates, {} left queued, {} broken",
+         {} writes in flight at a kill, slowest sync {} ms; problems: {} divergent, {} lost, {} duplicates, {} left queued, {} broken",
         started.elapsed().as_secs_f64(),
         total.client_kills,
         total.server_kills,
@@ -231,6 +239,7 @@ async fn orchestrate() -> bool {
         total.conflicts,
         total.writes_acked,
         total.writes_in_flight_at_kill,
+        total.slowest_sync_ms,
         count(Kind::Divergent),
         count(Kind::Lost),
         count(Kind::Duplicate),

@@ -32,6 +32,9 @@ pub struct Stats {
     pub writes_acked: u64,
     pub writes_in_flight_at_kill: u64,
     pub settle_rounds: u64,
+    /// The longest `sync_all` a client reported (ms) and which client ran it.
+    pub slowest_sync_ms: u64,
+    pub slowest_sync_client: usize,
 }
 
 impl Stats {
@@ -45,6 +48,18 @@ impl Stats {
         self.writes_acked += other.writes_acked;
         self.writes_in_flight_at_kill += other.writes_in_flight_at_kill;
         self.settle_rounds += other.settle_rounds;
+        if other.slowest_sync_ms > self.slowest_sync_ms {
+            self.slowest_sync_ms = other.slowest_sync_ms;
+            self.slowest_sync_client = other.slowest_sync_client;
+        }
+    }
+
+    fn sync_took(&mut self, client: usize, reply: &Value) {
+        let ms = reply["ms"].as_u64().unwrap_or(0);
+        if ms > self.slowest_sync_ms {
+            self.slowest_sync_ms = ms;
+            self.slowest_sync_client = client;
+        }
     }
 }
 
@@ -128,6 +143,8 @@ struct Ctx<'a> {
 }
 
 const ANSWER: Duration = Duration::from_secs(60);
+/// A `sync_all` longer than this keeps the run's directory for a look at its logs.
+pub const SLOW_SYNC_MS: u64 = 10_000;
 
 pub async fn run(plan: &Plan, postgres: Option<&str>) -> Outcome {
     let dir = match tempfile::Builder::new().prefix("convergence-").tempdir() {
@@ -200,7 +217,8 @@ pub async fn run(plan: &Plan, postgres: Option<&str>) -> Outcome {
     if let Some((base, schema)) = pg_schema {
         drop_schema(&base, &schema);
     }
-    if outcome.problems.is_empty() {
+    // Kept when something failed or a sync ran suspiciously long (see its logs).
+    if outcome.problems.is_empty() && outcome.stats.slowest_sync_ms < SLOW_SYNC_MS {
         let _ = std::fs::remove_dir_all(&dir);
     }
     outcome
@@ -290,6 +308,7 @@ impl Ctx<'_> {
                 let busy = match self.syncs[*client].as_mut().map(|rx| rx.try_recv()) {
                     Some(Ok(reply)) => {
                         self.stats.conflicts += reply["conflicts"].as_u64().unwrap_or(0);
+                        self.stats.sync_took(*client, &reply);
                         false
                     }
                     Some(Err(oneshot::error::TryRecvError::Empty)) => true,
@@ -505,6 +524,7 @@ impl Ctx<'_> {
             if let Some(rx) = self.syncs[client].take() {
                 if let Ok(Ok(reply)) = tokio::time::timeout(ANSWER, rx).await {
                     self.stats.conflicts += reply["conflicts"].as_u64().unwrap_or(0);
+                    self.stats.sync_took(client, &reply);
                 }
             }
         }
@@ -516,6 +536,7 @@ impl Ctx<'_> {
             let mut quiet = true;
             for client in 0..self.clients.len() {
                 let reply = self.ask(client, json!({ "op": "sync" })).await?;
+                self.stats.sync_took(client, &reply);
                 if reply["ok"] != true {
                     quiet = false;
                     continue;
