@@ -991,6 +991,15 @@ fn a_copy_older_than_a_known_tombstone_does_not_bring_the_record_back() {
             f.store.get(Todo::SCHEMA, "n").unwrap().unwrap().data["title"],
             json!("mine")
         );
+        // The tombstone it was made over, arriving again (a late event, a catch-up page), is
+        // stale, not a conflict: under ServerWins a conflict would drop the new record.
+        let late = apply(&[remote("n", 9, None)]);
+        assert!(late.conflicts.is_empty(), "{late:?}");
+        assert_eq!(late.stale, ["n"]);
+        assert_eq!(ops(f, "n").len(), 1);
+        // A newer delete from elsewhere still is one.
+        let newer = apply(&[remote("n", 12, None)]);
+        assert_eq!(newer.conflicts.len(), 1, "{newer:?}");
     });
 }
 

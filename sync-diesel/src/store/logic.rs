@@ -1032,14 +1032,9 @@ pub(crate) fn apply_remote(
     let keys: Vec<String> = records.iter().map(|r| id_key(schema, &r.id)).collect();
     let with_ops = ids_with_ops(db, schema.model_type, &keys)?;
     let mut metas = metas_of(db, schema, &keys)?;
-    // Records this store no longer holds because the remote deleted them: an older copy is
-    // stale. Read only for the records without a row.
-    let unheld: Vec<String> = keys
-        .iter()
-        .filter(|k| !metas.contains_key(*k))
-        .cloned()
-        .collect();
-    let mut tombstones = tombstones_of(db, schema.model_type, &unheld)?;
+    // Versions at which the remote deleted these records, as far as this store knows: a copy
+    // (or tombstone) not newer than that is stale, also for a row created here since.
+    let mut tombstones = tombstones_of(db, schema.model_type, &keys)?;
     // New rows wait here and go in with multi-row INSERTs; anything that reads or changes an
     // existing row (or one created earlier in this page) writes them first.
     let mut inserts: Vec<(Vec<Param>, NewMeta)> = Vec::new();
@@ -1050,9 +1045,14 @@ pub(crate) fn apply_remote(
         }
         if with_ops.contains(key) {
             // A version the row already has (or an older one: an echo of our own write, a
-            // catch-up page overlapping acknowledged writes) changes nothing remotely, so it
-            // is no conflict: the local edit stays queued as it is.
-            if let Some(&(version, _)) = metas.get(key) {
+            // catch-up page overlapping acknowledged writes, the tombstone a local create was
+            // made over) changes nothing remotely, so it is no conflict: the local edit stays
+            // queued as it is.
+            let known = metas
+                .get(key)
+                .map(|&(version, _)| version)
+                .max(tombstones.get(key).copied());
+            if let Some(version) = known {
                 if remote.version > 0 && remote.version <= version {
                     out.stale.push(remote.id.clone());
                     continue;
