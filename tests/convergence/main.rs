@@ -223,6 +223,9 @@ async fn orchestrate() -> bool {
                 }
             );
             println!("     files and logs: {}", outcome.dir.display());
+            if let Some(schema) = &outcome.kept_schema {
+                println!("     the server's data: Postgres schema {schema}");
+            }
         }
     }
     let count = |k: Kind| by_kind.get(&k).copied().unwrap_or(0);

@@ -89,6 +89,8 @@ pub struct Outcome {
     pub problems: Vec<Problem>,
     /// The run's directory (kept when it failed): databases and child logs.
     pub dir: PathBuf,
+    /// The Postgres schema of a failed run's server, kept.
+    pub kept_schema: Option<String>,
 }
 
 type Replies = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
@@ -154,6 +156,7 @@ pub async fn run(plan: &Plan, postgres: Option<&str>) -> Outcome {
                 stats: Stats::default(),
                 problems: vec![broken(format!("temp dir: {e}"))],
                 dir: PathBuf::new(),
+                kept_schema: None,
             }
         }
     };
@@ -169,6 +172,7 @@ pub async fn run(plan: &Plan, postgres: Option<&str>) -> Outcome {
                     stats: Stats::default(),
                     problems: vec![broken(e)],
                     dir,
+                    kept_schema: None,
                 }
             }
         },
@@ -206,16 +210,24 @@ pub async fn run(plan: &Plan, postgres: Option<&str>) -> Outcome {
                 stats: ctx.stats,
                 problems: ctx.problems,
                 dir: dir.clone(),
+                kept_schema: None,
             }
         }
         Err(e) => Outcome {
             stats: Stats::default(),
             problems: vec![broken(format!("proxy: {e}"))],
             dir: dir.clone(),
+            kept_schema: None,
         },
     };
+    let mut outcome = outcome;
     if let Some((base, schema)) = pg_schema {
-        drop_schema(&base, &schema);
+        if outcome.problems.is_empty() {
+            drop_schema(&base, &schema);
+        } else {
+            // Kept for a look, like the run's directory.
+            outcome.kept_schema = Some(schema);
+        }
     }
     // Kept when something failed or a sync ran suspiciously long (see its logs).
     if outcome.problems.is_empty() && outcome.stats.slowest_sync_ms < SLOW_SYNC_MS {
