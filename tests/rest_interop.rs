@@ -536,6 +536,71 @@ async fn a_batch_refused_for_good_fails_its_ops_and_a_401_is_retried() {
     server.abort();
 }
 
+/// Guards against: transports disagreeing on what a failure does. With one REST call per
+/// change, a 401 or 403 answering a create is retried like in batch mode (credentials are
+/// renewed from outside; it used to fail the op for good), and a 422 fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_op_rest_retries_401_and_403_and_fails_422() {
+    let answer = Arc::new(Mutex::new(StatusCode::UNPROCESSABLE_ENTITY));
+    let status = Arc::clone(&answer);
+    let app = Router::new().route(
+        "/todos",
+        axum::routing::post(move || {
+            let status = *status.lock().unwrap();
+            async move { (status, Json(json!({"error": "no"}))) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.direction = offline_sync_kit::SyncDirection::PushOnly;
+    let sync = SyncManager::builder()
+        .base_url(format!("http://{addr}"))
+        .rest_only()
+        .store(store_at(&db.path()).await)
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+
+    sync.save(&todo("refused", "x")).await.unwrap();
+    let _ = sync.sync_all().await;
+    let failed = sync.failed_ops().await.unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("422"),
+        "{failed:?}"
+    );
+
+    for (code, id) in [
+        (StatusCode::UNAUTHORIZED, "no-token"),
+        (StatusCode::FORBIDDEN, "no-access"),
+    ] {
+        *answer.lock().unwrap() = code;
+        sync.save(&todo(id, "y")).await.unwrap();
+        let _ = sync.sync_all().await;
+        let state = sync.record_state::<Todo>(id).await.unwrap();
+        assert_eq!(state.ops.len(), 1, "{code}: {state:?}");
+        assert_eq!(
+            state.ops[0].state,
+            offline_sync_kit::store::OpState::Pending,
+            "{code}: {state:?}"
+        );
+        assert!(state.ops[0].attempts >= 1, "{code}: {state:?}");
+    }
+    assert_eq!(sync.failed_ops().await.unwrap().len(), 1, "only the 422");
+    sync.shutdown().await.unwrap();
+    server.abort();
+}
+
 /// Guards against: `timeout` and `retry_count` of a `RestRequest` that are parsed but never
 /// applied. A read whose server answers 503 twice succeeds on the third try with
 /// `retry_count(2)` and fails with `retry_count(0)`; a server slower than `timeout` fails the

@@ -9,6 +9,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use crate::disposition::Disposition;
 use crate::protocol::{PullPage, PushResponse, IDEMPOTENCY_KEY_HEADER};
 use crate::remote::{
     parse_remote_record, push_outcomes, wire_ops, ModelRoute, PullMode, PushItem, PushKind,
@@ -472,7 +473,8 @@ impl HttpRemote {
                 version: 0,
                 record: None,
             }
-        } else if is_transient(status) {
+        } else if Disposition::of_status(status.as_u16()) == Disposition::Retry {
+            // Outages, and credentials that may be renewed (401/403): `crate::disposition`.
             PushOutcome::Transient {
                 message: format!("HTTP {status}: {}", error_message(&response.body, status)),
                 retry_after: response.retry_after,

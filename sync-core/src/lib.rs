@@ -8,6 +8,8 @@
 #![warn(missing_docs)]
 
 mod connectivity;
+mod disposition;
+mod engine;
 mod error;
 mod events;
 mod http;

@@ -1,0 +1,434 @@
+//! The push half: ready ops are claimed in chunks (marked in flight and read in one store
+//! transaction), sent as a pipeline, and settled from the answers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::Map;
+
+use super::{blocking, Inner};
+use crate::disposition::Disposition;
+use crate::error::{Error, Result};
+use crate::events::{SyncEvent, SyncEventType, SyncReport};
+use crate::options::SyncOptions;
+use crate::remote::{ModelRoute, PushItem, PushKind, PushOutcome, RemoteError, Traffic};
+use crate::store::{Ack, OpKind, OutboxOp, PendingConflict, StoredRecord};
+
+/// The remote's answer to a pushed chunk.
+pub(crate) type PushResult = std::result::Result<(Vec<PushOutcome>, Traffic), RemoteError>;
+
+/// A chunk of ops marked in flight, with what goes on the wire.
+pub(crate) struct PreparedChunk {
+    /// The ops that are sent, in the order of `items`.
+    pub(crate) ops: Vec<OutboxOp>,
+    pub(crate) items: Vec<PushItem>,
+    /// Local rows of the creates and updates, by id, as they were sent.
+    pub(crate) rows: HashMap<String, StoredRecord>,
+    /// Ops failed because their local record was gone.
+    pub(crate) failed: u64,
+}
+
+impl Inner {
+    pub(crate) async fn push_all(
+        self: &Arc<Self>,
+        models: &HashSet<&'static str>,
+        batch: usize,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let options = self.options();
+        let chunk_size = batch.min(self.remote.max_batch()).max(1);
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(Error::Shutdown);
+            }
+            let limit = batch.saturating_mul(4).max(64);
+            let ready = blocking(&self.store, move |s| s.ready_ops(Utc::now(), limit)).await?;
+            // Ops of models this manager does not know cannot be sent: keep them, visibly, as failed.
+            for op in ready
+                .iter()
+                .filter(|op| !self.models.contains_key(op.model_type.as_str()))
+            {
+                let seq = op.seq;
+                let message = format!(
+                    "model `{}` is not registered with this SyncManager; register it and call retry_failed",
+                    op.model_type
+                );
+                blocking(&self.store, move |s| s.fail_op(seq, &message)).await?;
+                report.failed += 1;
+            }
+            // One op per record per round keeps a record's ops in order.
+            let mut seen = HashSet::new();
+            let ready: Vec<OutboxOp> = ready
+                .into_iter()
+                .filter(|op| models.contains(op.model_type.as_str()))
+                .filter(|op| seen.insert((op.model_type.clone(), op.record_id.clone())))
+                .collect();
+            if ready.is_empty() {
+                return Ok(());
+            }
+            self.progress(0, ready.len() as u64);
+            let mut progressed = false;
+            // Group by model, keeping priority/seq order inside each group.
+            let mut groups: Vec<(&'static str, Vec<OutboxOp>)> = Vec::new();
+            for op in ready {
+                let Some(route) = self.models.get(op.model_type.as_str()) else {
+                    continue;
+                };
+                let model_type = route.schema.model_type;
+                match groups.iter_mut().find(|(m, _)| *m == model_type) {
+                    Some((_, ops)) => ops.push(op),
+                    None => groups.push((model_type, vec![op])),
+                }
+            }
+            for (model_type, ops) in groups {
+                let route = Arc::clone(&self.models[model_type]);
+                progressed |= self
+                    .push_group(&route, &ops, chunk_size, &options, report)
+                    .await?;
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Pushes one model's ops chunk by chunk, as a pipeline: while chunk `n` is on the wire,
+    /// chunk `n - 1` is settled from its answer and chunk `n + 1` is marked in flight and read
+    /// from the store, so the local work hides behind the remote's. Chunks hold distinct
+    /// records (one op per record per round), so their order among each other is free.
+    /// Returns whether any op left the queue or changed state for good.
+    pub(crate) async fn push_group(
+        self: &Arc<Self>,
+        route: &Arc<ModelRoute>,
+        ops: &[OutboxOp],
+        chunk_size: usize,
+        options: &SyncOptions,
+        report: &mut SyncReport,
+    ) -> Result<bool> {
+        let mut chunks = ops.chunks(chunk_size);
+        let Some(first) = chunks.next() else {
+            return Ok(false);
+        };
+        let mut progressed = false;
+        let mut current = self.prepare_chunk(route, first, options).await?;
+        let mut answered: Option<(PreparedChunk, Option<PushResult>)> = None;
+        loop {
+            let following = chunks.next();
+            let (sent, (settled, next)) = tokio::join!(
+                async {
+                    if current.items.is_empty() {
+                        None
+                    } else {
+                        Some(self.remote.push(route, &current.items).await)
+                    }
+                },
+                async {
+                    let settled = match answered.take() {
+                        Some((chunk, sent)) => {
+                            self.finish_chunk(route, chunk, sent, options, report).await
+                        }
+                        None => Ok(false),
+                    };
+                    let next = match (&settled, following) {
+                        (Ok(_), Some(ops)) => Some(self.prepare_chunk(route, ops, options).await),
+                        _ => None,
+                    };
+                    (settled, next)
+                },
+            );
+            let failed_send = matches!(sent, Some(Err(_)));
+            let stop = match (settled, next) {
+                (Ok(made_progress), Some(Ok(prepared))) if !failed_send => {
+                    progressed |= made_progress;
+                    answered = Some((std::mem::replace(&mut current, prepared), sent));
+                    continue;
+                }
+                (Ok(made_progress), None) if !failed_send => {
+                    // The last chunk: settle it and stop.
+                    progressed |= made_progress;
+                    None
+                }
+                (Ok(made_progress), Some(Ok(prepared))) => {
+                    // The current chunk failed: the next one never goes out.
+                    progressed |= made_progress;
+                    self.release(&prepared).await;
+                    None
+                }
+                (Ok(made_progress), None) => {
+                    progressed |= made_progress;
+                    None
+                }
+                (Ok(made_progress), Some(Err(err))) => {
+                    progressed |= made_progress;
+                    Some(err)
+                }
+                (Err(err), _) => Some(err),
+            };
+            // Whatever happened around it, the chunk that was sent is settled from its answer
+            // (a failed send puts its ops back for a retry) so that none stays in flight.
+            let last = self
+                .finish_chunk(route, current, sent, options, report)
+                .await;
+            return match (stop, last) {
+                (Some(err), _) | (None, Err(err)) => Err(err),
+                (None, Ok(made_progress)) => Ok(progressed | made_progress),
+            };
+        }
+    }
+
+    /// Puts a prepared chunk that was never sent back to pending, untouched.
+    pub(crate) async fn release(self: &Arc<Self>, chunk: &PreparedChunk) {
+        let seqs: Vec<i64> = chunk.ops.iter().map(|o| o.seq).collect();
+        if seqs.is_empty() {
+            return;
+        }
+        if let Err(err) = blocking(&self.store, move |s| s.release_inflight(&seqs)).await {
+            tracing::warn!(error = %err, "could not release unsent ops; they go back to pending on the next start");
+        }
+    }
+
+    /// Marks a chunk's ops in flight and builds what to send from the records as stored now.
+    /// An op whose local record is gone fails at once.
+    pub(crate) async fn prepare_chunk(
+        self: &Arc<Self>,
+        route: &Arc<ModelRoute>,
+        ops: &[OutboxOp],
+        options: &SyncOptions,
+    ) -> Result<PreparedChunk> {
+        let schema = route.schema;
+        let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
+        // The ops and their records as they are when marked, read in the marking transaction:
+        // an edit saved after this goes into a new op behind, never into what is sent.
+        let claimed = blocking(&self.store, move |s| s.claim_ops(schema, &seqs)).await?;
+        let mut chunk = PreparedChunk {
+            ops: Vec::with_capacity(claimed.len()),
+            items: Vec::with_capacity(claimed.len()),
+            rows: HashMap::new(),
+            failed: 0,
+        };
+        let mut ops = Vec::with_capacity(claimed.len());
+        for claim in claimed {
+            if let Some(record) = claim.record {
+                chunk.rows.insert(claim.op.record_id.clone(), record);
+            }
+            ops.push(claim.op);
+        }
+        let rows = &chunk.rows;
+        for op in ops {
+            let item = match op.op {
+                OpKind::Delete => Some(PushItem {
+                    seq: op.seq,
+                    kind: PushKind::Delete,
+                    id: op.record_id.clone(),
+                    base_version: op.base_version,
+                    data: None,
+                    idempotency_key: op.idempotency_key.clone(),
+                }),
+                OpKind::Create | OpKind::Update => rows.get(&op.record_id).map(|row| {
+                    let full = op.op == OpKind::Create
+                        || !options.use_delta_sync
+                        || op.changed_fields.iter().any(|f| {
+                            schema
+                                .field_by_wire_name(f)
+                                .is_some_and(|spec| spec.skip_delta)
+                        });
+                    let (kind, data) = if op.op == OpKind::Create {
+                        (PushKind::Create, row.data.clone())
+                    } else if full {
+                        (PushKind::Replace, row.data.clone())
+                    } else {
+                        let mut delta = Map::new();
+                        for field in &op.changed_fields {
+                            if let Some(value) = row.data.get(field) {
+                                delta.insert(field.clone(), value.clone());
+                            }
+                        }
+                        (PushKind::Update, delta)
+                    };
+                    PushItem {
+                        seq: op.seq,
+                        kind,
+                        id: op.record_id.clone(),
+                        base_version: op.base_version,
+                        data: Some(data),
+                        idempotency_key: op.idempotency_key.clone(),
+                    }
+                }),
+            };
+            match item {
+                Some(item) => {
+                    chunk.items.push(item);
+                    chunk.ops.push(op);
+                }
+                None => {
+                    let seq = op.seq;
+                    blocking(&self.store, move |s| {
+                        s.fail_op(seq, "the local record of this op is missing")
+                    })
+                    .await?;
+                    chunk.failed += 1;
+                }
+            }
+        }
+        Ok(chunk)
+    }
+
+    /// Settles a sent chunk from the remote's answer (`None`: nothing was sendable); returns
+    /// whether any op left the queue or changed state for good.
+    pub(crate) async fn finish_chunk(
+        self: &Arc<Self>,
+        route: &Arc<ModelRoute>,
+        chunk: PreparedChunk,
+        sent: Option<PushResult>,
+        options: &SyncOptions,
+        report: &mut SyncReport,
+    ) -> Result<bool> {
+        let schema = route.schema;
+        let PreparedChunk {
+            ops: sendable,
+            rows,
+            failed,
+            ..
+        } = chunk;
+        report.failed += failed;
+        let mut progressed = failed > 0;
+        let Some(result) = sent else {
+            return Ok(progressed);
+        };
+        // A remote must answer every item, in order; a short or long answer says nothing
+        // reliable about any of them.
+        let result = result.and_then(|(outcomes, traffic)| {
+            if outcomes.len() == sendable.len() {
+                Ok((outcomes, traffic))
+            } else {
+                Err(RemoteError::BadResponse(format!(
+                    "the remote answered {} outcomes for {} pushed changes",
+                    outcomes.len(),
+                    sendable.len()
+                )))
+            }
+        });
+        let (outcomes, traffic) = match result {
+            Ok(ok) => ok,
+            // The remote refused the whole request for good (a malformed or too large batch,
+            // a missing endpoint): no retry can succeed, so the ops fail, kept and visible
+            // for `retry_failed` once the cause is fixed. Which statuses those are is the
+            // one table of `crate::disposition` (401/403 are retried).
+            Err(RemoteError::Refused { status, message })
+                if Disposition::of_status(status) == Disposition::Fail =>
+            {
+                let text = format!("HTTP {status}: {message}");
+                for op in &sendable {
+                    let seq = op.seq;
+                    let text2 = text.clone();
+                    blocking(&self.store, move |s| s.fail_op(seq, &text2)).await?;
+                    report.failed += 1;
+                    self.emit(
+                        SyncEvent::model(
+                            SyncEventType::SyncFailed,
+                            schema.model_type,
+                            &op.record_id,
+                        )
+                        .with_data(serde_json::json!({ "error": text, "seq": seq })),
+                    );
+                }
+                self.status
+                    .send_modify(|s| s.last_error = Some(text.clone()));
+                return Err(Error::Remote(RemoteError::Refused { status, message }));
+            }
+            Err(err) => {
+                // Nothing is known about any item: all of them go back to the queue.
+                let retry_after = match &err {
+                    RemoteError::Unavailable { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                let message = err.to_string();
+                for op in &sendable {
+                    self.retry_later(schema, op, &message, retry_after, options, report)
+                        .await?;
+                }
+                return Err(Error::Remote(err));
+            }
+        };
+        report.bytes_sent += traffic.sent;
+        report.bytes_received += traffic.received;
+        // Acknowledge the whole chunk in one store transaction first.
+        let mut acks = Vec::new();
+        let mut others = Vec::new();
+        for (op, outcome) in sendable.iter().zip(outcomes) {
+            match outcome {
+                PushOutcome::Applied { version, record } => acks.push(Ack {
+                    seq: op.seq,
+                    version,
+                    // Write the server's copy back only where it differs from ours.
+                    data: record
+                        .filter(|r| !r.deleted)
+                        .map(|r| r.data)
+                        .filter(|data| rows.get(&op.record_id).is_none_or(|row| row.data != *data)),
+                }),
+                other => others.push((op, other)),
+            }
+        }
+        if !acks.is_empty() {
+            let n = acks.len() as u64;
+            blocking(&self.store, move |s| s.ack_ops(schema, &acks)).await?;
+            report.pushed += n;
+            progressed = true;
+            self.progress(n, 0);
+        }
+        for (op, outcome) in others {
+            let seq = op.seq;
+            match outcome {
+                PushOutcome::Applied { .. } => {}
+                PushOutcome::Conflict { current } => {
+                    // Back to pending so the resolution may rewrite or drop it.
+                    blocking(&self.store, move |s| {
+                        s.reschedule_op(seq, Utc::now(), "conflict")
+                    })
+                    .await?;
+                    let id = op.record_id.clone();
+                    let state = blocking(&self.store, move |s| s.record_state(schema, &id)).await?;
+                    let id = op.record_id.clone();
+                    let local = blocking(&self.store, move |s| s.get(schema, &id)).await?;
+                    let conflict = PendingConflict {
+                        remote: current,
+                        local,
+                        ops: state.ops,
+                    };
+                    self.settle(route, conflict, report).await?;
+                    progressed = true;
+                }
+                PushOutcome::Rejected { status, message } => {
+                    let text = if status > 0 {
+                        format!("HTTP {status}: {message}")
+                    } else {
+                        message
+                    };
+                    let text2 = text.clone();
+                    blocking(&self.store, move |s| s.fail_op(seq, &text2)).await?;
+                    report.failed += 1;
+                    progressed = true;
+                    self.status
+                        .send_modify(|s| s.last_error = Some(text.clone()));
+                    self.emit(
+                        SyncEvent::model(
+                            SyncEventType::SyncFailed,
+                            schema.model_type,
+                            &op.record_id,
+                        )
+                        .with_data(serde_json::json!({ "error": text, "seq": seq })),
+                    );
+                }
+                PushOutcome::Transient {
+                    message,
+                    retry_after,
+                } => {
+                    self.retry_later(schema, op, &message, retry_after, options, report)
+                        .await?;
+                }
+            }
+        }
+        Ok(progressed)
+    }
+}

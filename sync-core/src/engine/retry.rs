@@ -1,0 +1,48 @@
+//! What a transient push failure does to an op: backoff, or failed after `max_attempts`.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sync_schema::ModelSchema;
+
+use super::{blocking, Inner};
+use crate::error::Result;
+use crate::events::{SyncEvent, SyncEventType, SyncReport};
+use crate::options::SyncOptions;
+use crate::store::OutboxOp;
+
+impl Inner {
+    pub(crate) async fn retry_later(
+        &self,
+        schema: &'static ModelSchema,
+        op: &OutboxOp,
+        message: &str,
+        retry_after: Option<Duration>,
+        options: &SyncOptions,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let attempts = u32::try_from(op.attempts.max(0)).unwrap_or(0) + 1;
+        let seq = op.seq;
+        let message = message.to_owned();
+        if options
+            .retry
+            .max_attempts
+            .is_some_and(|max| attempts >= max)
+        {
+            let text = format!("gave up after {attempts} attempts: {message}");
+            let text2 = text.clone();
+            blocking(&self.store, move |s| s.fail_op(seq, &text2)).await?;
+            report.failed += 1;
+            self.emit(
+                SyncEvent::model(SyncEventType::SyncFailed, schema.model_type, &op.record_id)
+                    .with_data(serde_json::json!({ "error": text, "seq": seq })),
+            );
+            return Ok(());
+        }
+        let delay = options.retry.delay(attempts, retry_after);
+        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        blocking(&self.store, move |s| s.reschedule_op(seq, at, &message)).await?;
+        report.retried += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,48 @@
+//! The write path: a local save, its row and op in one store transaction.
+
+use serde_json::Value;
+
+use super::{blocking, Inner};
+use crate::error::Result;
+use crate::events::{SyncEvent, SyncEventType};
+use crate::remote::ModelRoute;
+use crate::store::{JsonObject, LocalWrite};
+
+impl Inner {
+    pub(crate) async fn save_local(
+        &self,
+        route: &ModelRoute,
+        id: String,
+        data: JsonObject,
+        enqueue: bool,
+        version: Option<i64>,
+    ) -> Result<()> {
+        let schema = route.schema;
+        let user = self.user_id.clone();
+        let data2 = data.clone();
+        let id2 = id.clone();
+        let outcome = blocking(&self.store, move |s| {
+            s.save(&LocalWrite {
+                schema,
+                id: &id2,
+                data: &data2,
+                user_id: user.as_deref(),
+                priority: 0,
+                enqueue,
+                version,
+            })
+        })
+        .await?;
+        if !outcome.changed_fields.is_empty() {
+            let kind = if outcome.created {
+                SyncEventType::ModelAdded
+            } else {
+                SyncEventType::ModelUpdated
+            };
+            self.emit(
+                SyncEvent::model(kind, schema.model_type, &id).with_data(Value::Object(data)),
+            );
+        }
+        self.refresh_counts().await
+    }
+}

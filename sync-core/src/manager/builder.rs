@@ -1,0 +1,332 @@
+//! [`SyncManagerBuilder`]: configuration, model registration and `build()`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde_json::Map;
+use sync_schema::ModelSchema;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::SyncManager;
+use crate::connectivity::{Connectivity, ManualConnectivity};
+use crate::engine::{blocking, worker, Inner};
+use crate::error::{Error, Result};
+use crate::events::SyncStatus;
+use crate::http::HttpRemote;
+use crate::model::SyncModel;
+use crate::options::SyncOptions;
+use crate::realtime::{self, Realtime, WebSocketConfig};
+use crate::remote::{ModelRoute, PullMode, Remote};
+use crate::rest::RestRequests;
+use crate::store::LocalStore;
+
+/// Per-model configuration beyond what the derive generates.
+#[derive(Debug, Clone, Default)]
+pub struct ModelConfig {
+    /// Request overrides merged over the derive's `rest(...)` configuration.
+    pub rest: Option<RestRequests>,
+    /// How the model is pulled (default: the cursor protocol).
+    pub pull: Option<PullMode>,
+}
+
+pub(crate) struct Registration {
+    pub(crate) schema: &'static ModelSchema,
+    pub(crate) route: ModelRoute,
+}
+
+/// Builds a [`SyncManager`]. Configuration errors are returned by [`build`](Self::build).
+#[must_use]
+pub struct SyncManagerBuilder {
+    base_url: Option<String>,
+    headers: BTreeMap<String, String>,
+    store: Option<Arc<dyn LocalStore>>,
+    remote: Option<Arc<dyn Remote>>,
+    connectivity: Option<Arc<dyn Connectivity>>,
+    models: Vec<Registration>,
+    options: SyncOptions,
+    auto_migrate: bool,
+    user_id: Option<String>,
+    batch_push: bool,
+    websocket: Option<WebSocketConfig>,
+    errors: Vec<String>,
+}
+
+impl fmt::Debug for SyncManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncManagerBuilder")
+            .field("base_url", &self.base_url)
+            .field(
+                "models",
+                &self
+                    .models
+                    .iter()
+                    .map(|m| m.schema.model_type)
+                    .collect::<Vec<_>>(),
+            )
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncManagerBuilder {
+    /// Base URL of the remote (for the default [`HttpRemote`]).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// The local store.
+    pub fn store(mut self, store: impl LocalStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The local store, shared.
+    pub fn store_arc(mut self, store: Arc<dyn LocalStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// `Authorization: Bearer {token}` on every request of the default remote.
+    pub fn bearer_token(self, token: impl AsRef<str>) -> Self {
+        let value = format!("Bearer {}", token.as_ref());
+        self.header("Authorization", value)
+    }
+
+    /// A header on every request of the default remote (other auth schemes).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Talk to a REST API one call per change, with the models' `RestRequests`,
+    /// instead of sync-server's batch endpoint.
+    pub fn rest_only(mut self) -> Self {
+        self.batch_push = false;
+        self
+    }
+
+    /// A custom remote instead of the default [`HttpRemote`].
+    pub fn remote(mut self, remote: impl Remote) -> Self {
+        self.remote = Some(Arc::new(remote));
+        self
+    }
+
+    /// A custom remote, shared.
+    pub fn remote_arc(mut self, remote: Arc<dyn Remote>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// How the manager learns whether the remote is reachable (default: always online,
+    /// with failures handled by retries).
+    pub fn connectivity(mut self, connectivity: impl Connectivity) -> Self {
+        self.connectivity = Some(Arc::new(connectivity));
+        self
+    }
+
+    /// Registers a model.
+    pub fn model<T: SyncModel>(self) -> Self {
+        self.model_with::<T>(ModelConfig::default())
+    }
+
+    /// Registers a model with request overrides or a pull mode.
+    pub fn model_with<T: SyncModel>(mut self, config: ModelConfig) -> Self {
+        let schema = T::SCHEMA;
+        if self
+            .models
+            .iter()
+            .any(|m| m.schema.model_type == schema.model_type)
+        {
+            self.errors
+                .push(format!("model `{}` registered twice", schema.model_type));
+            return self;
+        }
+        let mut rest = T::rest_requests();
+        if let Some(overrides) = &config.rest {
+            rest = rest.merged_with(overrides);
+        }
+        self.models.push(Registration {
+            schema,
+            route: ModelRoute {
+                schema,
+                endpoint: T::ENDPOINT.to_owned(),
+                rest,
+                pull: config.pull.unwrap_or(PullMode::Cursor),
+                normalize: crate::remote::normalize_record::<T>,
+            },
+        });
+        self
+    }
+
+    /// Options.
+    pub fn options(mut self, options: SyncOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Create missing model tables from their schema (default `true`); turn off
+    /// when the application ships its own migrations.
+    pub fn auto_migrate(mut self, on: bool) -> Self {
+        self.auto_migrate = on;
+        self
+    }
+
+    /// Realtime updates over WebSocket (connect with [`SyncManager::connect_websocket`]).
+    pub fn websocket(mut self, config: WebSocketConfig) -> Self {
+        self.websocket = Some(config);
+        self
+    }
+
+    /// Owner recorded on local rows, ops and cursors.
+    pub fn user_id(mut self, user: impl Into<String>) -> Self {
+        self.user_id = Some(user.into());
+        self
+    }
+
+    /// Checks the configuration, prepares the model tables, recovers ops left
+    /// in flight by a crash, and starts the background tasks.
+    pub async fn build(self) -> Result<SyncManager> {
+        if let Some(first) = self.errors.into_iter().next() {
+            return Err(Error::Config(first));
+        }
+        let store = self
+            .store
+            .ok_or_else(|| Error::Config("no store: call .store(...)".into()))?;
+        if self.options.batch_size == 0 {
+            return Err(Error::Config("batch_size must be at least 1".into()));
+        }
+        let remote: Arc<dyn Remote> = match self.remote {
+            Some(remote) => remote,
+            None => {
+                let base = self.base_url.ok_or_else(|| {
+                    Error::Config("no remote: call .base_url(...) or .remote(...)".into())
+                })?;
+                let mut builder = HttpRemote::builder(base);
+                for (name, value) in &self.headers {
+                    builder = builder.header(name.clone(), value.clone());
+                }
+                if !self.batch_push {
+                    builder = builder.batch_push(None);
+                }
+                Arc::new(builder.build()?)
+            }
+        };
+        let mut models = HashMap::new();
+        let mut endpoints = HashMap::new();
+        for registration in self.models {
+            let schema = registration.schema;
+            let auto = self.auto_migrate;
+            let store2 = Arc::clone(&store);
+            blocking(&store2, move |s| s.prepare_model(schema, auto)).await?;
+            endpoints.insert(registration.route.endpoint.clone(), schema.model_type);
+            models.insert(schema.model_type, Arc::new(registration.route));
+        }
+        blocking(&store, |s| s.requeue_inflight()).await?;
+
+        let explicit_connectivity = self.connectivity.is_some();
+        let connectivity: Arc<dyn Connectivity> = match self.connectivity {
+            Some(c) => c,
+            None => Arc::new(ManualConnectivity::new(true)),
+        };
+        // A remote that knows its own connection state (a WebSocket) is the
+        // connectivity, unless the application gave one.
+        let online = match (explicit_connectivity, remote.connection_state()) {
+            (false, Some(state)) => state,
+            _ => connectivity.subscribe(),
+        };
+        let (status, _) = watch::channel(SyncStatus {
+            connected: *online.borrow(),
+            ..SyncStatus::default()
+        });
+        let (events, _) = broadcast::channel(4096);
+        let realtime = self.websocket.map(|config| {
+            let realtime = Realtime::new(config);
+            if realtime.config.subscribe_all_models {
+                if let Ok(mut subs) = realtime.subscriptions.lock() {
+                    for endpoint in endpoints.keys() {
+                        subs.insert(endpoint.clone(), Map::new());
+                    }
+                }
+            }
+            Arc::new(realtime)
+        });
+        let inner = Arc::new(Inner {
+            _connectivity: Arc::clone(&connectivity),
+            realtime,
+            auth_headers: self.headers.clone(),
+            store,
+            remote,
+            models,
+            endpoints,
+            options: RwLock::new(self.options),
+            user_id: self.user_id,
+            status,
+            events,
+            online,
+            paused: AtomicBool::new(false),
+            run_lock: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+            cancel: CancellationToken::new(),
+            periodic: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+        });
+        inner.refresh_counts().await?;
+        connectivity.start(Arc::clone(&inner.remote), inner.cancel.child_token());
+        let worker = tokio::spawn(worker(Arc::clone(&inner)));
+        inner.track(worker);
+        if let Some(mut changes) = inner.remote.change_events() {
+            if inner.remote.subscribe_all_models() {
+                let mut endpoints: Vec<&String> = inner.endpoints.keys().collect();
+                endpoints.sort();
+                for endpoint in endpoints {
+                    inner.remote.subscribe_changes(endpoint, Map::new());
+                }
+            }
+            let task_inner = Arc::clone(&inner);
+            let cancel = inner.cancel.child_token();
+            let mapper = inner.remote.change_event_mapper();
+            let handle = tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        message = changes.recv() => match message {
+                            Ok(value) => realtime::apply_change_message(&task_inner, &mapper, &value).await,
+                            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                                tracing::warn!(missed, "change events were dropped; pulling to catch up");
+                                let channels = task_inner.endpoints.keys().cloned().collect();
+                                task_inner.spawn_catch_up(channels);
+                            }
+                            Err(broadcast::error::RecvError::Closed) => break,
+                        },
+                    }
+                }
+            });
+            inner.track(handle);
+        }
+        Ok(SyncManager { inner })
+    }
+}
+
+impl SyncManager {
+    /// Starts configuring a manager.
+    pub fn builder() -> SyncManagerBuilder {
+        SyncManagerBuilder {
+            base_url: None,
+            headers: BTreeMap::new(),
+            store: None,
+            remote: None,
+            connectivity: None,
+            models: Vec::new(),
+            options: SyncOptions::default(),
+            auto_migrate: true,
+            user_id: None,
+            batch_push: true,
+            websocket: None,
+            errors: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! [`SyncManager`]: the public facade over the engine (`crate::engine`). The facade's
+//! methods are grouped by concern: writes (`write.rs`), reads (`read.rs`), sync control
+//! (this file), realtime (`realtime.rs`), live queries (`live.rs`); the builder is
+//! `builder.rs`.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+pub(crate) use crate::engine::Inner;
+use crate::engine::{blocking, RunSpec};
+use crate::error::{Error, Result};
+use crate::events::{SyncEvent, SyncReport, SyncStatus};
+use crate::model::SyncModel;
+use crate::options::{SyncDirection, SyncOptions};
+use crate::remote::ModelRoute;
+use crate::store::{LocalStore, OutboxOp, RecordState};
+
+mod builder;
+mod live;
+mod read;
+mod websocket;
+mod write;
+
+pub use self::builder::{ModelConfig, SyncManagerBuilder};
+pub use self::live::LiveQuery;
+
+/// What a [`SyncManager::synchronize`] run does.
+#[derive(Debug, Clone, Default)]
+pub struct SyncRun {
+    /// Order of the halves.
+    pub direction: SyncDirection,
+    /// Forget the pull cursors first and pull everything.
+    pub force_full: bool,
+    /// Ops per push request and records per pull page for this run (default: the options').
+    pub batch_size: Option<usize>,
+}
+
+/// Local-first CRUD over registered models, and the sync engine that pushes
+/// queued changes and pulls remote ones. Cheap to clone.
+#[derive(Clone)]
+pub struct SyncManager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SyncManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncManager")
+            .field("models", &self.inner.models.keys().collect::<Vec<_>>())
+            .field("status", &*self.inner.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncManager {
+    pub(crate) fn route<T: SyncModel>(&self) -> Result<Arc<ModelRoute>> {
+        self.inner.route(T::SCHEMA)
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.inner.cancel.is_cancelled() {
+            Err(Error::Shutdown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Pulls one model into the store (pull half only).
+    pub async fn pull<T: SyncModel>(&self) -> Result<SyncReport> {
+        let route = self.route::<T>()?;
+        self.inner
+            .run(RunSpec {
+                direction: SyncDirection::PullOnly,
+                force_full: false,
+                batch_size: None,
+                models: Some(vec![route]),
+            })
+            .await
+    }
+
+    /// Fetches one record from the remote into the store and returns the local view of it.
+    pub async fn pull_by_id<T: SyncModel>(&self, id: &str) -> Result<Option<T>> {
+        let route = self.route::<T>()?;
+        self.inner.refresh_one(&route, id).await?;
+        self.local_get::<T>(id).await
+    }
+
+    /// Runs a sync of every model in the options' direction.
+    pub async fn sync_all(&self) -> Result<SyncReport> {
+        let direction = self.inner.options().direction;
+        self.synchronize(SyncRun {
+            direction,
+            ..SyncRun::default()
+        })
+        .await
+    }
+
+    /// Runs a sync of one model.
+    pub async fn sync<T: SyncModel>(&self) -> Result<SyncReport> {
+        let route = self.route::<T>()?;
+        let direction = self.inner.options().direction;
+        self.inner
+            .run(RunSpec {
+                direction,
+                force_full: false,
+                batch_size: None,
+                models: Some(vec![route]),
+            })
+            .await
+    }
+
+    /// Runs a sync as described by `run`.
+    pub async fn synchronize(&self, run: SyncRun) -> Result<SyncReport> {
+        self.check_open()?;
+        self.inner
+            .run(RunSpec {
+                direction: run.direction,
+                force_full: run.force_full,
+                batch_size: run.batch_size,
+                models: None,
+            })
+            .await
+    }
+
+    /// Syncs every `sync_interval` until [`stop_periodic_sync`](Self::stop_periodic_sync).
+    pub fn start_periodic_sync(&self) {
+        let token = self.inner.cancel.child_token();
+        let previous = self
+            .inner
+            .periodic
+            .lock()
+            .map(|mut slot| slot.replace(token.clone()))
+            .unwrap_or(None);
+        if let Some(previous) = previous {
+            previous.cancel();
+        }
+        let inner = Arc::clone(&self.inner);
+        let handle = tokio::spawn(async move {
+            loop {
+                let interval = inner.options().sync_interval;
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(interval) => {}
+                }
+                let direction = inner.options().direction;
+                if let Err(err) = inner
+                    .run(RunSpec {
+                        direction,
+                        force_full: false,
+                        batch_size: None,
+                        models: None,
+                    })
+                    .await
+                {
+                    tracing::warn!(error = %err, "periodic sync failed");
+                }
+            }
+        });
+        self.inner.track(handle);
+    }
+
+    /// Stops periodic sync.
+    pub fn stop_periodic_sync(&self) {
+        if let Ok(mut slot) = self.inner.periodic.lock() {
+            if let Some(token) = slot.take() {
+                token.cancel();
+            }
+        }
+    }
+
+    /// Pauses sync: runs are skipped (local reads and writes go on) until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.inner.paused.store(true, Ordering::SeqCst);
+        self.inner.status.send_modify(|s| s.paused = true);
+    }
+
+    /// Resumes sync and pushes what queued up meanwhile.
+    pub fn resume(&self) {
+        self.inner.paused.store(false, Ordering::SeqCst);
+        self.inner.status.send_modify(|s| s.paused = false);
+        self.inner.wake.notify_one();
+    }
+
+    /// The status, as a watch channel.
+    pub fn status(&self) -> watch::Receiver<SyncStatus> {
+        self.inner.status.subscribe()
+    }
+
+    /// Events.
+    pub fn events(&self) -> broadcast::Receiver<SyncEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Sync state of one record: version, synced, error, attempts and its ops.
+    pub async fn record_state<T: SyncModel>(&self, id: &str) -> Result<RecordState> {
+        self.route::<T>()?;
+        let id = id.to_owned();
+        blocking(&self.inner.store, move |s| s.record_state(T::SCHEMA, &id)).await
+    }
+
+    /// Ops the remote refused permanently.
+    pub async fn failed_ops(&self) -> Result<Vec<OutboxOp>> {
+        blocking(&self.inner.store, |s| s.failed_ops()).await
+    }
+
+    /// Puts every failed op back in the queue and pushes.
+    pub async fn retry_failed(&self) -> Result<u64> {
+        let n = blocking(&self.inner.store, |s| s.retry_failed(None)).await?;
+        self.inner.refresh_counts().await?;
+        self.inner.wake.notify_one();
+        Ok(n)
+    }
+
+    /// Drops a failed (or pending) op; the local data stays as it is.
+    pub async fn discard_failed(&self, op: &OutboxOp) -> Result<()> {
+        let seq = op.seq;
+        blocking(&self.inner.store, move |s| s.discard_op(seq)).await?;
+        self.inner.refresh_counts().await
+    }
+
+    /// Replaces the options; they apply from the next operation.
+    pub fn update_options(&self, options: SyncOptions) {
+        if let Ok(mut slot) = self.inner.options.write() {
+            *slot = options;
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// The options now.
+    pub fn options(&self) -> SyncOptions {
+        self.inner.options()
+    }
+
+    /// True if the remote is considered reachable.
+    pub fn is_online(&self) -> bool {
+        self.inner.is_online()
+    }
+
+    /// Stops every background task and waits for them; the manager refuses further calls.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.inner.cancel.cancel();
+        let handles: Vec<JoinHandle<()>> = self
+            .inner
+            .tasks
+            .lock()
+            .map(|mut tasks| tasks.drain(..).collect())
+            .unwrap_or_default();
+        for handle in handles {
+            if let Err(err) = handle.await {
+                if err.is_panic() {
+                    tracing::error!(error = %err, "a sync task panicked");
+                }
+            }
+        }
+        // Wait for a run in progress to finish its current step.
+        let _guard = self.inner.run_lock.lock().await;
+        Ok(())
+    }
+
+    /// The store the manager uses.
+    pub fn store(&self) -> Arc<dyn LocalStore> {
+        Arc::clone(&self.inner.store)
+    }
+
+    /// The model type registered for a wire collection (endpoint).
+    pub fn model_type_for_endpoint(&self, endpoint: &str) -> Option<&'static str> {
+        self.inner.endpoints.get(endpoint).copied()
+    }
+}
