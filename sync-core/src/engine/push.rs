@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::Map;
+use sync_schema::ModelSchema;
 
 use super::{blocking, Inner};
 use crate::disposition::Disposition;
@@ -216,46 +217,7 @@ impl Inner {
         }
         let rows = &chunk.rows;
         for op in ops {
-            let item = match op.op {
-                OpKind::Delete => Some(PushItem {
-                    seq: op.seq,
-                    kind: PushKind::Delete,
-                    id: op.record_id.clone(),
-                    base_version: op.base_version,
-                    data: None,
-                    idempotency_key: op.idempotency_key.clone(),
-                }),
-                OpKind::Create | OpKind::Update => rows.get(&op.record_id).map(|row| {
-                    let full = op.op == OpKind::Create
-                        || !options.use_delta_sync
-                        || op.changed_fields.iter().any(|f| {
-                            schema
-                                .field_by_wire_name(f)
-                                .is_some_and(|spec| spec.skip_delta)
-                        });
-                    let (kind, data) = if op.op == OpKind::Create {
-                        (PushKind::Create, row.data.clone())
-                    } else if full {
-                        (PushKind::Replace, row.data.clone())
-                    } else {
-                        let mut delta = Map::new();
-                        for field in &op.changed_fields {
-                            if let Some(value) = row.data.get(field) {
-                                delta.insert(field.clone(), value.clone());
-                            }
-                        }
-                        (PushKind::Update, delta)
-                    };
-                    PushItem {
-                        seq: op.seq,
-                        kind,
-                        id: op.record_id.clone(),
-                        base_version: op.base_version,
-                        data: Some(data),
-                        idempotency_key: op.idempotency_key.clone(),
-                    }
-                }),
-            };
+            let item = push_item(schema, &op, rows.get(&op.record_id), options.use_delta_sync);
             match item {
                 Some(item) => {
                     chunk.items.push(item);
@@ -430,5 +392,201 @@ impl Inner {
             }
         }
         Ok(progressed)
+    }
+}
+
+/// What goes on the wire for `op` (a pure decision): a delete carries no data; a create
+/// carries the whole record; an update carries the changed fields (`Update`), or the whole
+/// record (`Replace`) when deltas are off or a `skip_delta` field changed. `None` when the
+/// op needs its record and the record is gone.
+pub(crate) fn push_item(
+    schema: &'static ModelSchema,
+    op: &OutboxOp,
+    row: Option<&StoredRecord>,
+    use_delta_sync: bool,
+) -> Option<PushItem> {
+    let (kind, data) = match op.op {
+        OpKind::Delete => (PushKind::Delete, None),
+        OpKind::Create => (PushKind::Create, Some(row?.data.clone())),
+        OpKind::Update => {
+            let row = row?;
+            let full = !use_delta_sync
+                || op.changed_fields.iter().any(|f| {
+                    schema
+                        .field_by_wire_name(f)
+                        .is_some_and(|spec| spec.skip_delta)
+                });
+            if full {
+                (PushKind::Replace, Some(row.data.clone()))
+            } else {
+                let mut delta = Map::new();
+                for field in &op.changed_fields {
+                    if let Some(value) = row.data.get(field) {
+                        delta.insert(field.clone(), value.clone());
+                    }
+                }
+                (PushKind::Update, Some(delta))
+            }
+        }
+    };
+    Some(PushItem {
+        seq: op.seq,
+        kind,
+        id: op.record_id.clone(),
+        base_version: op.base_version,
+        data,
+        idempotency_key: op.idempotency_key.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{OpState, RecordMeta};
+    use serde_json::{json, Value};
+    use sync_schema::{FieldSpec, SqlType};
+
+    const fn field(position: usize, name: &'static str, skip_delta: bool) -> FieldSpec {
+        FieldSpec {
+            position,
+            name,
+            wire_name: name,
+            column: name,
+            sql_type: SqlType::Text,
+            nullable: false,
+            id: position == 0,
+            index: false,
+            skip_delta,
+            has_default: false,
+        }
+    }
+    const FIELDS: &[FieldSpec] = &[
+        field(0, "id", false),
+        field(1, "title", false),
+        field(2, "note", false),
+        field(3, "blob", true),
+    ];
+    static SCHEMA: ModelSchema = ModelSchema {
+        struct_name: "Item",
+        model_type: "item",
+        endpoint: "items",
+        table: "items",
+        id_field: 0,
+        fields: FIELDS,
+    };
+
+    fn op(kind: OpKind, changed: &[&str]) -> OutboxOp {
+        OutboxOp {
+            seq: 7,
+            model_type: "item".into(),
+            record_id: "a".into(),
+            user_id: None,
+            op: kind,
+            changed_fields: changed.iter().map(|f| (*f).to_owned()).collect(),
+            base_version: 3,
+            base_values: Map::new(),
+            idempotency_key: "k".into(),
+            priority: 0,
+            attempts: 0,
+            next_attempt_at: None,
+            last_error: None,
+            state: OpState::Inflight,
+            created_at: chrono::Utc::now(),
+            sent: false,
+        }
+    }
+
+    fn row() -> StoredRecord {
+        let Value::Object(data) = json!({"id": "a", "title": "t", "note": "n", "blob": "b"}) else {
+            unreachable!("an object literal")
+        };
+        StoredRecord {
+            id: "a".into(),
+            data,
+            meta: RecordMeta {
+                version: 3,
+                created_at: chrono::Utc::now(),
+                updated_at: chrono::Utc::now(),
+                synced: false,
+                deleted: false,
+                user_id: None,
+                sync_error: None,
+                sync_attempts: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn what_each_op_sends() {
+        let full = json!({"id": "a", "title": "t", "note": "n", "blob": "b"});
+        let row = row();
+        // (op, changed fields, delta on, kind sent, data sent)
+        let table: Vec<(OpKind, &[&str], bool, PushKind, Option<Value>)> = vec![
+            (OpKind::Delete, &[], true, PushKind::Delete, None),
+            (
+                OpKind::Create,
+                &[],
+                true,
+                PushKind::Create,
+                Some(full.clone()),
+            ),
+            (
+                OpKind::Create,
+                &[],
+                false,
+                PushKind::Create,
+                Some(full.clone()),
+            ),
+            (
+                OpKind::Update,
+                &["title"],
+                true,
+                PushKind::Update,
+                Some(json!({"title": "t"})),
+            ),
+            (
+                OpKind::Update,
+                &["title", "note"],
+                true,
+                PushKind::Update,
+                Some(json!({"title": "t", "note": "n"})),
+            ),
+            (
+                OpKind::Update,
+                &["title"],
+                false,
+                PushKind::Replace,
+                Some(full.clone()),
+            ),
+            (
+                OpKind::Update,
+                &["title", "blob"],
+                true,
+                PushKind::Replace,
+                Some(full.clone()),
+            ),
+        ];
+        for (kind, changed, delta, sent_kind, sent_data) in table {
+            let item = push_item(&SCHEMA, &op(kind, changed), Some(&row), delta).unwrap();
+            assert_eq!(item.kind, sent_kind, "{kind:?} {changed:?} delta {delta}");
+            assert_eq!(
+                item.data.map(Value::Object),
+                sent_data,
+                "{kind:?} {changed:?} delta {delta}"
+            );
+            assert_eq!(
+                (
+                    item.seq,
+                    item.base_version,
+                    item.id.as_str(),
+                    item.idempotency_key.as_str()
+                ),
+                (7, 3, "a", "k")
+            );
+        }
+        // Without its record, only a delete can be sent.
+        assert!(push_item(&SCHEMA, &op(OpKind::Delete, &[]), None, true).is_some());
+        assert!(push_item(&SCHEMA, &op(OpKind::Create, &[]), None, true).is_none());
+        assert!(push_item(&SCHEMA, &op(OpKind::Update, &["title"]), None, true).is_none());
     }
 }
