@@ -521,7 +521,8 @@ mod tests {
         let full = json!({"id": "a", "title": "t", "note": "n", "blob": "b"});
         let row = row();
         // (op, changed fields, delta on, kind sent, data sent)
-        let table: Vec<(OpKind, &[&str], bool, PushKind, Option<Value>)> = vec![
+        type Case<'a> = (OpKind, &'a [&'a str], bool, PushKind, Option<Value>);
+        let table: Vec<Case<'_>> = vec![
             (OpKind::Delete, &[], true, PushKind::Delete, None),
             (
                 OpKind::Create,
