@@ -181,13 +181,17 @@ impl FromTestDb for TestDb {
 ///   `async fn a(db: F)`;
 /// - `sync: a, b` makes plain `#[test]`s of `fn a(f: &F)`.
 ///
-/// ```ignore
-/// sync_testkit::backend_matrix!(async: health_answers_ok);
+/// ```
+/// use sync_testkit::TestDb;
 ///
-/// async fn health_answers_ok(db: sync_testkit::TestDb) {
-///     let server = db.start().await;
-///     // ...
+/// // Makes the tests `sqlite::the_url_names_the_backend` and
+/// // `postgres::the_url_names_the_backend`.
+/// sync_testkit::backend_matrix!(sync: the_url_names_the_backend);
+///
+/// fn the_url_names_the_backend(db: &TestDb) {
+///     assert_eq!(db.url.starts_with("sqlite://"), !db.is_postgres());
 /// }
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! backend_matrix {
