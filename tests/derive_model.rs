@@ -3,30 +3,9 @@
 
 use offline_sync_kit::prelude::*;
 use offline_sync_kit::{Error, SqlType};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-
-#[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[sync(model_type = "todo", endpoint = "todos", table = "todos")]
-#[sync(rest(post(
-    top_level_key = "document",
-    supplemental = r#"{"collectionId":"c1"}"#,
-    retry_count = 2
-)))]
-#[serde(rename_all = "camelCase")]
-pub struct Todo {
-    #[sync(id)]
-    pub id: String,
-    pub title: String,
-    #[serde(default)]
-    pub description: String,
-    pub is_completed: bool,
-    #[sync(index)]
-    pub priority: i32,
-    #[sync(json)]
-    pub tags: Vec<String>,
-    pub due: Option<chrono::DateTime<chrono::Utc>>,
-}
+// The DESIGN.md `Todo`, with its REST override.
+use sync_testkit::models::design::Todo;
 
 fn todo() -> Todo {
     Todo {

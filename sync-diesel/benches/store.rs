@@ -14,19 +14,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[allow(unreachable_pub, dead_code)]
-#[path = "../tests/support/models.rs"]
-mod models;
-
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use models::Todo;
-use offline_sync_kit::store::{LocalStore, LocalWrite};
-use offline_sync_kit::SyncModel;
+use sync_core::store::{LocalStore, LocalWrite};
+use sync_core::SyncModel;
 use sync_diesel::DieselStore;
+use sync_testkit::Todo;
 
 diesel::table! {
     todos (id) {

@@ -1,5 +1,5 @@
 //! Writes the repository's top-level `migrations/sqlite` and
-//! `migrations/postgres` from the example models (only what changed since the
+//! `migrations/postgres` from the test models (only what changed since the
 //! last run, per the schema snapshot in each folder).
 //!
 //! ```text
@@ -7,8 +7,8 @@
 //! ```
 
 #[allow(unreachable_pub, dead_code)]
-#[path = "../tests/support/models.rs"]
-mod models;
+#[path = "../tests/support/generator.rs"]
+mod generator;
 
 use std::path::Path;
 
@@ -18,7 +18,7 @@ fn main() -> Result<(), sync_diesel::Error> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let dir = root.join(backend.name());
-        let written = models::migration_generator(&dir, backend).write()?;
+        let written = generator::migration_generator(&dir, backend).write()?;
         if written.is_empty() {
             println!("{}: up to date", dir.display());
         }

@@ -31,9 +31,7 @@ const VERSION_FORMAT: &str = "%Y-%m-%d-%H%M%S";
 /// [`timestamp`](MigrationGenerator::timestamp) give byte-identical files.
 ///
 /// ```no_run
-/// # use offline_sync_kit::prelude::*;
-/// # #[derive(SyncModel, serde::Serialize, serde::Deserialize, Clone, Debug)]
-/// # struct Todo { #[sync(id)] id: String }
+/// # use sync_testkit::Todo;
 /// use sync_diesel::{Backend, MigrationGenerator};
 /// let written = MigrationGenerator::new("migrations/sqlite")
 ///     .model::<Todo>()

@@ -13,11 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{TimeDelta, Utc};
-use offline_sync_kit::store::{
-    JsonObject, LocalStore, LocalWrite, OpState, RemoteRecord, StoreQuery,
-};
-use offline_sync_kit::SyncModel;
 use support::{json, prepare, todo, Todo};
+use sync_core::store::{JsonObject, LocalStore, LocalWrite, OpState, RemoteRecord, StoreQuery};
+use sync_core::SyncModel;
 use sync_diesel::DieselStore;
 
 const CRASH_CHILD_ENV: &str = "SYNC_DIESEL_CRASH_CHILD_DB";

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use offline_sync_kit::prelude::*;
-use offline_sync_kit::store::LocalStore;
 use serde::{Deserialize, Serialize};
-use support::models::migration_generator;
+use support::generator::migration_generator;
 use support::{prepare, save, todo, Gadget, Todo};
+use sync_core::store::LocalStore;
+use sync_core::SyncModel;
+use sync_derive::SyncModel;
 use sync_diesel::{Backend, DieselStore, Error, MigrationGenerator, SNAPSHOT_FILE};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
@@ -102,9 +103,10 @@ fn the_committed_sqlite_migrations_run_with_embed_migrations() {
 
 #[test]
 fn the_committed_postgres_migrations_run_with_embed_migrations() {
-    let Some((url, _schema)) = support::postgres_url("pg_migrations") else {
+    let Some(schema) = sync_testkit::PgSchema::create("pg_migrations") else {
         return;
     };
+    let url = schema.url().to_owned();
     let store = DieselStore::open_postgres_blocking(url).unwrap();
     assert_eq!(store.run_migrations(POSTGRES_MIGRATIONS).unwrap().len(), 2);
     store.prepare_model(Todo::SCHEMA, false).unwrap();
@@ -115,7 +117,12 @@ fn the_committed_postgres_migrations_run_with_embed_migrations() {
 
 /// `Todo` one release later: two new fields and a new index.
 #[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[sync(model_type = "todo", endpoint = "todos", table = "todos")]
+#[sync(
+    crate = "::sync_core",
+    model_type = "todo",
+    endpoint = "todos",
+    table = "todos"
+)]
 #[serde(rename_all = "camelCase")]
 struct TodoV2 {
     #[sync(id)]
@@ -136,7 +143,12 @@ struct TodoV2 {
 
 /// `Todo` without its `tags`.
 #[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[sync(model_type = "todo", endpoint = "todos", table = "todos")]
+#[sync(
+    crate = "::sync_core",
+    model_type = "todo",
+    endpoint = "todos",
+    table = "todos"
+)]
 #[serde(rename_all = "camelCase")]
 struct TodoNoTags {
     #[sync(id)]
@@ -152,7 +164,12 @@ struct TodoNoTags {
 
 /// `Todo` whose priority became text.
 #[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[sync(model_type = "todo", endpoint = "todos", table = "todos")]
+#[sync(
+    crate = "::sync_core",
+    model_type = "todo",
+    endpoint = "todos",
+    table = "todos"
+)]
 #[serde(rename_all = "camelCase")]
 struct TodoTextPriority {
     #[sync(id)]

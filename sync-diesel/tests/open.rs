@@ -7,9 +7,9 @@ mod support;
 use std::time::Duration;
 
 use diesel::{Connection, RunQueryDsl, SqliteConnection};
-use offline_sync_kit::store::{LocalStore, OpState};
-use offline_sync_kit::{StoreError, SyncModel};
 use support::{prepare, save, todo, Todo};
+use sync_core::store::{LocalStore, OpState};
+use sync_core::{StoreError, SyncModel};
 use sync_diesel::{DieselStore, Error, BOOKKEEPING_SCHEMA_VERSION};
 
 #[derive(diesel::QueryableByName)]
@@ -89,7 +89,7 @@ fn busy_timeout_decides_how_long_a_write_waits_for_another_writer() {
     let fast = todo("fast", "x", 1);
     let data = support::json(&fast);
     let err = impatient
-        .save(&offline_sync_kit::store::LocalWrite {
+        .save(&sync_core::store::LocalWrite {
             schema: Todo::SCHEMA,
             id: "fast",
             data: &data,
@@ -205,9 +205,10 @@ fn a_read_only_directory_is_reported() {
 
 #[test]
 fn postgres_refuses_a_newer_schema_and_an_unreachable_server() {
-    let Some((url, _schema)) = support::postgres_url("pg_open") else {
+    let Some(schema) = sync_testkit::PgSchema::create("pg_open") else {
         return;
     };
+    let url = schema.url().to_owned();
     let store = DieselStore::open_postgres_blocking(url.clone()).unwrap();
     prepare(&store);
     drop(store);

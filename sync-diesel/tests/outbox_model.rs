@@ -31,14 +31,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use offline_sync_kit::store::{
-    Ack, ClaimedOp, JsonObject, LocalStore, LocalWrite, OpKind, OpState, StoreQuery,
-};
-use offline_sync_kit::SyncModel;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use support::{json, Todo};
+use sync_core::store::{
+    Ack, ClaimedOp, JsonObject, LocalStore, LocalWrite, OpKind, OpState, StoreQuery,
+};
+use sync_core::SyncModel;
 use sync_diesel::DieselStore;
+use sync_testkit::{PgSchema, POSTGRES_URL_ENV};
 
 const IDS: [&str; 4] = ["r0", "r1", "r2", "r3"];
 const TITLES: [&str; 3] = ["a", "b", "c"];
@@ -348,7 +349,7 @@ struct Harness {
     /// Ops that may have reached the server and have not been acknowledged.
     frozen: HashMap<i64, Frozen>,
     /// Dropped after the store: a Postgres run's schema, or a SQLite run's directory.
-    _pg: Option<support::PgSchema>,
+    _pg: Option<PgSchema>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -373,10 +374,14 @@ impl Harness {
                 (Location::Sqlite(path), None, Some(dir))
             }
             Backend::Postgres => {
-                let Some((url, schema)) = support::postgres_url("outbox_model") else {
-                    return fail(format!("{} is not set", support::PG_ENV));
+                let Some(schema) = PgSchema::create("outbox_model") else {
+                    return fail(format!("{POSTGRES_URL_ENV} is not set"));
                 };
-                (Location::Postgres(url), Some(schema), None)
+                (
+                    Location::Postgres(schema.url().to_owned()),
+                    Some(schema),
+                    None,
+                )
             }
         };
         let store = open(&location)?;
@@ -849,11 +854,8 @@ fn a_single_writer_never_meets_a_conflict_and_converges_on_sqlite() {
 
 #[test]
 fn a_single_writer_never_meets_a_conflict_and_converges_on_postgres() {
-    if std::env::var_os(support::PG_ENV).is_none() {
-        println!(
-            "SKIP postgres run of the outbox model: {} is not set",
-            support::PG_ENV
-        );
+    if std::env::var_os(POSTGRES_URL_ENV).is_none() {
+        println!("SKIP postgres run of the outbox model: {POSTGRES_URL_ENV} is not set");
         return;
     }
     check_property(Backend::Postgres);

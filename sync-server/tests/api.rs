@@ -2,14 +2,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[macro_use]
 mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{Client, TestDb, ALICE, BOB};
+use support::{Client, Serve, TestDb, ALICE, BOB};
 
-on_both_backends!(
+sync_testkit::backend_matrix!(
+    async:
     health_answers_ok,
     create_get_update_replace_delete_roundtrip,
     pull_pages_by_cursor_with_tombstones_and_filters,

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[macro_use]
 mod support;
 
 use std::collections::{BTreeSet, HashMap};
@@ -12,9 +11,10 @@ use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{Client, TestDb, ALICE};
+use support::{Client, Serve, TestDb, ALICE};
 
-on_both_backends!(
+sync_testkit::backend_matrix!(
+    async:
     concurrent_pullers_see_every_committed_version_once,
     concurrent_updates_converge_for_every_puller,
 );

@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[macro_use]
 mod support;
 
 use diesel::connection::SimpleConnection;
@@ -16,13 +15,14 @@ use diesel::{PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{Client, TestDb, ALICE, BOB};
+use support::{Client, Serve, TestDb, ALICE, BOB};
 
 const MIGRATIONS: EmbeddedMigrations = diesel_migrations::embed_migrations!("migrations");
 /// The migration that created the tables, before results were stored lazily.
 const FIRST_MIGRATION: &str = "2025-01-01-000000";
 
-on_both_backends!(
+sync_testkit::backend_matrix!(
+    async:
     down_migration_keeps_every_replay,
     keys_stored_before_the_migration_still_replay,
     writes_of_a_build_before_the_migration_are_fenced_off,

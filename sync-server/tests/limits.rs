@@ -2,14 +2,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[macro_use]
 mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{Client, TestDb, ALICE};
+use support::{Client, Serve, TestDb, ALICE};
 
-on_both_backends!(
+sync_testkit::backend_matrix!(
+    async:
     oversized_body_is_413,
     oversized_batch_is_rejected_whole,
     long_ids_are_rejected,

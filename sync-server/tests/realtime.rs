@@ -3,16 +3,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[macro_use]
 mod support;
 
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::{ws_connect, ws_expect, ws_next, ws_send, ws_subscribe, Client, TestDb, ALICE, BOB};
+use support::{
+    ws_connect, ws_expect, ws_next, ws_send, ws_subscribe, Client, Serve, TestDb, ALICE, BOB,
+};
 
-on_both_backends!(
+sync_testkit::backend_matrix!(
+    async:
     events_reach_the_subscribed_owner_after_commit,
     auth_by_message_ping_and_bad_messages,
     other_users_receive_no_events,
@@ -285,7 +287,7 @@ async fn postgres_listener_reconnects_without_losing_events() {
 
     // Kill every listening session of this schema (both instances').
     let schema = db.url.rsplit("search_path%3D").next().unwrap().to_owned();
-    let base = std::env::var(support::POSTGRES_ENV).unwrap();
+    let base = std::env::var(sync_testkit::POSTGRES_URL_ENV).unwrap();
     let mut admin = diesel::PgConnection::establish(&base).unwrap();
     admin
         .batch_execute(&format!(

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -14,11 +13,12 @@ use diesel::{Connection, PgConnection, SqliteConnection};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::{
-    ws_connect, ws_expect, ws_next, ws_send, ws_subscribe, Client, TestDb, Ws, ALICE, BOB,
+    ws_connect, ws_expect, ws_next, ws_send, ws_subscribe, Client, Serve, TestDb, Ws, ALICE, BOB,
 };
 use sync_server::Limits;
 
-on_both_backends!(
+sync_testkit::backend_matrix!(
+    async:
     each_method_answers_like_rest,
     malformed_and_unknown_requests_are_400,
     requests_need_an_authenticated_connection,

@@ -28,33 +28,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use offline_sync_kit::prelude::*;
-use serde::{Deserialize, Serialize};
+use sync_testkit::{ALICE, POSTGRES_URL_ENV};
 
 use crate::plan::{Backend, Plan};
 use crate::run::{Kind, Stats};
 
-pub const USER: &str = "alice";
-pub const TOKEN: &str = "alice-token";
-const POSTGRES_ENV: &str = "SYNC_TEST_POSTGRES_URL";
+pub const USER: &str = ALICE.0;
+pub const TOKEN: &str = ALICE.1;
 
 /// The record every client writes.
-#[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[sync(model_type = "todo", endpoint = "todos", table = "todos")]
-#[serde(rename_all = "camelCase")]
-pub struct Todo {
-    #[sync(id)]
-    pub id: String,
-    pub title: String,
-    #[serde(default)]
-    pub description: String,
-    pub is_completed: bool,
-    #[sync(index)]
-    pub priority: i32,
-    #[sync(json)]
-    pub tags: Vec<String>,
-    pub due: Option<chrono::DateTime<chrono::Utc>>,
-}
+pub use sync_testkit::Todo;
 
 fn env_u64(names: &[&str], default: u64) -> u64 {
     names
@@ -110,7 +93,7 @@ fn role(result: Result<(), child::BoxError>) -> ExitCode {
 }
 
 async fn orchestrate() -> bool {
-    let postgres = std::env::var(POSTGRES_ENV).ok();
+    let postgres = std::env::var(POSTGRES_URL_ENV).ok();
     let replay_backend = match std::env::var("CONVERGENCE_BACKEND").as_deref() {
         Ok("postgres") => Some(Backend::Postgres),
         Ok("sqlite") => Some(Backend::Sqlite),
@@ -130,7 +113,7 @@ async fn orchestrate() -> bool {
     let mut seed = base_seed;
     match replay_backend {
         Some(Backend::Postgres) if postgres.is_none() => {
-            eprintln!("convergence: CONVERGENCE_BACKEND=postgres needs {POSTGRES_ENV}");
+            eprintln!("convergence: CONVERGENCE_BACKEND=postgres needs {POSTGRES_URL_ENV}");
             return false;
         }
         Some(backend) => {
@@ -151,7 +134,7 @@ async fn orchestrate() -> bool {
                 }
             } else {
                 println!(
-                    "convergence: skipping the Postgres-backed runs: set {POSTGRES_ENV} \
+                    "convergence: skipping the Postgres-backed runs: set {POSTGRES_URL_ENV} \
                      (e.g. postgres://postgres@127.0.0.1:5432/test) to run them"
                 );
             }

@@ -1,130 +1,51 @@
-//! Shared fixtures: the test models and a store per backend.
+//! Shared fixtures of the store tests: a store on each backend and helpers to write records.
+//! The models, the Postgres schema per test and the backend matrix are `sync_testkit`'s.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
-pub mod models;
+pub mod generator;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use diesel::{Connection, PgConnection, RunQueryDsl};
-use offline_sync_kit::store::{JsonObject, LocalStore, LocalWrite};
-use offline_sync_kit::SyncModel;
+use sync_core::store::{JsonObject, LocalStore, LocalWrite};
+use sync_core::SyncModel;
 use sync_diesel::DieselStore;
+use sync_testkit::postgres::FromTestDb;
+use sync_testkit::TestDb;
 
-pub use models::{Gadget, Spec, Todo};
+pub use sync_testkit::{Gadget, Spec, Todo};
 
-/// Env var naming the Postgres server of the Postgres runs.
-pub const PG_ENV: &str = "SYNC_TEST_POSTGRES_URL";
-
-/// A store under test, with what keeps its database alive.
+/// A store under test, with the database that keeps it alive.
 pub struct Fixture {
     pub store: DieselStore,
     pub backend: &'static str,
-    /// SQLite: the temp dir. Postgres: drops the schema.
-    _guard: Guard,
-    /// SQLite: the database file. Postgres: the URL (with search_path).
+    /// SQLite: the database file. Postgres: the URL (with `search_path`).
     pub location: String,
+    /// Dropped after the store: SQLite's temp dir, or the Postgres schema.
+    _db: TestDb,
 }
 
-enum Guard {
-    Dir(tempfile::TempDir),
-    Schema { url: String, schema: String },
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Guard::Schema { url, schema } = self {
-            if let Ok(mut conn) = PgConnection::establish(url) {
-                let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .execute(&mut conn);
-            }
+impl FromTestDb for Fixture {
+    fn from_test_db(db: TestDb) -> Self {
+        let (store, location) = match db.sqlite_path() {
+            Some(path) => (
+                DieselStore::open_sqlite_blocking(path).unwrap(),
+                path.display().to_string(),
+            ),
+            None => (
+                DieselStore::open_postgres_blocking(db.url.clone()).unwrap(),
+                db.url.clone(),
+            ),
+        };
+        Fixture {
+            store,
+            backend: db.backend(),
+            location,
+            _db: db,
         }
     }
 }
 
+/// A store on a SQLite file in a temp dir.
 pub fn sqlite() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.db");
-    let store = DieselStore::open_sqlite_blocking(&path).unwrap();
-    Fixture {
-        store,
-        backend: "sqlite",
-        location: path.display().to_string(),
-        _guard: Guard::Dir(dir),
-    }
-}
-
-/// A fresh schema on the test Postgres server, or `None` (with a printed
-/// skip line) when `SYNC_TEST_POSTGRES_URL` is not set.
-pub fn postgres_url(test: &str) -> Option<(String, PgSchema)> {
-    let Ok(base) = std::env::var(PG_ENV) else {
-        println!("SKIP postgres run of `{test}`: {PG_ENV} is not set");
-        return None;
-    };
-    static N: AtomicU32 = AtomicU32::new(0);
-    let schema = format!(
-        "t_{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        test.chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(20)
-            .collect::<String>()
-            .to_ascii_lowercase()
-    );
-    let mut conn = PgConnection::establish(&base).unwrap();
-    diesel::sql_query(format!("CREATE SCHEMA {schema}"))
-        .execute(&mut conn)
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
-    Some((
-        url,
-        PgSchema {
-            base,
-            schema: Some(schema),
-        },
-    ))
-}
-
-/// Drops a test schema when dropped.
-pub struct PgSchema {
-    base: String,
-    schema: Option<String>,
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        if let Some(schema) = self.schema.take() {
-            drop(Guard::Schema {
-                url: self.base.clone(),
-                schema,
-            });
-        }
-    }
-}
-
-pub fn postgres(test: &str) -> Option<Fixture> {
-    let (url, mut schema) = postgres_url(test)?;
-    let store = DieselStore::open_postgres_blocking(url.clone()).unwrap();
-    let name = schema.schema.take().unwrap_or_default();
-    Some(Fixture {
-        store,
-        backend: "postgres",
-        location: url,
-        _guard: Guard::Schema {
-            url: schema.base.clone(),
-            schema: name,
-        },
-    })
-}
-
-/// Runs `case` against SQLite, then against Postgres when configured.
-pub fn on_every_backend(test: &str, case: impl Fn(&Fixture)) {
-    let fixture = sqlite();
-    case(&fixture);
-    if let Some(fixture) = postgres(test) {
-        case(&fixture);
-    }
+    Fixture::from_test_db(TestDb::sqlite())
 }
 
 /// Prepares the test models (auto-migration).
@@ -150,10 +71,7 @@ pub fn json<M: SyncModel>(model: &M) -> JsonObject {
 }
 
 /// Saves a model with an outbox op.
-pub fn save<M: SyncModel>(
-    store: &dyn LocalStore,
-    model: &M,
-) -> offline_sync_kit::store::SaveOutcome {
+pub fn save<M: SyncModel>(store: &dyn LocalStore, model: &M) -> sync_core::store::SaveOutcome {
     let data = json(model);
     store
         .save(&LocalWrite {

@@ -1,12 +1,12 @@
 //! Test support: a real server on 127.0.0.1:0 over a real SQLite file or a fresh Postgres
-//! schema, a real HTTP client and a real WebSocket client.
+//! schema (`sync_testkit::TestDb`), a real HTTP client and a real WebSocket client. The users,
+//! the database per test and the backend matrix are `sync_testkit`'s; what needs
+//! `sync_server`'s types is here, since the testkit sits below this crate.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -17,109 +17,31 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub const POSTGRES_ENV: &str = "SYNC_TEST_POSTGRES_URL";
+pub use sync_testkit::{TestDb, ALICE, BOB};
 
-/// Users and their static tokens in every test server.
-pub const ALICE: (&str, &str) = ("alice", "alice-token");
-pub const BOB: (&str, &str) = ("bob", "bob-token");
-
-/// Runs a test body on SQLite and, when `SYNC_TEST_POSTGRES_URL` is set, on Postgres.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = $crate::support::TestDb::sqlite();
-                    super::$name(db).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(db) = $crate::support::TestDb::postgres(stringify!($name)) else {
-                        return;
-                    };
-                    super::$name(db).await;
-                }
-            )*
-        }
-    };
+/// Starts a server on a test database (`db.builder()`, `db.start()`).
+#[allow(async_fn_in_trait)]
+pub trait Serve {
+    /// A server builder on this database that knows [`ALICE`] and [`BOB`].
+    fn builder(&self) -> SyncServerBuilder;
+    /// Starts a server with [`Serve::builder`]'s configuration.
+    async fn start(&self) -> RunningServer;
 }
 
-/// A database for one test: a SQLite file in a temp dir, or a fresh Postgres schema that is
-/// dropped afterwards.
-pub struct TestDb {
-    pub url: String,
-    kind: Kind,
-}
-
-enum Kind {
-    Sqlite(tempfile::TempDir),
-    Postgres { base: String, schema: String },
-}
-
-impl TestDb {
-    pub fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("sync.db").display());
-        Self {
-            url,
-            kind: Kind::Sqlite(dir),
-        }
-    }
-
-    /// `None` (after printing why) when `SYNC_TEST_POSTGRES_URL` is unset.
-    pub fn postgres(test: &str) -> Option<Self> {
-        let Ok(base) = std::env::var(POSTGRES_ENV) else {
-            eprintln!(
-                "skipping Postgres variant of `{test}`: set {POSTGRES_ENV} \
-                 (e.g. postgres://postgres@127.0.0.1:5432/test) to run it"
-            );
-            return None;
-        };
-        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::establish(&base)
-            .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_ENV}={base}: {e}"));
-        conn.batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
-            .unwrap();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
-        Some(Self {
-            url,
-            kind: Kind::Postgres { base, schema },
-        })
-    }
-
-    pub fn is_postgres(&self) -> bool {
-        matches!(self.kind, Kind::Postgres { .. })
-    }
-
-    pub fn builder(&self) -> SyncServerBuilder {
+impl Serve for TestDb {
+    fn builder(&self) -> SyncServerBuilder {
         SyncServer::builder()
             .database(self.url.clone())
             .token(ALICE.0, ALICE.1)
             .token(BOB.0, BOB.1)
     }
 
-    pub async fn start(&self) -> RunningServer {
+    async fn start(&self) -> RunningServer {
         start(self.builder()).await
     }
 }
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Kind::Postgres { base, schema } = &self.kind {
-            if let Ok(mut conn) = PgConnection::establish(base) {
-                let _ = conn.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
-            }
-        }
-    }
-}
-
+/// Builds `builder` and serves it on a free loopback port.
 pub async fn start(builder: SyncServerBuilder) -> RunningServer {
     let server = builder.build().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
