@@ -88,7 +88,7 @@ async fn retries_and_lost_responses_never_duplicate() {
         .await
         .unwrap();
 
-    proxy.fault_next(Fault::Answer500, 3);
+    proxy.fault_next_settled(Fault::Answer500, 3).await;
     sync.save(&todo("a", "five hundred")).await.unwrap();
     for _ in 0..3 {
         let _ = sync.sync_all().await;
@@ -104,7 +104,7 @@ async fn retries_and_lost_responses_never_duplicate() {
     })
     .await;
 
-    proxy.fault_next(Fault::CutAfterResponse, 1);
+    proxy.fault_next_settled(Fault::CutAfterResponse, 1).await;
     sync.save(&todo("b", "lost response")).await.unwrap();
     assert!(
         sync.sync_all().await.is_err(),
@@ -217,7 +217,9 @@ async fn push_stopping_halfway_releases_the_chunk_it_prepared() {
         sync.save(&todo(id, "x")).await.unwrap();
     }
     // The first chunk goes through; the second meets a server that is gone.
-    proxy.fault_next(Fault::OneResponseThenDown, 1);
+    proxy
+        .fault_next_settled(Fault::OneResponseThenDown, 1)
+        .await;
     assert!(sync.sync_all().await.is_err());
     let op_of = |id: &str| {
         let id = id.to_owned();
@@ -390,7 +392,9 @@ async fn failed_pull_does_not_move_the_cursor() {
         .unwrap();
     let store = reader.store();
     // The first page arrives, then the server goes away before the second.
-    proxy.fault_next(Fault::OneResponseThenDown, 1);
+    proxy
+        .fault_next_settled(Fault::OneResponseThenDown, 1)
+        .await;
     assert!(reader.pull::<Todo>().await.is_err());
     let cursor = store.cursor(Todo::SCHEMA, None).unwrap();
     let after_first_page = reader.all::<Todo>().await.unwrap();

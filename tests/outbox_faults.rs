@@ -81,7 +81,7 @@ async fn a_delete_of_a_record_the_server_never_got_does_not_block_the_record() {
     let sync = manual_client(&proxy.url(), &db, ConflictStrategy::ServerWins).await;
 
     sync.save(&todo("x", "first")).await.unwrap();
-    proxy.fault_next(Fault::CutRequest, 1);
+    proxy.fault_next_settled(Fault::CutRequest, 1).await;
     assert!(sync.sync_all().await.is_err(), "the cut push fails the run");
     assert!(
         server.record(ALICE.1, "todos", "x").await.is_none(),
@@ -181,7 +181,7 @@ async fn an_op_that_may_have_been_sent_is_not_changed_by_a_later_edit() {
 
         t.title = "t2".into();
         sync.save(&t).await.unwrap();
-        proxy.fault_next(Fault::CutAfterResponse, 1);
+        proxy.fault_next_settled(Fault::CutAfterResponse, 1).await;
         assert!(sync.sync_all().await.is_err(), "the answer was lost");
         let on_server = server.record(ALICE.1, "todos", "r").await.unwrap();
         assert_eq!(on_server["title"], "t2", "the server applied it");
@@ -217,7 +217,7 @@ async fn a_pull_meeting_our_own_unanswered_write_keeps_the_edit_queued_behind_it
     sync.sync_all().await.unwrap();
     t.title = "t2".into();
     sync.save(&t).await.unwrap();
-    proxy.fault_next(Fault::CutAfterResponse, 1);
+    proxy.fault_next_settled(Fault::CutAfterResponse, 1).await;
     assert!(sync.sync_all().await.is_err());
     t.description = "b3".into();
     sync.save(&t).await.unwrap();
@@ -464,7 +464,7 @@ async fn a_save_after_a_delete_re_creates_the_record() {
         sync.sync_all().await.unwrap();
         sync.delete::<Todo>("x").await.unwrap();
         if lost_answer {
-            proxy.fault_next(Fault::CutAfterResponse, 1);
+            proxy.fault_next_settled(Fault::CutAfterResponse, 1).await;
             assert!(sync.sync_all().await.is_err());
         } else {
             sync.sync_all().await.unwrap();

@@ -37,6 +37,8 @@ pub struct FaultProxy {
     generation: Arc<tokio::sync::watch::Sender<u64>>,
     /// Connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// Connections open now (their handler still runs).
+    open: Arc<AtomicUsize>,
     /// While set, open connections stop passing the server's bytes on (a stalled peer).
     stalled: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -55,6 +57,8 @@ impl FaultProxy {
         let generation2 = Arc::clone(&generation);
         let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stalled2 = Arc::clone(&stalled);
+        let open = Arc::new(AtomicUsize::new(0));
+        let open2 = Arc::clone(&open);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -73,14 +77,14 @@ impl FaultProxy {
                     }
                 };
                 let kill = generation2.subscribe();
-                tokio::spawn(handle(
-                    client,
-                    upstream,
-                    fault,
-                    Arc::clone(&state2),
-                    kill,
-                    Arc::clone(&stalled2),
-                ));
+                let open = Arc::clone(&open2);
+                open.fetch_add(1, Ordering::SeqCst);
+                let state = Arc::clone(&state2);
+                let stalled = Arc::clone(&stalled2);
+                tokio::spawn(async move {
+                    handle(client, upstream, fault, state, kill, stalled).await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         FaultProxy {
@@ -88,6 +92,7 @@ impl FaultProxy {
             state,
             generation,
             connections,
+            open,
             stalled,
             task,
         }
@@ -102,6 +107,18 @@ impl FaultProxy {
     pub fn fault_next(&self, fault: Fault, n: usize) {
         *self.state.lock().unwrap() = (fault, n);
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// [`fault_next`](Self::fault_next), then waits until the connections open before it are
+    /// closed and the client had a moment to see that, so the next request cannot go out on
+    /// an old keep-alive connection that the proxy is cutting at that very moment.
+    pub async fn fault_next_settled(&self, fault: Fault, n: usize) {
+        self.fault_next(fault, n);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
     /// Refuses every connection (and cuts the open ones) until `heal`.
