@@ -269,8 +269,7 @@ pub struct WsResponse<B = Value> {
     pub id: RequestId,
     /// HTTP status semantics.
     pub status: u16,
-    /// The REST endpoint's body (`null` when it has none).
-    #[serde(default)]
+    /// The REST endpoint's body (`null` when it has none; always present).
     pub body: B,
 }
 
