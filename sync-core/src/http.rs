@@ -9,11 +9,12 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use sync_protocol::{PullPage, PushRequest, PushResponse, IDEMPOTENCY_KEY_HEADER};
+
 use crate::disposition::Disposition;
-use crate::protocol::{PullPage, PushResponse, IDEMPOTENCY_KEY_HEADER};
 use crate::remote::{
     parse_remote_record, push_outcomes, wire_ops, ModelRoute, PullMode, PushItem, PushKind,
-    PushOutcome, Remote, RemoteError, RemotePage, Traffic, WirePush,
+    PushOutcome, Remote, RemoteError, RemotePage, Traffic,
 };
 use crate::rest::{RestMethod, RestRequest};
 use crate::store::RemoteRecord;
@@ -306,7 +307,7 @@ impl HttpRemote {
         items: &[PushItem],
     ) -> Result<(Vec<PushOutcome>, Traffic), RemoteError> {
         // Serialised once, straight from the items.
-        let body = serde_json::to_vec(&WirePush {
+        let body = serde_json::to_vec(&PushRequest {
             ops: wire_ops(route, items),
         })
         .map_err(|e| RemoteError::Config(format!("push body: {e}")))?;

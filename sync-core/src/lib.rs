@@ -17,13 +17,16 @@ mod manager;
 mod mask;
 mod model;
 mod options;
-pub mod protocol;
 pub mod query;
 mod realtime;
 pub mod remote;
 mod rest;
 pub mod store;
 mod ws_remote;
+
+/// The serde types of the default wire protocol: the `sync-protocol` crate, which sync-server
+/// uses too.
+pub use sync_protocol as protocol;
 
 pub use crate::connectivity::{Connectivity, ManualConnectivity, ProbeConnectivity};
 pub use crate::error::{Error, JsonKind, RestError, Result};

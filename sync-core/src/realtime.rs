@@ -8,7 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use sync_protocol::{
+    ClientMessage, ServerMessage, Subscription, SubscriptionAction, ID_KEY, VERSION_KEY,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -111,7 +115,9 @@ impl WebSocketConfig {
     /// Authenticate with an auth message carrying `token` instead of a header.
     #[must_use]
     pub fn auth_token_message(mut self, token: impl Into<String>) -> Self {
-        self.auth_message = Some(serde_json::json!({"type": "auth", "token": token.into()}));
+        self.auth_message = to_value(&ClientMessage::Auth {
+            token: token.into(),
+        });
         self
     }
 }
@@ -163,15 +169,49 @@ impl Realtime {
     }
 }
 
+/// A client message as JSON; `None` only if serde fails, which it cannot for these types
+/// (strings and string-keyed maps).
+fn to_value(message: &ClientMessage) -> Option<Value> {
+    serde_json::to_value(message)
+        .inspect_err(|err| tracing::error!(error = %err, "cannot encode a WebSocket message"))
+        .ok()
+}
+
+/// A client message as JSON text (see [`to_value`]).
+pub(crate) fn to_text(message: &ClientMessage) -> Option<String> {
+    serde_json::to_string(message)
+        .inspect_err(|err| tracing::error!(error = %err, "cannot encode a WebSocket message"))
+        .ok()
+}
+
+/// The message that subscribes to (or unsubscribes from) `channel`.
+pub(crate) fn subscription(
+    action: SubscriptionAction,
+    channel: &str,
+    parameters: &Map<String, Value>,
+) -> ClientMessage {
+    ClientMessage::Subscription {
+        data: Subscription {
+            action,
+            channel: channel.to_owned(),
+            parameters: parameters.clone(),
+        },
+    }
+}
+
+/// [`subscription`] as JSON, for the manager's `subscribe`/`unsubscribe`; `action` is
+/// `"unsubscribe"` or else subscribes.
 pub(crate) fn subscription_message(
     action: &str,
     channel: &str,
     parameters: &Map<String, Value>,
 ) -> Value {
-    serde_json::json!({
-        "type": "subscription",
-        "data": {"action": action, "channel": channel, "parameters": parameters},
-    })
+    let action = if action == "unsubscribe" {
+        SubscriptionAction::Unsubscribe
+    } else {
+        SubscriptionAction::Subscribe
+    };
+    to_value(&subscription(action, channel, parameters)).unwrap_or(Value::Null)
 }
 
 fn backoff(config: &WebSocketConfig, attempt: u32) -> Duration {
@@ -315,7 +355,7 @@ async fn serve_connection(
     // Authenticate and subscribe before anything else.
     let mut opening = Vec::new();
     if let Some(auth) = &config.auth_message {
-        opening.push(auth.clone());
+        opening.push(auth.to_string());
     }
     let subscriptions = realtime
         .subscriptions
@@ -323,10 +363,14 @@ async fn serve_connection(
         .map(|s| s.clone())
         .unwrap_or_default();
     for (channel, parameters) in &subscriptions {
-        opening.push(subscription_message("subscribe", channel, parameters));
+        opening.extend(to_text(&subscription(
+            SubscriptionAction::Subscribe,
+            channel,
+            parameters,
+        )));
     }
     for message in opening {
-        if sink.send(Message::text(message.to_string())).await.is_err() {
+        if sink.send(Message::text(message)).await.is_err() {
             return Served::Lost;
         }
     }
@@ -353,9 +397,10 @@ async fn serve_connection(
                 if awaiting_pong.is_none() {
                     awaiting_pong = Some(Instant::now());
                 }
-                let ping = serde_json::json!({"type": "ping"}).to_string();
-                if sink.send(Message::text(ping)).await.is_err() {
-                    return Served::Lost;
+                if let Some(ping) = to_text(&ClientMessage::Ping) {
+                    if sink.send(Message::text(ping)).await.is_err() {
+                        return Served::Lost;
+                    }
                 }
             }
             command = commands.recv() => match command {
@@ -375,10 +420,9 @@ async fn serve_connection(
                     // Only a pong (text or control frame) clears the pong deadline.
                     match serde_json::from_str::<Value>(text.as_str()) {
                         Ok(value) => {
-                            if value.get("type").and_then(Value::as_str) == Some("pong") {
+                            if handle_message(realtime, applier, value) == Some(ServerMessage::Pong) {
                                 awaiting_pong = None;
                             }
-                            handle_message(realtime, applier, value);
                         }
                         Err(err) => tracing::warn!(error = %err, "skipping a WebSocket message that is not JSON"),
                     }
@@ -416,11 +460,14 @@ pub(crate) async fn apply_change_message(
     }
 }
 
+/// Hands a change event to the applier and a control message to its handlers; returns the
+/// control message as far as this version knows it (`None` for events and messages that are
+/// not control messages).
 fn handle_message(
     realtime: &Arc<Realtime>,
     applier: &mpsc::UnboundedSender<(SyncEventType, Value)>,
     value: Value,
-) {
+) -> Option<ServerMessage> {
     if let Some(name) = value.get("event").and_then(Value::as_str) {
         let kind = realtime.config.event_mapper.event_type(name);
         match kind {
@@ -440,17 +487,20 @@ fn handle_message(
                 }
             }
         }
-        return;
+        return None;
     }
-    let kind = value
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    if kind == "error" {
-        tracing::warn!(message = ?value.get("message"), "the WebSocket server reported an error");
+    // Control messages are small; a type this version does not know reads as `Unknown`.
+    let message = ServerMessage::deserialize(&value)
+        .inspect_err(
+            |err| tracing::debug!(error = %err, "a WebSocket message this client cannot read"),
+        )
+        .ok();
+    if let Some(ServerMessage::Error { message }) = &message {
+        tracing::warn!(message = %message, "the WebSocket server reported an error");
     }
-    dispatch(realtime, &kind, &value);
+    let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
+    dispatch(realtime, kind, &value);
+    message
 }
 
 fn dispatch(realtime: &Realtime, kind: &str, value: &Value) -> bool {
@@ -483,11 +533,11 @@ async fn apply_event(
         Some(Value::Null) | None => Map::new(),
         Some(_) => return Err("event `data` is not an object".into()),
     };
-    if let Some(id) = value.get("id") {
-        data.entry("id".to_owned()).or_insert_with(|| id.clone());
+    if let Some(id) = value.get(ID_KEY) {
+        data.entry(ID_KEY.to_owned()).or_insert_with(|| id.clone());
     }
-    if let Some(version) = value.get("version") {
-        data.insert("version".to_owned(), version.clone());
+    if let Some(version) = value.get(VERSION_KEY) {
+        data.insert(VERSION_KEY.to_owned(), version.clone());
     }
     let mut record = parse_remote_record(route.schema, data).map_err(|e| e.to_string())?;
     if kind == SyncEventType::ModelDeleted {
@@ -532,6 +582,32 @@ mod tests {
                 "attempt {attempt}: {min:?}..{max:?}"
             );
         }
+    }
+
+    #[test]
+    fn client_messages_keep_their_wire_shape() {
+        let parameters = match serde_json::json!({"done": "false"}) {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        assert_eq!(
+            subscription_message("subscribe", "todos", &parameters),
+            serde_json::json!({"type": "subscription", "data": {"action": "subscribe", "channel": "todos", "parameters": {"done": "false"}}})
+        );
+        assert_eq!(
+            subscription_message("unsubscribe", "todos", &Map::new()),
+            serde_json::json!({"type": "subscription", "data": {"action": "unsubscribe", "channel": "todos", "parameters": {}}})
+        );
+        assert_eq!(
+            WebSocketConfig::new("ws://x/ws")
+                .auth_token_message("t0k")
+                .auth_message,
+            Some(serde_json::json!({"type": "auth", "token": "t0k"}))
+        );
+        assert_eq!(
+            to_text(&ClientMessage::Ping).as_deref(),
+            Some(r#"{"type":"ping"}"#)
+        );
     }
 
     #[test]

@@ -9,7 +9,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sync_schema::ModelSchema;
 
-use crate::protocol::{DELETED_KEY, UPDATED_AT_KEY, VERSION_KEY};
+use sync_protocol::{
+    OpStatus, PushOp, PushResponse, DELETED_KEY, ID_KEY, UPDATED_AT_KEY, VERSION_KEY,
+};
+
 use crate::rest::RestRequests;
 use crate::store::{JsonObject, RemoteRecord};
 
@@ -55,18 +58,9 @@ pub enum PullMode {
     FullPaged,
 }
 
-/// The operation of a push item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushKind {
-    /// Create (POST).
-    Create,
-    /// Change some fields (PATCH with a delta).
-    Update,
-    /// Replace the record (PUT with the full record).
-    Replace,
-    /// Delete.
-    Delete,
-}
+/// The operation of a push item: the wire protocol's [`OpKind`](sync_protocol::OpKind)
+/// (create: POST; update: PATCH with a delta; replace: PUT with the full record; delete).
+pub use sync_protocol::OpKind as PushKind;
 
 /// One change to send.
 #[derive(Debug, Clone)]
@@ -259,7 +253,7 @@ pub fn parse_remote_record(
     mut object: Map<String, Value>,
 ) -> Result<RemoteRecord, RemoteError> {
     let id_key = schema.id().wire_name;
-    let id = match object.get(id_key).or_else(|| object.get("id")) {
+    let id = match object.get(id_key).or_else(|| object.get(ID_KEY)) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         Some(other) => {
@@ -276,8 +270,8 @@ pub fn parse_remote_record(
         }
     };
     // Ids the protocol adds under `id` when the model names its id differently.
-    if id_key != "id" && schema.field_by_wire_name("id").is_none() {
-        object.remove("id");
+    if id_key != ID_KEY && schema.field_by_wire_name(ID_KEY).is_none() {
+        object.remove(ID_KEY);
     }
     object.insert(id_key.to_owned(), Value::String(id.clone()));
     let version = match object.remove(VERSION_KEY) {
@@ -312,41 +306,19 @@ pub fn parse_remote_record(
     })
 }
 
-/// One op of `POST /sync/push`, borrowing from its [`PushItem`]: serialises exactly like
-/// [`PushOp`](crate::protocol::PushOp) without copying the record data.
-#[derive(Debug, serde::Serialize)]
-pub(crate) struct WireOpRef<'a> {
-    idempotency_key: &'a str,
-    collection: &'a str,
-    op: crate::protocol::WireOp,
-    id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    base_version: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a JsonObject>,
-}
-
-/// Body of `POST /sync/push`, borrowing its ops.
-#[derive(Debug, serde::Serialize)]
-pub(crate) struct WirePush<'a> {
-    pub(crate) ops: Vec<WireOpRef<'a>>,
-}
-
-/// The wire form of `items` for `route`.
-pub(crate) fn wire_ops<'a>(route: &'a ModelRoute, items: &'a [PushItem]) -> Vec<WireOpRef<'a>> {
-    use crate::protocol::WireOp;
+/// The wire form of `items` for `route`: [`PushOp`]s borrowing the record data, so a push is
+/// serialised straight from its items.
+pub(crate) fn wire_ops<'a>(
+    route: &ModelRoute,
+    items: &'a [PushItem],
+) -> Vec<PushOp<&'a JsonObject>> {
     items
         .iter()
-        .map(|item| WireOpRef {
-            idempotency_key: &item.idempotency_key,
-            collection: &route.endpoint,
-            op: match item.kind {
-                PushKind::Create => WireOp::Create,
-                PushKind::Update => WireOp::Update,
-                PushKind::Replace => WireOp::Replace,
-                PushKind::Delete => WireOp::Delete,
-            },
-            id: &item.id,
+        .map(|item| PushOp {
+            idempotency_key: Some(item.idempotency_key.clone()),
+            collection: route.endpoint.clone(),
+            op: item.kind,
+            id: Some(item.id.clone()),
             base_version: (item.base_version > 0).then_some(item.base_version),
             data: item.data.as_ref(),
         })
@@ -357,9 +329,8 @@ pub(crate) fn wire_ops<'a>(route: &'a ModelRoute, items: &'a [PushItem]) -> Vec<
 pub(crate) fn push_outcomes(
     route: &ModelRoute,
     count: usize,
-    parsed: crate::protocol::PushResponse,
+    parsed: PushResponse,
 ) -> Result<Vec<PushOutcome>, RemoteError> {
-    use crate::protocol::OpStatus;
     if parsed.results.len() != count {
         return Err(RemoteError::BadResponse(format!(
             "push response has {} results for {count} ops",
@@ -392,7 +363,7 @@ pub(crate) fn push_outcomes(
                 status: 422,
                 message: result
                     .error
-                    .or(result.code)
+                    .or_else(|| result.code.map(|code| code.to_string()))
                     .unwrap_or_else(|| "rejected".to_owned()),
             },
         });
@@ -460,6 +431,81 @@ mod tests {
         assert!(!rec.deleted);
         assert!(rec.updated_at.is_some());
         assert_eq!(Value::Object(rec.data), json!({"key": "n1", "title": "a"}));
+    }
+
+    fn route() -> ModelRoute {
+        ModelRoute {
+            schema: &SCHEMA,
+            endpoint: "notes".into(),
+            rest: RestRequests::default(),
+            pull: PullMode::Cursor,
+            normalize: Ok,
+        }
+    }
+
+    #[test]
+    fn push_ops_keep_their_wire_shape() {
+        let items = vec![
+            PushItem {
+                seq: 1,
+                kind: PushKind::Create,
+                id: "n1".into(),
+                base_version: 0,
+                data: Some(obj(json!({"key": "n1", "title": "a"}))),
+                idempotency_key: "k1".into(),
+            },
+            PushItem {
+                seq: 2,
+                kind: PushKind::Delete,
+                id: "n2".into(),
+                base_version: 4,
+                data: None,
+                idempotency_key: "k2".into(),
+            },
+        ];
+        let route = route();
+        let text = serde_json::to_string(&sync_protocol::PushRequest {
+            ops: wire_ops(&route, &items),
+        })
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"ops":[{"idempotency_key":"k1","collection":"notes","op":"create","id":"n1","data":{"key":"n1","title":"a"}},{"idempotency_key":"k2","collection":"notes","op":"delete","id":"n2","base_version":4}]}"#
+        );
+    }
+
+    #[test]
+    fn push_outcomes_read_results_and_codes() {
+        let parsed: PushResponse = serde_json::from_value(json!({"results": [
+            {"status": "applied", "version": 3, "record": {"id": "n1", "title": "a", "version": 3}},
+            {"status": "conflict", "version": 5, "record": {"id": "n2", "title": "b", "version": 5}, "error": "version conflict", "code": "conflict"},
+            {"status": "rejected", "code": "quota_exceeded"},
+            {"status": "rejected", "error": "no record", "code": "not_found"},
+        ]}))
+        .unwrap();
+        let outcomes = push_outcomes(&route(), 4, parsed.clone()).unwrap();
+        assert!(
+            matches!(&outcomes[0], PushOutcome::Applied { version: 3, record: Some(r) } if r.id == "n1")
+        );
+        assert!(matches!(&outcomes[1], PushOutcome::Conflict { current } if current.version == 5));
+        assert_eq!(
+            outcomes[2],
+            PushOutcome::Rejected {
+                status: 422,
+                message: "quota_exceeded".into()
+            }
+        );
+        assert_eq!(
+            outcomes[3],
+            PushOutcome::Rejected {
+                status: 422,
+                message: "no record".into()
+            }
+        );
+        assert!(matches!(
+            push_outcomes(&route(), 3, parsed),
+            Err(RemoteError::BadResponse(_))
+        ));
     }
 
     #[test]

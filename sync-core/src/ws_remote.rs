@@ -1,9 +1,10 @@
 //! [`WebSocketRemote`]: push, pull and reads as request/response messages over
 //! one WebSocket, which also carries the realtime change events.
 //!
-//! Requests are `{"type":"request","id":N,"method":"push"|"pull"|"get"|"query"|"health","body":{...}}`;
-//! the server answers `{"type":"response","id":N,"status":200,"body":{...}}` with HTTP
-//! status semantics. Every other message (change events, pongs) is passed to the
+//! Requests are [`WsRequest`]s,
+//! `{"type":"request","id":N,"method":"push"|"pull"|"get"|"query"|"health","body":{...}}`;
+//! the server answers a [`WsResponse`], `{"type":"response","id":N,"status":200,"body":{...}}`,
+//! with HTTP status semantics. Every other message (change events, pongs) is passed to the
 //! manager, which applies events exactly as it applies pulled records.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,7 +14,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sync_protocol::{
+    ClientMessage, GetRequestBody, PullPage, PullRequestBody, PushRequest, QueryRequestBody,
+    RequestId, ServerMessage, SubscriptionAction, WsMethod, WsRequest, WsResponse,
+};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -21,8 +27,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::PullPage;
-use crate::realtime::{subscription_message, WebSocketConfig};
+use crate::realtime::{subscription, to_text, WebSocketConfig};
 use crate::remote::{
     parse_remote_record, push_outcomes, wire_ops, ModelRoute, PushItem, PushOutcome, Remote,
     RemoteError, RemotePage, Traffic,
@@ -104,13 +109,19 @@ impl WebSocketRemote {
         self.shared.cancel.cancel();
     }
 
-    async fn request(
+    async fn request<B: Serialize>(
         &self,
-        method: &str,
-        body: Value,
+        method: WsMethod,
+        body: B,
     ) -> Result<(u16, Value, Traffic), RemoteError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::SeqCst);
-        let text = json!({"type": "request", "id": id, "method": method, "body": body}).to_string();
+        let request = WsRequest {
+            id: RequestId::from(id),
+            method,
+            body,
+        };
+        let text = serde_json::to_string(&request)
+            .map_err(|e| RemoteError::Config(format!("{} request: {e}", method.as_str())))?;
         let sent = text.len() as u64;
         let (tx, rx) = oneshot::channel();
         let sender = self.shared.outgoing.lock().ok().and_then(|o| o.clone());
@@ -154,7 +165,11 @@ impl WebSocketRemote {
         }
     }
 
-    async fn ok_body(&self, method: &str, body: Value) -> Result<(Value, Traffic), RemoteError> {
+    async fn ok_body<B: Serialize>(
+        &self,
+        method: WsMethod,
+        body: B,
+    ) -> Result<(Value, Traffic), RemoteError> {
         let (status, body, traffic) = self.request(method, body).await?;
         check(status, &body)?;
         Ok((body, traffic))
@@ -191,7 +206,7 @@ impl Remote for WebSocketRemote {
         items: &[PushItem],
     ) -> Result<(Vec<PushOutcome>, Traffic), RemoteError> {
         let ops = wire_ops(route, items);
-        let (body, traffic) = self.ok_body("push", json!({ "ops": ops })).await?;
+        let (body, traffic) = self.ok_body(WsMethod::Push, PushRequest { ops }).await?;
         let parsed = serde_json::from_value(body)
             .map_err(|e| RemoteError::BadResponse(format!("push response: {e}")))?;
         let outcomes = push_outcomes(route, items.len(), parsed)?;
@@ -206,8 +221,13 @@ impl Remote for WebSocketRemote {
     ) -> Result<RemotePage, RemoteError> {
         let (body, bytes) = self
             .ok_body(
-                "pull",
-                json!({"collection": route.endpoint, "since": cursor, "limit": limit}),
+                WsMethod::Pull,
+                PullRequestBody {
+                    collection: route.endpoint.clone(),
+                    since: cursor.map(str::to_owned),
+                    limit: Some(limit as u64),
+                    params: None,
+                },
             )
             .await?;
         let page: PullPage = serde_json::from_value(body)
@@ -231,7 +251,13 @@ impl Remote for WebSocketRemote {
         id: &str,
     ) -> Result<Option<crate::store::RemoteRecord>, RemoteError> {
         let (status, body, _) = self
-            .request("get", json!({"collection": route.endpoint, "id": id}))
+            .request(
+                WsMethod::Get,
+                GetRequestBody {
+                    collection: route.endpoint.clone(),
+                    id: id.to_owned(),
+                },
+            )
             .await?;
         if status == 404 {
             return Ok(None);
@@ -256,8 +282,13 @@ impl Remote for WebSocketRemote {
             .collect();
         let (body, bytes) = self
             .ok_body(
-                "query",
-                json!({"collection": route.endpoint, "params": params, "limit": limit, "offset": offset}),
+                WsMethod::Query,
+                QueryRequestBody {
+                    collection: route.endpoint.clone(),
+                    params,
+                    limit,
+                    offset,
+                },
             )
             .await?;
         let items = match body.get("items") {
@@ -284,7 +315,9 @@ impl Remote for WebSocketRemote {
     }
 
     async fn health(&self) -> Result<(), RemoteError> {
-        self.ok_body("health", Value::Null).await.map(|_| ())
+        self.ok_body(WsMethod::Health, Value::Null)
+            .await
+            .map(|_| ())
     }
 
     fn change_events(&self) -> Option<broadcast::Receiver<Value>> {
@@ -292,11 +325,18 @@ impl Remote for WebSocketRemote {
     }
 
     fn subscribe_changes(&self, channel: &str, parameters: Map<String, Value>) -> bool {
-        let message = subscription_message("subscribe", channel, &parameters).to_string();
+        let message = to_text(&subscription(
+            SubscriptionAction::Subscribe,
+            channel,
+            &parameters,
+        ));
         if let Ok(mut subs) = self.shared.subscriptions.lock() {
             subs.insert(channel.to_owned(), parameters);
         }
-        if let Some(tx) = self.shared.outgoing.lock().ok().and_then(|o| o.clone()) {
+        if let (Some(tx), Some(message)) = (
+            self.shared.outgoing.lock().ok().and_then(|o| o.clone()),
+            message,
+        ) {
             let _ = tx.send(message);
         }
         true
@@ -411,7 +451,11 @@ async fn serve(shared: &Arc<Shared>, socket: Socket) {
         .map(|s| s.clone())
         .unwrap_or_default();
     for (channel, parameters) in &subs {
-        opening.push(subscription_message("subscribe", channel, parameters).to_string());
+        opening.extend(to_text(&subscription(
+            SubscriptionAction::Subscribe,
+            channel,
+            parameters,
+        )));
     }
     for text in opening {
         if sink.send(Message::text(text)).await.is_err() {
@@ -440,8 +484,10 @@ async fn serve(shared: &Arc<Shared>, socket: Socket) {
             }
             _ = ping.tick() => {
                 awaiting_pong.get_or_insert_with(Instant::now);
-                if sink.send(Message::text(r#"{"type":"ping"}"#)).await.is_err() {
-                    return;
+                if let Some(ping) = to_text(&ClientMessage::Ping) {
+                    if sink.send(Message::text(ping)).await.is_err() {
+                        return;
+                    }
                 }
             }
             out = rx.recv() => match out {
@@ -461,28 +507,28 @@ async fn serve(shared: &Arc<Shared>, socket: Socket) {
                         continue;
                     };
                     match value.get("type").and_then(Value::as_str) {
-                        Some("response") => {
+                        Some(WsResponse::TYPE) => {
                             let id = value.get("id").and_then(Value::as_u64);
                             let waiter = id.and_then(|id| shared.pending.lock().ok().and_then(|mut p| p.remove(&id)));
                             match waiter {
                                 Some(waiter) => {
-                                    let status = value
-                                        .get("status")
-                                        .and_then(Value::as_u64)
-                                        .and_then(|s| u16::try_from(s).ok())
-                                        .unwrap_or(0);
-                                    let body = value.get("body").cloned().unwrap_or(Value::Null);
-                                    let result = if status == 0 {
-                                        Err(RemoteError::BadResponse("response without a status".into()))
-                                    } else {
-                                        Ok((status, body, size))
+                                    let result = match WsResponse::deserialize(value) {
+                                        Ok(response) if response.status > 0 => {
+                                            Ok((response.status, response.body, size))
+                                        }
+                                        Ok(_) => Err(RemoteError::BadResponse("response with status 0".into())),
+                                        Err(err) => Err(RemoteError::BadResponse(format!("response: {err}"))),
                                     };
                                     let _ = waiter.send(result);
                                 }
                                 None => tracing::debug!(?id, "WebSocket remote: answer to an unknown request"),
                             }
                         }
-                        Some("pong") => awaiting_pong = None,
+                        Some(_) if value.get("event").is_none()
+                            && ServerMessage::deserialize(&value).is_ok_and(|m| m == ServerMessage::Pong) =>
+                        {
+                            awaiting_pong = None;
+                        }
                         _ => {
                             let _ = shared.events.send(value);
                         }

@@ -172,11 +172,7 @@ pub(crate) struct RawEvent {
 impl RawEvent {
     /// The JSON of the equivalent [`ChangeEvent`].
     fn to_json(&self) -> String {
-        let kind = match self.kind {
-            EventKind::Created => "item_created",
-            EventKind::Updated => "item_updated",
-            EventKind::Deleted => "item_deleted",
-        };
+        let kind = self.kind.as_str();
         let mut out = String::with_capacity(self.record.len() + 128);
         out.push_str("{\"owner\":");
         out.push_str(&json_string(&self.owner));

@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{bearer_token, Auth};
 use crate::events::Hub;
 use crate::protocol::{
-    ErrorBody, Health, OpKind, OpStatus, IDEMPOTENCY_KEY_HEADER, ID_KEY, RESERVED_KEYS,
+    ErrorBody, ErrorCode, Health, OpKind, OpStatus, PushRequest, IDEMPOTENCY_KEY_HEADER, ID_KEY,
+    RESERVED_KEYS,
 };
 use crate::server::Limits;
 use crate::store::{Filter, RawResult, Store, WriteOp};
@@ -44,19 +45,14 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: ErrorBody {
-                error: message.into(),
-                code: code.to_owned(),
-                limit: None,
-                record: None,
-            },
+            body: ErrorBody::new(code, message),
         }
     }
 
-    pub(crate) fn bad_request(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
@@ -66,14 +62,14 @@ impl ApiError {
     }
 
     pub(crate) fn unauthorized(message: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     pub(crate) fn internal(err: &crate::Error) -> Self {
         tracing::error!(error = %err, source = ?std::error::Error::source(err), "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal server error; see the server log",
         )
     }
@@ -144,7 +140,11 @@ pub(crate) fn router(state: AppState) -> Router {
             get(get_one).patch(patch).put(put).delete(delete),
         )
         .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "no such endpoint",
+            )
         })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -156,9 +156,7 @@ async fn health() -> Json<Health> {
 
 /// Body of a health answer.
 pub(crate) fn health_body() -> Health {
-    Health {
-        status: "ok".into(),
-    }
+    Health::ok()
 }
 
 fn json_text_response(status: StatusCode, text: Vec<u8>) -> Response {
@@ -173,19 +171,19 @@ fn json_text_response(status: StatusCode, text: Vec<u8>) -> Response {
 fn check_collection(collection: &str, limits: &Limits) -> Result<(), ApiError> {
     if collection.is_empty() {
         return Err(ApiError::bad_request(
-            "invalid_collection",
+            ErrorCode::InvalidCollection,
             "collection name is empty",
         ));
     }
     if collection.contains('\0') {
         return Err(ApiError::bad_request(
-            "invalid_collection",
+            ErrorCode::InvalidCollection,
             "collection name contains a NUL character",
         ));
     }
     if collection.len() > limits.max_collection_len {
         return Err(ApiError::bad_request(
-            "collection_too_long",
+            ErrorCode::CollectionTooLong,
             format!(
                 "collection name is {} bytes; the limit is {}",
                 collection.len(),
@@ -199,19 +197,22 @@ fn check_collection(collection: &str, limits: &Limits) -> Result<(), ApiError> {
 
 fn check_id(id: &str, limits: &Limits) -> Result<(), ApiError> {
     if id.is_empty() {
-        return Err(ApiError::bad_request("invalid_id", "record id is empty"));
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidId,
+            "record id is empty",
+        ));
     }
     // Postgres text cannot hold NUL; refusing it here keeps both backends alike (and a batch
     // from failing as a whole on Postgres).
     if id.contains('\0') {
         return Err(ApiError::bad_request(
-            "invalid_id",
+            ErrorCode::InvalidId,
             "record id contains a NUL character",
         ));
     }
     if id.len() > limits.max_id_len {
         return Err(ApiError::bad_request(
-            "id_too_long",
+            ErrorCode::IdTooLong,
             format!(
                 "record id is {} bytes; the limit is {}",
                 id.len(),
@@ -230,7 +231,7 @@ async fn pull(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) =
-        query.map_err(|err| ApiError::bad_request("invalid_query", err.body_text()))?;
+        query.map_err(|err| ApiError::bad_request(ErrorCode::InvalidQuery, err.body_text()))?;
     let body = list(&state, &user, &collection, params).await?;
     Ok(json_text_response(StatusCode::OK, body))
 }
@@ -263,7 +264,7 @@ pub(crate) async fn list(
                 } else {
                     value.parse().map_err(|_| {
                         ApiError::bad_request(
-                            "invalid_cursor",
+                            ErrorCode::InvalidCursor,
                             format!("cursor {value:?} is not a cursor this server issued"),
                         )
                     })?
@@ -272,7 +273,7 @@ pub(crate) async fn list(
             "limit" | "_limit" => {
                 limit = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                     ApiError::bad_request(
-                        "invalid_limit",
+                        ErrorCode::InvalidLimit,
                         format!("limit {value:?} is not a positive integer"),
                     )
                 })?;
@@ -280,7 +281,7 @@ pub(crate) async fn list(
             "offset" | "_offset" => {
                 offset = value.parse().map_err(|_| {
                     ApiError::bad_request(
-                        "invalid_offset",
+                        ErrorCode::InvalidOffset,
                         format!("offset {value:?} is not a non-negative integer"),
                     )
                 })?;
@@ -288,13 +289,13 @@ pub(crate) async fn list(
             _ => {
                 if name.contains(['"', '\\', '\0']) || name.is_empty() {
                     return Err(ApiError::bad_request(
-                        "invalid_filter",
+                        ErrorCode::InvalidFilter,
                         format!("filter field {name:?} is not a plain field name"),
                     ));
                 }
                 if value.contains('\0') {
                     return Err(ApiError::bad_request(
-                        "invalid_filter",
+                        ErrorCode::InvalidFilter,
                         format!("the value of filter {name:?} contains a NUL character"),
                     ));
                 }
@@ -304,7 +305,7 @@ pub(crate) async fn list(
     }
     if filters.len() > limits.max_filters {
         return Err(ApiError::bad_request(
-            "too_many_filters",
+            ErrorCode::TooManyFilters,
             format!(
                 "{} filters given; the limit is {}",
                 filters.len(),
@@ -360,7 +361,7 @@ pub(crate) async fn read(
         Some(row) if !row.deleted => Ok(row.to_json_text()?),
         Some(row) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!(
                 "record {id:?} in {collection:?} was deleted at version {}",
                 row.version
@@ -368,7 +369,7 @@ pub(crate) async fn read(
         )),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("no record {id:?} in {collection:?}"),
         )),
     }
@@ -380,7 +381,7 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<By
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!(
                     "request body is larger than {} bytes; send smaller batches",
                     limits.max_body_bytes
@@ -388,13 +389,13 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<By
             )
             .with_limit(limits.max_body_bytes)
         } else {
-            ApiError::bad_request("invalid_body", rej.body_text())
+            ApiError::bad_request(ErrorCode::InvalidBody, rej.body_text())
         }
     })
 }
 
 fn malformed_json(err: &serde_json::Error) -> ApiError {
-    ApiError::bad_request("malformed_json", format!("malformed JSON: {err}"))
+    ApiError::bad_request(ErrorCode::MalformedJson, format!("malformed JSON: {err}"))
 }
 
 /// Checks that a request body is JSON and returns its text.
@@ -408,7 +409,7 @@ fn idempotency_key(headers: &HeaderMap, limits: &Limits) -> Result<Option<String
     };
     let key = value.to_str().map_err(|_| {
         ApiError::bad_request(
-            "invalid_idempotency_key",
+            ErrorCode::InvalidIdempotencyKey,
             "Idempotency-Key must be visible ASCII",
         )
     })?;
@@ -424,7 +425,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
     text.parse().map(Some).map_err(|_| {
         ApiError::bad_request(
-            "invalid_if_match",
+            ErrorCode::InvalidIfMatch,
             format!("If-Match {text:?} is not a record version (an integer)"),
         )
     })
@@ -433,13 +434,13 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 /// A write refused before it reached the database.
 #[derive(Debug)]
 struct Rejection {
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     limit: Option<usize>,
 }
 
 impl Rejection {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -454,26 +455,26 @@ impl Rejection {
     }
 
     fn into_result(self) -> RawResult {
-        RawResult::rejected(self.code, self.message)
+        RawResult::rejected(self.code.as_str(), self.message)
     }
 }
 
 fn check_key(key: &str, limits: &Limits) -> Result<(), Rejection> {
     if key.is_empty() {
         return Err(Rejection::new(
-            "invalid_idempotency_key",
+            ErrorCode::InvalidIdempotencyKey,
             "idempotency key is empty",
         ));
     }
     if key.contains('\0') {
         return Err(Rejection::new(
-            "invalid_idempotency_key",
+            ErrorCode::InvalidIdempotencyKey,
             "idempotency key contains a NUL character",
         ));
     }
     if key.len() > limits.max_idempotency_key_len {
         return Err(Rejection {
-            code: "idempotency_key_too_long",
+            code: ErrorCode::IdempotencyKeyTooLong,
             message: format!(
                 "idempotency key is {} bytes; the limit is {}",
                 key.len(),
@@ -504,7 +505,7 @@ fn prepare(
         (_, Some(raw)) if raw.get().starts_with('{') => Some(raw),
         (_, Some(other)) => {
             return Err(Rejection::new(
-                "invalid_data",
+                ErrorCode::InvalidData,
                 format!(
                     "record data must be a JSON object, not {}",
                     raw_type_name(other)
@@ -513,7 +514,7 @@ fn prepare(
         }
         (_, None) => {
             return Err(Rejection::new(
-                "invalid_data",
+                ErrorCode::InvalidData,
                 format!("a {} needs `data` (a JSON object)", kind.as_str()),
             ))
         }
@@ -525,29 +526,34 @@ fn prepare(
     let normalised: Vec<(String, Box<RawValue>)>;
     let mut members: BTreeMap<String, &RawValue> = match data {
         None => BTreeMap::new(),
-        Some(raw) if !raw.get().contains("\\u") => serde_json::from_str(raw.get())
-            .map_err(|err| Rejection::new("invalid_data", format!("invalid data: {err}")))?,
+        Some(raw) if !raw.get().contains("\\u") => {
+            serde_json::from_str(raw.get()).map_err(|err| {
+                Rejection::new(ErrorCode::InvalidData, format!("invalid data: {err}"))
+            })?
+        }
         Some(raw) => {
-            let map: Map<String, Value> = serde_json::from_str(raw.get())
-                .map_err(|err| Rejection::new("invalid_data", format!("invalid data: {err}")))?;
+            let map: Map<String, Value> = serde_json::from_str(raw.get()).map_err(|err| {
+                Rejection::new(ErrorCode::InvalidData, format!("invalid data: {err}"))
+            })?;
             normalised = map
                 .into_iter()
                 .map(|(k, v)| serde_json::value::to_raw_value(&v).map(|v| (k, v)))
                 .collect::<Result<_, _>>()
-                .map_err(|err| Rejection::new("invalid_data", err.to_string()))?;
+                .map_err(|err| Rejection::new(ErrorCode::InvalidData, err.to_string()))?;
             normalised.iter().map(|(k, v)| (k.clone(), &**v)).collect()
         }
     };
     let data_id = match members.get(ID_KEY) {
         None => None,
         Some(raw) if raw.get() == "null" => None,
-        Some(raw) if raw.get().starts_with('"') => Some(
-            serde_json::from_str::<String>(raw.get())
-                .map_err(|err| Rejection::new("invalid_id", format!("invalid id: {err}")))?,
-        ),
+        Some(raw) if raw.get().starts_with('"') => {
+            Some(serde_json::from_str::<String>(raw.get()).map_err(|err| {
+                Rejection::new(ErrorCode::InvalidId, format!("invalid id: {err}"))
+            })?)
+        }
         Some(other) => {
             return Err(Rejection::new(
-                "invalid_id",
+                ErrorCode::InvalidId,
                 format!("record id must be a string, not {}", raw_type_name(other)),
             ))
         }
@@ -555,7 +561,7 @@ fn prepare(
     let (id, id_generated) = match (id, data_id) {
         (Some(id), Some(data_id)) if id != data_id => {
             return Err(Rejection::new(
-                "id_mismatch",
+                ErrorCode::IdMismatch,
                 format!("the record id is {id:?} but data.id is {data_id:?}"),
             ))
         }
@@ -563,7 +569,7 @@ fn prepare(
         (None, None) if kind == OpKind::Create => (uuid::Uuid::new_v4().to_string(), true),
         (None, None) => {
             return Err(Rejection::new(
-                "invalid_id",
+                ErrorCode::InvalidId,
                 format!("a {} needs the record id", kind.as_str()),
             ))
         }
@@ -580,7 +586,9 @@ fn prepare(
                 .into_iter()
                 .map(|(k, v)| serde_json::from_str(v.get()).map(|v| (k, v)))
                 .collect::<Result<_, _>>()
-                .map_err(|err| Rejection::new("invalid_data", format!("invalid data: {err}")))?,
+                .map_err(|err| {
+                    Rejection::new(ErrorCode::InvalidData, format!("invalid data: {err}"))
+                })?,
             None,
         ),
         OpKind::Delete => (Map::new(), None),
@@ -598,12 +606,12 @@ fn prepare(
 }
 
 fn api_to_rejection(err: ApiError) -> Rejection {
-    let code = match err.body.code.as_str() {
-        "invalid_collection" => "invalid_collection",
-        "collection_too_long" => "collection_too_long",
-        "invalid_id" => "invalid_id",
-        "id_too_long" => "id_too_long",
-        _ => "invalid_op",
+    let code = match err.body.code {
+        code @ (ErrorCode::InvalidCollection
+        | ErrorCode::CollectionTooLong
+        | ErrorCode::InvalidId
+        | ErrorCode::IdTooLong) => code,
+        _ => ErrorCode::InvalidOp,
     };
     Rejection {
         code,
@@ -626,7 +634,8 @@ fn raw_type_name(value: &RawValue) -> &'static str {
 
 /// The JSON text of an object with these members.
 fn object_text(members: &BTreeMap<String, &RawValue>) -> Result<String, Rejection> {
-    let invalid = |err: &dyn std::fmt::Display| Rejection::new("invalid_data", err.to_string());
+    let invalid =
+        |err: &dyn std::fmt::Display| Rejection::new(ErrorCode::InvalidData, err.to_string());
     let size = members.iter().map(|(k, v)| k.len() + v.get().len() + 4);
     let mut out = Vec::with_capacity(size.sum::<usize>() + 2);
     out.push(b'{');
@@ -702,25 +711,26 @@ fn result_response(result: RawResult, created: bool) -> Response {
         OpStatus::Conflict => (
             StatusCode::CONFLICT,
             Json(ErrorBody {
-                error: result.error.unwrap_or_else(|| "version conflict".into()),
-                code: "conflict".into(),
-                limit: None,
                 record: result
                     .record
                     .and_then(|record| serde_json::from_str(&record).ok()),
+                ..ErrorBody::new(
+                    ErrorCode::Conflict,
+                    result.error.unwrap_or_else(|| "version conflict".into()),
+                )
             }),
         )
             .into_response(),
         OpStatus::Rejected => {
-            let code = result.code.unwrap_or_else(|| "rejected".into());
-            let status = match code.as_str() {
-                "not_found" => StatusCode::NOT_FOUND,
-                "idempotency_key_reused" => StatusCode::UNPROCESSABLE_ENTITY,
+            let code = result.code.map_or(ErrorCode::Rejected, ErrorCode::from);
+            let status = match code {
+                ErrorCode::NotFound => StatusCode::NOT_FOUND,
+                ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::BAD_REQUEST,
             };
             ApiError::new(
                 status,
-                &code,
+                code,
                 result.error.unwrap_or_else(|| "rejected".into()),
             )
             .into_response()
@@ -840,23 +850,16 @@ async fn delete(
         // the default protocol take a 404 on DELETE as the delete having reached its goal.
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "no such record (it is absent or already deleted)".to_owned(),
         ));
     }
     Ok(result_response(result, false))
 }
 
-/// The shape of a push body; each op is parsed on its own, so that a malformed op is rejected
-/// alone instead of failing the whole request.
-#[derive(Deserialize)]
-struct RawPushRequest<'a> {
-    #[serde(borrow)]
-    ops: Vec<&'a RawValue>,
-}
-
-/// [`PushOp`](crate::protocol::PushOp), read straight from the request's bytes with `data`
-/// kept as JSON text.
+/// [`PushOp`](crate::protocol::PushOp), read leniently straight from the request's bytes with
+/// `data` kept as JSON text: a missing or unknown `op` and a `null` `data` get their own
+/// rejections instead of a serde error.
 #[derive(Deserialize)]
 struct RawPushOp<'a> {
     #[serde(default)]
@@ -881,26 +884,25 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 fn prepare_push_op(raw: &RawValue, limits: &Limits) -> Result<WriteOp, Rejection> {
     if !raw.get().starts_with('{') {
         return Err(Rejection::new(
-            "invalid_op",
+            ErrorCode::InvalidOp,
             format!("an op must be a JSON object, not {}", raw_type_name(raw)),
         ));
     }
     let op: RawPushOp<'_> = serde_json::from_str(raw.get())
-        .map_err(|err| Rejection::new("invalid_op", format!("invalid op: {err}")))?;
+        .map_err(|err| Rejection::new(ErrorCode::InvalidOp, format!("invalid op: {err}")))?;
     let kind = match op.op.as_deref() {
-        None => return Err(Rejection::new("invalid_op", "the op has no `op` field")),
-        Some("create") => OpKind::Create,
-        Some("update") => OpKind::Update,
-        Some("replace") => OpKind::Replace,
-        Some("delete") => OpKind::Delete,
-        Some(name) => {
-            return Err(Rejection::new(
-                "unknown_op",
-                format!(
-                    "unknown op {name:?}: expected one of \"create\", \"update\", \"replace\", \"delete\""
-                ),
-            ))
-        }
+        None => return Err(Rejection::new(ErrorCode::InvalidOp, "the op has no `op` field")),
+        Some(name) => match OpKind::from_name(name) {
+            Some(kind) => kind,
+            None => {
+                return Err(Rejection::new(
+                    ErrorCode::UnknownOp,
+                    format!(
+                        "unknown op {name:?}: expected one of \"create\", \"update\", \"replace\", \"delete\""
+                    ),
+                ))
+            }
+        },
     };
     prepare(
         op.idempotency_key,
@@ -933,10 +935,12 @@ pub(crate) async fn push_batch(
     origin: Option<u64>,
 ) -> Result<Vec<u8>, ApiError> {
     let limits = &state.limits;
-    let request: RawPushRequest<'_> = serde_json::from_slice(body).map_err(|err| {
+    // Each op is parsed on its own, so that a malformed op is rejected alone instead of failing
+    // the whole request.
+    let request: PushRequest<&RawValue> = serde_json::from_slice(body).map_err(|err| {
         if err.is_data() {
             ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("expected {{\"ops\": [...]}}: {err}"),
             )
         } else {
@@ -946,7 +950,7 @@ pub(crate) async fn push_batch(
     if request.ops.len() > limits.max_batch_ops {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
+            ErrorCode::BatchTooLarge,
             format!(
                 "{} ops in one push; the limit is {}; split the batch",
                 request.ops.len(),
@@ -987,4 +991,53 @@ pub(crate) async fn push_batch(
     }
     out.extend_from_slice(b"]}");
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderName, HeaderValue};
+
+    #[test]
+    fn the_idempotency_key_header_is_read_in_any_case() {
+        let limits = Limits::default();
+        for spelling in ["idempotency-key", "Idempotency-Key", "IDEMPOTENCY-KEY"] {
+            let mut headers = HeaderMap::new();
+            let name = HeaderName::from_bytes(spelling.as_bytes()).expect("a header name");
+            headers.insert(name, HeaderValue::from_static("k1"));
+            let key = idempotency_key(&headers, &limits).expect("a valid key");
+            assert_eq!(key.as_deref(), Some("k1"), "{spelling}");
+        }
+        assert_eq!(
+            idempotency_key(&HeaderMap::new(), &limits).expect("no key"),
+            None
+        );
+    }
+
+    #[test]
+    fn rejected_results_keep_their_code_and_status() {
+        for (code, status) in [
+            ("not_found", StatusCode::NOT_FOUND),
+            ("idempotency_key_reused", StatusCode::UNPROCESSABLE_ENTITY),
+            ("invalid_data", StatusCode::BAD_REQUEST),
+        ] {
+            let response = result_response(RawResult::rejected(code, "no".into()), false);
+            assert_eq!(response.status(), status, "{code}");
+        }
+        let err = ApiError::bad_request(ErrorCode::IdTooLong, "long").with_limit(9);
+        let (status, body) = err.into_parts();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            serde_json::to_string(&body).expect("serialises"),
+            r#"{"error":"long","code":"id_too_long","limit":9}"#
+        );
+        assert_eq!(
+            api_to_rejection(ApiError::bad_request(ErrorCode::InvalidQuery, "q")).code,
+            ErrorCode::InvalidOp
+        );
+        assert_eq!(
+            api_to_rejection(ApiError::bad_request(ErrorCode::IdTooLong, "q")).code,
+            ErrorCode::IdTooLong
+        );
+    }
 }

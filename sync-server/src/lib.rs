@@ -1,6 +1,7 @@
 //! Reference backend for offline-sync-kit.
 //!
-//! `sync-server` speaks the default wire protocol of the framework (see [`protocol`]): a REST
+//! `sync-server` speaks the default wire protocol of the framework (see [`protocol`], the
+//! `sync-protocol` crate that the client runtime shares): a REST
 //! API with cursor pulls, conditional writes, idempotency keys and batch push, plus a WebSocket
 //! that streams committed changes to their owner. Collections are schemaless: any endpoint name
 //! is a collection of JSON objects with a string id. Data lives in SQLite (default, one file) or
@@ -34,11 +35,14 @@ mod error;
 mod events;
 mod http;
 mod listener;
-pub mod protocol;
 mod server;
 mod store;
 mod ws;
 mod ws_requests;
+
+/// The serde types of the wire protocol: the `sync-protocol` crate, which the client runtime
+/// (`sync-core`) uses too.
+pub use sync_protocol as protocol;
 
 pub use self::auth::Auth;
 pub use self::error::{Error, Result};

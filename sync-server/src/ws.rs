@@ -16,8 +16,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::events::ChangeEvent;
 use crate::http::{authenticate_headers, AppState};
-use crate::protocol::{ClientMessage, ServerMessage, SubscriptionAction};
-use crate::ws_requests::{InFlight, REQUEST_TYPE};
+use crate::protocol::{ClientMessage, ServerMessage, SubscriptionAction, WsRequest};
+use crate::ws_requests::InFlight;
 
 /// Close code for a connection that never authenticated.
 const CLOSE_POLICY: u16 = 1008;
@@ -127,12 +127,13 @@ impl Connection {
         };
         let value = match value {
             Value::Object(object)
-                if object.get("type").and_then(Value::as_str) == Some(REQUEST_TYPE) =>
+                if object.get("type").and_then(Value::as_str) == Some(WsRequest::TYPE) =>
             {
                 return requests.start(&self.state, self.id, self.user.as_deref(), object);
             }
             other => other,
         };
+        let kind = value.get("type").and_then(Value::as_str).map(str::to_owned);
         let message: ClientMessage = match serde_json::from_value(value) {
             Ok(m) => m,
             Err(err) => {
@@ -142,6 +143,10 @@ impl Connection {
         let reply = match message {
             ClientMessage::Ping => text(&ServerMessage::Pong),
             ClientMessage::Pong => return None,
+            ClientMessage::Unknown => error(format!(
+                "cannot read message: unknown message type {:?}: expected \"auth\", \"subscription\", \"ping\", \"pong\" or \"request\"",
+                kind.unwrap_or_default()
+            )),
             ClientMessage::Auth { token } => match self.state.auth.authenticate(&token) {
                 Some(user) => {
                     if self.user.as_ref().is_some_and(|u| *u != user) {

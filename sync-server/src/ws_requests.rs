@@ -36,10 +36,7 @@ use serde_json::{Map, Value};
 use tokio::task::{Id, JoinSet};
 
 use crate::http::{self, ApiError, AppState};
-use crate::protocol::ErrorBody;
-
-/// The `type` of a request message.
-pub(crate) const REQUEST_TYPE: &str = "request";
+use crate::protocol::{ErrorBody, ErrorCode, RequestId, WsMethod, WsResponse};
 
 /// Requests of one connection that are in progress.
 pub(crate) struct InFlight {
@@ -76,15 +73,15 @@ impl InFlight {
                 return Some(error_response(
                     &id,
                     ApiError::bad_request(
-                        "invalid_request",
+                        ErrorCode::InvalidRequest,
                         "a request needs a `method`: one of \"push\", \"pull\", \"get\", \"query\", \"health\"",
                     ),
                 ))
             }
         };
         let body = message.get("body").cloned().unwrap_or(Value::Null);
-        let method = match Method::parse(method) {
-            Some(Method::Health) => {
+        let method = match WsMethod::from_name(method) {
+            Some(WsMethod::Health) => {
                 let body = serde_json::to_vec(&http::health_body()).unwrap_or_default();
                 return Some(response(&id, StatusCode::OK, &body));
             }
@@ -93,7 +90,7 @@ impl InFlight {
                 return Some(error_response(
                     &id,
                     ApiError::bad_request(
-                        "unknown_method",
+                        ErrorCode::UnknownMethod,
                         format!(
                             "unknown request method {method:?}: expected one of \"push\", \"pull\", \"get\", \"query\", \"health\""
                         ),
@@ -114,7 +111,7 @@ impl InFlight {
                 &id,
                 ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_requests",
+                    ErrorCode::TooManyRequests,
                     format!(
                         "{} requests of this connection are in progress; wait for their answers and retry",
                         self.tasks.len()
@@ -172,34 +169,9 @@ impl InFlight {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Push,
-    Pull,
-    Get,
-    Query,
-    Health,
-}
-
-impl Method {
-    fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "push" => Self::Push,
-            "pull" => Self::Pull,
-            "get" => Self::Get,
-            "query" => Self::Query,
-            "health" => Self::Health,
-            _ => return None,
-        })
-    }
-}
-
 /// The request id as JSON text (echoed verbatim), when it is a number or a string.
 fn request_id(message: &Map<String, Value>) -> Option<String> {
-    match message.get("id")? {
-        id @ (Value::Number(_) | Value::String(_)) => Some(id.to_string()),
-        _ => None,
-    }
+    RequestId::of(message).and_then(|id| serde_json::to_string(&id).ok())
 }
 
 /// Runs one authenticated request through the REST handlers' functions.
@@ -207,16 +179,16 @@ async fn run(
     state: &AppState,
     connection: u64,
     user: &str,
-    method: Method,
+    method: WsMethod,
     body: Value,
 ) -> Result<Vec<u8>, ApiError> {
     match method {
-        Method::Push => {
+        WsMethod::Push => {
             let body = serde_json::to_vec(&body)
                 .map_err(|err| ApiError::internal(&crate::Error::Corrupt(err.to_string())))?;
             http::push_batch(state, user, &body, Some(connection)).await
         }
-        Method::Pull => {
+        WsMethod::Pull => {
             let mut body = object(body, "pull")?;
             let collection = collection(&body)?;
             let mut params = params(body.remove("params"))?;
@@ -228,7 +200,7 @@ async fn run(
             }
             http::list(state, user, &collection, params).await
         }
-        Method::Query => {
+        WsMethod::Query => {
             let mut body = object(body, "query")?;
             let collection = collection(&body)?;
             let mut params = params(body.remove("params"))?;
@@ -240,21 +212,21 @@ async fn run(
             }
             http::list(state, user, &collection, params).await
         }
-        Method::Get => {
+        WsMethod::Get => {
             let body = object(body, "get")?;
             let collection = collection(&body)?;
             let id = match body.get("id") {
                 Some(Value::String(id)) => id.clone(),
                 _ => {
                     return Err(ApiError::bad_request(
-                        "invalid_id",
+                        ErrorCode::InvalidId,
                         "a get request needs `id` (a string)",
                     ))
                 }
             };
             http::read(state, user, &collection, &id).await
         }
-        Method::Health => Ok(serde_json::to_vec(&http::health_body()).unwrap_or_default()),
+        WsMethod::Health => Ok(serde_json::to_vec(&http::health_body()).unwrap_or_default()),
     }
 }
 
@@ -262,7 +234,7 @@ fn object(body: Value, method: &str) -> Result<Map<String, Value>, ApiError> {
     match body {
         Value::Object(map) => Ok(map),
         _ => Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("the body of a {method} request must be a JSON object"),
         )),
     }
@@ -272,7 +244,7 @@ fn collection(body: &Map<String, Value>) -> Result<String, ApiError> {
     match body.get("collection") {
         Some(Value::String(collection)) => Ok(collection.clone()),
         _ => Err(ApiError::bad_request(
-            "invalid_collection",
+            ErrorCode::InvalidCollection,
             "the request needs `collection` (a string)",
         )),
     }
@@ -285,7 +257,7 @@ fn scalar(value: Option<Value>, name: &str) -> Result<Option<String>, ApiError> 
         Some(Value::String(s)) => Ok(Some(s)),
         Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(Some(v.to_string())),
         Some(_) => Err(ApiError::bad_request(
-            "invalid_filter",
+            ErrorCode::InvalidFilter,
             format!("parameter {name:?} must be a string, number or boolean"),
         )),
     }
@@ -298,7 +270,7 @@ fn params(value: Option<Value>) -> Result<Vec<(String, String)>, ApiError> {
         Some(Value::Object(map)) => map,
         Some(_) => {
             return Err(ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "`params` must be a JSON object of field: value",
             ))
         }
@@ -312,8 +284,8 @@ fn params(value: Option<Value>) -> Result<Vec<(String, String)>, ApiError> {
     Ok(pairs)
 }
 
-/// `{"type":"response","id":ID,"status":S,"body":BODY}` around a body that is JSON text
-/// already (pages and records are written without building JSON trees).
+/// A [`WsResponse`], `{"type":"response","id":ID,"status":S,"body":BODY}`, written around a body
+/// that is JSON text already (pages and records are written without building JSON trees).
 fn response(id: &str, status: StatusCode, body: &[u8]) -> Message {
     let body = if body.is_empty() {
         "null".as_bytes()
@@ -321,7 +293,9 @@ fn response(id: &str, status: StatusCode, body: &[u8]) -> Message {
         body
     };
     let mut text = String::with_capacity(body.len() + id.len() + 48);
-    text.push_str("{\"type\":\"response\",\"id\":");
+    text.push_str("{\"type\":\"");
+    text.push_str(WsResponse::TYPE);
+    text.push_str("\",\"id\":");
     text.push_str(id);
     text.push_str(",\"status\":");
     text.push_str(status.as_str());
@@ -352,6 +326,36 @@ mod tests {
             value,
             json!({"type": "response", "id": 7, "status": 200, "body": {"a": 1}})
         );
+        let typed: WsResponse = serde_json::from_str(text.as_str()).expect("a WsResponse");
+        assert_eq!(typed.id.as_u64(), Some(7));
+        assert_eq!((typed.status, typed.body), (200, json!({"a": 1})));
+    }
+
+    #[test]
+    fn request_ids_are_echoed_verbatim() {
+        let id = |v: Value| match v {
+            Value::Object(map) => request_id(&map),
+            _ => None,
+        };
+        assert_eq!(id(json!({"id": 7})).as_deref(), Some("7"));
+        assert_eq!(id(json!({"id": -1.5})).as_deref(), Some("-1.5"));
+        assert_eq!(id(json!({"id": "a\"b"})).as_deref(), Some(r#""a\"b""#));
+        assert_eq!(id(json!({"id": null})), None);
+        assert_eq!(id(json!({})), None);
+    }
+
+    #[test]
+    fn error_answers_carry_an_error_body() {
+        let Message::Text(text) = error_response(
+            "\"r1\"",
+            ApiError::bad_request(ErrorCode::InvalidRequest, "bad"),
+        ) else {
+            panic!("not text");
+        };
+        let typed: WsResponse<ErrorBody> = serde_json::from_str(text.as_str()).expect("parses");
+        assert_eq!(typed.status, 400);
+        assert_eq!(typed.body.code, ErrorCode::InvalidRequest);
+        assert_eq!(typed.body.error, "bad");
     }
 
     #[test]
