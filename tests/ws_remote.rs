@@ -630,3 +630,76 @@ async fn a_request_the_server_never_answers_times_out() {
     remote.close();
     server.abort();
 }
+
+/// Guards against: transports disagreeing on what a failure does. Over the WebSocket, a push
+/// answered 401 or 403 is retried (credentials are renewed from outside) and a 422 fails its
+/// ops, exactly as over HTTP (`rest_interop`'s batch and per-op tests): one disposition table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_refused_401_or_403_over_the_socket_is_retried_and_422_fails() {
+    use futures_util::{SinkExt, StreamExt};
+    use std::sync::{Arc, Mutex};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let answer = Arc::new(Mutex::new(422u16));
+    let status = Arc::clone(&answer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A stand-in server: every request is answered with the current status.
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        while let Some(Ok(message)) = ws.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            let answer = match value["type"].as_str() {
+                Some("ping") => serde_json::json!({"type": "pong"}),
+                Some("request") => {
+                    let status = *status.lock().unwrap();
+                    serde_json::json!({"type": "response", "id": value["id"], "status": status,
+                        "body": {"error": "no", "code": "refused"}})
+                }
+                _ => continue,
+            };
+            ws.send(Message::text(answer.to_string())).await.unwrap();
+        }
+    });
+    let remote = ws_remote(addr, ALICE.1);
+    let db = ClientDb::new();
+    let mut options = manual_options(ConflictStrategy::ServerWins);
+    options.direction = SyncDirection::PushOnly;
+    let sync = ws_client(&remote, &db, options).await;
+    connected(&remote).await;
+
+    sync.save(&todo("refused", "x")).await.unwrap();
+    assert!(sync.sync_all().await.is_err());
+    let failed = sync.failed_ops().await.unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("422"),
+        "{failed:?}"
+    );
+
+    for (code, id) in [(401u16, "no-token"), (403, "no-access")] {
+        *answer.lock().unwrap() = code;
+        sync.save(&todo(id, "y")).await.unwrap();
+        let _ = sync.sync_all().await;
+        let state = sync.record_state::<Todo>(id).await.unwrap();
+        assert_eq!(state.ops.len(), 1, "{code}: {state:?}");
+        assert_eq!(
+            state.ops[0].state,
+            offline_sync_kit::store::OpState::Pending,
+            "{code}: {state:?}"
+        );
+        assert!(state.ops[0].attempts >= 1, "{code}: {state:?}");
+    }
+    assert_eq!(sync.failed_ops().await.unwrap().len(), 1, "only the 422");
+    sync.shutdown().await.unwrap();
+    remote.close();
+    server.abort();
+}

@@ -22,6 +22,14 @@ pub(crate) enum Disposition {
     Fail,
 }
 
+/// True for the statuses that say the server is out, not that it refused: 408, 429 and every
+/// 5xx. Every transport turns these into `RemoteError::Unavailable` (retried, `Retry-After`
+/// honoured) and any other non-success into `RemoteError::Refused`, whose fate is then
+/// [`Disposition::of_status`].
+pub(crate) fn is_outage(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
+}
+
 impl Disposition {
     /// The disposition of an error status (not a success, not a conflict: those are answers).
     pub(crate) fn of_status(status: u16) -> Disposition {
@@ -35,7 +43,18 @@ impl Disposition {
 
 #[cfg(test)]
 mod tests {
+    use super::is_outage;
     use super::Disposition::{self, Fail, Retry};
+
+    #[test]
+    fn outages() {
+        for status in [408, 429, 500, 502, 503, 504, 599] {
+            assert!(is_outage(status), "HTTP {status}");
+        }
+        for status in [0, 200, 304, 400, 401, 403, 404, 409, 412, 422, 499, 600] {
+            assert!(!is_outage(status), "HTTP {status}");
+        }
+    }
 
     #[test]
     fn the_table() {

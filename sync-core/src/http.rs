@@ -155,9 +155,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 fn is_transient(status: StatusCode) -> bool {
-    status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
+    crate::disposition::is_outage(status.as_u16())
 }
 
 fn error_message(body: &Value, status: StatusCode) -> String {

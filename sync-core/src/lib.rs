@@ -22,6 +22,7 @@ mod realtime;
 pub mod remote;
 mod rest;
 pub mod store;
+mod ws_driver;
 mod ws_remote;
 
 /// The serde types of the default wire protocol: the `sync-protocol` crate, which sync-server

@@ -13,39 +13,33 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sync_protocol::{
-    ClientMessage, GetRequestBody, PullPage, PullRequestBody, PushRequest, QueryRequestBody,
-    RequestId, ServerMessage, SubscriptionAction, WsMethod, WsRequest, WsResponse,
+    GetRequestBody, PullPage, PullRequestBody, PushRequest, QueryRequestBody, RequestId,
+    ServerMessage, WsMethod, WsRequest, WsResponse,
 };
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::realtime::{subscription, to_text, WebSocketConfig};
+use crate::realtime::WebSocketConfig;
 use crate::remote::{
     parse_remote_record, push_outcomes, wire_ops, ModelRoute, PushItem, PushOutcome, Remote,
     RemoteError, RemotePage, Traffic,
 };
+use crate::ws_driver::{Driver, Session};
 
 type Pending = oneshot::Sender<Result<(u16, Value, u64), RemoteError>>;
 
+/// The remote's side of the connection: answers matched to waiting requests, everything else
+/// (change events) broadcast to the manager. The connection itself is the [`Driver`]'s.
 struct Shared {
-    config: WebSocketConfig,
-    headers: BTreeMap<String, String>,
+    driver: Arc<Driver>,
     request_timeout: Duration,
     pending: Mutex<HashMap<u64, Pending>>,
-    outgoing: Mutex<Option<mpsc::UnboundedSender<String>>>,
     events: broadcast::Sender<Value>,
-    connected: watch::Sender<bool>,
     next_id: AtomicU64,
     cancel: CancellationToken,
-    subscriptions: Mutex<BTreeMap<String, Map<String, Value>>>,
 }
 
 /// A [`Remote`] that talks to sync-server over a single WebSocket.
@@ -60,8 +54,7 @@ pub struct WebSocketRemote {
 impl std::fmt::Debug for WebSocketRemote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocketRemote")
-            .field("url", &self.shared.config.url)
-            .field("connected", &*self.shared.connected.borrow())
+            .field("driver", &self.shared.driver)
             .finish_non_exhaustive()
     }
 }
@@ -77,18 +70,21 @@ impl WebSocketRemote {
     ) -> WebSocketRemote {
         let (events, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
-            config,
-            headers,
+            driver: Arc::new(Driver::new(config, headers)),
             request_timeout,
             pending: Mutex::new(HashMap::new()),
-            outgoing: Mutex::new(None),
             events,
-            connected: watch::channel(false).0,
             next_id: AtomicU64::new(1),
             cancel: CancellationToken::new(),
-            subscriptions: Mutex::new(BTreeMap::new()),
         });
-        tokio::spawn(connection_loop(Arc::clone(&shared)));
+        let driver = Arc::clone(&shared.driver);
+        let session = Arc::new(RemoteSession(Arc::clone(&shared)));
+        let cancel = shared.cancel.clone();
+        let closing = Arc::clone(&shared);
+        tokio::spawn(async move {
+            driver.run(session, cancel).await;
+            fail_pending(&closing, "the WebSocket remote was closed");
+        });
         WebSocketRemote { shared }
     }
 
@@ -101,7 +97,7 @@ impl WebSocketRemote {
 
     /// True while the socket is open.
     pub fn is_connected(&self) -> bool {
-        *self.shared.connected.borrow()
+        self.shared.driver.is_connected()
     }
 
     /// Closes the socket for good.
@@ -123,18 +119,17 @@ impl WebSocketRemote {
         let text = serde_json::to_string(&request)
             .map_err(|e| RemoteError::Config(format!("{} request: {e}", method.as_str())))?;
         let sent = text.len() as u64;
-        let (tx, rx) = oneshot::channel();
-        let sender = self.shared.outgoing.lock().ok().and_then(|o| o.clone());
-        let Some(sender) = sender else {
+        if !self.shared.driver.is_connected() {
             return Err(RemoteError::Unavailable {
                 message: "the WebSocket is not connected".into(),
                 retry_after: None,
             });
-        };
+        }
+        let (tx, rx) = oneshot::channel();
         if let Ok(mut pending) = self.shared.pending.lock() {
             pending.insert(id, tx);
         }
-        if sender.send(text).is_err() {
+        if !self.shared.driver.send(text) {
             self.forget(id);
             return Err(RemoteError::Unavailable {
                 message: "the WebSocket closed".into(),
@@ -183,7 +178,7 @@ fn check(status: u16, body: &Value) -> Result<(), RemoteError> {
     };
     match status {
         200..=299 => Ok(()),
-        408 | 429 | 500..=599 => Err(RemoteError::Unavailable {
+        _ if crate::disposition::is_outage(status) => Err(RemoteError::Unavailable {
             message: message(),
             retry_after: None,
         }),
@@ -325,33 +320,20 @@ impl Remote for WebSocketRemote {
     }
 
     fn subscribe_changes(&self, channel: &str, parameters: Map<String, Value>) -> bool {
-        let message = to_text(&subscription(
-            SubscriptionAction::Subscribe,
-            channel,
-            &parameters,
-        ));
-        if let Ok(mut subs) = self.shared.subscriptions.lock() {
-            subs.insert(channel.to_owned(), parameters);
-        }
-        if let (Some(tx), Some(message)) = (
-            self.shared.outgoing.lock().ok().and_then(|o| o.clone()),
-            message,
-        ) {
-            let _ = tx.send(message);
-        }
+        self.shared.driver.subscribe(channel, parameters);
         true
     }
 
     fn connection_state(&self) -> Option<watch::Receiver<bool>> {
-        Some(self.shared.connected.subscribe())
+        Some(self.shared.driver.connection_state())
     }
 
     fn subscribe_all_models(&self) -> bool {
-        self.shared.config.subscribe_all_models
+        self.shared.driver.config().subscribe_all_models
     }
 
     fn change_event_mapper(&self) -> crate::realtime::SyncEventMapper {
-        self.shared.config.event_mapper.clone()
+        self.shared.driver.config().event_mapper.clone()
     }
 }
 
@@ -369,174 +351,46 @@ fn fail_pending(shared: &Shared, why: &str) {
     }
 }
 
-async fn connection_loop(shared: Arc<Shared>) {
-    let mut failures: u32 = 0;
-    loop {
-        if shared.cancel.is_cancelled() {
-            break;
-        }
-        match open(&shared).await {
-            Ok(socket) => {
-                failures = 0;
-                serve(&shared, socket).await;
-                if let Ok(mut out) = shared.outgoing.lock() {
-                    *out = None;
-                }
-                shared.connected.send_replace(false);
-                fail_pending(&shared, "the WebSocket connection was lost");
-            }
-            Err(err) => {
-                tracing::debug!(url = %shared.config.url, error = %err, "WebSocket remote connect failed")
-            }
-        }
-        failures += 1;
-        if shared
-            .config
-            .max_reconnect_attempts
-            .is_some_and(|max| failures > max)
-        {
-            break;
-        }
-        let step = shared
-            .config
-            .reconnect_delay
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-            .min(shared.config.max_reconnect_delay);
-        let delay = step.mul_f64(0.1 + 0.9 * fastrand::f64());
-        tokio::select! {
-            () = shared.cancel.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
-        }
-    }
-    shared.connected.send_replace(false);
-    fail_pending(&shared, "the WebSocket remote was closed");
-}
+struct RemoteSession(Arc<Shared>);
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+#[async_trait]
+impl Session for RemoteSession {
+    async fn opened(&self, _channels: Vec<String>) {}
 
-async fn open(shared: &Shared) -> Result<Socket, String> {
-    let mut request = shared
-        .config
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| format!("bad WebSocket URL: {e}"))?;
-    for (name, value) in shared.headers.iter().chain(shared.config.headers.iter()) {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-        let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
-        request.headers_mut().insert(name, value);
-    }
-    match tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(request),
-    )
-    .await
-    {
-        Ok(Ok((socket, _))) => Ok(socket),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err("connect timed out".into()),
-    }
-}
-
-async fn serve(shared: &Arc<Shared>, socket: Socket) {
-    let (mut sink, mut source) = socket.split();
-    let mut opening = Vec::new();
-    if let Some(auth) = &shared.config.auth_message {
-        opening.push(auth.to_string());
-    }
-    let subs = shared
-        .subscriptions
-        .lock()
-        .map(|s| s.clone())
-        .unwrap_or_default();
-    for (channel, parameters) in &subs {
-        opening.extend(to_text(&subscription(
-            SubscriptionAction::Subscribe,
-            channel,
-            parameters,
-        )));
-    }
-    for text in opening {
-        if sink.send(Message::text(text)).await.is_err() {
-            return;
+    fn received(&self, value: Value, size: u64) {
+        let shared = &self.0;
+        match value.get("type").and_then(Value::as_str) {
+            Some(WsResponse::TYPE) => {
+                let id = value.get("id").and_then(Value::as_u64);
+                let waiter =
+                    id.and_then(|id| shared.pending.lock().ok().and_then(|mut p| p.remove(&id)));
+                let Some(waiter) = waiter else {
+                    tracing::debug!(?id, "WebSocket remote: answer to an unknown request");
+                    return;
+                };
+                let result = match WsResponse::deserialize(value) {
+                    Ok(response) if response.status > 0 => {
+                        Ok((response.status, response.body, size))
+                    }
+                    Ok(_) => Err(RemoteError::BadResponse("response with status 0".into())),
+                    Err(err) => Err(RemoteError::BadResponse(format!("response: {err}"))),
+                };
+                let _ = waiter.send(result);
+            }
+            // Pongs only keep the connection alive (the driver's business).
+            _ if value.get("event").is_none()
+                && ServerMessage::deserialize(&value).is_ok_and(|m| m == ServerMessage::Pong) => {}
+            _ => {
+                let _ = shared.events.send(value);
+            }
         }
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    if let Ok(mut out) = shared.outgoing.lock() {
-        *out = Some(tx);
+
+    async fn closed(&self) {
+        fail_pending(&self.0, "the WebSocket connection was lost");
     }
-    shared.connected.send_replace(true);
-    let config = &shared.config;
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
-    let mut awaiting_pong: Option<Instant> = None;
-    loop {
-        let deadline = awaiting_pong.map(|at| at + config.pong_timeout);
-        tokio::select! {
-            () = shared.cancel.cancelled() => {
-                let _ = sink.send(Message::Close(None)).await;
-                return;
-            }
-            () = async { match deadline { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
-                tracing::warn!("WebSocket remote: no pong within the timeout; reconnecting");
-                return;
-            }
-            _ = ping.tick() => {
-                awaiting_pong.get_or_insert_with(Instant::now);
-                if let Some(ping) = to_text(&ClientMessage::Ping) {
-                    if sink.send(Message::text(ping)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            out = rx.recv() => match out {
-                Some(text) => {
-                    if sink.send(Message::text(text)).await.is_err() {
-                        return;
-                    }
-                }
-                None => return,
-            },
-            incoming = source.next() => match incoming {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(Message::Text(text))) => {
-                    let size = text.len() as u64;
-                    let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
-                        tracing::warn!("WebSocket remote: skipping a message that is not JSON");
-                        continue;
-                    };
-                    match value.get("type").and_then(Value::as_str) {
-                        Some(WsResponse::TYPE) => {
-                            let id = value.get("id").and_then(Value::as_u64);
-                            let waiter = id.and_then(|id| shared.pending.lock().ok().and_then(|mut p| p.remove(&id)));
-                            match waiter {
-                                Some(waiter) => {
-                                    let result = match WsResponse::deserialize(value) {
-                                        Ok(response) if response.status > 0 => {
-                                            Ok((response.status, response.body, size))
-                                        }
-                                        Ok(_) => Err(RemoteError::BadResponse("response with status 0".into())),
-                                        Err(err) => Err(RemoteError::BadResponse(format!("response: {err}"))),
-                                    };
-                                    let _ = waiter.send(result);
-                                }
-                                None => tracing::debug!(?id, "WebSocket remote: answer to an unknown request"),
-                            }
-                        }
-                        Some(_) if value.get("event").is_none()
-                            && ServerMessage::deserialize(&value).is_ok_and(|m| m == ServerMessage::Pong) =>
-                        {
-                            awaiting_pong = None;
-                        }
-                        _ => {
-                            let _ = shared.events.send(value);
-                        }
-                    }
-                }
-                Some(Ok(Message::Pong(_))) => awaiting_pong = None,
-                Some(Ok(_)) => {}
-            },
-        }
+
+    fn reconnecting(&self, attempt: u32) {
+        tracing::debug!(attempt, "WebSocket remote reconnecting");
     }
 }

@@ -11,7 +11,7 @@
 //! - `worker.rs`: the background task (debounced push, retry timer, reconnects);
 //! - this file: state, status and events, task tracking, and `run`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -50,7 +50,6 @@ pub(crate) struct Inner {
     /// Kept alive so its state channel stays open.
     pub(crate) _connectivity: Arc<dyn Connectivity>,
     pub(crate) realtime: Option<Arc<Realtime>>,
-    pub(crate) auth_headers: BTreeMap<String, String>,
     pub(crate) store: Arc<dyn LocalStore>,
     pub(crate) remote: Arc<dyn Remote>,
     pub(crate) models: HashMap<&'static str, Arc<ModelRoute>>,

@@ -244,12 +244,10 @@ impl SyncManagerBuilder {
         });
         let (events, _) = broadcast::channel(4096);
         let realtime = self.websocket.map(|config| {
-            let realtime = Realtime::new(config);
-            if realtime.config.subscribe_all_models {
-                if let Ok(mut subs) = realtime.subscriptions.lock() {
-                    for endpoint in endpoints.keys() {
-                        subs.insert(endpoint.clone(), Map::new());
-                    }
+            let realtime = Realtime::new(config, self.headers.clone());
+            if realtime.config().subscribe_all_models {
+                for endpoint in endpoints.keys() {
+                    realtime.driver.subscribe(endpoint, Map::new());
                 }
             }
             Arc::new(realtime)
@@ -257,7 +255,6 @@ impl SyncManagerBuilder {
         let inner = Arc::new(Inner {
             _connectivity: Arc::clone(&connectivity),
             realtime,
-            auth_headers: self.headers.clone(),
             store,
             remote,
             models,

@@ -1,13 +1,12 @@
 //! The manager's realtime WebSocket: connect, close, subscriptions, messages.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::SyncManager;
 use crate::error::{Error, Result};
-use crate::realtime::{self, Command, MessageHandler, Realtime};
+use crate::realtime::{MessageHandler, Realtime, RealtimeSession};
 
 impl SyncManager {
     pub(crate) fn realtime(&self) -> Result<&Arc<Realtime>> {
@@ -24,27 +23,22 @@ impl SyncManager {
     pub fn connect_websocket(&self) -> Result<()> {
         self.check_open()?;
         let realtime = Arc::clone(self.realtime()?);
-        let mut slot = realtime
-            .commands
+        let mut running = realtime
+            .running
             .lock()
             .map_err(|_| Error::Task("realtime state poisoned".into()))?;
-        if slot.as_ref().is_some_and(|tx| !tx.is_closed()) {
+        // The driver cancels its token when it stops by itself (reconnects exhausted).
+        if running.as_ref().is_some_and(|token| !token.is_cancelled()) {
             return Ok(());
         }
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        *slot = Some(tx);
-        drop(slot);
         let cancel = self.inner.cancel.child_token();
-        if let Ok(mut c) = realtime.cancel.lock() {
-            *c = Some(cancel.clone());
-        }
-        let handle = tokio::spawn(realtime::run(
+        *running = Some(cancel.clone());
+        drop(running);
+        let session = Arc::new(RealtimeSession::new(
             Arc::clone(&self.inner),
             Arc::clone(&realtime),
-            rx,
-            cancel,
-            self.inner.auth_headers.clone(),
         ));
+        let handle = tokio::spawn(Arc::clone(&realtime.driver).run(session, cancel));
         self.inner.track(handle);
         Ok(())
     }
@@ -52,10 +46,7 @@ impl SyncManager {
     /// Closes the realtime connection for good: no reconnect follows.
     pub fn close_websocket(&self) -> Result<()> {
         let realtime = self.realtime()?;
-        if let Some(tx) = realtime.commands.lock().ok().and_then(|mut c| c.take()) {
-            let _ = tx.send(Command::Close);
-        }
-        if let Some(cancel) = realtime.cancel.lock().ok().and_then(|mut c| c.take()) {
+        if let Some(cancel) = realtime.running.lock().ok().and_then(|mut c| c.take()) {
             cancel.cancel();
         }
         Ok(())
@@ -66,39 +57,26 @@ impl SyncManager {
         self.inner
             .realtime
             .as_ref()
-            .is_some_and(|r| r.connected.load(Ordering::SeqCst))
+            .is_some_and(|r| r.driver.is_connected())
     }
 
     /// Subscribes to a channel (a model's endpoint) with optional parameters
     /// (an equality filter on sync-server). Kept across reconnects.
     pub fn subscribe(&self, channel: &str, parameters: Map<String, Value>) -> Result<()> {
-        let realtime = self.realtime()?;
-        let message = realtime::subscription_message("subscribe", channel, &parameters);
-        if let Ok(mut subs) = realtime.subscriptions.lock() {
-            subs.insert(channel.to_owned(), parameters);
-        }
-        realtime.send(message);
+        self.realtime()?.driver.subscribe(channel, parameters);
         Ok(())
     }
 
     /// Unsubscribes from a channel.
     pub fn unsubscribe(&self, channel: &str) -> Result<()> {
-        let realtime = self.realtime()?;
-        if let Ok(mut subs) = realtime.subscriptions.lock() {
-            subs.remove(channel);
-        }
-        realtime.send(realtime::subscription_message(
-            "unsubscribe",
-            channel,
-            &Map::new(),
-        ));
+        self.realtime()?.driver.unsubscribe(channel);
         Ok(())
     }
 
     /// Sends a JSON message over the realtime connection; `false` if it is not connected.
     pub fn send_websocket_message(&self, message: Value) -> Result<bool> {
-        let realtime = self.realtime()?;
-        Ok(realtime.connected.load(Ordering::SeqCst) && realtime.send(message))
+        let driver = &self.realtime()?.driver;
+        Ok(driver.is_connected() && driver.send(message.to_string()))
     }
 
     /// Calls `handler` for every server message whose `type` (or, for events
