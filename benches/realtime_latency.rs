@@ -84,7 +84,7 @@ async fn wait_added(events: &mut broadcast::Receiver<SyncEvent>, id: &str) -> bo
     let wait = async {
         loop {
             match events.recv().await {
-                Ok(e) if e.kind == SyncEventType::ModelAdded && e.id.as_deref() == Some(id) => {
+                Ok(e) if e.kind() == SyncEventType::ModelAdded && e.id() == Some(id) => {
                     return true
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -121,11 +121,9 @@ async fn framework(writes: usize, debounce: Duration) -> (Stats, Stats, usize) {
         .spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
         .unwrap();
 
-    let options = SyncOptions {
-        auto_sync: true,
-        auto_sync_debounce: debounce,
-        ..SyncOptions::default()
-    };
+    let mut options = SyncOptions::default();
+    options.auto_sync = true;
+    options.auto_sync_debounce = debounce;
     let a = client(&server.url(), &dir.path().join("a.db"), options.clone())
         .await
         .build()

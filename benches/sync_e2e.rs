@@ -216,12 +216,11 @@ async fn framework_client(url: &str, db: &Path, options: SyncOptions) -> SyncMan
 }
 
 fn push_options() -> SyncOptions {
-    SyncOptions {
-        auto_sync: false,
-        direction: SyncDirection::PushOnly,
-        batch_size: PUSH_BATCH,
-        ..SyncOptions::default()
-    }
+    let mut options = SyncOptions::default();
+    options.auto_sync = false;
+    options.direction = SyncDirection::PushOnly;
+    options.batch_size = PUSH_BATCH;
+    options
 }
 
 async fn child_push(url: &str, db: &Path, n: usize) -> PhaseResult {
@@ -260,11 +259,9 @@ async fn child_push(url: &str, db: &Path, n: usize) -> PhaseResult {
 }
 
 async fn child_pull(url: &str, db: &Path, page: usize) -> PhaseResult {
-    let options = SyncOptions {
-        auto_sync: false,
-        batch_size: page,
-        ..SyncOptions::default()
-    };
+    let mut options = SyncOptions::default();
+    options.auto_sync = false;
+    options.batch_size = page;
     let sync = framework_client(url, db, options).await;
     let hwm_reset = reset_peak_rss();
     let start_kb = status_kb("VmRSS");

@@ -212,11 +212,10 @@ async fn start_mock() -> Result<(String, Shared), BoxError> {
 // ---- the app ------------------------------------------------------------------------------
 
 async fn client(url: &str, db: std::path::PathBuf) -> Result<SyncManager, BoxError> {
-    let config = ModelConfig {
-        rest: Some(appwrite_requests()),
+    let config = ModelConfig::new()
+        .rest(appwrite_requests())
         // No versions or cursors in this API: page through everything.
-        pull: Some(PullMode::FullPaged),
-    };
+        .pull(PullMode::FullPaged);
     Ok(SyncManager::builder()
         .base_url(url)
         .store(DieselStore::open_sqlite(db).await?)
@@ -224,9 +223,10 @@ async fn client(url: &str, db: std::path::PathBuf) -> Result<SyncManager, BoxErr
         .rest_only()
         .model_with::<Task>(config)
         // Sync when this example says so, so the log below is in order.
-        .options(SyncOptions {
-            auto_sync: false,
-            ..SyncOptions::default()
+        .options({
+            let mut options = SyncOptions::default();
+            options.auto_sync = false;
+            options
         })
         .build()
         .await?)

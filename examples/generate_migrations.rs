@@ -114,9 +114,10 @@ pub(crate) async fn run() -> Result<(), BoxError> {
         .model::<TodoV2>()
         .model::<Note>()
         .auto_migrate(false)
-        .options(SyncOptions {
-            auto_sync: false,
-            ..SyncOptions::default()
+        .options({
+            let mut options = SyncOptions::default();
+            options.auto_sync = false;
+            options
         })
         .build()
         .await?;

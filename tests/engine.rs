@@ -160,7 +160,10 @@ async fn refused_op_is_kept_visible_and_retryable() {
         .await
         .unwrap();
     let failed = next_event(&mut events, SyncEventType::SyncFailed, Some(long_id)).await;
-    assert!(failed.data.unwrap()["error"].as_str().unwrap().len() > 3);
+    match failed {
+        offline_sync_kit::SyncEvent::OpFailed { error, .. } => assert!(error.len() > 3),
+        other => panic!("not an op failure: {other:?}"),
+    }
 
     let state = sync.record_state::<Todo>(long_id).await.unwrap();
     let meta = state.meta.expect("local data kept");
@@ -449,12 +452,9 @@ async fn pulled_row_never_overwrites_a_pending_edit() {
     a.save(&newer).await.unwrap();
     a.sync_all().await.unwrap();
 
-    b.synchronize(SyncRun {
-        direction: SyncDirection::PullOnly,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    b.synchronize(SyncRun::new(SyncDirection::PullOnly))
+        .await
+        .unwrap();
     assert_eq!(
         b.get::<Todo>("c1").await.unwrap().unwrap().title,
         "b's unsynced edit"

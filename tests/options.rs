@@ -188,12 +188,9 @@ async fn batch_size_limits_ops_per_push_and_records_per_page() {
     let (sync, remote) = recorded_client(&server, &db, options).await;
     let todos: Vec<Todo> = (0..7).map(|i| todo(&format!("b{i}"), "x")).collect();
     sync.save_all(&todos).await.unwrap();
-    sync.synchronize(SyncRun {
-        direction: SyncDirection::PushOnly,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    sync.synchronize(SyncRun::new(SyncDirection::PushOnly))
+        .await
+        .unwrap();
     assert_eq!(
         remote.calls(),
         [
@@ -212,11 +209,11 @@ async fn batch_size_limits_ops_per_push_and_records_per_page() {
     // A per-run override.
     reader_remote.clear();
     reader
-        .synchronize(SyncRun {
-            direction: SyncDirection::PullOnly,
-            force_full: true,
-            batch_size: Some(5),
-        })
+        .synchronize(
+            SyncRun::new(SyncDirection::PullOnly)
+                .force_full()
+                .batch_size(5),
+        )
         .await
         .unwrap();
     assert_eq!(reader_remote.calls(), ["pull 5", "pull 5"]);
@@ -247,17 +244,11 @@ async fn use_delta_sync_sends_changed_fields_and_off_sends_full_records() {
     delta.save(&a).await.unwrap();
     full.save(&b).await.unwrap();
     let rd = delta
-        .synchronize(SyncRun {
-            direction: SyncDirection::PushOnly,
-            ..Default::default()
-        })
+        .synchronize(SyncRun::new(SyncDirection::PushOnly))
         .await
         .unwrap();
     let rf = full
-        .synchronize(SyncRun {
-            direction: SyncDirection::PushOnly,
-            ..Default::default()
-        })
+        .synchronize(SyncRun::new(SyncDirection::PushOnly))
         .await
         .unwrap();
     assert_eq!(delta_remote.calls(), ["push update"]);
@@ -308,10 +299,7 @@ async fn direction_orders_and_limits_the_halves() {
     let server = Server::start().await;
     let db = ClientDb::new();
     let (sync, remote) = recorded_client(&server, &db, manual()).await;
-    let run = |direction| SyncRun {
-        direction,
-        ..Default::default()
-    };
+    let run = SyncRun::new;
 
     sync.save(&todo("d1", "x")).await.unwrap();
     sync.synchronize(run(SyncDirection::PushThenPull))
@@ -396,13 +384,12 @@ async fn retry_max_attempts_moves_an_op_to_failed_instead_of_dropping_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_backoff_spaces_attempts_and_honours_retry_after_floor() {
     // The policy's delays, as the engine uses them (no jitter).
-    let policy = offline_sync_kit::RetryPolicy {
-        base: Duration::from_millis(100),
-        max: Duration::from_secs(2),
-        multiplier: 3.0,
-        jitter: false,
-        max_attempts: None,
-    };
+    let mut policy = offline_sync_kit::RetryPolicy::default();
+    policy.base = Duration::from_millis(100);
+    policy.max = Duration::from_secs(2);
+    policy.multiplier = 3.0;
+    policy.jitter = false;
+    policy.max_attempts = None;
     assert_eq!(policy.delay(1, None), Duration::from_millis(100));
     assert_eq!(policy.delay(3, None), Duration::from_millis(900));
     assert_eq!(policy.delay(9, None), Duration::from_secs(2));

@@ -92,10 +92,12 @@ async fn server_restart_resubscribes_and_repairs_the_gap() {
         while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
             // Added or updated: a record applied twice would show up as a second event.
             if matches!(
-                event.kind,
+                event.kind(),
                 SyncEventType::ModelAdded | SyncEventType::ModelUpdated
             ) {
-                *added.entry(event.id.unwrap_or_default()).or_default() += 1;
+                *added
+                    .entry(event.id().unwrap_or_default().to_owned())
+                    .or_default() += 1;
             }
         }
         added
@@ -249,7 +251,7 @@ async fn close_websocket_never_reconnects() {
     );
     assert!(!b.is_websocket_connected());
     while let Ok(event) = events.try_recv() {
-        assert_ne!(event.kind, SyncEventType::Reconnecting);
+        assert_ne!(event.kind(), SyncEventType::Reconnecting);
     }
     b.shutdown().await.unwrap();
 }
@@ -471,7 +473,7 @@ async fn reconnects_stop_after_max_reconnect_attempts() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut reconnecting = 0;
     while let Ok(event) = events.try_recv() {
-        if event.kind == SyncEventType::Reconnecting {
+        if event.kind() == SyncEventType::Reconnecting {
             reconnecting += 1;
         }
     }

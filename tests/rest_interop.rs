@@ -107,10 +107,7 @@ async fn syncs_with_json_server() {
         field: "modifiedAt".into(),
         since_param: "modifiedAt_gte".into(),
     };
-    let config = ModelConfig {
-        rest: None,
-        pull: Some(pull),
-    };
+    let config = ModelConfig::new().pull(pull);
     let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
     let a = SyncManager::builder()
         .base_url(&url)
@@ -371,10 +368,7 @@ async fn appwrite() -> (String, Shared) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syncs_with_an_appwrite_shaped_api() {
     let (url, shared) = appwrite().await;
-    let config = ModelConfig {
-        rest: None,
-        pull: Some(PullMode::FullPaged),
-    };
+    let config = ModelConfig::new().pull(PullMode::FullPaged);
     let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
     let a = SyncManager::builder()
         .base_url(&url)

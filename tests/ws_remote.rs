@@ -186,12 +186,9 @@ async fn pulled_row_never_overwrites_a_pending_edit() {
     // The realtime event of a's write reaches b and goes through conflict resolution.
     next_event(&mut b_events, SyncEventType::ConflictDetected, Some("c1")).await;
 
-    b.synchronize(SyncRun {
-        direction: SyncDirection::PullOnly,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    b.synchronize(SyncRun::new(SyncDirection::PullOnly))
+        .await
+        .unwrap();
     assert_eq!(
         b.get::<Todo>("c1").await.unwrap().unwrap().title,
         "b's unsynced edit"
@@ -346,7 +343,7 @@ async fn a_change_by_one_client_arrives_at_the_other_over_the_socket() {
 
     a.save(&todo("rt1", "live")).await.unwrap();
     let added = next_event(&mut events, SyncEventType::ModelAdded, Some("rt1")).await;
-    assert_eq!(added.model_type, Some("todo"));
+    assert_eq!(added.model_type(), Some("todo"));
     assert_eq!(b.get::<Todo>("rt1").await.unwrap().unwrap().title, "live");
     let state = b.record_state::<Todo>("rt1").await.unwrap();
     assert!(state.meta.unwrap().synced, "a received record is synced");

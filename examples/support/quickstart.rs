@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use offline_sync_kit::prelude::*;
+use offline_sync_kit::store::Resolution;
 use offline_sync_kit::ManualConnectivity;
 use serde::{Deserialize, Serialize};
 use sync_server::SyncServer;
@@ -65,7 +66,7 @@ async fn event(
     within(&format!("a {kind:?} event for {id}"), async {
         loop {
             match events.recv().await {
-                Ok(e) if e.kind == kind && e.id.as_deref() == Some(id) => return Ok(e),
+                Ok(e) if e.kind() == kind && e.id() == Some(id) => return Ok(e),
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => {
                     return Err(BoxError::from("the client's event channel closed"))
@@ -137,11 +138,9 @@ pub async fn run_quickstart(out: &mut dyn Write) -> Result<QuickstartOutcome, Bo
 
     // Both clients sync only when told to, so the order of events below is the
     // order you read. (Apps usually leave `auto_sync` on.)
-    let options = SyncOptions {
-        auto_sync: false,
-        conflict_strategy: ConflictStrategy::MergeFields,
-        ..SyncOptions::default()
-    };
+    let mut options = SyncOptions::default();
+    options.auto_sync = false;
+    options.conflict_strategy = ConflictStrategy::MergeFields;
 
     let net_a = ManualConnectivity::new(false);
     let a = SyncManager::builder()
@@ -284,12 +283,14 @@ pub async fn run_quickstart(out: &mut dyn Write) -> Result<QuickstartOutcome, Bo
     b.sync_all().await?;
     a.sync_all().await?;
     let title = get(&b, "B").await?.title;
-    let how = resolved
-        .data
-        .as_ref()
-        .and_then(|d| d.get("resolution"))
-        .and_then(|r| r.as_str())
-        .unwrap_or("resolved");
+    let how = match resolved {
+        SyncEvent::ConflictResolved { resolution, .. } => match resolution {
+            Resolution::TakeRemote => "take_remote",
+            Resolution::KeepLocal => "keep_local",
+            Resolution::Merged(_) => "merged",
+        },
+        _ => "resolved",
+    };
     let winner = if title == ea.title {
         "A's rename won: it is the later write (it reached the server after B's local edit)"
     } else if title == eb.title {

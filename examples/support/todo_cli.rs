@@ -177,10 +177,8 @@ where
 async fn open(cli: &Cli, needs_token: bool, realtime: bool) -> Result<SyncManager> {
     // A CLI process is short-lived: changes go out on `todo sync`, not in the
     // background of a command that is about to exit.
-    let options = SyncOptions {
-        auto_sync: false,
-        ..SyncOptions::default()
-    };
+    let mut options = SyncOptions::default();
+    options.auto_sync = false;
     let store = DieselStore::open_sqlite(&cli.db)
         .await
         .map_err(|e| CliError(format!("cannot open {}: {e}", cli.db.display())))?;
@@ -530,14 +528,13 @@ async fn watch(cli: &Cli, out: &mut dyn Write) -> Result<()> {
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
             };
-            let id = event.id.as_deref().unwrap_or("?");
+            let id = event.id().unwrap_or("?");
             let record = || {
-                event
-                    .data
-                    .clone()
-                    .and_then(|d| serde_json::from_value::<Todo>(d).ok())
+                event.data().and_then(|d| {
+                    serde_json::from_value::<Todo>(serde_json::Value::Object(d.clone())).ok()
+                })
             };
-            match event.kind {
+            match event.kind() {
                 SyncEventType::ModelAdded => match record() {
                     Some(t) => writeln!(out, "added   {}", line(&t))?,
                     None => writeln!(out, "added   {}", short(id))?,

@@ -3,17 +3,19 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
-/// Kinds of [`SyncEvent`].
+use crate::store::{JsonObject, Resolution};
+
+/// Kinds of [`SyncEvent`]: what [`SyncEvent::kind`] returns, and what server event names map
+/// to ([`SyncEventMapper`](crate::SyncEventMapper)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SyncEventType {
     /// A sync run started.
     SyncStarted,
-    /// A sync run finished (its report is in `data`).
+    /// A sync run finished.
     SyncCompleted,
-    /// A sync run or an op failed (`data.error`).
+    /// A sync run or an op failed.
     SyncFailed,
     /// A record appeared locally (local save, pull or realtime).
     ModelAdded,
@@ -23,7 +25,7 @@ pub enum SyncEventType {
     ModelDeleted,
     /// A local change met a newer remote record.
     ConflictDetected,
-    /// A conflict was settled (`data.resolution`).
+    /// A conflict was settled.
     ConflictResolved,
     /// The remote became reachable / the realtime connection opened.
     ConnectionEstablished,
@@ -33,46 +35,176 @@ pub enum SyncEventType {
     Reconnecting,
 }
 
-/// Something that happened in the engine.
+/// Something that happened in the engine, with what belongs to it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SyncEvent {
-    /// What happened.
-    pub kind: SyncEventType,
-    /// Model type, for model and conflict events.
-    pub model_type: Option<&'static str>,
-    /// Record id, for model and conflict events.
-    pub id: Option<String>,
-    /// Details: the record for model events, the report for `SyncCompleted`, the error for failures.
-    pub data: Option<Value>,
+#[non_exhaustive]
+pub enum SyncEvent {
+    /// A sync run started.
+    SyncStarted,
+    /// A sync run finished.
+    SyncCompleted {
+        /// What it did.
+        report: SyncReport,
+    },
+    /// A sync run failed (what it did until then is in `report`).
+    SyncFailed {
+        /// Why.
+        error: String,
+        /// What the run did before it failed.
+        report: SyncReport,
+    },
+    /// An op failed for good (kept, see `failed_ops`).
+    OpFailed {
+        /// The model.
+        model_type: &'static str,
+        /// The record.
+        id: String,
+        /// The op's sequence number.
+        seq: i64,
+        /// Why.
+        error: String,
+    },
+    /// A record appeared locally (local save, pull or realtime).
+    ModelAdded {
+        /// The model.
+        model_type: &'static str,
+        /// The record.
+        id: String,
+        /// The record as written (absent when the source did not carry it).
+        data: Option<JsonObject>,
+    },
+    /// A record changed locally.
+    ModelUpdated {
+        /// The model.
+        model_type: &'static str,
+        /// The record.
+        id: String,
+        /// The record as written (absent when the source did not carry it).
+        data: Option<JsonObject>,
+    },
+    /// A record was deleted locally.
+    ModelDeleted {
+        /// The model.
+        model_type: &'static str,
+        /// The record.
+        id: String,
+    },
+    /// A local change met a newer remote record.
+    ConflictDetected {
+        /// The model.
+        model_type: &'static str,
+        /// The record.
+        id: String,
+        /// The local record, if there is one.
+        local: Option<JsonObject>,
+        /// The remote record.
+        remote: JsonObject,
+        /// The remote record's version.
+        remote_version: i64,
+        /// The remote record is a tombstone.
+        remote_deleted: bool,
+    },
+    /// A conflict was settled.
+    ConflictResolved {
+        /// The model.
+        model_type: &'static str,
+        /// The record.
+        id: String,
+        /// How.
+        resolution: Resolution,
+    },
+    /// The remote became reachable / the realtime connection opened.
+    ConnectionEstablished,
+    /// The remote became unreachable / the realtime connection closed.
+    ConnectionClosed,
+    /// The realtime connection is being re-established.
+    Reconnecting {
+        /// Reconnect attempt, 1 for the first after a loss.
+        attempt: u32,
+    },
 }
 
 impl SyncEvent {
-    pub(crate) fn new(kind: SyncEventType) -> Self {
-        SyncEvent {
-            kind,
-            model_type: None,
-            id: None,
-            data: None,
+    /// Its kind (several events share one: `OpFailed` is a `SyncFailed`).
+    pub fn kind(&self) -> SyncEventType {
+        match self {
+            SyncEvent::SyncStarted => SyncEventType::SyncStarted,
+            SyncEvent::SyncCompleted { .. } => SyncEventType::SyncCompleted,
+            SyncEvent::SyncFailed { .. } | SyncEvent::OpFailed { .. } => SyncEventType::SyncFailed,
+            SyncEvent::ModelAdded { .. } => SyncEventType::ModelAdded,
+            SyncEvent::ModelUpdated { .. } => SyncEventType::ModelUpdated,
+            SyncEvent::ModelDeleted { .. } => SyncEventType::ModelDeleted,
+            SyncEvent::ConflictDetected { .. } => SyncEventType::ConflictDetected,
+            SyncEvent::ConflictResolved { .. } => SyncEventType::ConflictResolved,
+            SyncEvent::ConnectionEstablished => SyncEventType::ConnectionEstablished,
+            SyncEvent::ConnectionClosed => SyncEventType::ConnectionClosed,
+            SyncEvent::Reconnecting { .. } => SyncEventType::Reconnecting,
         }
     }
 
-    pub(crate) fn model(kind: SyncEventType, model_type: &'static str, id: &str) -> Self {
-        SyncEvent {
-            kind,
-            model_type: Some(model_type),
-            id: Some(id.to_owned()),
-            data: None,
+    /// The model, for model, conflict and op events.
+    pub fn model_type(&self) -> Option<&'static str> {
+        match self {
+            SyncEvent::OpFailed { model_type, .. }
+            | SyncEvent::ModelAdded { model_type, .. }
+            | SyncEvent::ModelUpdated { model_type, .. }
+            | SyncEvent::ModelDeleted { model_type, .. }
+            | SyncEvent::ConflictDetected { model_type, .. }
+            | SyncEvent::ConflictResolved { model_type, .. } => Some(model_type),
+            _ => None,
         }
     }
 
-    pub(crate) fn with_data(mut self, data: Value) -> Self {
-        self.data = Some(data);
-        self
+    /// The record id, for model, conflict and op events.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            SyncEvent::OpFailed { id, .. }
+            | SyncEvent::ModelAdded { id, .. }
+            | SyncEvent::ModelUpdated { id, .. }
+            | SyncEvent::ModelDeleted { id, .. }
+            | SyncEvent::ConflictDetected { id, .. }
+            | SyncEvent::ConflictResolved { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The record carried by `ModelAdded` / `ModelUpdated`, if any.
+    pub fn data(&self) -> Option<&JsonObject> {
+        match self {
+            SyncEvent::ModelAdded { data, .. } | SyncEvent::ModelUpdated { data, .. } => {
+                data.as_ref()
+            }
+            _ => None,
+        }
+    }
+
+    /// `ModelAdded` or `ModelUpdated`, by whether the record was created.
+    pub(crate) fn written(
+        created: bool,
+        model_type: &'static str,
+        id: &str,
+        data: Option<JsonObject>,
+    ) -> Self {
+        let id = id.to_owned();
+        if created {
+            SyncEvent::ModelAdded {
+                model_type,
+                id,
+                data,
+            }
+        } else {
+            SyncEvent::ModelUpdated {
+                model_type,
+                id,
+                data,
+            }
+        }
     }
 }
 
 /// Progress of the running sync.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
 pub struct SyncProgress {
     /// Items done in this run (ops pushed + records pulled).
     pub done: u64,
@@ -82,6 +214,7 @@ pub struct SyncProgress {
 
 /// What an application shows about sync.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct SyncStatus {
     /// The remote is reachable.
     pub connected: bool,
@@ -103,6 +236,7 @@ pub struct SyncStatus {
 
 /// What one sync run did.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct SyncReport {
     /// Ops the remote accepted.
     pub pushed: u64,
@@ -124,18 +258,108 @@ pub struct SyncReport {
     pub skipped: bool,
 }
 
-impl SyncReport {
-    pub(crate) fn to_json(&self) -> Value {
-        serde_json::json!({
-            "pushed": self.pushed,
-            "pulled": self.pulled,
-            "conflicts": self.conflicts,
-            "failed": self.failed,
-            "retried": self.retried,
-            "bytes_sent": self.bytes_sent,
-            "bytes_received": self.bytes_received,
-            "duration_ms": u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
-            "skipped": self.skipped,
-        })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_names_its_kind_model_and_record() {
+        let record = || Some(JsonObject::new());
+        let table: Vec<(SyncEvent, SyncEventType, Option<&str>)> = vec![
+            (SyncEvent::SyncStarted, SyncEventType::SyncStarted, None),
+            (
+                SyncEvent::SyncCompleted {
+                    report: SyncReport::default(),
+                },
+                SyncEventType::SyncCompleted,
+                None,
+            ),
+            (
+                SyncEvent::SyncFailed {
+                    error: "e".into(),
+                    report: SyncReport::default(),
+                },
+                SyncEventType::SyncFailed,
+                None,
+            ),
+            (
+                SyncEvent::OpFailed {
+                    model_type: "todo",
+                    id: "a".into(),
+                    seq: 1,
+                    error: "e".into(),
+                },
+                SyncEventType::SyncFailed,
+                Some("a"),
+            ),
+            (
+                SyncEvent::written(true, "todo", "a", record()),
+                SyncEventType::ModelAdded,
+                Some("a"),
+            ),
+            (
+                SyncEvent::written(false, "todo", "a", record()),
+                SyncEventType::ModelUpdated,
+                Some("a"),
+            ),
+            (
+                SyncEvent::ModelDeleted {
+                    model_type: "todo",
+                    id: "a".into(),
+                },
+                SyncEventType::ModelDeleted,
+                Some("a"),
+            ),
+            (
+                SyncEvent::ConflictDetected {
+                    model_type: "todo",
+                    id: "a".into(),
+                    local: None,
+                    remote: JsonObject::new(),
+                    remote_version: 2,
+                    remote_deleted: false,
+                },
+                SyncEventType::ConflictDetected,
+                Some("a"),
+            ),
+            (
+                SyncEvent::ConflictResolved {
+                    model_type: "todo",
+                    id: "a".into(),
+                    resolution: Resolution::KeepLocal,
+                },
+                SyncEventType::ConflictResolved,
+                Some("a"),
+            ),
+            (
+                SyncEvent::ConnectionEstablished,
+                SyncEventType::ConnectionEstablished,
+                None,
+            ),
+            (
+                SyncEvent::ConnectionClosed,
+                SyncEventType::ConnectionClosed,
+                None,
+            ),
+            (
+                SyncEvent::Reconnecting { attempt: 3 },
+                SyncEventType::Reconnecting,
+                None,
+            ),
+        ];
+        for (event, kind, id) in table {
+            assert_eq!(event.kind(), kind, "{event:?}");
+            assert_eq!(event.id(), id, "{event:?}");
+            assert_eq!(
+                event.model_type(),
+                id.map(|_| "todo"),
+                "{event:?}: model and id go together"
+            );
+            let carries_record = matches!(
+                kind,
+                SyncEventType::ModelAdded | SyncEventType::ModelUpdated
+            );
+            assert_eq!(event.data().is_some(), carries_record, "{event:?}");
+        }
     }
 }

@@ -111,6 +111,7 @@ pub enum ConflictStrategy {
 
 /// Backoff of transient failures: exponential with full jitter.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Delay after the first failure (before jitter).
     pub base: Duration,
@@ -159,6 +160,7 @@ impl RetryPolicy {
 
 /// Options of a [`SyncManager`](crate::SyncManager).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SyncOptions {
     /// Interval of periodic sync (`start_periodic_sync`).
     pub sync_interval: Duration,

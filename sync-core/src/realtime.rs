@@ -68,6 +68,7 @@ impl SyncEventMapper {
 
 /// Configuration of the realtime connection.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WebSocketConfig {
     /// `ws://` or `wss://` URL.
     pub url: String,
@@ -200,8 +201,7 @@ impl Session for RealtimeSession {
         if let Ok(mut slot) = self.applier.lock() {
             *slot = Some(Applier { queue, task });
         }
-        self.inner
-            .emit_event(SyncEvent::new(SyncEventType::ConnectionEstablished));
+        self.inner.emit_event(SyncEvent::ConnectionEstablished);
         // Repair the gap: whatever changed while disconnected arrives by pulling from the cursor.
         self.inner.spawn_catch_up(channels);
     }
@@ -223,15 +223,11 @@ impl Session for RealtimeSession {
                 tracing::error!(error = %err, "the realtime applier task failed");
             }
         }
-        self.inner
-            .emit_event(SyncEvent::new(SyncEventType::ConnectionClosed));
+        self.inner.emit_event(SyncEvent::ConnectionClosed);
     }
 
     fn reconnecting(&self, attempt: u32) {
-        self.inner.emit_event(
-            SyncEvent::new(SyncEventType::Reconnecting)
-                .with_data(serde_json::json!({ "attempt": attempt })),
-        );
+        self.inner.emit_event(SyncEvent::Reconnecting { attempt });
     }
 }
 

@@ -32,7 +32,7 @@ pub async fn next_event(
     tokio::time::timeout(deadline, async {
         loop {
             match events.recv().await {
-                Ok(event) if event.kind == kind && (id.is_none() || event.id.as_deref() == id) => {
+                Ok(event) if event.kind() == kind && (id.is_none() || event.id() == id) => {
                     return event
                 }
                 Ok(_) => {}

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use offline_sync_kit::store::Resolution;
 use offline_sync_kit::{
-    ConflictContext, ConflictResolver, ConflictStrategy, DieselStore, HttpRemote, RetryPolicy,
-    SyncManager, SyncOptions, WebSocketConfig, WebSocketRemote,
+    ConflictContext, ConflictResolver, ConflictStrategy, DieselStore, HttpRemote, SyncManager,
+    SyncOptions, WebSocketConfig, WebSocketRemote,
 };
 use serde_json::{json, Map, Value};
 
@@ -89,20 +89,14 @@ async fn client() -> Result<(), BoxError> {
     let realtime = env("CONV_REALTIME")? == "1";
     let short = env("CONV_SHORT")? == "1";
 
-    let defaults_options = SyncOptions::default();
-    let options = SyncOptions {
-        auto_sync,
-        auto_sync_debounce: Duration::from_millis(2),
-        batch_size,
-        use_delta_sync: delta,
-        conflict_strategy: strategy(conflict),
-        retry: RetryPolicy {
-            base: Duration::from_millis(20),
-            max: Duration::from_millis(150),
-            ..defaults_options.retry
-        },
-        ..defaults_options
-    };
+    let mut options = SyncOptions::default();
+    options.auto_sync = auto_sync;
+    options.auto_sync_debounce = Duration::from_millis(2);
+    options.batch_size = batch_size;
+    options.use_delta_sync = delta;
+    options.conflict_strategy = strategy(conflict);
+    options.retry.base = Duration::from_millis(20);
+    options.retry.max = Duration::from_millis(150);
     let store = DieselStore::open_sqlite(&db).await?;
     let builder = SyncManager::builder()
         .store(store)

@@ -4,11 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::{blocking, normalize_records, Inner};
 use crate::error::Result;
-use crate::events::{SyncEvent, SyncEventType, SyncReport};
+use crate::events::{SyncEvent, SyncReport};
 use crate::remote::ModelRoute;
 use crate::store::{JsonObject, OpState, OutboxOp, PendingConflict, RemoteRecord};
 
@@ -122,27 +120,18 @@ impl Inner {
             HashMap::new()
         };
         for id in applied.created.iter().filter(|_| listening) {
-            let data = by_id
-                .get(id.as_str())
-                .map(|r| Value::Object(r.data.clone()));
-            let mut event = SyncEvent::model(SyncEventType::ModelAdded, schema.model_type, id);
-            event.data = data;
-            self.emit(event);
+            let data = by_id.get(id.as_str()).map(|r| r.data.clone());
+            self.emit(SyncEvent::written(true, schema.model_type, id, data));
         }
         for id in applied.updated.iter().filter(|_| listening) {
-            let data = by_id
-                .get(id.as_str())
-                .map(|r| Value::Object(r.data.clone()));
-            let mut event = SyncEvent::model(SyncEventType::ModelUpdated, schema.model_type, id);
-            event.data = data;
-            self.emit(event);
+            let data = by_id.get(id.as_str()).map(|r| r.data.clone());
+            self.emit(SyncEvent::written(false, schema.model_type, id, data));
         }
         for id in applied.deleted.iter().filter(|_| listening) {
-            self.emit(SyncEvent::model(
-                SyncEventType::ModelDeleted,
-                schema.model_type,
-                id,
-            ));
+            self.emit(SyncEvent::ModelDeleted {
+                model_type: schema.model_type,
+                id: id.clone(),
+            });
         }
         report.pulled +=
             (applied.created.len() + applied.updated.len() + applied.deleted.len()) as u64;

@@ -8,7 +8,7 @@ use sync_schema::ModelSchema;
 
 use super::{blocking, Inner};
 use crate::error::Result;
-use crate::events::{SyncEvent, SyncEventType, SyncReport};
+use crate::events::{SyncEvent, SyncReport};
 use crate::options::{ConflictContext, ConflictStrategy};
 use crate::remote::ModelRoute;
 use crate::store::{OpKind, PendingConflict, Resolution, StoredRecord};
@@ -24,49 +24,44 @@ impl Inner {
         let schema = route.schema;
         let id = conflict.remote.id.clone();
         report.conflicts += 1;
-        self.emit(
-            SyncEvent::model(SyncEventType::ConflictDetected, schema.model_type, &id).with_data(
-                serde_json::json!({
-                    "local": conflict.local.as_ref().map(|l| Value::Object(l.data.clone())),
-                    "remote": Value::Object(conflict.remote.data.clone()),
-                    "remote_version": conflict.remote.version,
-                    "remote_deleted": conflict.remote.deleted,
-                }),
-            ),
-        );
+        self.emit(SyncEvent::ConflictDetected {
+            model_type: schema.model_type,
+            id: id.clone(),
+            local: conflict.local.as_ref().map(|l| l.data.clone()),
+            remote: conflict.remote.data.clone(),
+            remote_version: conflict.remote.version,
+            remote_deleted: conflict.remote.deleted,
+        });
         let strategy = self.options().conflict_strategy;
         let resolution = decide(&strategy, schema, &conflict);
-        let label = match &resolution {
-            Resolution::TakeRemote => "take_remote",
-            Resolution::KeepLocal => "keep_local",
-            Resolution::Merged(_) => "merged",
-        };
         let remote = conflict.remote.clone();
         let resolution2 = resolution.clone();
         blocking(&self.store, move |s| {
             s.resolve_conflict(schema, &remote, &resolution2)
         })
         .await?;
-        self.emit(
-            SyncEvent::model(SyncEventType::ConflictResolved, schema.model_type, &id)
-                .with_data(serde_json::json!({ "resolution": label })),
-        );
+        self.emit(SyncEvent::ConflictResolved {
+            model_type: schema.model_type,
+            id: id.clone(),
+            resolution: resolution.clone(),
+        });
         match resolution {
             Resolution::TakeRemote if conflict.remote.deleted => {
-                self.emit(SyncEvent::model(
-                    SyncEventType::ModelDeleted,
-                    schema.model_type,
-                    &id,
-                ));
+                self.emit(SyncEvent::ModelDeleted {
+                    model_type: schema.model_type,
+                    id,
+                });
             }
-            Resolution::TakeRemote => self.emit(
-                SyncEvent::model(SyncEventType::ModelUpdated, schema.model_type, &id)
-                    .with_data(Value::Object(conflict.remote.data.clone())),
-            ),
-            Resolution::Merged(data) => self.emit(
-                SyncEvent::model(SyncEventType::ModelUpdated, schema.model_type, &id)
-                    .with_data(Value::Object(data)),
-            ),
+            Resolution::TakeRemote => self.emit(SyncEvent::ModelUpdated {
+                model_type: schema.model_type,
+                id,
+                data: Some(conflict.remote.data.clone()),
+            }),
+            Resolution::Merged(data) => self.emit(SyncEvent::ModelUpdated {
+                model_type: schema.model_type,
+                id,
+                data: Some(data),
+            }),
             Resolution::KeepLocal => {}
         }
         Ok(())

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connectivity::Connectivity;
 use crate::error::{Error, Result};
-use crate::events::{SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncStatus};
+use crate::events::{SyncEvent, SyncProgress, SyncReport, SyncStatus};
 use crate::model::SyncModel;
 use crate::options::{SyncDirection, SyncOptions};
 use crate::query::Query;
@@ -225,7 +225,7 @@ impl Inner {
             s.syncing = true;
             s.progress = Some(SyncProgress::default());
         });
-        self.emit(SyncEvent::new(SyncEventType::SyncStarted));
+        self.emit(SyncEvent::SyncStarted);
 
         let mut outcome: Result<()> = Ok(());
         let push_models: HashSet<&'static str> =
@@ -264,7 +264,9 @@ impl Inner {
                         s.failed_changes = c.failed;
                     }
                 });
-                self.emit(SyncEvent::new(SyncEventType::SyncCompleted).with_data(report.to_json()));
+                self.emit(SyncEvent::SyncCompleted {
+                    report: report.clone(),
+                });
             }
             Err(err) => {
                 let message = err.to_string();
@@ -277,9 +279,10 @@ impl Inner {
                         s.failed_changes = c.failed;
                     }
                 });
-                self.emit(SyncEvent::new(SyncEventType::SyncFailed).with_data(
-                    serde_json::json!({ "error": message, "report": report.to_json() }),
-                ));
+                self.emit(SyncEvent::SyncFailed {
+                    error: message,
+                    report: report.clone(),
+                });
             }
         }
         if report.retried > 0 {

@@ -11,7 +11,7 @@ use sync_schema::ModelSchema;
 use super::{blocking, Inner};
 use crate::disposition::Disposition;
 use crate::error::{Error, Result};
-use crate::events::{SyncEvent, SyncEventType, SyncReport};
+use crate::events::{SyncEvent, SyncReport};
 use crate::options::SyncOptions;
 use crate::remote::{ModelRoute, PushItem, PushKind, PushOutcome, RemoteError, Traffic};
 use crate::store::{Ack, OpKind, OutboxOp, PendingConflict, StoredRecord};
@@ -286,14 +286,12 @@ impl Inner {
                     let text2 = text.clone();
                     blocking(&self.store, move |s| s.fail_op(seq, &text2)).await?;
                     report.failed += 1;
-                    self.emit(
-                        SyncEvent::model(
-                            SyncEventType::SyncFailed,
-                            schema.model_type,
-                            &op.record_id,
-                        )
-                        .with_data(serde_json::json!({ "error": text, "seq": seq })),
-                    );
+                    self.emit(SyncEvent::OpFailed {
+                        model_type: schema.model_type,
+                        id: op.record_id.clone(),
+                        seq,
+                        error: text.clone(),
+                    });
                 }
                 self.status
                     .send_modify(|s| s.last_error = Some(text.clone()));
@@ -373,14 +371,12 @@ impl Inner {
                     progressed = true;
                     self.status
                         .send_modify(|s| s.last_error = Some(text.clone()));
-                    self.emit(
-                        SyncEvent::model(
-                            SyncEventType::SyncFailed,
-                            schema.model_type,
-                            &op.record_id,
-                        )
-                        .with_data(serde_json::json!({ "error": text, "seq": seq })),
-                    );
+                    self.emit(SyncEvent::OpFailed {
+                        model_type: schema.model_type,
+                        id: op.record_id.clone(),
+                        seq,
+                        error: text.clone(),
+                    });
                 }
                 PushOutcome::Transient {
                     message,

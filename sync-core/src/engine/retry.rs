@@ -7,7 +7,7 @@ use sync_schema::ModelSchema;
 
 use super::{blocking, Inner};
 use crate::error::Result;
-use crate::events::{SyncEvent, SyncEventType, SyncReport};
+use crate::events::{SyncEvent, SyncReport};
 use crate::options::SyncOptions;
 use crate::store::OutboxOp;
 
@@ -33,10 +33,12 @@ impl Inner {
             let text2 = text.clone();
             blocking(&self.store, move |s| s.fail_op(seq, &text2)).await?;
             report.failed += 1;
-            self.emit(
-                SyncEvent::model(SyncEventType::SyncFailed, schema.model_type, &op.record_id)
-                    .with_data(serde_json::json!({ "error": text, "seq": seq })),
-            );
+            self.emit(SyncEvent::OpFailed {
+                model_type: schema.model_type,
+                id: op.record_id.clone(),
+                seq,
+                error: text,
+            });
             return Ok(());
         }
         let delay = options.retry.delay(attempts, retry_after);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{blocking, Inner, RunSpec};
-use crate::events::{SyncEvent, SyncEventType};
+use crate::events::SyncEvent;
 use crate::options::SyncDirection;
 
 /// How long the worker sleeps before the retry at `next` (an hour when there is none). A retry
@@ -99,11 +99,11 @@ pub(crate) async fn worker(inner: Arc<Inner>) {
             },
             Wake::Online(now_online) => {
                 inner.status.send_modify(|s| s.connected = now_online);
-                inner.emit(SyncEvent::new(if now_online {
-                    SyncEventType::ConnectionEstablished
+                inner.emit(if now_online {
+                    SyncEvent::ConnectionEstablished
                 } else {
-                    SyncEventType::ConnectionClosed
-                }));
+                    SyncEvent::ConnectionClosed
+                });
                 let came_back = now_online && !was_online;
                 was_online = now_online;
                 if !came_back {

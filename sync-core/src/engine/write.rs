@@ -1,10 +1,8 @@
 //! The write path: a local save, its row and op in one store transaction.
 
-use serde_json::Value;
-
 use super::{blocking, Inner};
 use crate::error::Result;
-use crate::events::{SyncEvent, SyncEventType};
+use crate::events::SyncEvent;
 use crate::remote::ModelRoute;
 use crate::store::{JsonObject, LocalWrite};
 
@@ -34,14 +32,12 @@ impl Inner {
         })
         .await?;
         if !outcome.changed_fields.is_empty() {
-            let kind = if outcome.created {
-                SyncEventType::ModelAdded
-            } else {
-                SyncEventType::ModelUpdated
-            };
-            self.emit(
-                SyncEvent::model(kind, schema.model_type, &id).with_data(Value::Object(data)),
-            );
+            self.emit(SyncEvent::written(
+                outcome.created,
+                schema.model_type,
+                &id,
+                Some(data),
+            ));
         }
         self.refresh_counts().await
     }

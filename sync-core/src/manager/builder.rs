@@ -25,11 +25,33 @@ use crate::store::LocalStore;
 
 /// Per-model configuration beyond what the derive generates.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct ModelConfig {
     /// Request overrides merged over the derive's `rest(...)` configuration.
     pub rest: Option<RestRequests>,
     /// How the model is pulled (default: the cursor protocol).
     pub pull: Option<PullMode>,
+}
+
+impl ModelConfig {
+    /// Nothing beyond the derive's configuration.
+    pub fn new() -> Self {
+        ModelConfig::default()
+    }
+
+    /// Request overrides merged over the derive's `rest(...)` configuration.
+    #[must_use]
+    pub fn rest(mut self, rest: RestRequests) -> Self {
+        self.rest = Some(rest);
+        self
+    }
+
+    /// How the model is pulled.
+    #[must_use]
+    pub fn pull(mut self, pull: PullMode) -> Self {
+        self.pull = Some(pull);
+        self
+    }
 }
 
 pub(crate) struct Registration {

@@ -47,8 +47,8 @@ impl SyncManager {
                     () = tx.closed() => break,
                     event = events.recv() => match event {
                         Ok(event) => {
-                            dirty = event.model_type == Some(T::MODEL_TYPE)
-                                && matches!(event.kind, SyncEventType::ModelAdded | SyncEventType::ModelUpdated | SyncEventType::ModelDeleted);
+                            dirty = event.model_type() == Some(T::MODEL_TYPE)
+                                && matches!(event.kind(), SyncEventType::ModelAdded | SyncEventType::ModelUpdated | SyncEventType::ModelDeleted);
                         }
                         Err(broadcast::error::RecvError::Lagged(_)) => dirty = true,
                         Err(broadcast::error::RecvError::Closed) => break,

@@ -30,6 +30,7 @@ pub use self::live::LiveQuery;
 
 /// What a [`SyncManager::synchronize`] run does.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct SyncRun {
     /// Order of the halves.
     pub direction: SyncDirection,
@@ -37,6 +38,30 @@ pub struct SyncRun {
     pub force_full: bool,
     /// Ops per push request and records per pull page for this run (default: the options').
     pub batch_size: Option<usize>,
+}
+
+impl SyncRun {
+    /// A run in `direction`, from the stored cursors, with the options' batch size.
+    pub fn new(direction: SyncDirection) -> Self {
+        SyncRun {
+            direction,
+            ..SyncRun::default()
+        }
+    }
+
+    /// Forget the pull cursors first and pull everything.
+    #[must_use]
+    pub fn force_full(mut self) -> Self {
+        self.force_full = true;
+        self
+    }
+
+    /// Ops per push request and records per pull page for this run.
+    #[must_use]
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = Some(batch_size);
+        self
+    }
 }
 
 /// Local-first CRUD over registered models, and the sync engine that pushes

@@ -2,12 +2,10 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::SyncManager;
 use crate::engine::{blocking, merge_remote};
 use crate::error::{Error, Result};
-use crate::events::{SyncEvent, SyncEventType};
+use crate::events::SyncEvent;
 use crate::model::SyncModel;
 use crate::options::{DeleteStrategy, SaveStrategy};
 use crate::remote::{ModelRoute, PushItem, PushKind, PushOutcome, RemoteError};
@@ -71,14 +69,12 @@ impl SyncManager {
             if outcome.changed_fields.is_empty() {
                 continue;
             }
-            let kind = if outcome.created {
-                SyncEventType::ModelAdded
-            } else {
-                SyncEventType::ModelUpdated
-            };
-            self.inner.emit(
-                SyncEvent::model(kind, schema.model_type, &id).with_data(Value::Object(data)),
-            );
+            self.inner.emit(SyncEvent::written(
+                outcome.created,
+                schema.model_type,
+                &id,
+                Some(data),
+            ));
         }
         self.inner.refresh_counts().await?;
         self.inner.after_local_write();
@@ -222,11 +218,10 @@ impl SyncManager {
         })
         .await?;
         if outcome.existed {
-            self.inner.emit(SyncEvent::model(
-                SyncEventType::ModelDeleted,
-                schema.model_type,
-                id,
-            ));
+            self.inner.emit(SyncEvent::ModelDeleted {
+                model_type: schema.model_type,
+                id: id.to_owned(),
+            });
         }
         self.inner.refresh_counts().await?;
         if enqueue {
