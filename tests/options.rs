@@ -393,9 +393,15 @@ async fn retry_backoff_spaces_attempts_and_honours_retry_after_floor() {
     assert_eq!(policy.delay(1, None), Duration::from_millis(100));
     assert_eq!(policy.delay(3, None), Duration::from_millis(900));
     assert_eq!(policy.delay(9, None), Duration::from_secs(2));
+    // A server's Retry-After is a floor up to the policy's max (issue 13: a server must not
+    // freeze an op beyond the policy), so 1 s is honoured and 5 s is clamped to 2 s.
+    assert_eq!(
+        policy.delay(1, Some(Duration::from_secs(1))),
+        Duration::from_secs(1)
+    );
     assert_eq!(
         policy.delay(1, Some(Duration::from_secs(5))),
-        Duration::from_secs(5)
+        Duration::from_secs(2)
     );
 
     // And the engine schedules the next attempt accordingly.

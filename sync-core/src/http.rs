@@ -605,8 +605,8 @@ impl Remote for HttpRemote {
         let mut traffic = Traffic::default();
         for item in items {
             let (outcome, t) = self.push_rest(route, item).await;
-            traffic.sent += t.sent;
-            traffic.received += t.received;
+            traffic.sent = traffic.sent.saturating_add(t.sent);
+            traffic.received = traffic.received.saturating_add(t.received);
             outcomes.push(outcome);
         }
         Ok((outcomes, traffic))

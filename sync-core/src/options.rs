@@ -139,7 +139,8 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Delay before attempt `attempts + 1`, given `attempts` failures so far
-    /// (at least 1); a server's `Retry-After` is a floor.
+    /// (at least 1); a server's `Retry-After` is a floor, itself clamped to `max` so a server
+    /// cannot freeze an op (a `Retry-After` of years) beyond the policy.
     pub fn delay(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
         let exp = attempts.saturating_sub(1).min(64) as i32;
         let factor = self.multiplier.max(1.0).powi(exp);
@@ -152,7 +153,7 @@ impl RetryPolicy {
         };
         let delay = Duration::from_secs_f64(secs);
         match retry_after {
-            Some(floor) if floor > delay => floor,
+            Some(floor) if floor > delay => floor.min(self.max.max(delay)),
             _ => delay,
         }
     }
@@ -228,10 +229,16 @@ mod tests {
         assert_eq!(p.delay(4, None), Duration::from_millis(800));
         assert_eq!(p.delay(5, None), Duration::from_secs(1));
         assert_eq!(p.delay(500, None), Duration::from_secs(1));
+        // A server's Retry-After is a floor, but never beyond the policy's max.
+        assert_eq!(
+            p.delay(1, Some(Duration::from_millis(700))),
+            Duration::from_millis(700)
+        );
         assert_eq!(
             p.delay(1, Some(Duration::from_secs(3))),
-            Duration::from_secs(3)
+            Duration::from_secs(1)
         );
+        assert_eq!(p.delay(1, Some(Duration::MAX)), Duration::from_secs(1));
     }
 
     #[test]

@@ -295,8 +295,8 @@ impl Inner {
     pub(crate) fn progress(&self, done: u64, more_total: u64) {
         self.status.send_modify(|s| {
             let p = s.progress.get_or_insert_with(SyncProgress::default);
-            p.done += done;
-            p.total += more_total;
+            p.done = p.done.saturating_add(done);
+            p.total = p.total.saturating_add(more_total);
         });
     }
 }

@@ -63,7 +63,7 @@ impl Inner {
                 if self.cancel.is_cancelled() {
                     return Err(Error::Shutdown);
                 }
-                report.bytes_received += page.bytes;
+                report.bytes_received = report.bytes_received.saturating_add(page.bytes);
                 let n = page.records.len() as u64;
                 self.progress(0, n);
                 let next = page.next_cursor.clone();

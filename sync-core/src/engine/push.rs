@@ -311,8 +311,8 @@ impl Inner {
                 return Err(Error::Remote(err));
             }
         };
-        report.bytes_sent += traffic.sent;
-        report.bytes_received += traffic.received;
+        report.bytes_sent = report.bytes_sent.saturating_add(traffic.sent);
+        report.bytes_received = report.bytes_received.saturating_add(traffic.received);
         // Acknowledge the whole chunk in one store transaction first.
         let mut acks = Vec::new();
         let mut others = Vec::new();

@@ -21,7 +21,9 @@ impl Inner {
         options: &SyncOptions,
         report: &mut SyncReport,
     ) -> Result<()> {
-        let attempts = u32::try_from(op.attempts.max(0)).unwrap_or(0) + 1;
+        let attempts = u32::try_from(op.attempts.max(0))
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
         let seq = op.seq;
         let message = message.to_owned();
         if options
@@ -41,8 +43,14 @@ impl Inner {
             });
             return Ok(());
         }
+        // The delay is at most the policy's `max` (a server's Retry-After included); the time
+        // is computed without overflow whatever that is.
         let delay = options.retry.delay(attempts, retry_after);
-        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        let at = chrono::Duration::from_std(delay)
+            .ok()
+            .and_then(|delay| now.checked_add_signed(delay))
+            .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
         blocking(&self.store, move |s| s.reschedule_op(seq, at, &message)).await?;
         report.retried += 1;
         Ok(())
