@@ -75,3 +75,142 @@ async fn a_huge_or_far_retry_after_is_clamped_to_the_policy_max() {
         server.abort();
     }
 }
+
+/// Guards against: a server that answers `has_more: true` with a new cursor and no records,
+/// forever; the pull looped without end. It stops with a bad-response error after a few such
+/// pages (the limit in `engine/pull.rs`, `MAX_EMPTY_PAGES`, is 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_empty_pages_stop_the_pull_with_an_error() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let calls = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = std::sync::Arc::clone(&calls);
+    let app = Router::new().route(
+        "/todos",
+        axum::routing::get(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                axum::Json(serde_json::json!({
+                    "items": [], "next_cursor": format!("c{n}"), "has_more": true
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.direction = SyncDirection::PullOnly;
+    let sync = SyncManager::builder()
+        .base_url(format!("http://{addr}"))
+        .store(store_at(&db.path()).await)
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), sync.sync_all())
+        .await
+        .expect("the pull ends");
+    let err = outcome.expect_err("an endless run of empty pages is an error");
+    assert!(err.to_string().contains("empty"), "{err}");
+    assert!(
+        calls.load(Ordering::SeqCst) <= 5,
+        "{} pages asked",
+        calls.load(Ordering::SeqCst)
+    );
+    sync.shutdown().await.unwrap();
+    server.abort();
+}
+
+/// Guards against: response bodies read whole into memory (600 MiB -> 632 MB RSS). With
+/// `max_response_bytes(1 MiB)`, a 256 MiB answer is refused with a clear error after at most a
+/// few MiB were read: the server manages to send far less than the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_larger_than_the_cap_is_refused_without_reading_it_whole() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: u64 = 4096; // 256 MiB
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = std::sync::Arc::clone(&sent);
+    let app = Router::new().route(
+        "/todos",
+        axum::routing::get(move || {
+            let counter = std::sync::Arc::clone(&counter);
+            async move {
+                let head = futures_util::stream::once(async {
+                    Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"items\":[\""))
+                });
+                let body = futures_util::StreamExt::map(
+                    futures_util::stream::iter(0..CHUNKS),
+                    move |_| {
+                        counter.fetch_add(CHUNK as u64, Ordering::SeqCst);
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; CHUNK]))
+                    },
+                );
+                axum::body::Body::from_stream(futures_util::StreamExt::chain(head, body))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.direction = SyncDirection::PullOnly;
+    let remote = offline_sync_kit::HttpRemote::builder(format!("http://{addr}"))
+        .max_response_bytes(1024 * 1024)
+        .build()
+        .unwrap();
+    let sync = SyncManager::builder()
+        .remote(remote)
+        .store(store_at(&db.path()).await)
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let err = sync.sync_all().await.expect_err("refused");
+    assert!(err.to_string().contains("1048576 bytes"), "{err}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(sent < 32 * 1024 * 1024, "the server sent {sent} bytes");
+    sync.shutdown().await.unwrap();
+    server.abort();
+}
+
+/// Guards against: record ids that a URL parser normalises (`.`, `..`) escaping their REST
+/// path (a delete of `..` addressed the collection's parent). They are refused at save time,
+/// with nothing stored or queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_that_are_dot_segments_are_refused_at_save() {
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let sync = SyncManager::builder()
+        .base_url("http://127.0.0.1:9")
+        .store(store_at(&db.path()).await)
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    for id in [".", "..", "", "a\u{0}b"] {
+        let err = sync.save(&todo(id, "x")).await.expect_err(id);
+        assert!(err.to_string().contains("id"), "{id:?}: {err}");
+        let err = sync
+            .save_all(&[todo("fine", "x"), todo(id, "x")])
+            .await
+            .expect_err(id);
+        assert!(err.to_string().contains("id"), "{id:?}: {err}");
+    }
+    assert_eq!(sync.status().borrow().pending_changes, 0);
+    assert!(sync.get::<Todo>("fine").await.unwrap().is_none());
+    sync.shutdown().await.unwrap();
+}

@@ -89,6 +89,18 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A record id that cannot be synced: empty, `.` or `..` (a URL parser would resolve it
+    /// as a path segment), or holding a control character. Nothing was written.
+    #[error("{model} id {id:?} cannot be used: {reason}")]
+    InvalidId {
+        /// Model type.
+        model: &'static str,
+        /// The id.
+        id: String,
+        /// Why.
+        reason: &'static str,
+    },
+
     /// A model was used that was not registered with the manager.
     #[error("model `{model}` is not registered; add `.model::<{struct_name}>()` to the SyncManager builder")]
     NotRegistered {

@@ -29,9 +29,22 @@ pub struct HttpRemoteBuilder {
     batch_push: Option<String>,
     max_batch: usize,
     health_path: String,
+    max_response_bytes: u64,
 }
 
+/// Default of [`HttpRemoteBuilder::max_response_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl HttpRemoteBuilder {
+    /// The largest response body read (default [`DEFAULT_MAX_RESPONSE_BYTES`], 64 MiB). A
+    /// larger one is refused as a bad response after reading at most this much, so a broken
+    /// or hostile server cannot make the client hold an unbounded body in memory. Pages and
+    /// batches of the default sizes are far below it.
+    pub fn max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
     /// Sends `Authorization: Bearer {token}` with every request.
     pub fn bearer_token(self, token: impl AsRef<str>) -> Self {
         self.header("Authorization", format!("Bearer {}", token.as_ref()))
@@ -95,6 +108,7 @@ impl HttpRemoteBuilder {
             base_url: self.base_url.trim_end_matches('/').to_owned(),
             timeout: self.timeout,
             batch_push: self.batch_push,
+            max_response_bytes: self.max_response_bytes,
             max_batch: self.max_batch,
             health_path: self.health_path,
         })
@@ -111,6 +125,7 @@ pub struct HttpRemote {
     batch_push: Option<String>,
     max_batch: usize,
     health_path: String,
+    max_response_bytes: u64,
 }
 
 /// One request to send.
@@ -185,6 +200,7 @@ impl HttpRemote {
             batch_push: Some("sync/push".to_owned()),
             max_batch: 500,
             health_path: "health".to_owned(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
@@ -262,19 +278,39 @@ impl HttpRemote {
         request: reqwest::RequestBuilder,
         raw_success: bool,
     ) -> Result<Response, RemoteError> {
-        let response = request.send().await.map_err(|e| RemoteError::Unavailable {
+        let mut response = request.send().await.map_err(|e| RemoteError::Unavailable {
             message: describe(&e),
             retry_after: None,
         })?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        let bytes = response
-            .bytes()
+        let cap = self.max_response_bytes;
+        let too_large = || {
+            RemoteError::BadResponse(format!(
+                "HTTP {status}: the response is larger than the limit of {cap} bytes \
+                 (HttpRemoteBuilder::max_response_bytes)"
+            ))
+        };
+        if response.content_length().is_some_and(|len| len > cap) {
+            return Err(too_large());
+        }
+        // Read chunk by chunk with a running count: never more than `cap` bytes held.
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
             .map_err(|e| RemoteError::Unavailable {
                 message: format!("reading the response: {}", describe(&e)),
                 retry_after: None,
-            })?;
+            })?
+        {
+            let len = u64::try_from(body.len().saturating_add(chunk.len())).unwrap_or(u64::MAX);
+            if len > cap {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let bytes = body.freeze();
         let body = if bytes.is_empty() || (raw_success && status.is_success()) {
             Value::Null
         } else {

@@ -32,7 +32,7 @@ pub use sync_protocol as protocol;
 pub use crate::connectivity::{Connectivity, ManualConnectivity, ProbeConnectivity};
 pub use crate::error::{Error, JsonKind, RestError, Result};
 pub use crate::events::{SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncStatus};
-pub use crate::http::{HttpRemote, HttpRemoteBuilder};
+pub use crate::http::{HttpRemote, HttpRemoteBuilder, DEFAULT_MAX_RESPONSE_BYTES};
 pub use crate::manager::{LiveQuery, ModelConfig, SyncManager, SyncManagerBuilder, SyncRun};
 pub use crate::mask::FieldMask;
 pub use crate::model::SyncModel;

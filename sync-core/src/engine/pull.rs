@@ -9,6 +9,10 @@ use crate::events::SyncReport;
 use crate::remote::{ModelRoute, Remote, RemoteError, RemotePage};
 use crate::store::RemoteRecord;
 
+/// Pages in a row that carry no record but say more follow, after which the server is taken
+/// to be broken (it would otherwise be asked for pages forever).
+const MAX_EMPTY_PAGES: u32 = 3;
+
 /// Turns received records into the model's full record JSON (see [`ModelRoute::normalize`]);
 /// a record that does not fit the model is a bad response, naming the record.
 pub(crate) fn normalize_records(route: &ModelRoute, records: &mut [RemoteRecord]) -> Result<()> {
@@ -59,6 +63,7 @@ impl Inner {
                 blocking(&self.store, move |s| s.cursor(schema, user2.as_deref())).await?;
             let mut page = fetch_page(&*self.remote, route, cursor.as_deref(), batch).await?;
             let mut repull = false;
+            let mut empty_pages: u32 = 0;
             loop {
                 if self.cancel.is_cancelled() {
                     return Err(Error::Shutdown);
@@ -68,6 +73,17 @@ impl Inner {
                 self.progress(0, n);
                 let next = page.next_cursor.clone();
                 let more = page.has_more && next.is_some() && next != cursor;
+                if more && page.records.is_empty() {
+                    empty_pages = empty_pages.saturating_add(1);
+                    if empty_pages >= MAX_EMPTY_PAGES {
+                        return Err(Error::Remote(RemoteError::BadResponse(format!(
+                            "{}: {empty_pages} empty pages in a row that say more follow",
+                            schema.model_type
+                        ))));
+                    }
+                } else {
+                    empty_pages = 0;
+                }
                 // The next page is fetched (on its own task, so its parsing runs in parallel)
                 // while this one is written; it is applied only after this one has committed
                 // with its cursor, and dropped if this one fails.

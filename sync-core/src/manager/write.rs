@@ -11,6 +11,26 @@ use crate::options::{DeleteStrategy, SaveStrategy};
 use crate::remote::{ModelRoute, PushItem, PushKind, PushOutcome, RemoteError};
 use crate::store::{JsonObject, LocalWrite};
 
+/// Refuses ids that cannot travel: empty, a dot segment (`.`, `..`: a URL parser resolves them,
+/// so a REST call for the record would address another resource), or with a control character
+/// (NUL cannot be stored on Postgres; none belongs in a URL or a log line).
+pub(crate) fn check_id(model: &'static str, id: &str) -> Result<()> {
+    let reason = if id.is_empty() {
+        "it is empty"
+    } else if id == "." || id == ".." {
+        "`.` and `..` are path segments a URL parser resolves"
+    } else if id.chars().any(char::is_control) {
+        "it holds a control character"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidId {
+        model,
+        id: id.to_owned(),
+        reason,
+    })
+}
+
 impl SyncManager {
     /// Creates or updates a record. With [`SaveStrategy::OptimisticLocal`] the
     /// record and its queued op commit together locally and the push follows;
@@ -19,8 +39,9 @@ impl SyncManager {
     pub async fn save<T: SyncModel>(&self, model: &T) -> Result<()> {
         self.check_open()?;
         let route = self.route::<T>()?;
-        let data = model.to_record_json()?;
         let id = model.id().into_owned();
+        check_id(route.schema.model_type, &id)?;
+        let data = model.to_record_json()?;
         let strategy = self.inner.options().save_strategy;
         match strategy {
             SaveStrategy::OptimisticLocal => {
@@ -35,13 +56,17 @@ impl SyncManager {
     /// Saves many records in one local transaction (each with its op).
     pub async fn save_all<T: SyncModel>(&self, models: &[T]) -> Result<()> {
         self.check_open()?;
+        let route = self.route::<T>()?;
+        // Every id first: a bad one refuses the whole batch before anything is written.
+        for model in models {
+            check_id(route.schema.model_type, &model.id())?;
+        }
         if self.inner.options().save_strategy == SaveStrategy::RequireRemote {
             for model in models {
                 self.save(model).await?;
             }
             return Ok(());
         }
-        let route = self.route::<T>()?;
         let mut rows = Vec::with_capacity(models.len());
         for model in models {
             rows.push((model.id().into_owned(), model.to_record_json()?));
@@ -147,6 +172,7 @@ impl SyncManager {
         self.check_open()?;
         let route = self.route::<T>()?;
         let schema = route.schema;
+        check_id(schema.model_type, id)?;
         let user = self.inner.user_id.clone();
         let strategy = self.inner.options().delete_strategy;
         let enqueue = match strategy {
