@@ -645,3 +645,44 @@ async fn the_auth_message_is_sent_again_after_a_reconnect() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Guards against: an unbounded realtime queue (300k events -> 588 MB). With
+/// `max_queued_events = 4`, a burst of 2,000 events overflows the queue: the backlog is dropped
+/// (`RealtimeOverflow`), a catch-up pull fetches what it carried, and every record arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_realtime_queue_is_dropped_and_pulled_instead() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.batch_size = 500;
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let mut config = WebSocketConfig::new(ws_url(&server.url()));
+    config.max_queued_events = 4;
+    let b = realtime_client(&server.url(), &db_b, config).await;
+    let mut events = b.events();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let todos: Vec<Todo> = (0..2000).map(|i| todo(&format!("burst{i}"), "x")).collect();
+    a.save_all(&todos).await.unwrap();
+    a.sync_all().await.unwrap();
+    let overflow = next_event(&mut events, SyncEventType::RealtimeOverflow, None).await;
+    match overflow {
+        offline_sync_kit::SyncEvent::RealtimeOverflow { dropped } => assert!(dropped > 0),
+        other => panic!("{other:?}"),
+    }
+    eventually(
+        Duration::from_secs(30),
+        "all 2,000 records reach b",
+        || async { b.count::<Todo>(Query::new()).await.unwrap() == 2000 },
+    )
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -33,6 +33,9 @@ pub enum SyncEventType {
     ConnectionClosed,
     /// The realtime connection is being re-established.
     Reconnecting,
+    /// Realtime events came faster than they were applied; the backlog was dropped and a
+    /// catch-up pull fetches what it carried.
+    RealtimeOverflow,
 }
 
 /// Something that happened in the engine, with what belongs to it.
@@ -122,6 +125,13 @@ pub enum SyncEvent {
         /// Reconnect attempt, 1 for the first after a loss.
         attempt: u32,
     },
+    /// Realtime events came faster than they were applied
+    /// (`WebSocketConfig::max_queued_events`); the backlog was dropped and a catch-up pull
+    /// fetches what it carried.
+    RealtimeOverflow {
+        /// Events dropped.
+        dropped: u64,
+    },
 }
 
 impl SyncEvent {
@@ -139,6 +149,7 @@ impl SyncEvent {
             SyncEvent::ConnectionEstablished => SyncEventType::ConnectionEstablished,
             SyncEvent::ConnectionClosed => SyncEventType::ConnectionClosed,
             SyncEvent::Reconnecting { .. } => SyncEventType::Reconnecting,
+            SyncEvent::RealtimeOverflow { .. } => SyncEventType::RealtimeOverflow,
         }
     }
 
@@ -344,6 +355,11 @@ mod tests {
             (
                 SyncEvent::Reconnecting { attempt: 3 },
                 SyncEventType::Reconnecting,
+                None,
+            ),
+            (
+                SyncEvent::RealtimeOverflow { dropped: 9 },
+                SyncEventType::RealtimeOverflow,
                 None,
             ),
         ];

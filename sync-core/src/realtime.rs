@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +91,14 @@ pub struct WebSocketConfig {
     pub event_mapper: SyncEventMapper,
     /// Subscribe to every registered model's endpoint on connect.
     pub subscribe_all_models: bool,
+    /// Change events waiting to be applied, at most (default 1,024). When a server sends
+    /// faster than the store applies, the waiting events are dropped and a catch-up pull
+    /// fetches what they carried (`SyncEvent::RealtimeOverflow` says so), so memory stays
+    /// bounded and nothing is lost.
+    pub max_queued_events: usize,
+    /// The largest message read from the socket (default 64 MiB); a larger one closes the
+    /// connection (a reconnect and a catch-up pull follow).
+    pub max_message_bytes: usize,
 }
 
 impl WebSocketConfig {
@@ -106,6 +115,8 @@ impl WebSocketConfig {
             auth_message: None,
             event_mapper: SyncEventMapper::default(),
             subscribe_all_models: true,
+            max_queued_events: 1024,
+            max_message_bytes: 64 * 1024 * 1024,
         }
     }
 
@@ -172,8 +183,27 @@ pub(crate) struct RealtimeSession {
 }
 
 struct Applier {
-    queue: mpsc::UnboundedSender<(SyncEventType, Value)>,
+    queue: Offer,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The bounded way into a connection's applier.
+#[derive(Clone)]
+pub(crate) struct Offer {
+    queue: mpsc::Sender<(SyncEventType, Value)>,
+    /// Events dropped because the queue was full, since the applier last looked.
+    dropped: Arc<AtomicU64>,
+}
+
+impl Offer {
+    fn offer(&self, kind: SyncEventType, value: Value) {
+        match self.queue.try_send((kind, value)) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
 }
 
 impl RealtimeSession {
@@ -189,10 +219,33 @@ impl RealtimeSession {
 #[async_trait]
 impl Session for RealtimeSession {
     async fn opened(&self, channels: Vec<String>) {
-        let (queue, mut rx) = mpsc::unbounded_channel::<(SyncEventType, Value)>();
+        let capacity = self.realtime.config().max_queued_events.max(1);
+        let (queue, mut rx) = mpsc::channel::<(SyncEventType, Value)>(capacity);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let queue = Offer {
+            queue,
+            dropped: Arc::clone(&dropped),
+        };
         let inner = Arc::clone(&self.inner);
+        let subscribed = channels.clone();
         let task = tokio::spawn(async move {
             while let Some((kind, value)) = rx.recv().await {
+                let overflowed = dropped.swap(0, Ordering::SeqCst);
+                if overflowed > 0 {
+                    // The server sends faster than the store applies: drop the backlog (this
+                    // event included) and pull instead, which fetches all it carried.
+                    let mut discarded = overflowed.saturating_add(1);
+                    while rx.try_recv().is_ok() {
+                        discarded = discarded.saturating_add(1);
+                    }
+                    tracing::warn!(
+                        dropped = discarded,
+                        "realtime events arrived faster than they were applied; pulling instead"
+                    );
+                    inner.emit_event(SyncEvent::RealtimeOverflow { dropped: discarded });
+                    inner.spawn_catch_up(subscribed.clone());
+                    continue;
+                }
                 if let Err(err) = apply_event(&inner, kind, &value).await {
                     tracing::warn!(error = %err, "skipping a realtime event");
                 }
@@ -260,7 +313,7 @@ pub(crate) async fn apply_change_message(
 /// not control messages).
 fn handle_message(
     realtime: &Realtime,
-    applier: Option<&mpsc::UnboundedSender<(SyncEventType, Value)>>,
+    applier: Option<&Offer>,
     value: Value,
 ) -> Option<ServerMessage> {
     if let Some(name) = value.get("event").and_then(Value::as_str) {
@@ -274,7 +327,7 @@ fn handle_message(
                 // Applied in order by the connection's applier task, so the
                 // socket keeps answering pings while an apply waits for a sync.
                 if let Some(applier) = applier {
-                    let _ = applier.send((kind, value.clone()));
+                    applier.offer(kind, value.clone());
                 }
             }
             _ => {

@@ -168,8 +168,11 @@ impl Driver {
             let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
             request.headers_mut().insert(header, value);
         }
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await
-        {
+        let limits = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(self.config.max_message_bytes))
+            .max_frame_size(Some(self.config.max_message_bytes));
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(limits), true);
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok((socket, _))) => Ok(socket),
             Ok(Err(err)) => Err(err.to_string()),
             Err(_) => Err(format!("connect timed out after {CONNECT_TIMEOUT:?}")),
