@@ -135,9 +135,9 @@ async fn framework(writes: usize, debounce: Duration) -> (Stats, Stats, usize) {
         .build()
         .await
         .unwrap();
-    b.connect_websocket().unwrap();
+    b.realtime().unwrap().connect().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.is_websocket_connected() {
+    while !b.realtime().unwrap().is_connected() {
         assert!(Instant::now() < deadline, "B did not connect");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

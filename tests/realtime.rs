@@ -27,9 +27,9 @@ async fn realtime_client(url: &str, db: &ClientDb, config: WebSocketConfig) -> S
         .build()
         .await
         .unwrap();
-    sync.connect_websocket().unwrap();
+    sync.realtime().unwrap().connect().unwrap();
     eventually(WAIT, "WebSocket connected", || async {
-        sync.is_websocket_connected()
+        sync.realtime().unwrap().is_connected()
     })
     .await;
     sync
@@ -110,7 +110,10 @@ async fn server_restart_resubscribes_and_repairs_the_gap() {
     .await;
 
     server.stop().await;
-    eventually(WAIT, "B notices", || async { !b.is_websocket_connected() }).await;
+    eventually(WAIT, "B notices", || async {
+        !b.realtime().unwrap().is_connected()
+    })
+    .await;
     for i in 0..3 {
         a.save(&todo(&format!("during-{i}"), "written during the outage"))
             .await
@@ -118,7 +121,7 @@ async fn server_restart_resubscribes_and_repairs_the_gap() {
     }
     server.restart().await;
     eventually(WAIT, "B reconnects", || async {
-        b.is_websocket_connected()
+        b.realtime().unwrap().is_connected()
     })
     .await;
     eventually(
@@ -174,7 +177,7 @@ async fn stalled_peer_is_detected_by_the_pong_timeout() {
         detected_after <= Duration::from_millis(200 + 300 + 400),
         "took {detected_after:?}"
     );
-    assert!(!b.is_websocket_connected());
+    assert!(!b.realtime().unwrap().is_connected());
     b.shutdown().await.unwrap();
 }
 
@@ -204,8 +207,11 @@ async fn realtime_update_with_pending_edit_goes_through_conflict_resolution() {
         .await
         .unwrap();
     b.sync_all().await.unwrap();
-    b.connect_websocket().unwrap();
-    eventually(WAIT, "connected", || async { b.is_websocket_connected() }).await;
+    b.realtime().unwrap().connect().unwrap();
+    eventually(WAIT, "connected", || async {
+        b.realtime().unwrap().is_connected()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut events = b.events();
 
@@ -241,7 +247,7 @@ async fn close_websocket_never_reconnects() {
     config.reconnect_delay = Duration::from_millis(20);
     let b = realtime_client(&server.url(), &db, config).await;
     let mut events = b.events();
-    b.close_websocket().unwrap();
+    b.realtime().unwrap().close();
     next_event(&mut events, SyncEventType::ConnectionClosed, None).await;
     let connections = proxy.connections.load(std::sync::atomic::Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -249,7 +255,7 @@ async fn close_websocket_never_reconnects() {
         proxy.connections.load(std::sync::atomic::Ordering::SeqCst),
         connections
     );
-    assert!(!b.is_websocket_connected());
+    assert!(!b.realtime().unwrap().is_connected());
     while let Ok(event) = events.try_recv() {
         assert_ne!(event.kind(), SyncEventType::Reconnecting);
     }
@@ -313,18 +319,20 @@ async fn garbage_frames_are_skipped_and_the_store_is_untouched() {
         .unwrap();
     let mystery = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let m2 = mystery.clone();
-    sync.register_message_handler("mystery", move |_| {
+    sync.realtime().unwrap().on_message("mystery", move |_| {
         m2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    })
-    .unwrap();
-    sync.connect_websocket().unwrap();
+    });
+    sync.realtime().unwrap().connect().unwrap();
     eventually(
         WAIT,
         "the valid event after the garbage is applied",
         || async { sync.store().get(Todo::SCHEMA, "good").unwrap().is_some() },
     )
     .await;
-    assert!(sync.is_websocket_connected(), "the connection survived");
+    assert!(
+        sync.realtime().unwrap().is_connected(),
+        "the connection survived"
+    );
     assert_eq!(
         sync.all::<Todo>().await.unwrap().len(),
         1,
@@ -392,8 +400,11 @@ async fn watch_emits_on_local_save_pull_and_realtime_only_for_its_query() {
     );
 
     // Realtime.
-    b.connect_websocket().unwrap();
-    eventually(WAIT, "connected", || async { b.is_websocket_connected() }).await;
+    b.realtime().unwrap().connect().unwrap();
+    eventually(WAIT, "connected", || async {
+        b.realtime().unwrap().is_connected()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut t = todo("w-rt", "realtime");
     t.priority = 9;
@@ -428,8 +439,11 @@ async fn auth_message_authenticates_without_a_header() {
         .build()
         .await
         .unwrap();
-    b.connect_websocket().unwrap();
-    eventually(WAIT, "connected", || async { b.is_websocket_connected() }).await;
+    b.realtime().unwrap().connect().unwrap();
+    eventually(WAIT, "connected", || async {
+        b.realtime().unwrap().is_connected()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     a.save(&todo("by-auth-message", "x")).await.unwrap();
     eventually(
@@ -469,7 +483,7 @@ async fn reconnects_stop_after_max_reconnect_attempts() {
         .await
         .unwrap();
     let mut events = sync.events();
-    sync.connect_websocket().unwrap();
+    sync.realtime().unwrap().connect().unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut reconnecting = 0;
     while let Ok(event) = events.try_recv() {
@@ -481,7 +495,7 @@ async fn reconnects_stop_after_max_reconnect_attempts() {
         reconnecting, 2,
         "exactly max_reconnect_attempts reconnects, then it gives up"
     );
-    assert!(!sync.is_websocket_connected());
+    assert!(!sync.realtime().unwrap().is_connected());
     sync.shutdown().await.unwrap();
 }
 
@@ -558,14 +572,14 @@ async fn headers_explicit_subscriptions_and_custom_event_names() {
         .build()
         .await
         .unwrap();
-    sync.connect_websocket().unwrap();
+    sync.realtime().unwrap().connect().unwrap();
     assert_eq!(next_seen(&mut seen_rx).await, "header x-tenant: t1");
     assert_eq!(
         next_seen(&mut seen_rx).await,
         "header authorization: Bearer sekret"
     );
     eventually(WAIT, "connected", || async {
-        sync.is_websocket_connected()
+        sync.realtime().unwrap().is_connected()
     })
     .await;
     // Nothing subscribed by itself.
@@ -573,7 +587,9 @@ async fn headers_explicit_subscriptions_and_custom_event_names() {
     assert!(seen_rx.try_recv().is_err(), "no message before subscribe");
     assert!(sync.all::<Todo>().await.unwrap().is_empty());
 
-    sync.subscribe("todos", serde_json::Map::new()).unwrap();
+    sync.realtime()
+        .unwrap()
+        .subscribe("todos", serde_json::Map::new());
     let subscribed = next_seen(&mut seen_rx).await;
     assert!(
         subscribed.contains(r#""action":"subscribe""#)
@@ -625,8 +641,11 @@ async fn the_auth_message_is_sent_again_after_a_reconnect() {
         .build()
         .await
         .unwrap();
-    b.connect_websocket().unwrap();
-    eventually(WAIT, "connected", || async { b.is_websocket_connected() }).await;
+    b.realtime().unwrap().connect().unwrap();
+    eventually(WAIT, "connected", || async {
+        b.realtime().unwrap().is_connected()
+    })
+    .await;
 
     let mut events = b.events();
     server.restart().await;

@@ -541,11 +541,7 @@ async fn remote_config_subscribe_all_models_off_waits_for_an_explicit_subscripti
         "no event without a subscription"
     );
 
-    assert!(offline_sync_kit::Remote::subscribe_changes(
-        &quiet,
-        "todos",
-        serde_json::Map::new()
-    ));
+    offline_sync_kit::ChangeFeed::subscribe(&quiet, "todos", serde_json::Map::new());
     tokio::time::sleep(Duration::from_millis(200)).await;
     a.save(&todo("after", "y")).await.unwrap();
     eventually(WAIT, "delivered by event once subscribed", || async {

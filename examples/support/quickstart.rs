@@ -164,11 +164,11 @@ pub async fn run_quickstart(out: &mut dyn Write) -> Result<QuickstartOutcome, Bo
     // The server confirms each subscription; wait for it so nothing is missed.
     let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
     let subscribed_tx = Arc::new(subscribed_tx);
-    b.register_message_handler("subscribed", move |_| {
+    b.realtime()?.on_message("subscribed", move |_| {
         subscribed_tx.send_replace(true);
-    })?;
+    });
     let mut b_events = b.events();
-    b.connect_websocket()?;
+    b.realtime()?.connect()?;
     within(
         "B's WebSocket subscription",
         subscribed.wait_for(|done| *done),

@@ -504,7 +504,7 @@ async fn watch(cli: &Cli, out: &mut dyn Write) -> Result<()> {
     reachable(&cli.server).await?;
     let sync = open(cli, true, true).await?;
     let mut events = sync.events();
-    sync.connect_websocket()?;
+    sync.realtime()?.connect()?;
     writeln!(
         out,
         "watching {} for changes (Ctrl-C to stop)",

@@ -33,7 +33,9 @@ pub use crate::connectivity::{Connectivity, ManualConnectivity, ProbeConnectivit
 pub use crate::error::{Error, JsonKind, RestError, Result};
 pub use crate::events::{SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncStatus};
 pub use crate::http::{HttpRemote, HttpRemoteBuilder, DEFAULT_MAX_RESPONSE_BYTES};
-pub use crate::manager::{LiveQuery, ModelConfig, SyncManager, SyncManagerBuilder, SyncRun};
+pub use crate::manager::{
+    LiveQuery, ModelConfig, RealtimeHandle, SyncManager, SyncManagerBuilder, SyncRun,
+};
 pub use crate::mask::FieldMask;
 pub use crate::model::SyncModel;
 pub use crate::options::{
@@ -42,7 +44,7 @@ pub use crate::options::{
 };
 pub use crate::query::{CompareOp, Condition, Direction, Field, Filter, Order, OrderBy, Query};
 pub use crate::realtime::{MessageHandler, SyncEventMapper, WebSocketConfig};
-pub use crate::remote::{ModelRoute, PullMode, Remote, RemoteError};
+pub use crate::remote::{ChangeFeed, ModelRoute, PullMode, Remote, RemoteError};
 pub use crate::rest::{ResponseTransformer, RestMethod, RestRequest, RestRequests};
 pub use crate::store::{LocalStore, StoreError};
 pub use crate::ws_remote::WebSocketRemote;
@@ -51,23 +53,11 @@ pub use sync_schema::{FieldSpec, ModelSchema, RenameRule, ScalarKind, SqlType};
 /// Items used by the code `#[derive(SyncModel)]` generates. Not public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::connectivity::{Connectivity, ManualConnectivity, ProbeConnectivity};
     pub use crate::error::Error;
-    pub use crate::events::{SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncStatus};
-    pub use crate::http::{HttpRemote, HttpRemoteBuilder};
-    pub use crate::manager::{LiveQuery, ModelConfig, SyncManager, SyncManagerBuilder, SyncRun};
     pub use crate::mask::FieldMask;
     pub use crate::model::SyncModel;
-    pub use crate::options::{
-        ConflictContext, ConflictResolver, ConflictStrategy, DeleteStrategy, FetchStrategy,
-        RetryPolicy, SaveStrategy, SyncDirection, SyncOptions,
-    };
     pub use crate::query::Field;
-    pub use crate::realtime::{MessageHandler, SyncEventMapper, WebSocketConfig};
-    pub use crate::remote::{ModelRoute, PullMode, Remote, RemoteError};
     pub use crate::rest::{RestMethod, RestRequest, RestRequests};
-    pub use crate::store::{LocalStore, StoreError};
-    pub use crate::ws_remote::WebSocketRemote;
     pub use serde_json;
     pub use std::borrow::Cow;
     pub use std::result::Result;

@@ -212,28 +212,11 @@ pub trait Remote: Send + Sync + fmt::Debug + 'static {
     /// Cheap reachability check.
     async fn health(&self) -> Result<(), RemoteError>;
 
-    /// Change events the remote delivers by itself (a remote that is also a
-    /// realtime channel); the manager applies them like pulled records.
-    fn change_events(&self) -> Option<tokio::sync::broadcast::Receiver<serde_json::Value>> {
+    /// The change events the remote delivers by itself, if it is also a realtime channel
+    /// (as [`WebSocketRemote`](crate::WebSocketRemote) is); the manager applies them like
+    /// pulled records.
+    fn change_feed(&self) -> Option<&dyn ChangeFeed> {
         None
-    }
-
-    /// Asks the remote to deliver change events of `channel`; `false` if it cannot.
-    fn subscribe_changes(&self, channel: &str, parameters: Map<String, Value>) -> bool {
-        let _ = (channel, parameters);
-        false
-    }
-
-    /// Whether the manager subscribes every registered model's endpoint to
-    /// [`change_events`](Self::change_events) when it starts (else the application calls
-    /// [`subscribe_changes`](Self::subscribe_changes) itself).
-    fn subscribe_all_models(&self) -> bool {
-        true
-    }
-
-    /// How the event names of [`change_events`](Self::change_events) map to model events.
-    fn change_event_mapper(&self) -> crate::realtime::SyncEventMapper {
-        crate::realtime::SyncEventMapper::default()
     }
 
     /// The remote's own view of whether it is connected, if it has one; used
@@ -243,8 +226,29 @@ pub trait Remote: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// Change events a [`Remote`] delivers by itself, apart from its requests (see
+/// [`Remote::change_feed`]).
+pub trait ChangeFeed: Send + Sync {
+    /// The events, as the server sent them.
+    fn events(&self) -> tokio::sync::broadcast::Receiver<Value>;
+
+    /// Asks for the events of `channel`, now and after every reconnect.
+    fn subscribe(&self, channel: &str, parameters: Map<String, Value>);
+
+    /// Whether the manager subscribes every registered model's endpoint when it starts
+    /// (else the application calls [`subscribe`](Self::subscribe) itself).
+    fn subscribe_all_models(&self) -> bool {
+        true
+    }
+
+    /// How the event names map to model events.
+    fn event_mapper(&self) -> crate::realtime::SyncEventMapper {
+        crate::realtime::SyncEventMapper::default()
+    }
+}
+
 #[allow(dead_code)]
-fn _object_safe(_: &dyn Remote) {}
+fn _object_safe(_: &dyn Remote, _: &dyn ChangeFeed) {}
 
 /// Reads a wire record: strips `version`, `updated_at` and `deleted` and
 /// finds the id under the model's id wire name (or `id`).

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::realtime::WebSocketConfig;
 use crate::remote::{
-    parse_remote_record, push_outcomes, wire_ops, ModelRoute, PushItem, PushOutcome, Remote,
-    RemoteError, RemotePage, Traffic,
+    parse_remote_record, push_outcomes, wire_ops, ChangeFeed, ModelRoute, PushItem, PushOutcome,
+    Remote, RemoteError, RemotePage, Traffic,
 };
 use crate::ws_driver::{Driver, Session};
 
@@ -315,24 +315,29 @@ impl Remote for WebSocketRemote {
             .map(|_| ())
     }
 
-    fn change_events(&self) -> Option<broadcast::Receiver<Value>> {
-        Some(self.shared.events.subscribe())
-    }
-
-    fn subscribe_changes(&self, channel: &str, parameters: Map<String, Value>) -> bool {
-        self.shared.driver.subscribe(channel, parameters);
-        true
+    fn change_feed(&self) -> Option<&dyn ChangeFeed> {
+        Some(self)
     }
 
     fn connection_state(&self) -> Option<watch::Receiver<bool>> {
         Some(self.shared.driver.connection_state())
+    }
+}
+
+impl ChangeFeed for WebSocketRemote {
+    fn events(&self) -> broadcast::Receiver<Value> {
+        self.shared.events.subscribe()
+    }
+
+    fn subscribe(&self, channel: &str, parameters: Map<String, Value>) {
+        self.shared.driver.subscribe(channel, parameters);
     }
 
     fn subscribe_all_models(&self) -> bool {
         self.shared.driver.config().subscribe_all_models
     }
 
-    fn change_event_mapper(&self) -> crate::realtime::SyncEventMapper {
+    fn event_mapper(&self) -> crate::realtime::SyncEventMapper {
         self.shared.driver.config().event_mapper.clone()
     }
 }

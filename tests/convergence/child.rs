@@ -146,7 +146,7 @@ async fn client() -> Result<(), BoxError> {
     };
     let sync = Arc::new(builder.build().await?);
     if realtime {
-        sync.connect_websocket()?;
+        sync.realtime()?.connect()?;
     }
 
     // Writes run one after another, in the order they arrived, so "the last acknowledged

@@ -297,17 +297,18 @@ impl SyncManagerBuilder {
         connectivity.start(Arc::clone(&inner.remote), inner.cancel.child_token());
         let worker = tokio::spawn(worker(Arc::clone(&inner)));
         inner.track(worker);
-        if let Some(mut changes) = inner.remote.change_events() {
-            if inner.remote.subscribe_all_models() {
+        if let Some(feed) = inner.remote.change_feed() {
+            let mut changes = feed.events();
+            if feed.subscribe_all_models() {
                 let mut endpoints: Vec<&String> = inner.endpoints.keys().collect();
                 endpoints.sort();
                 for endpoint in endpoints {
-                    inner.remote.subscribe_changes(endpoint, Map::new());
+                    feed.subscribe(endpoint, Map::new());
                 }
             }
             let task_inner = Arc::clone(&inner);
             let cancel = inner.cancel.child_token();
-            let mapper = inner.remote.change_event_mapper();
+            let mapper = feed.event_mapper();
             let handle = tokio::spawn(async move {
                 loop {
                     tokio::select! {

@@ -27,6 +27,7 @@ mod write;
 
 pub use self::builder::{ModelConfig, SyncManagerBuilder};
 pub use self::live::LiveQuery;
+pub use self::websocket::RealtimeHandle;
 
 /// What a [`SyncManager::synchronize`] run does.
 #[derive(Debug, Clone, Default)]

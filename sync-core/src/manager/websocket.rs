@@ -1,29 +1,59 @@
-//! The manager's realtime WebSocket: connect, close, subscriptions, messages.
+//! The manager's realtime WebSocket, behind one handle: connect, close, subscriptions,
+//! messages.
 
+use std::fmt;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::SyncManager;
+use crate::engine::Inner;
 use crate::error::{Error, Result};
 use crate::realtime::{MessageHandler, Realtime, RealtimeSession};
 
+/// The realtime connection of a [`SyncManager`] configured with
+/// [`websocket`](crate::SyncManagerBuilder::websocket); from [`SyncManager::realtime`].
+/// Cheap to clone; every clone drives the same connection.
+#[derive(Clone)]
+pub struct RealtimeHandle {
+    inner: Arc<Inner>,
+    realtime: Arc<Realtime>,
+}
+
+impl fmt::Debug for RealtimeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RealtimeHandle")
+            .field("realtime", &self.realtime)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SyncManager {
-    pub(crate) fn realtime(&self) -> Result<&Arc<Realtime>> {
-        self.inner.realtime.as_ref().ok_or_else(|| {
+    /// The realtime connection; an error if the builder was given no
+    /// [`websocket`](crate::SyncManagerBuilder::websocket) configuration.
+    pub fn realtime(&self) -> Result<RealtimeHandle> {
+        let realtime = self.inner.realtime.as_ref().ok_or_else(|| {
             Error::Config(
                 "no WebSocket configured: add .websocket(WebSocketConfig::new(url)) to the builder"
                     .into(),
             )
+        })?;
+        Ok(RealtimeHandle {
+            inner: Arc::clone(&self.inner),
+            realtime: Arc::clone(realtime),
         })
     }
+}
 
-    /// Opens the realtime connection (a no-op if it is already running). It
-    /// reconnects by itself until [`close_websocket`](Self::close_websocket).
-    pub fn connect_websocket(&self) -> Result<()> {
-        self.check_open()?;
-        let realtime = Arc::clone(self.realtime()?);
-        let mut running = realtime
+impl RealtimeHandle {
+    /// Opens the connection (a no-op if it is already running). It reconnects by itself
+    /// until [`close`](Self::close).
+    pub fn connect(&self) -> Result<()> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        let mut running = self
+            .realtime
             .running
             .lock()
             .map_err(|_| Error::Task("realtime state poisoned".into()))?;
@@ -36,61 +66,48 @@ impl SyncManager {
         drop(running);
         let session = Arc::new(RealtimeSession::new(
             Arc::clone(&self.inner),
-            Arc::clone(&realtime),
+            Arc::clone(&self.realtime),
         ));
-        let handle = tokio::spawn(Arc::clone(&realtime.driver).run(session, cancel));
+        let handle = tokio::spawn(Arc::clone(&self.realtime.driver).run(session, cancel));
         self.inner.track(handle);
         Ok(())
     }
 
-    /// Closes the realtime connection for good: no reconnect follows.
-    pub fn close_websocket(&self) -> Result<()> {
-        let realtime = self.realtime()?;
-        if let Some(cancel) = realtime.running.lock().ok().and_then(|mut c| c.take()) {
+    /// Closes the connection for good: no reconnect follows.
+    pub fn close(&self) {
+        if let Some(cancel) = self.realtime.running.lock().ok().and_then(|mut c| c.take()) {
             cancel.cancel();
         }
-        Ok(())
     }
 
-    /// True while the realtime connection is open.
-    pub fn is_websocket_connected(&self) -> bool {
-        self.inner
-            .realtime
-            .as_ref()
-            .is_some_and(|r| r.driver.is_connected())
+    /// True while the connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.realtime.driver.is_connected()
     }
 
-    /// Subscribes to a channel (a model's endpoint) with optional parameters
-    /// (an equality filter on sync-server). Kept across reconnects.
-    pub fn subscribe(&self, channel: &str, parameters: Map<String, Value>) -> Result<()> {
-        self.realtime()?.driver.subscribe(channel, parameters);
-        Ok(())
+    /// Subscribes to a channel (a model's endpoint) with optional parameters (an equality
+    /// filter on sync-server). Kept across reconnects.
+    pub fn subscribe(&self, channel: &str, parameters: Map<String, Value>) {
+        self.realtime.driver.subscribe(channel, parameters);
     }
 
     /// Unsubscribes from a channel.
-    pub fn unsubscribe(&self, channel: &str) -> Result<()> {
-        self.realtime()?.driver.unsubscribe(channel);
-        Ok(())
+    pub fn unsubscribe(&self, channel: &str) {
+        self.realtime.driver.unsubscribe(channel);
     }
 
-    /// Sends a JSON message over the realtime connection; `false` if it is not connected.
-    pub fn send_websocket_message(&self, message: Value) -> Result<bool> {
-        let driver = &self.realtime()?.driver;
-        Ok(driver.is_connected() && driver.send(message.to_string()))
+    /// Sends a JSON message; `false` if the connection is not open (it is not sent later).
+    pub fn send(&self, message: &Value) -> bool {
+        let driver = &self.realtime.driver;
+        driver.is_connected() && driver.send(message.to_string())
     }
 
-    /// Calls `handler` for every server message whose `type` (or, for events
-    /// the mapper does not know, whose `event`) is `kind`.
-    pub fn register_message_handler(
-        &self,
-        kind: &str,
-        handler: impl Fn(&Value) + Send + Sync + 'static,
-    ) -> Result<()> {
-        let realtime = self.realtime()?;
+    /// Calls `handler` for every server message whose `type` (or, for events the mapper does
+    /// not know, whose `event`) is `kind`.
+    pub fn on_message(&self, kind: &str, handler: impl Fn(&Value) + Send + Sync + 'static) {
         let handler: MessageHandler = Arc::new(handler);
-        if let Ok(mut handlers) = realtime.handlers.lock() {
+        if let Ok(mut handlers) = self.realtime.handlers.lock() {
             handlers.entry(kind.to_owned()).or_default().push(handler);
         }
-        Ok(())
     }
 }
