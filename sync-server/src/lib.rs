@@ -30,10 +30,10 @@
 
 #![warn(missing_docs)]
 
+mod api;
 mod auth;
 mod error;
 mod events;
-mod http;
 mod listener;
 mod server;
 mod store;

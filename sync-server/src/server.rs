@@ -9,10 +9,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::api::{router, AppState};
 use crate::auth::{read_tokens_file, Auth};
 use crate::error::{Error, Result};
 use crate::events::Hub;
-use crate::http::{router, AppState};
 use crate::store::{DatabaseUrl, Store};
 
 /// Request limits. Requests beyond them get a JSON error and change nothing.

@@ -14,8 +14,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::api::{authenticate_headers, AppState};
 use crate::events::ChangeEvent;
-use crate::http::{authenticate_headers, AppState};
 use crate::protocol::{ClientMessage, ServerMessage, SubscriptionAction, WsRequest};
 use crate::ws_requests::InFlight;
 

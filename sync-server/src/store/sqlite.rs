@@ -15,7 +15,139 @@ use crate::events::RawEvent;
 type Conn = SqliteConnection;
 type Db = diesel::sqlite::Sqlite;
 
-include!("ops.rs");
+use super::schema::{sync_idempotency as idem, sync_records as rec, sync_sequence as seq};
+use super::write::WriteConn;
+use super::{Filter, IdemRow, NotifyTarget, PulledRow, RecordRow};
+
+// `get` and `pull` read the same in both backends, but Diesel's query types are per backend,
+// so each backend module has its own copy (as it has its own `WriteConn`).
+
+pub(super) fn get(
+    conn: &mut Conn,
+    owner: &str,
+    collection: &str,
+    id: &str,
+) -> Result<Option<RecordRow>> {
+    Ok(rec::table
+        .filter(rec::owner.eq(owner))
+        .filter(rec::collection.eq(collection))
+        .filter(rec::id.eq(id))
+        .select(RecordRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub(super) fn pull(
+    conn: &mut Conn,
+    owner: &str,
+    collection: &str,
+    since: i64,
+    limit: i64,
+    offset: i64,
+    filters: &[Filter],
+) -> Result<Vec<PulledRow>> {
+    // `owner || ''` is the expression of the pull index (see the migration).
+    let mut query = rec::table
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("(owner || '') = ")
+                .bind::<diesel::sql_types::Text, _>(owner.to_owned()),
+        )
+        .filter(rec::collection.eq(collection))
+        .filter(rec::version.gt(since))
+        .order(rec::version.asc())
+        .limit(limit)
+        .offset(offset)
+        .select((
+            rec::id,
+            rec::data,
+            rec::version,
+            rec::updated_at,
+            rec::deleted,
+        ))
+        .into_boxed::<Db>();
+    for filter in filters {
+        query = query.filter(field_equals(filter));
+    }
+    Ok(query.load(conn)?)
+}
+
+impl WriteConn for SqliteConnection {
+    fn write_transaction<T>(&mut self, f: impl FnOnce(&mut Self, i64) -> Result<T>) -> Result<T> {
+        write_transaction(self, f)
+    }
+
+    fn savepoint<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        // A nested transaction is a savepoint.
+        self.transaction(f)
+    }
+
+    fn load_records(
+        &mut self,
+        owner: &str,
+        collection: &str,
+        ids: &[&str],
+    ) -> Result<Vec<RecordRow>> {
+        load_records(self, owner, collection, ids)
+    }
+
+    fn load_keys(&mut self, owner: &str, keys: &[&str]) -> Result<Vec<IdemRow>> {
+        load_keys(self, owner, keys)
+    }
+
+    fn load_held_keys(&mut self, owner: &str, keys: &[&str]) -> Result<Vec<RecordRow>> {
+        load_held_keys(self, owner, keys)
+    }
+
+    fn delete_records(&mut self, owner: &str, collection: &str, ids: &[&str]) -> Result<()> {
+        diesel::delete(
+            rec::table
+                .filter(rec::owner.eq(owner))
+                .filter(rec::collection.eq(collection))
+                .filter(rec::id.eq_any(ids)),
+        )
+        .execute(self)?;
+        Ok(())
+    }
+
+    fn insert_records(&mut self, rows: Vec<RecordRow>) -> Result<()> {
+        insert_records(self, rows)
+    }
+
+    fn insert_keys(&mut self, rows: Vec<IdemRow>) -> Result<()> {
+        insert_keys(self, rows)
+    }
+
+    fn store_key_result(
+        &mut self,
+        owner: &str,
+        key: &str,
+        version: i64,
+        result: &str,
+    ) -> Result<usize> {
+        Ok(diesel::update(
+            idem::table
+                .filter(idem::owner.eq(owner))
+                .filter(idem::idem_key.eq(key))
+                .filter(idem::record_version.eq(version)),
+        )
+        .set((
+            idem::result.eq(result),
+            idem::record_version.eq(None::<i64>),
+        ))
+        .execute(self)?)
+    }
+
+    fn set_head_version(&mut self, version: i64) -> Result<()> {
+        diesel::update(seq::table.filter(seq::id.eq(1)))
+            .set(seq::head_version.eq(version))
+            .execute(self)?;
+        Ok(())
+    }
+
+    fn before_commit(&mut self, events: &[RawEvent], notify: Option<&NotifyTarget>) -> Result<()> {
+        before_commit(self, events, notify)
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Pragmas;
