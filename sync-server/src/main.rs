@@ -39,6 +39,10 @@ struct Args {
     /// Most ops in one batch push.
     #[arg(long)]
     max_batch_ops: Option<usize>,
+
+    /// Bytes of records one push answer carries; past them results carry only the version.
+    #[arg(long)]
+    max_push_answer_bytes: Option<usize>,
 }
 
 #[tokio::main]
@@ -80,6 +84,9 @@ async fn run(args: Args) -> sync_server::Result<()> {
     }
     if let Some(ops) = args.max_batch_ops {
         builder = builder.max_batch_ops(ops);
+    }
+    if let Some(bytes) = args.max_push_answer_bytes {
+        builder = builder.max_push_answer_bytes(bytes);
     }
     let server = builder.build().await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

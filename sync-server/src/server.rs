@@ -45,6 +45,11 @@ pub struct Limits {
     /// Most requests (`{"type":"request"}`) one WebSocket connection may have in progress;
     /// beyond, a request is answered 429 at once. Default 32.
     pub max_ws_requests_in_flight: usize,
+    /// Bytes of records one push answer carries (`POST /sync/push`, WebSocket `push`); past
+    /// them a result carries its version and `record_omitted: true` instead of the record
+    /// (the first record always goes). Protects the server from building an answer of
+    /// `ops x record size`. Default 8 MiB.
+    pub max_push_answer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +67,7 @@ impl Default for Limits {
             max_ws_subscriptions: 256,
             ws_auth_timeout: Duration::from_secs(30),
             max_ws_requests_in_flight: 32,
+            max_push_answer_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -153,6 +159,12 @@ impl SyncServerBuilder {
         self
     }
 
+    /// Bytes of records one push answer carries (see [`Limits::max_push_answer_bytes`]).
+    pub fn max_push_answer_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_push_answer_bytes = bytes;
+        self
+    }
+
     /// Database connections in the pool (default 8 for Postgres, 4 for SQLite).
     pub fn pool_size(mut self, size: u32) -> Self {
         self.pool_size = Some(size);
@@ -205,6 +217,7 @@ impl SyncServerBuilder {
                 "max_ws_requests_in_flight",
                 limits.max_ws_requests_in_flight,
             ),
+            ("max_push_answer_bytes", limits.max_push_answer_bytes),
         ] {
             if value == 0 {
                 return Err(Error::Config(format!("limit {name} must be above 0")));

@@ -24,7 +24,7 @@ use crate::auth::Auth;
 use crate::events::Hub;
 use crate::protocol::{ErrorCode, Health};
 use crate::server::Limits;
-use crate::store::{RawResult, Store, WriteOp};
+use crate::store::{RawResult, Store, WriteOp, WriteSettings};
 
 pub(crate) use self::auth::{authenticate_headers, AuthUser};
 pub(crate) use self::error::ApiError;
@@ -96,8 +96,11 @@ async fn apply(
     if ops.is_empty() {
         return Ok(Vec::new());
     }
-    let want_events = state.hub.has_listeners() || state.store.notify_target().is_some();
-    let outcome = state.store.write(user, ops, want_events).await?;
+    let settings = WriteSettings {
+        want_events: state.hub.has_listeners() || state.store.notify_target().is_some(),
+        answer_budget: state.limits.max_push_answer_bytes,
+    };
+    let outcome = state.store.write(user, ops, settings).await?;
     // On Postgres events are made for the NOTIFY even when nobody here listens; records are
     // parsed for this instance's connections only when there are some.
     if state.hub.has_listeners() {

@@ -25,6 +25,7 @@ use diesel::{PgConnection, SqliteConnection};
 
 use crate::error::{Error, Result};
 
+pub(crate) use self::planner::WriteSettings;
 pub(crate) use self::rows::{Filter, IdemRow, PulledRow, RawResult, RecordRow, WriteOp};
 pub(crate) use self::url::DatabaseUrl;
 pub(crate) use self::write::WriteOutcome;
@@ -192,7 +193,7 @@ impl Store {
         &self,
         owner: &str,
         ops: Vec<WriteOp>,
-        want_events: bool,
+        settings: WriteSettings,
     ) -> Result<WriteOutcome> {
         let backend = self.backend.clone();
         let owner = owner.to_owned();
@@ -202,13 +203,13 @@ impl Store {
             Backend::Sqlite(pool) => {
                 let mut conn = pool.get().map_err(Error::Pool)?;
                 let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-                write::write(&mut *conn, &owner, &ops, want_events, None)
+                write::write(&mut *conn, &owner, &ops, settings, None)
             }
             Backend::Pg(pool) => write::write(
                 &mut *pool.get().map_err(Error::Pool)?,
                 &owner,
                 &ops,
-                want_events,
+                settings,
                 notify.as_ref(),
             ),
         })

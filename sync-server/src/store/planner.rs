@@ -14,6 +14,15 @@ use crate::error::{Error, Result};
 use crate::events::RawEvent;
 use crate::protocol::{EventKind, OpKind, OpStatus};
 
+/// How a batch is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WriteSettings {
+    /// Build change events of the applied ops.
+    pub(crate) want_events: bool,
+    /// Bytes of records one answer may carry (`Limits::max_push_answer_bytes`).
+    pub(crate) answer_budget: usize,
+}
+
 fn corrupt_data(row: &RecordRow, err: &serde_json::Error) -> Error {
     Error::Corrupt(format!(
         "record {}/{} has invalid data: {err}",
@@ -71,6 +80,10 @@ pub(super) struct Planner {
     materialized: Vec<Materialized>,
     events: Vec<RawEvent>,
     want_events: bool,
+    /// Bytes of records the answer may still carry (see [`WriteSettings`]).
+    answer_budget: usize,
+    /// Whether the answer carries a record yet.
+    answered_a_record: bool,
 }
 
 fn rejected(code: &str, message: String) -> RawResult {
@@ -86,7 +99,7 @@ impl Planner {
         now: String,
         loaded: Vec<RecordRow>,
         keys: Vec<IdemRow>,
-        want_events: bool,
+        settings: WriteSettings,
     ) -> Self {
         Self {
             owner: owner.to_owned(),
@@ -105,13 +118,31 @@ impl Planner {
             new_keys: Vec::new(),
             materialized: Vec::new(),
             events: Vec::new(),
-            want_events,
+            want_events: settings.want_events,
+            answer_budget: settings.answer_budget,
+            answered_a_record: false,
         }
     }
 
     /// Plans one op and returns its result; a database-independent error (corrupt stored
     /// data) fails the whole batch.
     pub(super) fn apply(&mut self, op: &WriteOp) -> Result<RawResult> {
+        let mut result = self.plan_op(op)?;
+        // The answer's records stay within the budget: past it a result carries its version and
+        // `record_omitted` (the first record always goes, so one large record still arrives).
+        if let Some(record) = &result.record {
+            if self.answered_a_record && record.len() > self.answer_budget {
+                result.record = None;
+                result.record_omitted = true;
+            } else {
+                self.answer_budget = self.answer_budget.saturating_sub(record.len());
+                self.answered_a_record = true;
+            }
+        }
+        Ok(result)
+    }
+
+    fn plan_op(&mut self, op: &WriteOp) -> Result<RawResult> {
         if let Some(key) = &op.key {
             if let Some(KeyEntry { row: stored, .. }) = self.keys.get(key) {
                 let same = stored.collection == op.collection
@@ -371,6 +402,7 @@ fn conflict(current: &RecordRow, message: String) -> Result<RawResult> {
         record: Some(current.to_json_string()?),
         error: Some(message),
         code: Some("conflict".into()),
+        record_omitted: false,
     })
 }
 
@@ -383,6 +415,7 @@ fn already_gone(tombstone: Option<&RecordRow>) -> RawResult {
         record: None,
         error: None,
         code: None,
+        record_omitted: false,
     }
 }
 
@@ -435,7 +468,11 @@ mod tests {
 
     fn planner(loaded: Vec<RecordRow>) -> Planner {
         let keys = loaded.iter().filter_map(RecordRow::held_key).collect();
-        Planner::new("alice", 10, NOW.into(), loaded, keys, true)
+        let settings = WriteSettings {
+            want_events: true,
+            answer_budget: usize::MAX,
+        };
+        Planner::new("alice", 10, NOW.into(), loaded, keys, settings)
     }
 
     /// (case, rows loaded, op, status, version, code)
@@ -632,5 +669,31 @@ mod tests {
         let first = RawResult::parse_stored(&stored.row.result).expect("a stored result");
         assert_eq!(first.version, Some(7));
         assert_eq!(first.status, OpStatus::Applied);
+    }
+
+    #[test]
+    fn records_past_the_answer_budget_are_omitted_but_the_first_always_goes() {
+        let settings = WriteSettings {
+            want_events: false,
+            answer_budget: 10,
+        };
+        let loaded = vec![row("a", 7, false, None)];
+        let mut planner = Planner::new("alice", 10, NOW.into(), loaded, Vec::new(), settings);
+        let stale = op(OpKind::Update, "a", Some(1), None);
+        let first = planner.apply(&stale).expect("planned");
+        assert!(first.record.is_some() && !first.record_omitted);
+        let second = planner.apply(&stale).expect("planned");
+        assert_eq!((second.record, second.record_omitted), (None, true));
+        assert_eq!(second.version, Some(7));
+        let mut out = Vec::new();
+        let mut omitted = first.clone();
+        omitted.record = None;
+        omitted.record_omitted = true;
+        omitted.write_json(&mut out).expect("writes");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert!(
+            text.contains(r#""version":7,"record_omitted":true,"error""#),
+            "{text}"
+        );
     }
 }

@@ -201,6 +201,9 @@ pub(crate) struct RawResult {
     pub(crate) record: Option<String>,
     pub(crate) error: Option<String>,
     pub(crate) code: Option<String>,
+    /// The record was left out to keep the answer within its byte budget
+    /// (`Limits::max_push_answer_bytes`): the client fetches it.
+    pub(crate) record_omitted: bool,
 }
 
 /// The shape of a stored result, for reading it back.
@@ -226,6 +229,7 @@ impl RawResult {
             record: None,
             error: Some(message),
             code: Some(code.to_owned()),
+            record_omitted: false,
         }
     }
 
@@ -238,6 +242,7 @@ impl RawResult {
             record: Some(row.to_json_string()?),
             error: None,
             code: None,
+            record_omitted: false,
         })
     }
 
@@ -250,11 +255,13 @@ impl RawResult {
             record: stored.record.map(|r| r.get().to_owned()),
             error: stored.error,
             code: stored.code,
+            record_omitted: false,
         })
     }
 
-    /// Appends the result as JSON: `{"status", "version"?, "record"?, "error"?, "code"?}`, the
-    /// order and omissions of the serde derive that stored results were first written with.
+    /// Appends the result as JSON: `{"status", "version"?, "record"?, "record_omitted"?,
+    /// "error"?, "code"?}`, the order and omissions of `OpResult`'s serde derive (stored results
+    /// never omit their record).
     pub(crate) fn write_json(&self, out: &mut Vec<u8>) -> Result<()> {
         let corrupt = |e: serde_json::Error| Error::Corrupt(e.to_string());
         out.extend_from_slice(b"{\"status\":");
@@ -266,6 +273,9 @@ impl RawResult {
         if let Some(record) = &self.record {
             out.extend_from_slice(b",\"record\":");
             out.extend_from_slice(record.as_bytes());
+        }
+        if self.record_omitted {
+            out.extend_from_slice(b",\"record_omitted\":true");
         }
         if let Some(error) = &self.error {
             out.extend_from_slice(b",\"error\":");

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::planner::{Plan, Planner};
+use super::planner::{Plan, Planner, WriteSettings};
 use super::rows::{IdemRow, RawResult, RecordRow, WriteOp};
 use super::NotifyTarget;
 use crate::error::{Error, Result};
@@ -72,7 +72,7 @@ pub(super) fn write<C: WriteConn>(
     conn: &mut C,
     owner: &str,
     ops: &[WriteOp],
-    want_events: bool,
+    settings: WriteSettings,
     notify: Option<&NotifyTarget>,
 ) -> Result<WriteOutcome> {
     conn.write_transaction(|conn, current_version| {
@@ -80,7 +80,7 @@ pub(super) fn write<C: WriteConn>(
             && load_table_keys(conn, owner, ops)?.is_empty()
         {
             if let Some(outcome) =
-                write_fresh_creates(conn, owner, ops, current_version, want_events, notify)?
+                write_fresh_creates(conn, owner, ops, current_version, settings, notify)?
             {
                 return Ok(outcome);
             }
@@ -109,7 +109,7 @@ pub(super) fn write<C: WriteConn>(
             .iter()
             .map(|row| (row.collection.clone(), row.id.clone()))
             .collect();
-        let mut planner = Planner::new(owner, current_version, now(), loaded, stored, want_events);
+        let mut planner = Planner::new(owner, current_version, now(), loaded, stored, settings);
         let results = ops
             .iter()
             .map(|op| planner.apply(op))
@@ -186,7 +186,7 @@ fn write_fresh_creates<C: WriteConn>(
     owner: &str,
     ops: &[WriteOp],
     current_version: i64,
-    want_events: bool,
+    settings: WriteSettings,
     notify: Option<&NotifyTarget>,
 ) -> Result<Option<WriteOutcome>> {
     let mut planner = Planner::new(
@@ -195,7 +195,7 @@ fn write_fresh_creates<C: WriteConn>(
         now(),
         Vec::new(),
         Vec::new(),
-        want_events,
+        settings,
     );
     let results = ops
         .iter()
