@@ -50,6 +50,18 @@ pub struct Limits {
     /// (the first record always goes). Protects the server from building an answer of
     /// `ops x record size`. Default 8 MiB.
     pub max_push_answer_bytes: usize,
+    /// Bytes queued for one WebSocket connection (answers and events it has not read yet);
+    /// a connection past it is dropped (close 1013 when possible) and its client's
+    /// reconnect and catch-up pull repair the gap. Protects the server from a peer that stops
+    /// reading. Default 4 MiB.
+    pub max_ws_queue_bytes: usize,
+    /// Time one write to a WebSocket may take before the connection is dropped. Default 10 s.
+    pub ws_write_timeout: Duration,
+    /// Most parameters (equality filters) of one subscription. Default 16.
+    pub max_subscription_parameters: usize,
+    /// Largest JSON of one subscription's parameters in bytes. Default 4 KiB. With
+    /// `max_ws_subscriptions` it bounds what one socket keeps (256 x 4 KiB).
+    pub max_subscription_bytes: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +80,10 @@ impl Default for Limits {
             ws_auth_timeout: Duration::from_secs(30),
             max_ws_requests_in_flight: 32,
             max_push_answer_bytes: 8 * 1024 * 1024,
+            max_ws_queue_bytes: 4 * 1024 * 1024,
+            ws_write_timeout: Duration::from_secs(10),
+            max_subscription_parameters: 16,
+            max_subscription_bytes: 4 * 1024,
         }
     }
 }
@@ -165,6 +181,18 @@ impl SyncServerBuilder {
         self
     }
 
+    /// Bytes queued for one WebSocket connection (see [`Limits::max_ws_queue_bytes`]).
+    pub fn max_ws_queue_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_ws_queue_bytes = bytes;
+        self
+    }
+
+    /// Time one WebSocket write may take (see [`Limits::ws_write_timeout`]).
+    pub fn ws_write_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.ws_write_timeout = timeout;
+        self
+    }
+
     /// Database connections in the pool (default 8 for Postgres, 4 for SQLite).
     pub fn pool_size(mut self, size: u32) -> Self {
         self.pool_size = Some(size);
@@ -218,6 +246,8 @@ impl SyncServerBuilder {
                 limits.max_ws_requests_in_flight,
             ),
             ("max_push_answer_bytes", limits.max_push_answer_bytes),
+            ("max_ws_queue_bytes", limits.max_ws_queue_bytes),
+            ("max_subscription_bytes", limits.max_subscription_bytes),
         ] {
             if value == 0 {
                 return Err(Error::Config(format!("limit {name} must be above 0")));
