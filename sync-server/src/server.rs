@@ -62,6 +62,14 @@ pub struct Limits {
     /// Largest JSON of one subscription's parameters in bytes. Default 4 KiB. With
     /// `max_ws_subscriptions` it bounds what one socket keeps (256 x 4 KiB).
     pub max_subscription_bytes: usize,
+    /// Bytes of records one pull page carries (REST and WebSocket `pull`/`query`); a page is
+    /// cut there with `has_more` (its first record always goes). Protects the server from
+    /// loading `max_page_limit` large records for one request. Default 8 MiB.
+    pub max_page_bytes: usize,
+    /// Deepest nesting of arrays and objects in record data (the data object is level 1).
+    /// Deeper data is refused on the way in, since readers (serde_json's limit of 128, with
+    /// the record nested in answers and events) could not read it back. Default 64.
+    pub max_json_depth: usize,
 }
 
 impl Default for Limits {
@@ -84,6 +92,8 @@ impl Default for Limits {
             ws_write_timeout: Duration::from_secs(10),
             max_subscription_parameters: 16,
             max_subscription_bytes: 4 * 1024,
+            max_page_bytes: 8 * 1024 * 1024,
+            max_json_depth: 64,
         }
     }
 }
@@ -193,6 +203,12 @@ impl SyncServerBuilder {
         self
     }
 
+    /// Bytes of records one pull page carries (see [`Limits::max_page_bytes`]).
+    pub fn max_page_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_page_bytes = bytes;
+        self
+    }
+
     /// Database connections in the pool (default 8 for Postgres, 4 for SQLite).
     pub fn pool_size(mut self, size: u32) -> Self {
         self.pool_size = Some(size);
@@ -248,6 +264,8 @@ impl SyncServerBuilder {
             ("max_push_answer_bytes", limits.max_push_answer_bytes),
             ("max_ws_queue_bytes", limits.max_ws_queue_bytes),
             ("max_subscription_bytes", limits.max_subscription_bytes),
+            ("max_page_bytes", limits.max_page_bytes),
+            ("max_json_depth", limits.max_json_depth),
         ] {
             if value == 0 {
                 return Err(Error::Config(format!("limit {name} must be above 0")));

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -18,9 +19,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{authenticate_headers, AppState};
+use crate::api::{authenticate_headers, ApiError, AppState};
 use crate::events::Published;
-use crate::protocol::{ClientMessage, ServerMessage, SubscriptionAction, WsRequest};
+use crate::protocol::{ClientMessage, ErrorCode, ServerMessage, SubscriptionAction, WsRequest};
 use crate::ws_requests::InFlight;
 
 /// Close code for a connection that never authenticated.
@@ -37,8 +38,19 @@ const QUEUE_MESSAGES: usize = 1024;
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::new(
+                rejection.status(),
+                ErrorCode::InvalidRequest,
+                format!("{}: /ws takes a WebSocket upgrade", rejection.body_text()),
+            )
+            .into_response()
+        }
+    };
     let user = match authenticate_headers(&headers, &state.auth) {
         Ok(user) => user,
         Err(err) => return err.into_response(),
@@ -327,7 +339,9 @@ impl Outbox {
     fn push(&self, message: Message) -> bool {
         let size = message_size(&message);
         let before = self.queued.fetch_add(size, Ordering::AcqRel);
-        if before.saturating_add(size) > self.max_bytes {
+        // One message always fits an empty queue: an answer may be larger than the queue's
+        // budget (a page or push answer of up to 8 MiB); the queue bounds the backlog.
+        if before > 0 && before.saturating_add(size) > self.max_bytes {
             self.queued.fetch_sub(size, Ordering::AcqRel);
             return false;
         }

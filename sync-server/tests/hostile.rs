@@ -18,6 +18,9 @@ sync_testkit::backend_matrix!(
     a_push_answer_stays_within_its_byte_budget,
     a_websocket_that_stops_reading_is_dropped_not_buffered,
     subscription_channels_and_parameters_are_bounded,
+    json_the_readers_cannot_read_back_is_refused_on_the_way_in,
+    a_pull_page_stays_within_its_byte_budget,
+    framework_rejections_answer_json_and_reserved_collections_are_refused,
 );
 
 /// `Limits::max_push_answer_bytes` by default (8 MiB).
@@ -164,5 +167,161 @@ async fn subscription_channels_and_parameters_are_bounded(db: TestDb) {
     }
     // Still open and usable.
     ws_subscribe(&mut ws, "todos", json!({"project": "p1"})).await;
+    server.shutdown().await.unwrap();
+}
+
+/// Point 5: nesting deeper than `max_json_depth` (64), numbers outside f64 (`1e400`) and
+/// `\u0000` (which Postgres text cannot hold) used to be stored and then broke PATCH, pushes,
+/// events and filtered pulls. They are refused on the way in: a REST write is a 400, a push
+/// op is rejected alone.
+async fn json_the_readers_cannot_read_back_is_refused_on_the_way_in(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let deep = format!(
+        r#"{{"id":"deep","d":{}1{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let huge = r#"{"id":"huge","n":1e400}"#.to_owned();
+    let long_int = format!(r#"{{"id":"long","n":{}}}"#, "9".repeat(400));
+    let nul = r#"{"id":"nul","s":"a\u0000b"}"#.to_owned();
+    let nul_key = r#"{"id":"nulkey","a\u0000":1}"#.to_owned();
+    for body in [&deep, &huge, &long_int, &nul, &nul_key] {
+        let reply = Client::send(
+            alice
+                .request(Method::POST, "/todos")
+                .header("content-type", "application/json")
+                .body(body.clone()),
+        )
+        .await;
+        let shown: String = body.chars().take(60).collect();
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{shown}: {}",
+            reply.body
+        );
+        assert_eq!(reply.body["code"], "invalid_data", "{shown}");
+    }
+    // In a push, each bad op is rejected alone and the good one applies.
+    let ops = format!(
+        r#"{{"ops":[{{"collection":"todos","op":"create","id":"deep","data":{deep}}},
+            {{"collection":"todos","op":"create","id":"ok","data":{{"title":"fine"}}}},
+            {{"collection":"todos","op":"create","id":"huge","data":{huge}}},
+            {{"collection":"todos","op":"create","id":"nul","data":{nul}}}]}}"#
+    );
+    let reply = Client::send(
+        alice
+            .request(Method::POST, "/sync/push")
+            .header("content-type", "application/json")
+            .body(ops),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let statuses: Vec<&str> = reply.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["rejected", "applied", "rejected", "rejected"]);
+    // An update (PATCH) with such data is refused too, and the record still reads back.
+    let reply = Client::send(
+        alice
+            .request(Method::PATCH, "/todos/ok")
+            .header("content-type", "application/json")
+            .body(r#"{"n":-1e999}"#),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    let items = alice.pull_all("todos", "&title=fine", 100).await;
+    assert_eq!(items.len(), 1);
+    server.shutdown().await.unwrap();
+}
+
+/// `Limits::max_page_bytes` by default (8 MiB).
+const PAGE_BUDGET: usize = 8 * 1024 * 1024;
+
+/// Point 6: a page was capped in rows only (1000 rows of up to 8 MiB could make one GET load
+/// ~8 GiB). It is now cut at `max_page_bytes` (the first row always goes), with `has_more`,
+/// and the next page continues from its cursor, over REST and WebSocket alike.
+async fn a_pull_page_stays_within_its_byte_budget(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let blob = "b".repeat(512 * 1024);
+    for batch in 0..4 {
+        let ops: Vec<Value> = (0..10)
+            .map(|n| {
+                json!({"collection": "todos", "op": "create", "id": format!("r{batch}-{n}"),
+                       "data": {"blob": blob}})
+            })
+            .collect();
+        assert_eq!(alice.push(Value::Array(ops)).await.status, StatusCode::OK);
+    }
+    let response = alice
+        .request(Method::GET, "/todos?limit=1000")
+        .send()
+        .await
+        .unwrap();
+    let bytes = response.bytes().await.unwrap();
+    assert!(
+        bytes.len() <= PAGE_BUDGET + blob.len() + 1024,
+        "a page of {} bytes exceeds max_page_bytes ({PAGE_BUDGET})",
+        bytes.len()
+    );
+    let page: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(page["has_more"], true);
+    // Paging on reaches every record exactly once.
+    let items = alice.pull_all("todos", "", 1000).await;
+    let mut ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+    // The WebSocket `pull` request reads pages through the same function.
+    let mut ws = ws_connect(&server, Some(ALICE.1)).await;
+    ws_send(
+        &mut ws,
+        json!({"type": "request", "id": 1, "method": "pull",
+               "body": {"collection": "todos", "since": "0", "limit": 1000}}),
+    )
+    .await;
+    let answer = ws_next(&mut ws, Duration::from_secs(20)).await.unwrap();
+    let shown: String = answer.to_string().chars().take(300).collect();
+    assert_eq!(answer["status"], 200, "{shown}");
+    let items = answer["body"]["items"].as_array().expect(&shown).len();
+    assert!(
+        items < 40 && items > 0,
+        "{items} items in one WebSocket page"
+    );
+    assert_eq!(answer["body"]["has_more"], true);
+    server.shutdown().await.unwrap();
+}
+
+/// Point 9: axum's own rejections (405, a path that is not valid percent-encoded UTF-8)
+/// answered plain text; they answer the server's JSON error. A collection named like the
+/// server's own routes (`health`, `ws`, `sync`) is refused.
+async fn framework_rejections_answer_json_and_reserved_collections_are_refused(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let reply = Client::send(alice.request(Method::DELETE, "/sync/push")).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.body["code"], "method_not_allowed", "{}", reply.body);
+    let reply = alice.get("/todos/%FF%FE").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.body["code"], "invalid_path", "{}", reply.body);
+    for collection in ["health", "ws", "sync"] {
+        let reply = alice
+            .push(json!([{"collection": collection, "op": "create", "id": "x", "data": {}}]))
+            .await;
+        let result = &reply.body["results"][0];
+        assert_eq!(result["status"], "rejected", "{collection}: {result}");
+        assert_eq!(
+            result["code"], "reserved_collection",
+            "{collection}: {result}"
+        );
+    }
+    let reply = alice.create("sync", &json!({"id": "x"})).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.body["code"], "reserved_collection", "{}", reply.body);
     server.shutdown().await.unwrap();
 }

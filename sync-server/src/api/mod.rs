@@ -56,6 +56,13 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(records::put)
                 .delete(records::delete),
         )
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::MethodNotAllowed,
+                "this endpoint does not take this HTTP method",
+            )
+        })
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -3,10 +3,12 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::DeserializeOwned;
 
 use super::validate::{
     body_bytes, check_collection, check_id, idempotency_key, if_match, parse_body, prepare,
@@ -14,12 +16,12 @@ use super::validate::{
 };
 use super::{apply, json_text_response, ApiError, AppState, AuthUser};
 use crate::protocol::{ErrorBody, ErrorCode, OpKind, OpStatus};
-use crate::store::{Filter, RawResult, WriteOp};
+use crate::store::{Filter, Page, PageQuery, RawResult, WriteOp};
 
 pub(super) async fn pull(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(collection): Path<String>,
+    ApiPath(collection): ApiPath<String>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) =
@@ -106,15 +108,14 @@ pub(crate) async fn list(
         )
         .with_limit(limits.max_filters));
     }
-    let limit = limit.min(limits.max_page_limit);
-    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-    // One extra row tells whether another page follows.
-    let mut rows = state
-        .store
-        .pull(user, collection, since, limit as i64 + 1, offset, filters)
-        .await?;
-    let has_more = rows.len() > limit;
-    rows.truncate(limit);
+    let page = PageQuery {
+        since,
+        limit: limit.min(limits.max_page_limit),
+        offset: i64::try_from(offset).unwrap_or(i64::MAX),
+        filters,
+        max_bytes: limits.max_page_bytes,
+    };
+    let Page { rows, has_more } = state.store.pull(user, collection, page).await?;
     let next_cursor = rows.last().map_or(since, |row| row.version);
     let mut body = Vec::with_capacity(rows.iter().map(|r| r.data.len() + 96).sum::<usize>() + 64);
     body.extend_from_slice(b"{\"items\":[");
@@ -133,7 +134,7 @@ pub(crate) async fn list(
 pub(super) async fn get_one(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path((collection, id)): Path<(String, String)>,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let body = read(&state, &user, &collection, &id).await?;
     Ok(json_text_response(StatusCode::OK, body))
@@ -223,7 +224,7 @@ fn result_response(result: RawResult, created: bool) -> Response {
 pub(super) async fn create(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(collection): Path<String>,
+    ApiPath(collection): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -270,7 +271,7 @@ async fn update(
 pub(super) async fn patch(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path((collection, id)): Path<(String, String)>,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -289,7 +290,7 @@ pub(super) async fn patch(
 pub(super) async fn put(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path((collection, id)): Path<(String, String)>,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -308,7 +309,7 @@ pub(super) async fn put(
 pub(super) async fn delete(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path((collection, id)): Path<(String, String)>,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers, &state.limits)?;
@@ -337,6 +338,29 @@ pub(super) async fn delete(
         ));
     }
     Ok(result_response(result, false))
+}
+
+/// [`Path`] whose rejection (a segment that is not valid percent-encoded UTF-8) answers the
+/// server's JSON error rather than axum's plain text.
+pub(super) struct ApiPath<T>(pub(super) T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(
+                rejection.status(),
+                ErrorCode::InvalidPath,
+                rejection.body_text(),
+            )),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,73 @@ use crate::protocol::{ErrorCode, OpKind, IDEMPOTENCY_KEY_HEADER, ID_KEY, RESERVE
 use crate::server::Limits;
 use crate::store::{RawResult, WriteOp};
 
+/// Names of the server's own routes (`/health`, `/ws`, `/sync/push`), which cannot be
+/// collections.
+const RESERVED_COLLECTIONS: [&str; 3] = ["health", "ws", "sync"];
+
+/// Refuses JSON text that readers could not read back (sync-server README, "Limits"): nesting
+/// deeper than `max_depth`, a number outside f64 (`1e400`, a 400-digit integer), and a
+/// `\u0000` escape (Postgres text cannot hold NUL). `text` is valid JSON (already parsed once);
+/// one pass over its bytes, without building a tree.
+pub(super) fn check_json(text: &str, max_depth: usize) -> Result<(), String> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'"' => {
+                i += 1;
+                while let Some(&inner) = bytes.get(i) {
+                    match inner {
+                        b'\\' => {
+                            if bytes.get(i + 1..i + 6) == Some(b"u0000".as_slice()) {
+                                return Err("a string contains \\u0000 (a NUL character), which \
+                                     cannot be stored"
+                                    .into());
+                            }
+                            i += 2;
+                        }
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(format!(
+                        "data is nested deeper than {max_depth} levels (max_json_depth)"
+                    ));
+                }
+                i += 1;
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while bytes
+                    .get(i)
+                    .is_some_and(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                {
+                    i += 1;
+                }
+                let token = text.get(start..i).unwrap_or_default();
+                if !token.parse::<f64>().is_ok_and(f64::is_finite) {
+                    let shown: String = token.chars().take(24).collect();
+                    return Err(format!(
+                        "number {shown} is outside the range of a 64-bit float"
+                    ));
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn check_collection(collection: &str, limits: &Limits) -> Result<(), ApiError> {
     if collection.is_empty() {
         return Err(ApiError::bad_request(
@@ -26,6 +93,15 @@ pub(super) fn check_collection(collection: &str, limits: &Limits) -> Result<(), 
         return Err(ApiError::bad_request(
             ErrorCode::InvalidCollection,
             "collection name contains a NUL character",
+        ));
+    }
+    if RESERVED_COLLECTIONS.contains(&collection) {
+        return Err(ApiError::bad_request(
+            ErrorCode::ReservedCollection,
+            format!(
+                "{collection:?} is one of the server's own routes ({}) and cannot be a collection",
+                RESERVED_COLLECTIONS.join(", ")
+            ),
         ));
     }
     if collection.len() > limits.max_collection_len {
@@ -204,7 +280,11 @@ pub(super) fn prepare(
     check_collection(&collection, limits).map_err(api_to_rejection)?;
     let data = match (kind, data) {
         (OpKind::Delete, _) => None,
-        (_, Some(raw)) if raw.get().starts_with('{') => Some(raw),
+        (_, Some(raw)) if raw.get().starts_with('{') => {
+            check_json(raw.get(), limits.max_json_depth)
+                .map_err(|message| Rejection::new(ErrorCode::InvalidData, message))?;
+            Some(raw)
+        }
         (_, Some(other)) => {
             return Err(Rejection::new(
                 ErrorCode::InvalidData,
@@ -311,6 +391,7 @@ fn api_to_rejection(err: ApiError) -> Rejection {
     let code = match err.body.code {
         code @ (ErrorCode::InvalidCollection
         | ErrorCode::CollectionTooLong
+        | ErrorCode::ReservedCollection
         | ErrorCode::InvalidId
         | ErrorCode::IdTooLong) => code,
         _ => ErrorCode::InvalidOp,
@@ -384,5 +465,33 @@ mod tests {
             api_to_rejection(ApiError::bad_request(ErrorCode::IdTooLong, "q")).code,
             ErrorCode::IdTooLong
         );
+    }
+
+    #[test]
+    fn json_readers_cannot_read_back_is_found_in_one_pass() {
+        let nested = |n: usize| format!("{{\"d\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+        let cases: Vec<(String, bool)> = vec![
+            (r#"{"a":1,"b":[1.5,-2e10,{"c":"x"}]}"#.into(), true),
+            (nested(63), true),
+            (nested(64), false),
+            (r#"{"n":1e400}"#.into(), false),
+            (r#"{"n":-1e309}"#.into(), false),
+            (format!(r#"{{"n":{}}}"#, "9".repeat(400)), false),
+            (r#"{"n":1.7976931348623157e308}"#.into(), true),
+            (r#"{"s":"a\u0000b"}"#.into(), false),
+            (r#"{"a\u0000":1}"#.into(), false),
+            // An escaped backslash followed by the text u0000 is no NUL.
+            (r#"{"s":"a\\u0000"}"#.into(), true),
+            // Brackets and digits inside strings do not count.
+            (format!(r#"{{"s":"{}1e999"}}"#, "[".repeat(100)), true),
+        ];
+        for (text, ok) in cases {
+            assert_eq!(
+                check_json(&text, 64).is_ok(),
+                ok,
+                "{}",
+                &text[..text.len().min(80)]
+            );
+        }
     }
 }

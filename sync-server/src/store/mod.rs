@@ -26,7 +26,7 @@ use diesel::{PgConnection, SqliteConnection};
 use crate::error::{Error, Result};
 
 pub(crate) use self::planner::WriteSettings;
-pub(crate) use self::rows::{Filter, IdemRow, PulledRow, RawResult, RecordRow, WriteOp};
+pub(crate) use self::rows::{Filter, IdemRow, Page, PageQuery, RawResult, RecordRow, WriteOp};
 pub(crate) use self::url::DatabaseUrl;
 pub(crate) use self::write::WriteOutcome;
 
@@ -151,17 +151,15 @@ impl Store {
         .await
     }
 
-    /// Up to `limit` records of `owner`'s collection with a version above `since`, in version
-    /// order, tombstones included, skipping the first `offset` of them.
+    /// A page of `owner`'s collection: records with a version above `page.since`, in version
+    /// order, tombstones included, skipping the first `page.offset`, cut at `page.limit` rows
+    /// or `page.max_bytes`, read in one transaction.
     pub(crate) async fn pull(
         &self,
         owner: &str,
         collection: &str,
-        since: i64,
-        limit: i64,
-        offset: i64,
-        filters: Vec<Filter>,
-    ) -> Result<Vec<PulledRow>> {
+        page: PageQuery,
+    ) -> Result<Page> {
         let backend = self.backend.clone();
         let (owner, collection) = (owner.to_owned(), collection.to_owned());
         blocking(move || match backend {
@@ -169,19 +167,13 @@ impl Store {
                 &mut *pool.get().map_err(Error::Pool)?,
                 &owner,
                 &collection,
-                since,
-                limit,
-                offset,
-                &filters,
+                &page,
             ),
             Backend::Pg(pool) => postgres::pull(
                 &mut *pool.get().map_err(Error::Pool)?,
                 &owner,
                 &collection,
-                since,
-                limit,
-                offset,
-                &filters,
+                &page,
             ),
         })
         .await

@@ -17,9 +17,10 @@ use crate::events::{EventRef, NotifyPayload, RawEvent};
 type Conn = PgConnection;
 type Db = diesel::pg::Pg;
 
+use super::rows::page_cut;
 use super::schema::{sync_idempotency as idem, sync_records as rec, sync_sequence as seq};
 use super::write::WriteConn;
-use super::{Filter, IdemRow, NotifyTarget, PulledRow, RecordRow};
+use super::{Filter, IdemRow, NotifyTarget, Page, PageQuery, RecordRow};
 
 // `get` and `pull` read the same in both backends, but Diesel's query types are per backend,
 // so each backend module has its own copy (as it has its own `WriteConn`).
@@ -43,34 +44,58 @@ pub(super) fn pull(
     conn: &mut Conn,
     owner: &str,
     collection: &str,
-    since: i64,
-    limit: i64,
-    offset: i64,
-    filters: &[Filter],
-) -> Result<Vec<PulledRow>> {
+    page: &PageQuery,
+) -> Result<Page> {
+    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+    conn.build_transaction()
+        .repeatable_read()
+        .read_only()
+        .run(|conn| {
+            // The sizes first, so a page never loads more than its byte budget (and one row).
+            let sizes: Vec<i64> = pull_query(owner, collection, page)
+                .limit(limit.saturating_add(1))
+                .offset(page.offset)
+                .select(sql::<BigInt>(
+                    "octet_length(data)::bigint + octet_length(id)::bigint",
+                ))
+                .load(conn)?;
+            let (take, has_more) = page_cut(&sizes, page.limit, page.max_bytes);
+            let rows = if take == 0 {
+                Vec::new()
+            } else {
+                pull_query(owner, collection, page)
+                    .limit(i64::try_from(take).unwrap_or(i64::MAX))
+                    .offset(page.offset)
+                    .select((
+                        rec::id,
+                        rec::data,
+                        rec::version,
+                        rec::updated_at,
+                        rec::deleted,
+                    ))
+                    .load(conn)?
+            };
+            Ok(Page { rows, has_more })
+        })
+}
+
+/// The rows of a page, in version order, before the page's cut.
+fn pull_query<'a>(
+    owner: &'a str,
+    collection: &'a str,
+    page: &'a PageQuery,
+) -> rec::BoxedQuery<'a, Db> {
     // `owner || ''` is the expression of the pull index (see the migration).
     let mut query = rec::table
-        .filter(
-            diesel::dsl::sql::<diesel::sql_types::Bool>("(owner || '') = ")
-                .bind::<diesel::sql_types::Text, _>(owner.to_owned()),
-        )
+        .filter(sql::<Bool>("(owner || '') = ").bind::<Text, _>(owner))
         .filter(rec::collection.eq(collection))
-        .filter(rec::version.gt(since))
+        .filter(rec::version.gt(page.since))
         .order(rec::version.asc())
-        .limit(limit)
-        .offset(offset)
-        .select((
-            rec::id,
-            rec::data,
-            rec::version,
-            rec::updated_at,
-            rec::deleted,
-        ))
         .into_boxed::<Db>();
-    for filter in filters {
+    for filter in &page.filters {
         query = query.filter(field_equals(filter));
     }
-    Ok(query.load(conn)?)
+    query
 }
 
 impl WriteConn for PgConnection {

@@ -296,9 +296,84 @@ impl RawResult {
     }
 }
 
+/// What one page of a pull asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PageQuery {
+    /// Records with a version above this.
+    pub(crate) since: i64,
+    /// Most rows.
+    pub(crate) limit: usize,
+    /// Rows skipped after the cursor.
+    pub(crate) offset: i64,
+    /// Equality filters.
+    pub(crate) filters: Vec<Filter>,
+    /// Most bytes of records (`Limits::max_page_bytes`); the first row always goes.
+    pub(crate) max_bytes: usize,
+}
+
+/// One page of a pull.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Page {
+    pub(crate) rows: Vec<PulledRow>,
+    /// More rows follow (past `limit` or past the byte budget).
+    pub(crate) has_more: bool,
+}
+
+/// Bytes a pulled row adds to a page besides its data and id (the managed keys).
+pub(crate) const ROW_OVERHEAD: usize = 96;
+
+/// How many of the rows with these sizes (data + id bytes, in order; one more than `limit`
+/// tells that more follow) fit a page of `limit` rows and `max_bytes`, and whether more
+/// follow. The first row always fits, so a page is never empty while rows remain.
+pub(crate) fn page_cut(sizes: &[i64], limit: usize, max_bytes: usize) -> (usize, bool) {
+    let mut used = 0usize;
+    let mut take = 0usize;
+    for size in sizes.iter().take(limit) {
+        let size = usize::try_from(*size)
+            .unwrap_or(usize::MAX)
+            .saturating_add(ROW_OVERHEAD);
+        if take > 0 && used.saturating_add(size) > max_bytes {
+            break;
+        }
+        used = used.saturating_add(size);
+        take += 1;
+    }
+    (take, sizes.len() > take)
+}
+
 /// An equality filter of a pull: top-level `field` equals `value` (compared as text).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Filter {
     pub(crate) field: String,
     pub(crate) value: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (row sizes, limit, max_bytes, (rows taken, has_more))
+    type Case = (&'static [i64], usize, usize, (usize, bool));
+
+    #[test]
+    fn a_page_is_cut_by_rows_or_bytes_whichever_comes_first() {
+        const O: i64 = ROW_OVERHEAD as i64;
+        // (sizes, limit, max_bytes) -> (take, has_more)
+        let cases: [Case; 7] = [
+            (&[], 10, 1000, (0, false)),
+            (&[10, 10], 10, 1000, (2, false)),
+            (&[10, 10, 10], 2, 1000, (2, true)),
+            (&[500 - O, 500 - O, 1], 10, 1000, (2, true)),
+            (&[500 - O, 501 - O], 10, 1000, (1, true)),
+            (&[5000], 10, 1000, (1, false)),
+            (&[i64::MAX, i64::MAX], 10, 1000, (1, true)),
+        ];
+        for (sizes, limit, max_bytes, want) in cases {
+            assert_eq!(
+                page_cut(sizes, limit, max_bytes),
+                want,
+                "{sizes:?} {limit} {max_bytes}"
+            );
+        }
+    }
 }
