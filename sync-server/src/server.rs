@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::api::{router, AppState};
-use crate::auth::{read_tokens_file, Auth};
+use crate::auth::{read_tokens_file, Auth, JwtSettings};
 use crate::error::{Error, Result};
 use crate::events::Hub;
 use crate::store::{DatabaseUrl, Store};
@@ -70,6 +70,10 @@ pub struct Limits {
     /// Deeper data is refused on the way in, since readers (serde_json's limit of 128, with
     /// the record nested in answers and events) could not read it back. Default 64.
     pub max_json_depth: usize,
+    /// Failed authentications (401s, failed WebSocket `auth`) one peer address may make per
+    /// minute; past them every request of that address that carries credentials is answered
+    /// 429 until the minute ends. Protects tokens from guessing. Default 60.
+    pub max_auth_failures_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -94,6 +98,7 @@ impl Default for Limits {
             max_subscription_bytes: 4 * 1024,
             max_page_bytes: 8 * 1024 * 1024,
             max_json_depth: 64,
+            max_auth_failures_per_minute: 60,
         }
     }
 }
@@ -104,7 +109,7 @@ impl Default for Limits {
 /// # async fn run() -> sync_server::Result<()> {
 /// let server = sync_server::SyncServer::builder()
 ///     .database("sqlite://sync.db")
-///     .token("alice", "alice-secret")
+///     .token("alice", "alice-secret-token")
 ///     .build()
 ///     .await?;
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -121,6 +126,8 @@ pub struct SyncServerBuilder {
     token_pairs: Vec<(String, String)>,
     tokens_files: Vec<PathBuf>,
     jwt_secret: Option<Vec<u8>>,
+    jwt_secret_file: Option<PathBuf>,
+    jwt: JwtSettings,
     limits: Limits,
     pool_size: Option<u32>,
 }
@@ -158,6 +165,39 @@ impl SyncServerBuilder {
     /// required.
     pub fn jwt_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         self.jwt_secret = Some(secret.into());
+        self
+    }
+
+    /// Reads the HS256 secret of JWTs from a file (surrounding whitespace is trimmed), so it
+    /// need not be on the command line.
+    pub fn jwt_secret_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.jwt_secret_file = Some(path.into());
+        self
+    }
+
+    /// Requires JWTs to carry this `iss` claim.
+    pub fn jwt_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.jwt.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Requires JWTs to carry this `aud` claim.
+    pub fn jwt_audience(mut self, audience: impl Into<String>) -> Self {
+        self.jwt.audience = Some(audience.into());
+        self
+    }
+
+    /// Clock skew allowed on a JWT's `exp` and `nbf` (default 60 s). A WebSocket session
+    /// authenticated by a JWT closes when `exp` plus this passes, unless it re-authenticates.
+    pub fn jwt_leeway(mut self, leeway: Duration) -> Self {
+        self.jwt.leeway_secs = Some(leeway.as_secs());
+        self
+    }
+
+    /// Lets a JWT whose `sub` equals a static-token user act as that user (off by default:
+    /// such a token is refused, so the two kinds of identity never share records silently).
+    pub fn jwt_subjects_share_static_users(mut self, share: bool) -> Self {
+        self.jwt.subjects_share_static_users = share;
         self
     }
 
@@ -237,8 +277,21 @@ impl SyncServerBuilder {
                 auth.add_token(user, secret)?;
             }
         }
-        if let Some(secret) = &self.jwt_secret {
-            auth.set_jwt_secret(secret)?;
+        let mut jwt_secret = self.jwt_secret;
+        if let Some(path) = &self.jwt_secret_file {
+            let text = std::fs::read(path).map_err(|source| Error::SecretFile {
+                path: path.clone(),
+                source,
+            })?;
+            let text = String::from_utf8_lossy(&text).trim().as_bytes().to_vec();
+            if jwt_secret.replace(text).is_some() {
+                return Err(Error::Config(
+                    "give the JWT secret once: --jwt-secret or --jwt-secret-file".into(),
+                ));
+            }
+        }
+        if let Some(secret) = &jwt_secret {
+            auth.set_jwt(secret, &self.jwt)?;
         }
         if !auth.is_configured() {
             return Err(Error::Config(
@@ -298,6 +351,9 @@ impl SyncServerBuilder {
             listener = Some(handle);
         }
 
+        let throttle = Arc::new(crate::throttle::AuthThrottle::new(
+            limits.max_auth_failures_per_minute,
+        ));
         Ok(SyncServer {
             state: AppState {
                 store,
@@ -305,6 +361,7 @@ impl SyncServerBuilder {
                 limits,
                 hub,
                 cancel: cancel.clone(),
+                throttle,
             },
             guard: cancel.clone().drop_guard(),
             cancel,
@@ -361,6 +418,7 @@ impl SyncServer {
             guard: _guard,
         } = self;
         let app = router(state);
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(cancel.clone().cancelled_owned())
             .await;

@@ -3,15 +3,17 @@
 //! [`crate::ws_requests`]).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
@@ -20,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{authenticate_headers, ApiError, AppState};
+use crate::auth::Session;
 use crate::events::Published;
 use crate::protocol::{ClientMessage, ErrorCode, ServerMessage, SubscriptionAction, WsRequest};
 use crate::ws_requests::InFlight;
@@ -37,6 +40,7 @@ const QUEUE_MESSAGES: usize = 1024;
 /// before the upgrade), otherwise expects an `auth` message first.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -51,13 +55,14 @@ pub(crate) async fn upgrade(
             .into_response()
         }
     };
-    let user = match authenticate_headers(&headers, &state.auth) {
-        Ok(user) => user,
+    let session = match authenticate_headers(&headers, &state.auth) {
+        Ok(session) => session,
         Err(err) => return err.into_response(),
     };
+    let peer = peer.map(|Extension(info)| info.0.ip());
     let max = state.limits.max_ws_message_bytes;
     ws.max_message_size(max)
-        .on_upgrade(move |socket| Connection::new(state, user).run(socket))
+        .on_upgrade(move |socket| Connection::new(state, session, peer).run(socket))
 }
 
 /// Source of connection ids (to skip a connection's own changes).
@@ -67,16 +72,29 @@ struct Connection {
     id: u64,
     state: AppState,
     user: Option<String>,
+    /// When the token that authenticated the connection stops being valid (Unix seconds).
+    expires_at: Option<u64>,
+    /// The peer's address, for the throttle of failed authentications.
+    peer: Option<IpAddr>,
+    /// Set by a failed `auth` message: the connection is closed.
+    failed_auth: bool,
     /// Channel (collection) -> equality filter.
     subscriptions: HashMap<String, Map<String, Value>>,
 }
 
 impl Connection {
-    fn new(state: AppState, user: Option<String>) -> Self {
+    fn new(state: AppState, session: Option<Session>, peer: Option<IpAddr>) -> Self {
+        let (user, expires_at) = match session {
+            Some(session) => (Some(session.user), session.expires_at),
+            None => (None, None),
+        };
         Self {
             id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
             state,
             user,
+            expires_at,
+            peer,
+            failed_auth: false,
             subscriptions: HashMap::new(),
         }
     }
@@ -113,6 +131,13 @@ impl Connection {
                     outbox.close(close(CLOSE_POLICY, "not authenticated"));
                     break;
                 }
+                () = session_end(self.expires_at) => {
+                    outbox.push(text(&ServerMessage::Error {
+                        message: "the token expired: reconnect with a fresh token".into(),
+                    }));
+                    outbox.close(close(CLOSE_POLICY, "token expired"));
+                    break;
+                }
                 answer = requests.next() => vec![answer],
                 incoming = stream.next() => match incoming {
                     None | Some(Err(_)) => break,
@@ -137,7 +162,12 @@ impl Connection {
                     Err(RecvError::Closed) => break,
                 },
             };
-            if !outgoing.into_iter().all(|message| outbox.push(message)) {
+            let pushed = outgoing.into_iter().all(|message| outbox.push(message));
+            if self.failed_auth {
+                outbox.close(close(CLOSE_POLICY, "authentication failed"));
+                break;
+            }
+            if !pushed {
                 tracing::info!(
                     connection = self.id,
                     limit = limits.max_ws_queue_bytes,
@@ -185,17 +215,7 @@ impl Connection {
                 "cannot read message: unknown message type {:?}: expected \"auth\", \"subscription\", \"ping\", \"pong\" or \"request\"",
                 kind.unwrap_or_default()
             )),
-            ClientMessage::Auth { token } => match self.state.auth.authenticate(&token) {
-                Some(user) => {
-                    if self.user.as_ref().is_some_and(|u| *u != user) {
-                        error("this connection is already authenticated as another user".into())
-                    } else {
-                        self.user = Some(user.clone());
-                        text(&ServerMessage::AuthOk { user })
-                    }
-                }
-                None => error("authentication failed: invalid or expired token".into()),
-            },
+            ClientMessage::Auth { token } => self.authenticate(&token),
             ClientMessage::Subscription { data } => {
                 if self.user.is_none() {
                     error("not authenticated: send {\"type\":\"auth\",\"token\":...} first".into())
@@ -233,6 +253,35 @@ impl Connection {
             }
         };
         Some(reply)
+    }
+
+    /// Handles an `auth` message. A failure closes the connection (one guess per socket) and
+    /// counts against the peer's address; a throttled address is refused without checking.
+    fn authenticate(&mut self, token: &str) -> Message {
+        if let Some(wait) = self.peer.and_then(|peer| self.state.throttle.blocked(peer)) {
+            self.failed_auth = true;
+            return error(format!(
+                "too many failed authentications from this address; retry in {} s",
+                wait.as_secs().max(1)
+            ));
+        }
+        match self.state.auth.session(token) {
+            Some(session) if self.user.as_ref().is_some_and(|u| *u != session.user) => {
+                error("this connection is already authenticated as another user".into())
+            }
+            Some(session) => {
+                self.user = Some(session.user.clone());
+                self.expires_at = session.expires_at;
+                text(&ServerMessage::AuthOk { user: session.user })
+            }
+            None => {
+                if let Some(peer) = self.peer {
+                    self.state.throttle.failed(peer);
+                }
+                self.failed_auth = true;
+                error("authentication failed: invalid or expired token".into())
+            }
+        }
     }
 
     /// Why a subscription is refused: its channel or parameters are past their limits (each
@@ -365,6 +414,18 @@ fn message_size(message: &Message) -> usize {
         Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
         Message::Close(_) => 16,
     }
+}
+
+/// Completes when a session that expires at `expires_at` (Unix seconds) has expired; never
+/// for a session without expiry.
+async fn session_end(expires_at: Option<u64>) {
+    let Some(expires_at) = expires_at else {
+        return std::future::pending().await;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    tokio::time::sleep(Duration::from_secs(expires_at.saturating_sub(now))).await;
 }
 
 /// Whether every parameter equals the record's top-level field. A string parameter also

@@ -21,6 +21,11 @@ sync_testkit::backend_matrix!(
     json_the_readers_cannot_read_back_is_refused_on_the_way_in,
     a_pull_page_stays_within_its_byte_budget,
     framework_rejections_answer_json_and_reserved_collections_are_refused,
+    short_secrets_are_refused_at_start_up,
+    a_failed_websocket_auth_closes_the_socket,
+    repeated_failed_authentications_from_one_address_are_throttled,
+    jwt_claims_are_checked_and_subjects_do_not_meet_static_users,
+    a_websocket_session_ends_when_its_jwt_expires,
 );
 
 /// `Limits::max_push_answer_bytes` by default (8 MiB).
@@ -323,5 +328,194 @@ async fn framework_rejections_answer_json_and_reserved_collections_are_refused(d
     let reply = alice.create("sync", &json!({"id": "x"})).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.body["code"], "reserved_collection", "{}", reply.body);
+    server.shutdown().await.unwrap();
+}
+
+const JWT_SECRET: &[u8] = b"a-jwt-secret-of-32-bytes-or-more";
+
+fn jwt(claims: &Value, crit: Option<Vec<String>>) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.crit = crit;
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET),
+    )
+    .unwrap()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Point 7: secrets shorter than `MIN_SECRET_BYTES` (16) are refused at start-up.
+async fn short_secrets_are_refused_at_start_up(db: TestDb) {
+    let static_token = sync_server::SyncServer::builder()
+        .database(db.url.clone())
+        .token("carol", "carol-secret")
+        .build()
+        .await;
+    let err = static_token.expect_err("a 12-byte token secret was accepted");
+    assert!(err.to_string().contains("16"), "{err}");
+    let jwt = sync_server::SyncServer::builder()
+        .database(db.url.clone())
+        .jwt_secret(b"s3cret".to_vec())
+        .build()
+        .await;
+    let err = jwt.expect_err("a 6-byte JWT secret was accepted");
+    assert!(err.to_string().contains("16"), "{err}");
+}
+
+/// Point 7: a socket whose `auth` message fails is closed (one guess per socket); it used to
+/// stay open for the next guess (110,000 guesses/s).
+async fn a_failed_websocket_auth_closes_the_socket(db: TestDb) {
+    let server = db.start().await;
+    let mut ws = ws_connect(&server, None).await;
+    ws_send(
+        &mut ws,
+        json!({"type": "auth", "token": "wrong-guess-0000"}),
+    )
+    .await;
+    let reply = ws_next(&mut ws, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(reply["type"], "error", "{reply}");
+    // Whatever is sent next, the socket ends.
+    let _ = futures_util::SinkExt::send(
+        &mut ws,
+        Message::text(json!({"type": "auth", "token": "wrong-guess-0001"}).to_string()),
+    )
+    .await;
+    let next = ws_next(&mut ws, Duration::from_secs(10)).await;
+    assert_eq!(next, None, "the socket stayed open after a failed auth");
+    server.shutdown().await.unwrap();
+}
+
+/// Point 7: past `max_auth_failures_per_minute` (60) failed authentications from one
+/// address, its requests with credentials are answered 429 with `Retry-After`; `/health`
+/// still answers.
+async fn repeated_failed_authentications_from_one_address_are_throttled(db: TestDb) {
+    let server = db.start().await;
+    let guesser = Client::new(&server, "not-a-valid-token-000");
+    let mut statuses = Vec::new();
+    for _ in 0..70 {
+        let response = guesser.request(Method::GET, "/todos").send().await.unwrap();
+        statuses.push(response.status());
+    }
+    let unauthorized = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(unauthorized, 60, "{statuses:?}");
+    let response = guesser.request(Method::GET, "/todos").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "too_many_requests");
+    // The WebSocket `auth` message of a throttled address is refused too.
+    let mut ws = ws_connect(&server, None).await;
+    ws_send(&mut ws, json!({"type": "auth", "token": ALICE.1})).await;
+    let reply = ws_next(&mut ws, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(reply["type"], "error", "{reply}");
+    let health = Client::anonymous(&server).get("/health").await;
+    assert_eq!(health.status, StatusCode::OK);
+    server.shutdown().await.unwrap();
+}
+
+/// Point 8: `nbf` in the future, an unknown `crit` header, a `sub` with control characters or
+/// over 255 bytes are refused; a JWT whose `sub` names a static-token user is refused unless
+/// `jwt_subjects_share_static_users` is set.
+async fn jwt_claims_are_checked_and_subjects_do_not_meet_static_users(db: TestDb) {
+    let server = support::start(db.builder().jwt_secret(JWT_SECRET.to_vec())).await;
+    let exp = now() + 3600;
+    let ok = jwt(&json!({"sub": "carol", "exp": exp}), None);
+    assert_eq!(
+        Client::new(&server, &ok).get("/todos").await.status,
+        StatusCode::OK
+    );
+    let refused = [
+        (
+            "nbf in an hour",
+            jwt(
+                &json!({"sub": "carol", "exp": exp, "nbf": now() + 3600}),
+                None,
+            ),
+        ),
+        (
+            "unknown crit",
+            jwt(
+                &json!({"sub": "carol", "exp": exp}),
+                Some(vec!["x-bank".into()]),
+            ),
+        ),
+        (
+            "control character",
+            jwt(&json!({"sub": "car\u{7}ol", "exp": exp}), None),
+        ),
+        (
+            "long sub",
+            jwt(&json!({"sub": "c".repeat(256), "exp": exp}), None),
+        ),
+        (
+            "static user",
+            jwt(&json!({"sub": ALICE.0, "exp": exp}), None),
+        ),
+    ];
+    for (case, token) in refused {
+        let reply = Client::new(&server, &token).get("/todos").await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{case}");
+    }
+    server.shutdown().await.unwrap();
+    let shared = support::start(
+        db.builder()
+            .jwt_secret(JWT_SECRET.to_vec())
+            .jwt_subjects_share_static_users(true)
+            .jwt_issuer("https://issuer.test")
+            .jwt_audience("sync"),
+    )
+    .await;
+    let alice = jwt(
+        &json!({"sub": ALICE.0, "exp": exp, "iss": "https://issuer.test", "aud": "sync"}),
+        None,
+    );
+    let reply = Client::new(&shared, &alice).get("/todos").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let no_issuer = jwt(&json!({"sub": "carol", "exp": exp, "aud": "sync"}), None);
+    let reply = Client::new(&shared, &no_issuer).get("/todos").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    shared.shutdown().await.unwrap();
+}
+
+/// Point 8: a WebSocket session authenticated by a JWT ends when the token's `exp` (plus the
+/// 60 s leeway) passes; it used to stay open for good.
+async fn a_websocket_session_ends_when_its_jwt_expires(db: TestDb) {
+    let server = support::start(db.builder().jwt_secret(JWT_SECRET.to_vec())).await;
+    // Expired 55 s ago: still valid for the 60 s leeway, so the session ends in ~5 s.
+    let token = jwt(&json!({"sub": "carol", "exp": now() - 55}), None);
+    let mut ws = ws_connect(&server, Some(&token)).await;
+    ws_subscribe(&mut ws, "todos", json!({})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut ended = false;
+    while tokio::time::Instant::now() < deadline {
+        match ws_next(&mut ws, Duration::from_secs(1)).await {
+            Some(message) if message["type"] == "error" => {}
+            Some(other) => panic!("unexpected {other}"),
+            None => {
+                // `None` is also a quiet second: the socket must be closed, not idle.
+                if futures_util::SinkExt::send(&mut ws, Message::text(r#"{"type":"ping"}"#))
+                    .await
+                    .is_err()
+                {
+                    ended = true;
+                    break;
+                }
+                if let Ok(None | Some(Err(_) | Ok(Message::Close(_)))) =
+                    tokio::time::timeout(Duration::from_millis(500), ws.next()).await
+                {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+    }
+    assert!(ended, "the session outlived its token by 30 s");
     server.shutdown().await.unwrap();
 }

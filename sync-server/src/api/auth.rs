@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
 use super::{ApiError, AppState};
-use crate::auth::{bearer_token, Auth};
+use crate::auth::{bearer_token, Auth, Session};
 
 /// The user of the request's bearer token.
 #[derive(Debug, Clone)]
@@ -17,7 +17,7 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         authenticate_headers(&parts.headers, &state.auth)?
-            .map(AuthUser)
+            .map(|session| AuthUser(session.user))
             .ok_or_else(|| {
                 ApiError::unauthorized("missing bearer token: send `Authorization: Bearer <token>`")
             })
@@ -29,14 +29,14 @@ impl FromRequestParts<AppState> for AuthUser {
 pub(crate) fn authenticate_headers(
     headers: &HeaderMap,
     auth: &Auth,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<Session>, ApiError> {
     let Some(value) = headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
     let token = value.to_str().ok().and_then(bearer_token).ok_or_else(|| {
         ApiError::unauthorized("malformed Authorization header: expected `Bearer <token>`")
     })?;
-    auth.authenticate(token)
+    auth.session(token)
         .map(Some)
         .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))
 }

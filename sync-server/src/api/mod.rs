@@ -25,6 +25,7 @@ use crate::events::Hub;
 use crate::protocol::{ErrorCode, Health};
 use crate::server::Limits;
 use crate::store::{RawResult, Store, WriteOp, WriteSettings};
+use crate::throttle::AuthThrottle;
 
 pub(crate) use self::auth::{authenticate_headers, AuthUser};
 pub(crate) use self::error::ApiError;
@@ -39,6 +40,8 @@ pub(crate) struct AppState {
     pub(crate) limits: Limits,
     pub(crate) hub: Hub,
     pub(crate) cancel: CancellationToken,
+    /// Failed authentications per peer address.
+    pub(crate) throttle: Arc<AuthThrottle>,
 }
 
 /// Builds the router of the whole API.
@@ -71,7 +74,49 @@ pub(crate) fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            throttle_auth,
+        ))
         .with_state(state)
+}
+
+/// Answers 429 to a request with credentials from a peer address that failed to authenticate
+/// too often, and counts the 401s answered (see `throttle.rs`). A router embedded without
+/// connection info (no peer address) is not throttled.
+async fn throttle_auth(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    // A WebSocket without a header authenticates by message; `ws.rs` throttles that.
+    let has_credentials = request
+        .headers()
+        .contains_key(axum::http::header::AUTHORIZATION);
+    if let (Some(peer), true) = (peer, has_credentials) {
+        if let Some(wait) = state.throttle.blocked(peer) {
+            let secs = wait.as_secs().max(1);
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                format!("too many failed authentications from this address; retry in {secs} s"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+            return response;
+        }
+    }
+    let response = next.run(request).await;
+    if let (Some(peer), StatusCode::UNAUTHORIZED) = (peer, response.status()) {
+        state.throttle.failed(peer);
+    }
+    response
 }
 
 async fn health() -> Json<Health> {
