@@ -24,7 +24,7 @@ use sync_server::SyncServer;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 
-const TOKEN: &str = "alice-token";
+const TOKEN: &str = "alice-secret-token";
 const WARMUP: usize = 50;
 
 /// The DESIGN.md model (its `rest(post(...))` attribute only affects per-op REST calls).

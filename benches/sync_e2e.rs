@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 use sync_server::{RunningServer, SyncServer};
 
 const USER: &str = "alice";
-const TOKEN: &str = "alice-token";
+const TOKEN: &str = "alice-secret-token";
 const PUSH_BATCH: usize = 500;
 const PULL_PAGE: usize = 1000;
 const SEED_CHUNK: usize = 1000;

@@ -1,11 +1,11 @@
 //! An offline-first todo list on the command line.
 //!
 //! ```text
-//! cargo run -p sync-server -- --database sqlite://sync.db --token alice:secret
-//! cargo run --example todo -- --token secret add "Buy milk" --priority 2 --tag home
+//! cargo run -p sync-server -- --database sqlite://sync.db --token alice:alice-secret-token
+//! cargo run --example todo -- --token alice-secret-token add "Buy milk" --priority 2 --tag home
 //! cargo run --example todo -- list --open
-//! cargo run --example todo -- --token secret sync
-//! cargo run --example todo -- --token secret watch
+//! cargo run --example todo -- --token alice-secret-token sync
+//! cargo run --example todo -- --token alice-secret-token watch
 //! ```
 //!
 //! Every command works on the local database (`--db`, default `todo.db`);

@@ -9,7 +9,7 @@ mod todo_cli;
 
 use sync_server::{RunningServer, SyncServer};
 
-const TOKEN: &str = "alice-secret";
+const TOKEN: &str = "alice-secret-token";
 
 async fn server(dir: &std::path::Path) -> RunningServer {
     SyncServer::builder()

@@ -45,7 +45,7 @@ pub struct QuickstartOutcome {
 }
 
 const USER: &str = "alice";
-const TOKEN: &str = "alice-secret";
+const TOKEN: &str = "alice-secret-token";
 const ID: &str = "todo-1";
 /// Longest wait for anything the quickstart expects to happen.
 const WAIT: Duration = Duration::from_secs(10);

@@ -55,8 +55,8 @@ pub struct Cli {
 }
 
 const AFTER_HELP: &str = "Start a server first, e.g.:
-  cargo run -p sync-server -- --database sqlite://sync.db --token alice:secret
-then: todo --token secret add \"Buy milk\" && todo --token secret sync";
+  cargo run -p sync-server -- --database sqlite://sync.db --token alice:alice-secret-token
+then: todo --token alice-secret-token add \"Buy milk\" && todo --token alice-secret-token sync";
 
 #[derive(Debug, Subcommand)]
 enum Command {

@@ -139,6 +139,12 @@ error_codes! {
     BatchTooLarge => "batch_too_large",
     /// Too many requests in progress; retry later (429).
     TooManyRequests => "too_many_requests",
+    /// The endpoint exists but not with this HTTP method (405).
+    MethodNotAllowed => "method_not_allowed",
+    /// The URL path cannot be read (bad percent-encoding, not UTF-8).
+    InvalidPath => "invalid_path",
+    /// The collection name is one of the server's own routes (`health`, `ws`, `sync`).
+    ReservedCollection => "reserved_collection",
 }
 
 impl From<&str> for ErrorCode {

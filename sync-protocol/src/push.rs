@@ -110,12 +110,22 @@ pub struct OpResult {
     /// The record after the op (applied) or the current record (conflict).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<Record>,
+    /// The server left `record` out to keep its answer within a byte budget (sync-server's
+    /// `max_push_answer_bytes`). `version` is still set: a client that needs the record
+    /// (a conflict to settle, an applied op whose row takes the server copy) fetches it with
+    /// `GET /{collection}/{id}` (or the WebSocket `get` request).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub record_omitted: bool,
     /// Why the op was rejected, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Why the op was rejected (or `conflict`), for programs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<ErrorCode>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Body of the `POST /sync/push` response: one result per op, in order.
@@ -213,12 +223,15 @@ mod tests {
         let rejected =
             r#"{"status":"rejected","error":"no record \"x\" in \"todos\"","code":"not_found"}"#;
         let conflict = r#"{"status":"conflict","version":9,"record":{"id":"t1"},"error":"version conflict","code":"conflict"}"#;
-        let text = format!(r#"{{"results":[{applied},{rejected},{conflict}]}}"#);
+        let omitted = r#"{"status":"conflict","version":9,"record_omitted":true,"error":"version conflict","code":"conflict"}"#;
+        let text = format!(r#"{{"results":[{applied},{rejected},{conflict},{omitted}]}}"#);
         let parsed: PushResponse = serde_json::from_str(&text).expect("parses");
         assert_eq!(parsed.results[0].status, OpStatus::Applied);
         assert_eq!(parsed.results[0].version, Some(5));
         assert_eq!(parsed.results[1].code, Some(ErrorCode::NotFound));
         assert_eq!(parsed.results[2].code, Some(ErrorCode::Conflict));
+        assert!(!parsed.results[2].record_omitted);
+        assert!(parsed.results[3].record_omitted && parsed.results[3].record.is_none());
         assert_eq!(serde_json::to_string(&parsed).expect("serialises"), text);
     }
 

@@ -24,7 +24,7 @@ use sync_server::SyncServer;
 
 const PUSH_BATCH: usize = 500;
 const PULL_PAGE: usize = 1000;
-const TOKEN: &str = "bench-token";
+const TOKEN: &str = "bench-secret-token";
 /// Interleaved rounds; the best of each is reported.
 const ROUNDS: usize = 3;
 

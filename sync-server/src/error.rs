@@ -23,6 +23,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The JWT secret file could not be read.
+    #[error("cannot read JWT secret file {path}")]
+    SecretFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The database URL does not name a supported database.
     #[error(
         "unsupported database URL {0:?}: use sqlite://PATH (or a plain file path) or postgres://..."

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -50,10 +51,18 @@ impl ChangeEvent {
     }
 }
 
+/// An event as the hub sends it: serialised once, shared by every connection that sends it.
+#[derive(Debug)]
+pub(crate) struct Published {
+    pub(crate) event: ChangeEvent,
+    /// The JSON text of `event.message`.
+    pub(crate) text: Utf8Bytes,
+}
+
 /// Fan-out of committed events to this instance's WebSocket connections.
 #[derive(Debug, Clone)]
 pub(crate) struct Hub {
-    tx: broadcast::Sender<Arc<ChangeEvent>>,
+    tx: broadcast::Sender<Arc<Published>>,
 }
 
 impl Hub {
@@ -67,15 +76,22 @@ impl Hub {
         self.tx.receiver_count() > 0
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.tx.subscribe()
     }
 
     /// Sends committed events; call only after the transaction that made them committed.
     pub(crate) fn publish(&self, events: impl IntoIterator<Item = ChangeEvent>) {
         for event in events {
+            let text = match serde_json::to_string(&event.message) {
+                Ok(text) => Utf8Bytes::from(text),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot encode an event");
+                    continue;
+                }
+            };
             // An error only means nobody listens right now.
-            let _ = self.tx.send(Arc::new(event));
+            let _ = self.tx.send(Arc::new(Published { event, text }));
         }
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! let server = SyncServer::builder()
 //!     .database("sqlite://sync.db")
-//!     .token("alice", "alice-secret")
+//!     .token("alice", "alice-secret-token")
 //!     .build()
 //!     .await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -30,13 +30,14 @@
 
 #![warn(missing_docs)]
 
+mod api;
 mod auth;
 mod error;
 mod events;
-mod http;
 mod listener;
 mod server;
 mod store;
+mod throttle;
 mod ws;
 mod ws_requests;
 
@@ -44,6 +45,6 @@ mod ws_requests;
 /// (`sync-core`) uses too.
 pub use sync_protocol as protocol;
 
-pub use self::auth::Auth;
+pub use self::auth::{Auth, JwtSettings, MIN_SECRET_BYTES};
 pub use self::error::{Error, Result};
 pub use self::server::{Limits, RunningServer, SyncServer, SyncServerBuilder, DEFAULT_DATABASE};

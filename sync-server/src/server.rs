@@ -9,10 +9,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::auth::{read_tokens_file, Auth};
+use crate::api::{router, AppState};
+use crate::auth::{read_tokens_file, Auth, JwtSettings};
 use crate::error::{Error, Result};
 use crate::events::Hub;
-use crate::http::{router, AppState};
 use crate::store::{DatabaseUrl, Store};
 
 /// Request limits. Requests beyond them get a JSON error and change nothing.
@@ -45,6 +45,35 @@ pub struct Limits {
     /// Most requests (`{"type":"request"}`) one WebSocket connection may have in progress;
     /// beyond, a request is answered 429 at once. Default 32.
     pub max_ws_requests_in_flight: usize,
+    /// Bytes of records one push answer carries (`POST /sync/push`, WebSocket `push`); past
+    /// them a result carries its version and `record_omitted: true` instead of the record
+    /// (the first record always goes). Protects the server from building an answer of
+    /// `ops x record size`. Default 8 MiB.
+    pub max_push_answer_bytes: usize,
+    /// Bytes queued for one WebSocket connection (answers and events it has not read yet);
+    /// a connection past it is dropped (close 1013 when possible) and its client's
+    /// reconnect and catch-up pull repair the gap. Protects the server from a peer that stops
+    /// reading. Default 4 MiB.
+    pub max_ws_queue_bytes: usize,
+    /// Time one write to a WebSocket may take before the connection is dropped. Default 10 s.
+    pub ws_write_timeout: Duration,
+    /// Most parameters (equality filters) of one subscription. Default 16.
+    pub max_subscription_parameters: usize,
+    /// Largest JSON of one subscription's parameters in bytes. Default 4 KiB. With
+    /// `max_ws_subscriptions` it bounds what one socket keeps (256 x 4 KiB).
+    pub max_subscription_bytes: usize,
+    /// Bytes of records one pull page carries (REST and WebSocket `pull`/`query`); a page is
+    /// cut there with `has_more` (its first record always goes). Protects the server from
+    /// loading `max_page_limit` large records for one request. Default 8 MiB.
+    pub max_page_bytes: usize,
+    /// Deepest nesting of arrays and objects in record data (the data object is level 1).
+    /// Deeper data is refused on the way in, since readers (serde_json's limit of 128, with
+    /// the record nested in answers and events) could not read it back. Default 64.
+    pub max_json_depth: usize,
+    /// Failed authentications (401s, failed WebSocket `auth`) one peer address may make per
+    /// minute; past them every request of that address that carries credentials is answered
+    /// 429 until the minute ends. Protects tokens from guessing. Default 60.
+    pub max_auth_failures_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -62,6 +91,14 @@ impl Default for Limits {
             max_ws_subscriptions: 256,
             ws_auth_timeout: Duration::from_secs(30),
             max_ws_requests_in_flight: 32,
+            max_push_answer_bytes: 8 * 1024 * 1024,
+            max_ws_queue_bytes: 4 * 1024 * 1024,
+            ws_write_timeout: Duration::from_secs(10),
+            max_subscription_parameters: 16,
+            max_subscription_bytes: 4 * 1024,
+            max_page_bytes: 8 * 1024 * 1024,
+            max_json_depth: 64,
+            max_auth_failures_per_minute: 60,
         }
     }
 }
@@ -72,7 +109,7 @@ impl Default for Limits {
 /// # async fn run() -> sync_server::Result<()> {
 /// let server = sync_server::SyncServer::builder()
 ///     .database("sqlite://sync.db")
-///     .token("alice", "alice-secret")
+///     .token("alice", "alice-secret-token")
 ///     .build()
 ///     .await?;
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -89,6 +126,8 @@ pub struct SyncServerBuilder {
     token_pairs: Vec<(String, String)>,
     tokens_files: Vec<PathBuf>,
     jwt_secret: Option<Vec<u8>>,
+    jwt_secret_file: Option<PathBuf>,
+    jwt: JwtSettings,
     limits: Limits,
     pool_size: Option<u32>,
 }
@@ -129,6 +168,39 @@ impl SyncServerBuilder {
         self
     }
 
+    /// Reads the HS256 secret of JWTs from a file (surrounding whitespace is trimmed), so it
+    /// need not be on the command line.
+    pub fn jwt_secret_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.jwt_secret_file = Some(path.into());
+        self
+    }
+
+    /// Requires JWTs to carry this `iss` claim.
+    pub fn jwt_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.jwt.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Requires JWTs to carry this `aud` claim.
+    pub fn jwt_audience(mut self, audience: impl Into<String>) -> Self {
+        self.jwt.audience = Some(audience.into());
+        self
+    }
+
+    /// Clock skew allowed on a JWT's `exp` and `nbf` (default 60 s). A WebSocket session
+    /// authenticated by a JWT closes when `exp` plus this passes, unless it re-authenticates.
+    pub fn jwt_leeway(mut self, leeway: Duration) -> Self {
+        self.jwt.leeway_secs = Some(leeway.as_secs());
+        self
+    }
+
+    /// Lets a JWT whose `sub` equals a static-token user act as that user (off by default:
+    /// such a token is refused, so the two kinds of identity never share records silently).
+    pub fn jwt_subjects_share_static_users(mut self, share: bool) -> Self {
+        self.jwt.subjects_share_static_users = share;
+        self
+    }
+
     /// Replaces all request limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -150,6 +222,30 @@ impl SyncServerBuilder {
     /// Longest record id in bytes.
     pub fn max_id_len(mut self, len: usize) -> Self {
         self.limits.max_id_len = len;
+        self
+    }
+
+    /// Bytes of records one push answer carries (see [`Limits::max_push_answer_bytes`]).
+    pub fn max_push_answer_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_push_answer_bytes = bytes;
+        self
+    }
+
+    /// Bytes queued for one WebSocket connection (see [`Limits::max_ws_queue_bytes`]).
+    pub fn max_ws_queue_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_ws_queue_bytes = bytes;
+        self
+    }
+
+    /// Time one WebSocket write may take (see [`Limits::ws_write_timeout`]).
+    pub fn ws_write_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.ws_write_timeout = timeout;
+        self
+    }
+
+    /// Bytes of records one pull page carries (see [`Limits::max_page_bytes`]).
+    pub fn max_page_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_page_bytes = bytes;
         self
     }
 
@@ -181,8 +277,21 @@ impl SyncServerBuilder {
                 auth.add_token(user, secret)?;
             }
         }
-        if let Some(secret) = &self.jwt_secret {
-            auth.set_jwt_secret(secret)?;
+        let mut jwt_secret = self.jwt_secret;
+        if let Some(path) = &self.jwt_secret_file {
+            let text = std::fs::read(path).map_err(|source| Error::SecretFile {
+                path: path.clone(),
+                source,
+            })?;
+            let text = String::from_utf8_lossy(&text).trim().as_bytes().to_vec();
+            if jwt_secret.replace(text).is_some() {
+                return Err(Error::Config(
+                    "give the JWT secret once: --jwt-secret or --jwt-secret-file".into(),
+                ));
+            }
+        }
+        if let Some(secret) = &jwt_secret {
+            auth.set_jwt(secret, &self.jwt)?;
         }
         if !auth.is_configured() {
             return Err(Error::Config(
@@ -205,6 +314,11 @@ impl SyncServerBuilder {
                 "max_ws_requests_in_flight",
                 limits.max_ws_requests_in_flight,
             ),
+            ("max_push_answer_bytes", limits.max_push_answer_bytes),
+            ("max_ws_queue_bytes", limits.max_ws_queue_bytes),
+            ("max_subscription_bytes", limits.max_subscription_bytes),
+            ("max_page_bytes", limits.max_page_bytes),
+            ("max_json_depth", limits.max_json_depth),
         ] {
             if value == 0 {
                 return Err(Error::Config(format!("limit {name} must be above 0")));
@@ -237,6 +351,9 @@ impl SyncServerBuilder {
             listener = Some(handle);
         }
 
+        let throttle = Arc::new(crate::throttle::AuthThrottle::new(
+            limits.max_auth_failures_per_minute,
+        ));
         Ok(SyncServer {
             state: AppState {
                 store,
@@ -244,6 +361,7 @@ impl SyncServerBuilder {
                 limits,
                 hub,
                 cancel: cancel.clone(),
+                throttle,
             },
             guard: cancel.clone().drop_guard(),
             cancel,
@@ -300,6 +418,7 @@ impl SyncServer {
             guard: _guard,
         } = self;
         let app = router(state);
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(cancel.clone().cancelled_owned())
             .await;

@@ -3,41 +3,66 @@
 //! [`crate::ws_requests`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::events::ChangeEvent;
-use crate::http::{authenticate_headers, AppState};
-use crate::protocol::{ClientMessage, ServerMessage, SubscriptionAction, WsRequest};
+use crate::api::{authenticate_headers, ApiError, AppState};
+use crate::auth::Session;
+use crate::events::Published;
+use crate::protocol::{ClientMessage, ErrorCode, ServerMessage, SubscriptionAction, WsRequest};
 use crate::ws_requests::InFlight;
 
 /// Close code for a connection that never authenticated.
 const CLOSE_POLICY: u16 = 1008;
 /// Close code when the server shuts down.
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for a connection dropped because it did not read what it was sent.
+const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Messages the outgoing queue holds at most, whatever their size (bytes are bounded too).
+const QUEUE_MESSAGES: usize = 1024;
 
 /// `GET /ws`: authenticates by the `Authorization` header when present (a bad header is a 401
 /// before the upgrade), otherwise expects an `auth` message first.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let user = match authenticate_headers(&headers, &state.auth) {
-        Ok(user) => user,
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::new(
+                rejection.status(),
+                ErrorCode::InvalidRequest,
+                format!("{}: /ws takes a WebSocket upgrade", rejection.body_text()),
+            )
+            .into_response()
+        }
+    };
+    let session = match authenticate_headers(&headers, &state.auth) {
+        Ok(session) => session,
         Err(err) => return err.into_response(),
     };
+    let peer = peer.map(|Extension(info)| info.0.ip());
     let max = state.limits.max_ws_message_bytes;
     ws.max_message_size(max)
-        .on_upgrade(move |socket| Connection::new(state, user).run(socket))
+        .on_upgrade(move |socket| Connection::new(state, session, peer).run(socket))
 }
 
 /// Source of connection ids (to skip a connection's own changes).
@@ -47,40 +72,70 @@ struct Connection {
     id: u64,
     state: AppState,
     user: Option<String>,
+    /// When the token that authenticated the connection stops being valid (Unix seconds).
+    expires_at: Option<u64>,
+    /// The peer's address, for the throttle of failed authentications.
+    peer: Option<IpAddr>,
+    /// Set by a failed `auth` message: the connection is closed.
+    failed_auth: bool,
     /// Channel (collection) -> equality filter.
     subscriptions: HashMap<String, Map<String, Value>>,
 }
 
 impl Connection {
-    fn new(state: AppState, user: Option<String>) -> Self {
+    fn new(state: AppState, session: Option<Session>, peer: Option<IpAddr>) -> Self {
+        let (user, expires_at) = match session {
+            Some(session) => (Some(session.user), session.expires_at),
+            None => (None, None),
+        };
         Self {
             id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
             state,
             user,
+            expires_at,
+            peer,
+            failed_auth: false,
             subscriptions: HashMap::new(),
         }
     }
 
     async fn run(mut self, socket: WebSocket) {
-        let (mut sink, mut stream) = socket.split();
+        let (sink, mut stream) = socket.split();
+        let limits = self.state.limits.clone();
+        // The socket has one writer task with a bounded queue and a deadline per write, so
+        // this loop never blocks on a peer that stops reading: events keep being drained from
+        // the hub, the auth deadline holds, and a peer that falls too far behind is dropped.
+        let stop = CancellationToken::new();
+        let (outbox, writer) = Outbox::spawn(
+            sink,
+            limits.max_ws_queue_bytes,
+            limits.ws_write_timeout,
+            stop.clone(),
+        );
         let mut events = self.state.hub.subscribe();
         let mut requests = InFlight::new();
         let cancel = self.state.cancel.clone();
-        let auth_deadline = tokio::time::sleep(self.state.limits.ws_auth_timeout);
+        let auth_deadline = tokio::time::sleep(limits.ws_auth_timeout);
         tokio::pin!(auth_deadline);
-        'serve: loop {
-            // This loop is the socket's only writer: responses and events go out whole and in
-            // the order they are ready.
+        loop {
             let outgoing: Vec<Message> = tokio::select! {
+                () = stop.cancelled() => break,
                 () = cancel.cancelled() => {
-                    let _ = sink.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                    outbox.close(close(CLOSE_GOING_AWAY, "server shutting down"));
                     break;
                 }
                 () = &mut auth_deadline, if self.user.is_none() => {
-                    let _ = sink.send(text(&ServerMessage::Error {
+                    outbox.push(text(&ServerMessage::Error {
                         message: "authentication timed out: send {\"type\":\"auth\",\"token\":...} first".into(),
-                    })).await;
-                    let _ = sink.send(close(CLOSE_POLICY, "not authenticated")).await;
+                    }));
+                    outbox.close(close(CLOSE_POLICY, "not authenticated"));
+                    break;
+                }
+                () = session_end(self.expires_at) => {
+                    outbox.push(text(&ServerMessage::Error {
+                        message: "the token expired: reconnect with a fresh token".into(),
+                    }));
+                    outbox.close(close(CLOSE_POLICY, "token expired"));
                     break;
                 }
                 answer = requests.next() => vec![answer],
@@ -107,15 +162,28 @@ impl Connection {
                     Err(RecvError::Closed) => break,
                 },
             };
-            for message in outgoing {
-                if sink.send(message).await.is_err() {
-                    break 'serve;
-                }
+            let pushed = outgoing.into_iter().all(|message| outbox.push(message));
+            if self.failed_auth {
+                outbox.close(close(CLOSE_POLICY, "authentication failed"));
+                break;
+            }
+            if !pushed {
+                tracing::info!(
+                    connection = self.id,
+                    limit = limits.max_ws_queue_bytes,
+                    "dropping a WebSocket connection that does not read what it is sent"
+                );
+                stop.cancel();
+                break;
             }
         }
         // Writes already started finish (and publish their events) even without a socket.
         drop(events);
+        drop(outbox);
         requests.finish().await;
+        if let Err(err) = writer.await {
+            tracing::error!(error = %err, "WebSocket writer task failed");
+        }
     }
 
     fn handle(&mut self, body: &str, requests: &mut InFlight) -> Option<Message> {
@@ -147,22 +215,14 @@ impl Connection {
                 "cannot read message: unknown message type {:?}: expected \"auth\", \"subscription\", \"ping\", \"pong\" or \"request\"",
                 kind.unwrap_or_default()
             )),
-            ClientMessage::Auth { token } => match self.state.auth.authenticate(&token) {
-                Some(user) => {
-                    if self.user.as_ref().is_some_and(|u| *u != user) {
-                        error("this connection is already authenticated as another user".into())
-                    } else {
-                        self.user = Some(user.clone());
-                        text(&ServerMessage::AuthOk { user })
-                    }
-                }
-                None => error("authentication failed: invalid or expired token".into()),
-            },
+            ClientMessage::Auth { token } => self.authenticate(&token),
             ClientMessage::Subscription { data } => {
                 if self.user.is_none() {
                     error("not authenticated: send {\"type\":\"auth\",\"token\":...} first".into())
                 } else if data.channel.is_empty() {
                     error("subscription channel is empty".into())
+                } else if let Some(refused) = self.refuse_subscription(&data) {
+                    error(refused)
                 } else {
                     match data.action {
                         SubscriptionAction::Subscribe => {
@@ -195,7 +255,69 @@ impl Connection {
         Some(reply)
     }
 
-    fn deliver(&self, event: &Arc<ChangeEvent>) -> Option<Message> {
+    /// Handles an `auth` message. A failure closes the connection (one guess per socket) and
+    /// counts against the peer's address; a throttled address is refused without checking.
+    fn authenticate(&mut self, token: &str) -> Message {
+        if let Some(wait) = self.peer.and_then(|peer| self.state.throttle.blocked(peer)) {
+            self.failed_auth = true;
+            return error(format!(
+                "too many failed authentications from this address; retry in {} s",
+                wait.as_secs().max(1)
+            ));
+        }
+        match self.state.auth.session(token) {
+            Some(session) if self.user.as_ref().is_some_and(|u| *u != session.user) => {
+                error("this connection is already authenticated as another user".into())
+            }
+            Some(session) => {
+                self.user = Some(session.user.clone());
+                self.expires_at = session.expires_at;
+                text(&ServerMessage::AuthOk { user: session.user })
+            }
+            None => {
+                if let Some(peer) = self.peer {
+                    self.state.throttle.failed(peer);
+                }
+                self.failed_auth = true;
+                error("authentication failed: invalid or expired token".into())
+            }
+        }
+    }
+
+    /// Why a subscription is refused: its channel or parameters are past their limits (each
+    /// socket holds up to `max_ws_subscriptions` of them).
+    fn refuse_subscription(&self, data: &crate::protocol::Subscription) -> Option<String> {
+        let limits = &self.state.limits;
+        if data.action == SubscriptionAction::Unsubscribe {
+            return None;
+        }
+        if data.channel.len() > limits.max_collection_len {
+            return Some(format!(
+                "subscription channel is {} bytes; the limit is {} (max_collection_len)",
+                data.channel.len(),
+                limits.max_collection_len
+            ));
+        }
+        if data.parameters.len() > limits.max_subscription_parameters {
+            return Some(format!(
+                "{} subscription parameters; the limit is {} (max_subscription_parameters)",
+                data.parameters.len(),
+                limits.max_subscription_parameters
+            ));
+        }
+        let bytes = serde_json::to_vec(&data.parameters).map_or(usize::MAX, |text| text.len());
+        if bytes > limits.max_subscription_bytes {
+            return Some(format!(
+                "subscription parameters are {bytes} bytes of JSON; the limit is {} \
+                 (max_subscription_bytes)",
+                limits.max_subscription_bytes
+            ));
+        }
+        None
+    }
+
+    fn deliver(&self, published: &Arc<Published>) -> Option<Message> {
+        let event = &published.event;
         let user = self.user.as_ref()?;
         if *user != event.owner || event.origin == Some(self.id) {
             return None;
@@ -204,14 +326,106 @@ impl Connection {
         if !matches_filter(&event.message.data, filter) {
             return None;
         }
-        match serde_json::to_string(&event.message) {
-            Ok(body) => Some(Message::Text(Utf8Bytes::from(body))),
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot encode an event");
-                None
-            }
-        }
+        // Serialised once by the hub; a clone shares the bytes.
+        Some(Message::Text(published.text.clone()))
     }
+}
+
+/// The queue in front of a socket's writer task, bounded in bytes (`max_ws_queue_bytes`).
+struct Outbox {
+    tx: mpsc::Sender<(Message, usize)>,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    /// Starts the writer task of `sink`. It sends queued messages in order, each within
+    /// `write_timeout`; a failed or late write, or `stop`, ends it (and cancels `stop`).
+    fn spawn(
+        mut sink: SplitSink<WebSocket, Message>,
+        max_bytes: usize,
+        write_timeout: Duration,
+        stop: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<(Message, usize)>(QUEUE_MESSAGES);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let sent = queued.clone();
+        let writer = tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => {
+                        // Dropped as too slow while idle: say why, briefly.
+                        let bye = close(CLOSE_TRY_AGAIN_LATER, "too slow: reconnect and pull");
+                        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(bye)).await;
+                        break;
+                    }
+                    next = rx.recv() => next,
+                };
+                let Some((message, size)) = next else { break };
+                let closing = matches!(message, Message::Close(_));
+                let written = tokio::select! {
+                    // Mid-frame: the socket is dropped, not closed cleanly.
+                    () = stop.cancelled() => break,
+                    written = tokio::time::timeout(write_timeout, sink.send(message)) => written,
+                };
+                sent.fetch_sub(size, Ordering::AcqRel);
+                if !matches!(written, Ok(Ok(()))) || closing {
+                    break;
+                }
+            }
+            stop.cancel();
+        });
+        let outbox = Self {
+            tx,
+            queued,
+            max_bytes,
+        };
+        (outbox, writer)
+    }
+
+    /// Queues a message; `false` when the peer is too far behind (the queue is full).
+    fn push(&self, message: Message) -> bool {
+        let size = message_size(&message);
+        let before = self.queued.fetch_add(size, Ordering::AcqRel);
+        // One message always fits an empty queue: an answer may be larger than the queue's
+        // budget (a page or push answer of up to 8 MiB); the queue bounds the backlog.
+        if before > 0 && before.saturating_add(size) > self.max_bytes {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return false;
+        }
+        if self.tx.try_send((message, size)).is_err() {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Queues a close frame as the last message, even past the byte limit (it is small).
+    fn close(&self, message: Message) {
+        let _ = self.tx.try_send((message, 0));
+    }
+}
+
+/// Bytes a queued message holds.
+fn message_size(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
+        Message::Close(_) => 16,
+    }
+}
+
+/// Completes when a session that expires at `expires_at` (Unix seconds) has expired; never
+/// for a session without expiry.
+async fn session_end(expires_at: Option<u64>) {
+    let Some(expires_at) = expires_at else {
+        return std::future::pending().await;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    tokio::time::sleep(Duration::from_secs(expires_at.saturating_sub(now))).await;
 }
 
 /// Whether every parameter equals the record's top-level field. A string parameter also

@@ -35,7 +35,7 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value};
 use tokio::task::{Id, JoinSet};
 
-use crate::http::{self, ApiError, AppState};
+use crate::api::{self, ApiError, AppState};
 use crate::protocol::{ErrorBody, ErrorCode, RequestId, WsMethod, WsResponse};
 
 /// Requests of one connection that are in progress.
@@ -82,7 +82,7 @@ impl InFlight {
         let body = message.get("body").cloned().unwrap_or(Value::Null);
         let method = match WsMethod::from_name(method) {
             Some(WsMethod::Health) => {
-                let body = serde_json::to_vec(&http::health_body()).unwrap_or_default();
+                let body = serde_json::to_vec(&api::health_body()).unwrap_or_default();
                 return Some(response(&id, StatusCode::OK, &body));
             }
             Some(method) => method,
@@ -186,7 +186,7 @@ async fn run(
         WsMethod::Push => {
             let body = serde_json::to_vec(&body)
                 .map_err(|err| ApiError::internal(&crate::Error::Corrupt(err.to_string())))?;
-            http::push_batch(state, user, &body, Some(connection)).await
+            api::push_batch(state, user, &body, Some(connection)).await
         }
         WsMethod::Pull => {
             let mut body = object(body, "pull")?;
@@ -198,7 +198,7 @@ async fn run(
             if let Some(limit) = scalar(body.remove("limit"), "limit")? {
                 params.push(("limit".to_owned(), limit));
             }
-            http::list(state, user, &collection, params).await
+            api::list(state, user, &collection, params).await
         }
         WsMethod::Query => {
             let mut body = object(body, "query")?;
@@ -210,7 +210,7 @@ async fn run(
             if let Some(offset) = scalar(body.remove("offset"), "offset")? {
                 params.push(("offset".to_owned(), offset));
             }
-            http::list(state, user, &collection, params).await
+            api::list(state, user, &collection, params).await
         }
         WsMethod::Get => {
             let body = object(body, "get")?;
@@ -224,9 +224,9 @@ async fn run(
                     ))
                 }
             };
-            http::read(state, user, &collection, &id).await
+            api::read(state, user, &collection, &id).await
         }
-        WsMethod::Health => Ok(serde_json::to_vec(&http::health_body()).unwrap_or_default()),
+        WsMethod::Health => Ok(serde_json::to_vec(&api::health_body()).unwrap_or_default()),
     }
 }
 

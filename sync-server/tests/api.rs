@@ -620,7 +620,7 @@ async fn restart_keeps_records_and_idempotency_keys(db: TestDb) {
 }
 
 async fn jwt_tokens_authenticate_by_sub(db: TestDb) {
-    let secret = b"jwt-test-secret";
+    let secret = b"jwt-test-secret-of-32-bytes-long";
     let server = support::start(db.builder().jwt_secret(secret.to_vec())).await;
     let make = |sub: &str, exp_offset: i64, key: &[u8]| {
         let exp = chrono::Utc::now().timestamp() + exp_offset;

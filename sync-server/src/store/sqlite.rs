@@ -4,7 +4,7 @@ use diesel::connection::SimpleConnection;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection};
-use diesel::sql_types::{Bool, Text};
+use diesel::sql_types::{BigInt, Bool, Text};
 use diesel::SqliteConnection;
 use diesel_migrations::MigrationHarness;
 
@@ -15,7 +15,161 @@ use crate::events::RawEvent;
 type Conn = SqliteConnection;
 type Db = diesel::sqlite::Sqlite;
 
-include!("ops.rs");
+use super::rows::page_cut;
+use super::schema::{sync_idempotency as idem, sync_records as rec, sync_sequence as seq};
+use super::write::WriteConn;
+use super::{Filter, IdemRow, NotifyTarget, Page, PageQuery, RecordRow};
+
+// `get` and `pull` read the same in both backends, but Diesel's query types are per backend,
+// so each backend module has its own copy (as it has its own `WriteConn`).
+
+pub(super) fn get(
+    conn: &mut Conn,
+    owner: &str,
+    collection: &str,
+    id: &str,
+) -> Result<Option<RecordRow>> {
+    Ok(rec::table
+        .filter(rec::owner.eq(owner))
+        .filter(rec::collection.eq(collection))
+        .filter(rec::id.eq(id))
+        .select(RecordRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub(super) fn pull(
+    conn: &mut Conn,
+    owner: &str,
+    collection: &str,
+    page: &PageQuery,
+) -> Result<Page> {
+    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+    conn.transaction(|conn| {
+        // The sizes first, so a page never loads more than its byte budget (and one row).
+        let sizes: Vec<i64> = pull_query(owner, collection, page)
+            .limit(limit.saturating_add(1))
+            .offset(page.offset)
+            .select(sql::<BigInt>(
+                "length(CAST(data AS BLOB)) + length(CAST(id AS BLOB))",
+            ))
+            .load(conn)?;
+        let (take, has_more) = page_cut(&sizes, page.limit, page.max_bytes);
+        let rows = if take == 0 {
+            Vec::new()
+        } else {
+            pull_query(owner, collection, page)
+                .limit(i64::try_from(take).unwrap_or(i64::MAX))
+                .offset(page.offset)
+                .select((
+                    rec::id,
+                    rec::data,
+                    rec::version,
+                    rec::updated_at,
+                    rec::deleted,
+                ))
+                .load(conn)?
+        };
+        Ok(Page { rows, has_more })
+    })
+}
+
+/// The rows of a page, in version order, before the page's cut.
+fn pull_query<'a>(
+    owner: &'a str,
+    collection: &'a str,
+    page: &'a PageQuery,
+) -> rec::BoxedQuery<'a, Db> {
+    // `owner || ''` is the expression of the pull index (see the migration).
+    let mut query = rec::table
+        .filter(sql::<Bool>("(owner || '') = ").bind::<Text, _>(owner))
+        .filter(rec::collection.eq(collection))
+        .filter(rec::version.gt(page.since))
+        .order(rec::version.asc())
+        .into_boxed::<Db>();
+    for filter in &page.filters {
+        query = query.filter(field_equals(filter));
+    }
+    query
+}
+
+impl WriteConn for SqliteConnection {
+    fn write_transaction<T>(&mut self, f: impl FnOnce(&mut Self, i64) -> Result<T>) -> Result<T> {
+        write_transaction(self, f)
+    }
+
+    fn savepoint<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        // A nested transaction is a savepoint.
+        self.transaction(f)
+    }
+
+    fn load_records(
+        &mut self,
+        owner: &str,
+        collection: &str,
+        ids: &[&str],
+    ) -> Result<Vec<RecordRow>> {
+        load_records(self, owner, collection, ids)
+    }
+
+    fn load_keys(&mut self, owner: &str, keys: &[&str]) -> Result<Vec<IdemRow>> {
+        load_keys(self, owner, keys)
+    }
+
+    fn load_held_keys(&mut self, owner: &str, keys: &[&str]) -> Result<Vec<RecordRow>> {
+        load_held_keys(self, owner, keys)
+    }
+
+    fn delete_records(&mut self, owner: &str, collection: &str, ids: &[&str]) -> Result<()> {
+        diesel::delete(
+            rec::table
+                .filter(rec::owner.eq(owner))
+                .filter(rec::collection.eq(collection))
+                .filter(rec::id.eq_any(ids)),
+        )
+        .execute(self)?;
+        Ok(())
+    }
+
+    fn insert_records(&mut self, rows: Vec<RecordRow>) -> Result<()> {
+        insert_records(self, rows)
+    }
+
+    fn insert_keys(&mut self, rows: Vec<IdemRow>) -> Result<()> {
+        insert_keys(self, rows)
+    }
+
+    fn store_key_result(
+        &mut self,
+        owner: &str,
+        key: &str,
+        version: i64,
+        result: &str,
+    ) -> Result<usize> {
+        Ok(diesel::update(
+            idem::table
+                .filter(idem::owner.eq(owner))
+                .filter(idem::idem_key.eq(key))
+                .filter(idem::record_version.eq(version)),
+        )
+        .set((
+            idem::result.eq(result),
+            idem::record_version.eq(None::<i64>),
+        ))
+        .execute(self)?)
+    }
+
+    fn set_head_version(&mut self, version: i64) -> Result<()> {
+        diesel::update(seq::table.filter(seq::id.eq(1)))
+            .set(seq::head_version.eq(version))
+            .execute(self)?;
+        Ok(())
+    }
+
+    fn before_commit(&mut self, events: &[RawEvent], notify: Option<&NotifyTarget>) -> Result<()> {
+        before_commit(self, events, notify)
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Pragmas;

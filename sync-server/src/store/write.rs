@@ -1,85 +1,86 @@
-// Statements shared by the SQLite and Postgres modules.
-//
-// This file is `include!`d by `sqlite.rs` and `postgres.rs`, so the same code is compiled
-// against each concrete connection type (Diesel's generic bounds across backends would drown
-// the logic). The including module defines `Conn`, `Db`, `write_transaction`, `field_equals`
-// `load_records`, `load_keys`, `load_held_keys`, `insert_records`, `insert_keys` and
-// `before_commit`.
+//! The write path shared by both backends: load what a batch touches, plan it
+//! ([`Planner`]), write the plan, all in one transaction under the version lock
+//! (ARCHITECTURE.md, "Storage and versions"). Each backend implements [`WriteConn`], the few
+//! statements that differ (how the lock is taken, how lists of ids are bound, how rows are
+//! inserted, the Postgres NOTIFY).
 
 use std::collections::{HashMap, HashSet};
 
-use super::schema::{sync_idempotency as idem, sync_records as rec, sync_sequence as seq};
-use super::{
-    ids_by_collection, Filter, IdemRow, NotifyTarget, Plan, Planner, PulledRow, RawResult,
-    RecordRow, WriteOp, WriteOutcome,
-};
+use super::planner::{Plan, Planner, WriteSettings};
+use super::rows::{IdemRow, RawResult, RecordRow, WriteOp};
+use super::NotifyTarget;
+use crate::error::{Error, Result};
+use crate::events::RawEvent;
 use crate::protocol::{OpKind, OpStatus};
+
+/// The `updated_at` of rows written now: RFC 3339, milliseconds, UTC.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
 
 /// Ids per `IN (...)` list.
 const IDS_PER_SELECT: usize = 1000;
 
-pub(super) fn get(
-    conn: &mut Conn,
-    owner: &str,
-    collection: &str,
-    id: &str,
-) -> Result<Option<RecordRow>> {
-    Ok(rec::table
-        .filter(rec::owner.eq(owner))
-        .filter(rec::collection.eq(collection))
-        .filter(rec::id.eq(id))
-        .select(RecordRow::as_select())
-        .first(conn)
-        .optional()?)
+/// What a committed write produced.
+#[derive(Debug)]
+pub(crate) struct WriteOutcome {
+    /// One result per op, in order.
+    pub(crate) results: Vec<RawResult>,
+    /// Change events of the applied ops, in version order; publish only after commit.
+    pub(crate) events: Vec<RawEvent>,
 }
 
-pub(super) fn pull(
-    conn: &mut Conn,
-    owner: &str,
-    collection: &str,
-    since: i64,
-    limit: i64,
-    offset: i64,
-    filters: &[Filter],
-) -> Result<Vec<PulledRow>> {
-    // `owner || ''` is the expression of the pull index (see the migration).
-    let mut query = rec::table
-        .filter(
-            diesel::dsl::sql::<diesel::sql_types::Bool>("(owner || '') = ")
-                .bind::<diesel::sql_types::Text, _>(owner.to_owned()),
-        )
-        .filter(rec::collection.eq(collection))
-        .filter(rec::version.gt(since))
-        .order(rec::version.asc())
-        .limit(limit)
-        .offset(offset)
-        .select((
-            rec::id,
-            rec::data,
-            rec::version,
-            rec::updated_at,
-            rec::deleted,
-        ))
-        .into_boxed::<Db>();
-    for filter in filters {
-        query = query.filter(field_equals(filter));
-    }
-    Ok(query.load(conn)?)
+/// The statements of the write path that each backend writes its own way.
+pub(super) trait WriteConn: Sized {
+    /// Runs `f` in a transaction that holds the version lock from its start; `f` gets the
+    /// current head version.
+    fn write_transaction<T>(&mut self, f: impl FnOnce(&mut Self, i64) -> Result<T>) -> Result<T>;
+    /// Runs `f` in a savepoint of the current transaction, rolled back if `f` fails.
+    fn savepoint<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T>;
+    /// The rows of `ids` in one collection of `owner`.
+    fn load_records(
+        &mut self,
+        owner: &str,
+        collection: &str,
+        ids: &[&str],
+    ) -> Result<Vec<RecordRow>>;
+    /// The `sync_idempotency` rows among `keys`.
+    fn load_keys(&mut self, owner: &str, keys: &[&str]) -> Result<Vec<IdemRow>>;
+    /// The record rows of `owner` that hold one of `keys`.
+    fn load_held_keys(&mut self, owner: &str, keys: &[&str]) -> Result<Vec<RecordRow>>;
+    /// Deletes the rows of `ids` in one collection of `owner`.
+    fn delete_records(&mut self, owner: &str, collection: &str, ids: &[&str]) -> Result<()>;
+    /// Inserts record rows.
+    fn insert_records(&mut self, rows: Vec<RecordRow>) -> Result<()>;
+    /// Inserts `sync_idempotency` rows.
+    fn insert_keys(&mut self, rows: Vec<IdemRow>) -> Result<()>;
+    /// Stores the full result of a lazy key row that names `version`; returns the rows changed.
+    fn store_key_result(
+        &mut self,
+        owner: &str,
+        key: &str,
+        version: i64,
+        result: &str,
+    ) -> Result<usize>;
+    /// Sets the head of the version sequence.
+    fn set_head_version(&mut self, version: i64) -> Result<()>;
+    /// Last step before commit (Postgres: queue the NOTIFY of `events`).
+    fn before_commit(&mut self, events: &[RawEvent], notify: Option<&NotifyTarget>) -> Result<()>;
 }
 
-pub(super) fn write(
-    conn: &mut Conn,
+pub(super) fn write<C: WriteConn>(
+    conn: &mut C,
     owner: &str,
     ops: &[WriteOp],
-    want_events: bool,
+    settings: WriteSettings,
     notify: Option<&NotifyTarget>,
 ) -> Result<WriteOutcome> {
-    write_transaction(conn, |conn, current_version| {
+    conn.write_transaction(|conn, current_version| {
         if ops.iter().all(|op| op.kind == OpKind::Create)
             && load_table_keys(conn, owner, ops)?.is_empty()
         {
             if let Some(outcome) =
-                write_fresh_creates(conn, owner, ops, current_version, want_events, notify)?
+                write_fresh_creates(conn, owner, ops, current_version, settings, notify)?
             {
                 return Ok(outcome);
             }
@@ -100,7 +101,7 @@ pub(super) fn write(
         let mut loaded = Vec::new();
         for (collection, ids) in ids_by_collection(slots) {
             for chunk in ids.chunks(IDS_PER_SELECT) {
-                loaded.extend(load_records(conn, owner, collection, chunk)?);
+                loaded.extend(conn.load_records(owner, collection, chunk)?);
             }
         }
 
@@ -108,7 +109,7 @@ pub(super) fn write(
             .iter()
             .map(|row| (row.collection.clone(), row.id.clone()))
             .collect();
-        let mut planner = Planner::new(owner, current_version, loaded, stored, want_events);
+        let mut planner = Planner::new(owner, current_version, now(), loaded, stored, settings);
         let results = ops
             .iter()
             .map(|op| planner.apply(op))
@@ -128,39 +129,42 @@ pub(super) fn write(
         }
         for (collection, ids) in replaced {
             for chunk in ids.chunks(IDS_PER_SELECT) {
-                diesel::delete(
-                    rec::table
-                        .filter(rec::owner.eq(owner))
-                        .filter(rec::collection.eq(collection))
-                        .filter(rec::id.eq_any(chunk.to_vec())),
-                )
-                .execute(conn)?;
+                conn.delete_records(owner, collection, chunk)?;
             }
         }
-        insert_records(conn, std::mem::take(&mut plan.rows))?;
+        conn.insert_records(std::mem::take(&mut plan.rows))?;
         finish_write(conn, owner, current_version, plan, results, notify)
     })
 }
 
 /// The rows of `sync_idempotency` among the ops' keys.
-fn load_table_keys(conn: &mut Conn, owner: &str, ops: &[WriteOp]) -> Result<Vec<IdemRow>> {
+fn load_table_keys<C: WriteConn>(
+    conn: &mut C,
+    owner: &str,
+    ops: &[WriteOp],
+) -> Result<Vec<IdemRow>> {
     let keys: Vec<&str> = ops.iter().filter_map(|op| op.key.as_deref()).collect();
     let mut stored = Vec::new();
     for chunk in keys.chunks(IDS_PER_SELECT) {
-        stored.extend(load_keys(conn, owner, chunk)?);
+        stored.extend(conn.load_keys(owner, chunk)?);
     }
     Ok(stored)
 }
 
 /// The stored idempotency keys among the ops' keys: rows of `sync_idempotency`, and keys that
 /// live on the record row their op wrote.
-fn load_stored_keys(conn: &mut Conn, owner: &str, ops: &[WriteOp]) -> Result<Vec<IdemRow>> {
+fn load_stored_keys<C: WriteConn>(
+    conn: &mut C,
+    owner: &str,
+    ops: &[WriteOp],
+) -> Result<Vec<IdemRow>> {
     let keys: Vec<&str> = ops.iter().filter_map(|op| op.key.as_deref()).collect();
     let mut stored = Vec::new();
     for chunk in keys.chunks(IDS_PER_SELECT) {
-        stored.extend(load_keys(conn, owner, chunk)?);
+        stored.extend(conn.load_keys(owner, chunk)?);
         let in_table: HashSet<&str> = stored.iter().map(|k| k.idem_key.as_str()).collect();
-        let held: Vec<IdemRow> = load_held_keys(conn, owner, chunk)?
+        let held: Vec<IdemRow> = conn
+            .load_held_keys(owner, chunk)?
             .iter()
             .filter_map(RecordRow::held_key)
             .filter(|key| !in_table.contains(key.idem_key.as_str()))
@@ -177,15 +181,22 @@ fn load_stored_keys(conn: &mut Conn, owner: &str, ops: &[WriteOp]) -> Result<Vec
 /// tombstone) or a key is held, the insert fails on that index and is rolled back to its
 /// savepoint; a plan that did not apply every op (an id twice) is not inserted. `None` then
 /// sends the batch the usual way, which reads records and keys and answers each op.
-fn write_fresh_creates(
-    conn: &mut Conn,
+fn write_fresh_creates<C: WriteConn>(
+    conn: &mut C,
     owner: &str,
     ops: &[WriteOp],
     current_version: i64,
-    want_events: bool,
+    settings: WriteSettings,
     notify: Option<&NotifyTarget>,
 ) -> Result<Option<WriteOutcome>> {
-    let mut planner = Planner::new(owner, current_version, Vec::new(), Vec::new(), want_events);
+    let mut planner = Planner::new(
+        owner,
+        current_version,
+        now(),
+        Vec::new(),
+        Vec::new(),
+        settings,
+    );
     let results = ops
         .iter()
         .map(|op| planner.apply(op))
@@ -195,8 +206,7 @@ fn write_fresh_creates(
     }
     let mut plan = planner.finish();
     let rows = std::mem::take(&mut plan.rows);
-    // A nested transaction is a savepoint.
-    match conn.transaction(|conn| insert_records(conn, rows)) {
+    match conn.savepoint(|conn| conn.insert_records(rows)) {
         Ok(()) => finish_write(conn, owner, current_version, plan, results, notify).map(Some),
         Err(Error::Database(diesel::result::Error::DatabaseError(
             diesel::result::DatabaseErrorKind::UniqueViolation,
@@ -207,33 +217,22 @@ fn write_fresh_creates(
 }
 
 /// Writes what a planned batch adds besides its record rows, and queues its events.
-fn finish_write(
-    conn: &mut Conn,
+fn finish_write<C: WriteConn>(
+    conn: &mut C,
     owner: &str,
     current_version: i64,
     plan: Plan,
     results: Vec<RawResult>,
     notify: Option<&NotifyTarget>,
 ) -> Result<WriteOutcome> {
-    insert_keys(conn, plan.new_keys)?;
+    conn.insert_keys(plan.new_keys)?;
     for done in plan.materialized {
         if done.held {
-            diesel::insert_into(idem::table)
-                .values(done.row)
-                .execute(conn)?;
+            conn.insert_keys(vec![done.row])?;
             continue;
         }
-        let updated = diesel::update(
-            idem::table
-                .filter(idem::owner.eq(owner))
-                .filter(idem::idem_key.eq(&done.row.idem_key))
-                .filter(idem::record_version.eq(done.version)),
-        )
-        .set((
-            idem::result.eq(&done.row.result),
-            idem::record_version.eq(None::<i64>),
-        ))
-        .execute(conn)?;
+        let updated =
+            conn.store_key_result(owner, &done.row.idem_key, done.version, &done.row.result)?;
         if updated == 0 {
             // The record names a key it does not hold and no row stores: changing the record
             // would lose the key's first result for good.
@@ -246,13 +245,25 @@ fn finish_write(
         }
     }
     if plan.last_version != current_version {
-        diesel::update(seq::table.filter(seq::id.eq(1)))
-            .set(seq::head_version.eq(plan.last_version))
-            .execute(conn)?;
+        conn.set_head_version(plan.last_version)?;
     }
-    before_commit(conn, &plan.events, notify)?;
+    conn.before_commit(&plan.events, notify)?;
     Ok(WriteOutcome {
         results,
         events: plan.events,
     })
+}
+
+/// The distinct ids of `slots` (collection, id), by collection.
+fn ids_by_collection<'a>(
+    slots: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> HashMap<&'a str, Vec<&'a str>> {
+    let mut by: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (collection, id) in slots {
+        if seen.insert((collection, id)) {
+            by.entry(collection).or_default().push(id);
+        }
+    }
+    by
 }

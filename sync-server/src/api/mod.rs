@@ -1,0 +1,175 @@
+//! The REST API (ARCHITECTURE.md, "sync-server"), in the order a request meets it: the router
+//! and shared state here, then [`auth`] (who is asking), [`validate`] (what may be written),
+//! [`records`] (REST reads and writes of one record, and pages) and [`push`] (batch push). The
+//! WebSocket requests (`ws_requests.rs`) call the same functions.
+
+mod auth;
+mod error;
+mod push;
+mod records;
+mod validate;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Auth;
+use crate::events::Hub;
+use crate::protocol::{ErrorCode, Health};
+use crate::server::Limits;
+use crate::store::{RawResult, Store, WriteOp, WriteSettings};
+use crate::throttle::AuthThrottle;
+
+pub(crate) use self::auth::{authenticate_headers, AuthUser};
+pub(crate) use self::error::ApiError;
+pub(crate) use self::push::push_batch;
+pub(crate) use self::records::{list, read};
+
+/// Shared state of every request handler and WebSocket connection.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) store: Store,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) limits: Limits,
+    pub(crate) hub: Hub,
+    pub(crate) cancel: CancellationToken,
+    /// Failed authentications per peer address.
+    pub(crate) throttle: Arc<AuthThrottle>,
+}
+
+/// Builds the router of the whole API.
+pub(crate) fn router(state: AppState) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/sync/push", post(push::push))
+        .route("/{collection}", get(records::pull).post(records::create))
+        .route(
+            "/{collection}/{id}",
+            get(records::get_one)
+                .patch(records::patch)
+                .put(records::put)
+                .delete(records::delete),
+        )
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::MethodNotAllowed,
+                "this endpoint does not take this HTTP method",
+            )
+        })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "no such endpoint",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            throttle_auth,
+        ))
+        .with_state(state)
+}
+
+/// Answers 429 to a request with credentials from a peer address that failed to authenticate
+/// too often, and counts the 401s answered (see `throttle.rs`). A router embedded without
+/// connection info (no peer address) is not throttled.
+async fn throttle_auth(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    // A WebSocket without a header authenticates by message; `ws.rs` throttles that.
+    let has_credentials = request
+        .headers()
+        .contains_key(axum::http::header::AUTHORIZATION);
+    if let (Some(peer), true) = (peer, has_credentials) {
+        if let Some(wait) = state.throttle.blocked(peer) {
+            let secs = wait.as_secs().max(1);
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                format!("too many failed authentications from this address; retry in {secs} s"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+            return response;
+        }
+    }
+    let response = next.run(request).await;
+    if let (Some(peer), StatusCode::UNAUTHORIZED) = (peer, response.status()) {
+        state.throttle.failed(peer);
+    }
+    response
+}
+
+async fn health() -> Json<Health> {
+    Json(health_body())
+}
+
+/// Body of a health answer.
+pub(crate) fn health_body() -> Health {
+    Health::ok()
+}
+
+fn json_text_response(status: StatusCode, text: Vec<u8>) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, "application/json")],
+        Body::from(text),
+    )
+        .into_response()
+}
+
+/// Applies validated ops in one transaction and publishes their events after commit, to
+/// every connection of the user but `origin` (the WebSocket connection that asked).
+async fn apply(
+    state: &AppState,
+    user: &str,
+    ops: Vec<WriteOp>,
+    origin: Option<u64>,
+) -> Result<Vec<RawResult>, ApiError> {
+    if ops.is_empty() {
+        return Ok(Vec::new());
+    }
+    let settings = WriteSettings {
+        want_events: state.hub.has_listeners() || state.store.notify_target().is_some(),
+        answer_budget: state.limits.max_push_answer_bytes,
+    };
+    let outcome = state.store.write(user, ops, settings).await?;
+    // On Postgres events are made for the NOTIFY even when nobody here listens; records are
+    // parsed for this instance's connections only when there are some.
+    if state.hub.has_listeners() {
+        state
+            .hub
+            .publish(outcome.events.into_iter().filter_map(|raw| {
+                match raw.into_change_event() {
+                    Ok(mut event) => {
+                        event.origin = origin;
+                        Some(event)
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "event of a committed write has an invalid record");
+                        None
+                    }
+                }
+            }));
+    }
+    Ok(outcome.results)
+}
