@@ -465,7 +465,13 @@ async fn pulled_row_never_overwrites_a_pending_edit() {
 }
 
 async fn two_clients_conflict(strategy: ConflictStrategy) -> (Todo, Todo, serde_json::Value) {
-    let server = Server::start().await;
+    two_clients_conflict_on(Server::start().await, strategy).await
+}
+
+async fn two_clients_conflict_on(
+    server: Server,
+    strategy: ConflictStrategy,
+) -> (Todo, Todo, serde_json::Value) {
     let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
     let mut options = fast_options();
     options.auto_sync = false;
@@ -523,6 +529,65 @@ async fn conflict_server_wins() {
     assert_eq!(a.priority, 5);
     assert!(!a.is_completed, "b's edits are dropped");
     assert_eq!(server["title"], "title from a");
+}
+
+/// Guards against: a conflict whose current record the server left out of its push answer
+/// (sync-server's `max_push_answer_bytes`, here 1 byte: every record after the first is
+/// omitted). The client fetches those records and settles the conflicts as usual; it used to
+/// take the whole answer as bad and retry the batch forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_whose_record_was_omitted_is_fetched_and_settled() {
+    let server = Server::start_with_answer_budget(1).await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.conflict_strategy = ConflictStrategy::MergeFields;
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options.clone())
+        .build()
+        .await
+        .unwrap();
+    let b = client_builder(&server.url(), &db_b, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let ids = ["o1", "o2", "o3"];
+    for id in ids {
+        a.save(&todo(id, "original")).await.unwrap();
+    }
+    a.sync_all().await.unwrap();
+    b.sync_all().await.unwrap();
+    for id in ids {
+        let mut ea = a.get::<Todo>(id).await.unwrap().unwrap();
+        ea.priority = 5;
+        a.save(&ea).await.unwrap();
+        let mut eb = b.get::<Todo>(id).await.unwrap().unwrap();
+        eb.is_completed = true;
+        b.save(&eb).await.unwrap();
+    }
+    a.sync_all().await.unwrap();
+    let report = b.sync_all().await.unwrap();
+    assert_eq!(report.conflicts, 3, "{report:?}");
+    a.sync_all().await.unwrap();
+    for id in ids {
+        let ra = a.get::<Todo>(id).await.unwrap().unwrap();
+        let rb = b.get::<Todo>(id).await.unwrap().unwrap();
+        assert_eq!(ra, rb, "{id}");
+        assert_eq!(
+            (ra.priority, ra.is_completed),
+            (5, true),
+            "{id}: both edits merged"
+        );
+    }
+    assert!(b.failed_ops().await.unwrap().is_empty());
+    assert_eq!(b.status().borrow().pending_changes, 0);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 /// Guards against: a ClientWins that lets the server copy through; both clients and the

@@ -13,8 +13,8 @@ use sync_protocol::{PullPage, PushRequest, PushResponse, IDEMPOTENCY_KEY_HEADER}
 
 use crate::disposition::Disposition;
 use crate::remote::{
-    parse_remote_record, push_outcomes, wire_ops, ModelRoute, PullMode, PushItem, PushKind,
-    PushOutcome, Remote, RemoteError, RemotePage, Traffic,
+    fetch_omitted, parse_remote_record, push_outcomes, wire_ops, ModelRoute, PullMode, PushItem,
+    PushKind, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
 };
 use crate::rest::{RestMethod, RestRequest};
 use crate::store::RemoteRecord;
@@ -381,7 +381,8 @@ impl HttpRemote {
         }
         let parsed: PushResponse = serde_json::from_slice(&response.raw)
             .map_err(|e| RemoteError::BadResponse(format!("push response: {e}")))?;
-        let outcomes = push_outcomes(route, items.len(), parsed)?;
+        let (mut outcomes, omitted) = push_outcomes(route, items.len(), parsed)?;
+        fetch_omitted(self, route, items, &mut outcomes, omitted).await;
         Ok((outcomes, traffic))
     }
 

@@ -330,11 +330,15 @@ pub(crate) fn wire_ops<'a>(
 }
 
 /// Reads a push response body: exactly one outcome per op, in order.
+/// Reads a push answer: one outcome per op, and the positions of conflicts whose current
+/// record the server left out (`record_omitted`, to keep its answer within a byte budget).
+/// Those stand as transient outcomes until [`fetch_omitted`] replaces them with the fetched
+/// record, so an op whose record cannot be fetched is simply tried again.
 pub(crate) fn push_outcomes(
     route: &ModelRoute,
     count: usize,
     parsed: PushResponse,
-) -> Result<Vec<PushOutcome>, RemoteError> {
+) -> Result<(Vec<PushOutcome>, Vec<usize>), RemoteError> {
     if parsed.results.len() != count {
         return Err(RemoteError::BadResponse(format!(
             "push response has {} results for {count} ops",
@@ -342,7 +346,8 @@ pub(crate) fn push_outcomes(
         )));
     }
     let mut outcomes = Vec::with_capacity(count);
-    for result in parsed.results {
+    let mut omitted = Vec::new();
+    for (index, result) in parsed.results.into_iter().enumerate() {
         let record = match result.record {
             Some(object) => Some(parse_remote_record(route.schema, object)?),
             None => None,
@@ -357,6 +362,15 @@ pub(crate) fn push_outcomes(
             },
             OpStatus::Conflict => match record {
                 Some(current) => PushOutcome::Conflict { current },
+                None if result.record_omitted => {
+                    omitted.push(index);
+                    PushOutcome::Transient {
+                        message: "conflict: the server left the current record out and it \
+                                  could not be fetched"
+                            .to_owned(),
+                        retry_after: None,
+                    }
+                }
                 None => {
                     return Err(RemoteError::BadResponse(
                         "conflict result without the current record".into(),
@@ -372,7 +386,30 @@ pub(crate) fn push_outcomes(
             },
         });
     }
-    Ok(outcomes)
+    Ok((outcomes, omitted))
+}
+
+/// Fetches the current records [`push_outcomes`] found omitted and turns those outcomes into
+/// conflicts; one that cannot be fetched (gone since, or an error) stays transient.
+pub(crate) async fn fetch_omitted<R: Remote + ?Sized>(
+    remote: &R,
+    route: &ModelRoute,
+    items: &[PushItem],
+    outcomes: &mut [PushOutcome],
+    omitted: Vec<usize>,
+) {
+    for index in omitted {
+        let (Some(item), Some(slot)) = (items.get(index), outcomes.get_mut(index)) else {
+            continue;
+        };
+        match remote.fetch(route, &item.id).await {
+            Ok(Some(current)) => *slot = PushOutcome::Conflict { current },
+            Ok(None) => {}
+            Err(err) => {
+                tracing::debug!(id = %item.id, error = %err, "fetching an omitted conflict record failed");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -485,9 +522,13 @@ mod tests {
             {"status": "conflict", "version": 5, "record": {"id": "n2", "title": "b", "version": 5}, "error": "version conflict", "code": "conflict"},
             {"status": "rejected", "code": "quota_exceeded"},
             {"status": "rejected", "error": "no record", "code": "not_found"},
+            {"status": "conflict", "version": 6, "record_omitted": true, "code": "conflict"},
         ]}))
         .unwrap();
-        let outcomes = push_outcomes(&route(), 4, parsed.clone()).unwrap();
+        let (outcomes, omitted) = push_outcomes(&route(), 5, parsed.clone()).unwrap();
+        // An omitted record is fetched by the caller; until then the op is only retried.
+        assert_eq!(omitted, [4]);
+        assert!(matches!(&outcomes[4], PushOutcome::Transient { .. }));
         assert!(
             matches!(&outcomes[0], PushOutcome::Applied { version: 3, record: Some(r) } if r.id == "n1")
         );
@@ -508,6 +549,14 @@ mod tests {
         );
         assert!(matches!(
             push_outcomes(&route(), 3, parsed),
+            Err(RemoteError::BadResponse(_))
+        ));
+        // A conflict with neither the record nor the omitted flag cannot be settled.
+        let bare: PushResponse =
+            serde_json::from_value(json!({"results": [{"status": "conflict", "version": 2}]}))
+                .unwrap();
+        assert!(matches!(
+            push_outcomes(&route(), 1, bare),
             Err(RemoteError::BadResponse(_))
         ));
     }

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::realtime::WebSocketConfig;
 use crate::remote::{
-    parse_remote_record, push_outcomes, wire_ops, ChangeFeed, ModelRoute, PushItem, PushOutcome,
-    Remote, RemoteError, RemotePage, Traffic,
+    fetch_omitted, parse_remote_record, push_outcomes, wire_ops, ChangeFeed, ModelRoute, PushItem,
+    PushOutcome, Remote, RemoteError, RemotePage, Traffic,
 };
 use crate::ws_driver::{Driver, Session};
 
@@ -204,7 +204,8 @@ impl Remote for WebSocketRemote {
         let (body, traffic) = self.ok_body(WsMethod::Push, PushRequest { ops }).await?;
         let parsed = serde_json::from_value(body)
             .map_err(|e| RemoteError::BadResponse(format!("push response: {e}")))?;
-        let outcomes = push_outcomes(route, items.len(), parsed)?;
+        let (mut outcomes, omitted) = push_outcomes(route, items.len(), parsed)?;
+        fetch_omitted(self, route, items, &mut outcomes, omitted).await;
         Ok((outcomes, traffic))
     }
 

@@ -29,9 +29,18 @@ pub struct Server {
     pub running: Option<RunningServer>,
     pub addr: std::net::SocketAddr,
     max_id_len: Option<usize>,
+    push_answer_budget: Option<usize>,
 }
 
 impl Server {
+    /// A server whose push answers carry at most `bytes` of records (the rest are omitted).
+    pub async fn start_with_answer_budget(bytes: usize) -> Server {
+        let mut server = Server::start().await;
+        server.push_answer_budget = Some(bytes);
+        server.restart().await;
+        server
+    }
+
     pub async fn start() -> Server {
         Server::start_with(None).await
     }
@@ -45,6 +54,7 @@ impl Server {
             running: None,
             addr,
             max_id_len,
+            push_answer_budget: None,
         };
         server.running = Some(server.spawn(listener).await);
         server
@@ -58,6 +68,9 @@ impl Server {
             .token(BOB.0, BOB.1);
         if let Some(n) = self.max_id_len {
             builder = builder.max_id_len(n);
+        }
+        if let Some(bytes) = self.push_answer_budget {
+            builder = builder.max_push_answer_bytes(bytes);
         }
         builder.build().await.unwrap().spawn(listener).unwrap()
     }
