@@ -214,3 +214,139 @@ async fn ids_that_are_dot_segments_are_refused_at_save() {
     assert!(sync.get::<Todo>("fine").await.unwrap().is_none());
     sync.shutdown().await.unwrap();
 }
+
+/// Guards against: one record that does not fit the model stopping that model's pull on every
+/// device, forever (a web client wrote `"title": 5`). The record is quarantined (event, status,
+/// `quarantined()`), the cursor moves past it, the records around it arrive, and a later
+/// version that fits supersedes it. `retry_quarantined` applies what fits the model now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_does_not_fit_the_model_is_quarantined_and_the_pull_goes_on() {
+    let server = Server::start().await;
+    let http = reqwest::Client::new();
+    let wire = |id: &str, title: serde_json::Value| {
+        let mut value = serde_json::to_value(todo(id, "x")).unwrap();
+        value["title"] = title;
+        value
+    };
+    for body in [
+        wire("good1", "fine".into()),
+        wire("bad", 5.into()),
+        wire("good2", "fine".into()),
+    ] {
+        let response = http
+            .post(format!("{}/todos", server.url()))
+            .bearer_auth(ALICE.1)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let sync = client_builder(&server.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let mut events = sync.events();
+    sync.sync_all()
+        .await
+        .expect("the pull goes on past the bad record");
+    assert!(sync.get::<Todo>("good1").await.unwrap().is_some());
+    assert!(sync.get::<Todo>("good2").await.unwrap().is_some());
+    assert!(sync.get::<Todo>("bad").await.unwrap().is_none());
+    let event = next_event(
+        &mut events,
+        offline_sync_kit::SyncEventType::RecordQuarantined,
+        Some("bad"),
+    )
+    .await;
+    assert!(
+        matches!(event, offline_sync_kit::SyncEvent::RecordQuarantined { ref error, .. } if error.contains("title")),
+        "{event:?}"
+    );
+    assert_eq!(sync.status().borrow().quarantined, 1);
+    let kept = sync.quarantined::<Todo>().await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].id.as_deref(), Some("bad"));
+    assert_eq!(kept[0].raw["title"], 5, "kept as it came");
+    // A second sync does not meet it again: the cursor moved past it.
+    sync.sync_all().await.unwrap();
+    assert_eq!(sync.quarantined::<Todo>().await.unwrap().len(), 1);
+    // Still the same model: trying again applies nothing and keeps it.
+    assert_eq!(sync.retry_quarantined::<Todo>().await.unwrap(), 0);
+    assert_eq!(sync.status().borrow().quarantined, 1);
+
+    // The web client fixes it: the version that fits supersedes the quarantined copy.
+    let response = http
+        .patch(format!("{}/todos/bad", server.url()))
+        .bearer_auth(ALICE.1)
+        .json(&serde_json::json!({"title": "fixed"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    sync.sync_all().await.unwrap();
+    assert_eq!(
+        sync.get::<Todo>("bad").await.unwrap().unwrap().title,
+        "fixed"
+    );
+    assert!(sync.quarantined::<Todo>().await.unwrap().is_empty());
+    assert_eq!(sync.status().borrow().quarantined, 0);
+    sync.shutdown().await.unwrap();
+}
+
+/// `retry_quarantined` applies a kept record that fits the model as it is now (as after a
+/// model change), through the conflict-aware apply path, and releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_quarantined_applies_what_fits_now() {
+    use offline_sync_kit::store::QuarantinedRecord;
+    use offline_sync_kit::{LocalStore, SyncModel};
+    let db = ClientDb::new();
+    let mut fits = serde_json::to_value(todo("q1", "now it fits")).unwrap();
+    fits["version"] = 4.into();
+    let mut never = serde_json::to_value(todo("q2", "x")).unwrap();
+    never["title"] = 7.into();
+    {
+        // Kept aside by an earlier build whose model this record did not fit.
+        let store = store_at(&db.path()).await;
+        store.prepare_model(Todo::SCHEMA, true).unwrap();
+        LocalStore::quarantine(
+            &store,
+            Todo::SCHEMA,
+            &[
+                QuarantinedRecord::new(Some("q1".into()), fits, "did not fit an older model"),
+                QuarantinedRecord::new(Some("q2".into()), never, "title is a number"),
+            ],
+        )
+        .unwrap();
+    }
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let sync = SyncManager::builder()
+        .base_url("http://127.0.0.1:9")
+        .store(store_at(&db.path()).await)
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(sync.status().borrow().quarantined, 2);
+    assert_eq!(sync.retry_quarantined::<Todo>().await.unwrap(), 1);
+    let q1 = sync.record_state::<Todo>("q1").await.unwrap();
+    assert_eq!(q1.meta.map(|m| m.version), Some(4));
+    assert_eq!(
+        sync.get::<Todo>("q1").await.unwrap().unwrap().title,
+        "now it fits"
+    );
+    let left = sync.quarantined::<Todo>().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].key, "q2");
+    assert!(left[0].error.contains("model"), "{}", left[0].error);
+    assert_eq!(sync.status().borrow().quarantined, 1);
+    sync.shutdown().await.unwrap();
+}

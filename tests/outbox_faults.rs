@@ -386,6 +386,26 @@ impl LocalStore for EditAfterReady {
     fn set_metadata(&self, user: Option<&str>, key: &str, value: &str) -> StoreResult<()> {
         self.inner.set_metadata(user, key, value)
     }
+    fn quarantine(
+        &self,
+        schema: &'static ModelSchema,
+        records: &[offline_sync_kit::store::QuarantinedRecord],
+    ) -> StoreResult<()> {
+        self.inner.quarantine(schema, records)
+    }
+    fn quarantined(
+        &self,
+        schema: &'static ModelSchema,
+    ) -> StoreResult<Vec<offline_sync_kit::store::QuarantinedRecord>> {
+        self.inner.quarantined(schema)
+    }
+    fn release_quarantined(
+        &self,
+        schema: &'static ModelSchema,
+        keys: &[String],
+    ) -> StoreResult<u64> {
+        self.inner.release_quarantined(schema, keys)
+    }
 }
 
 /// Scenario 3. An edit saved after the push chose its ops but before it marked them in

@@ -36,6 +36,8 @@ pub enum SyncEventType {
     /// Realtime events came faster than they were applied; the backlog was dropped and a
     /// catch-up pull fetches what it carried.
     RealtimeOverflow,
+    /// A pulled record that does not fit its model was kept aside.
+    RecordQuarantined,
 }
 
 /// Something that happened in the engine, with what belongs to it.
@@ -132,6 +134,16 @@ pub enum SyncEvent {
         /// Events dropped.
         dropped: u64,
     },
+    /// A pulled record that does not fit its model (or could not be read) was kept aside;
+    /// the pull went on past it. See `SyncManager::quarantined`.
+    RecordQuarantined {
+        /// The model.
+        model_type: &'static str,
+        /// The record id, or a hash of the record when it has no usable id.
+        key: String,
+        /// Why it does not fit.
+        error: String,
+    },
 }
 
 impl SyncEvent {
@@ -150,6 +162,7 @@ impl SyncEvent {
             SyncEvent::ConnectionClosed => SyncEventType::ConnectionClosed,
             SyncEvent::Reconnecting { .. } => SyncEventType::Reconnecting,
             SyncEvent::RealtimeOverflow { .. } => SyncEventType::RealtimeOverflow,
+            SyncEvent::RecordQuarantined { .. } => SyncEventType::RecordQuarantined,
         }
     }
 
@@ -157,6 +170,7 @@ impl SyncEvent {
     pub fn model_type(&self) -> Option<&'static str> {
         match self {
             SyncEvent::OpFailed { model_type, .. }
+            | SyncEvent::RecordQuarantined { model_type, .. }
             | SyncEvent::ModelAdded { model_type, .. }
             | SyncEvent::ModelUpdated { model_type, .. }
             | SyncEvent::ModelDeleted { model_type, .. }
@@ -170,6 +184,7 @@ impl SyncEvent {
     pub fn id(&self) -> Option<&str> {
         match self {
             SyncEvent::OpFailed { id, .. }
+            | SyncEvent::RecordQuarantined { key: id, .. }
             | SyncEvent::ModelAdded { id, .. }
             | SyncEvent::ModelUpdated { id, .. }
             | SyncEvent::ModelDeleted { id, .. }
@@ -237,6 +252,9 @@ pub struct SyncStatus {
     pub pending_changes: u64,
     /// Local changes the remote refused; see `failed_ops`.
     pub failed_changes: u64,
+    /// Remote records kept aside because they do not fit their model; see
+    /// `SyncManager::quarantined` and `retry_quarantined`.
+    pub quarantined: u64,
     /// End of the last successful run.
     pub last_sync_time: Option<DateTime<Utc>>,
     /// Error of the last failed run or op.
@@ -356,6 +374,15 @@ mod tests {
                 SyncEvent::Reconnecting { attempt: 3 },
                 SyncEventType::Reconnecting,
                 None,
+            ),
+            (
+                SyncEvent::RecordQuarantined {
+                    model_type: "todo",
+                    key: "a".into(),
+                    error: "e".into(),
+                },
+                SyncEventType::RecordQuarantined,
+                Some("a"),
             ),
             (
                 SyncEvent::RealtimeOverflow { dropped: 9 },

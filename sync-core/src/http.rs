@@ -9,12 +9,12 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use sync_protocol::{PullPage, PushRequest, PushResponse, IDEMPOTENCY_KEY_HEADER};
+use sync_protocol::{PushRequest, PushResponse, IDEMPOTENCY_KEY_HEADER};
 
 use crate::disposition::Disposition;
 use crate::remote::{
-    fetch_omitted, parse_remote_record, push_outcomes, wire_ops, ModelRoute, PullMode, PushItem,
-    PushKind, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
+    fetch_omitted, parse_remote_record, push_outcomes, read_pull_page, wire_ops, ModelRoute,
+    PullMode, PushItem, PushKind, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
 };
 use crate::rest::{RestMethod, RestRequest};
 use crate::store::RemoteRecord;
@@ -666,19 +666,7 @@ impl Remote for HttpRemote {
                     query.push(("since".to_owned(), cursor.to_owned()));
                 }
                 let (value, bytes) = self.get_json(&url, &config, &query).await?;
-                let page: PullPage = serde_json::from_value(value)
-                    .map_err(|e| RemoteError::BadResponse(format!("pull page: {e}")))?;
-                let records = page
-                    .items
-                    .into_iter()
-                    .map(|object| parse_remote_record(route.schema, object))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(RemotePage {
-                    records,
-                    next_cursor: Some(page.next_cursor),
-                    has_more: page.has_more,
-                    bytes,
-                })
+                read_pull_page(route, value, bytes)
             }
             PullMode::UpdatedSince { field, since_param } => {
                 let mut query = vec![
@@ -702,6 +690,7 @@ impl Remote for HttpRemote {
                     next_cursor,
                     has_more,
                     bytes,
+                    ..RemotePage::default()
                 })
             }
             PullMode::FullPaged => {
@@ -718,6 +707,7 @@ impl Remote for HttpRemote {
                     records,
                     has_more,
                     bytes,
+                    ..RemotePage::default()
                 })
             }
         }
@@ -769,6 +759,7 @@ impl Remote for HttpRemote {
             next_cursor: None,
             has_more: false,
             bytes,
+            ..RemotePage::default()
         })
     }
 

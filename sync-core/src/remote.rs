@@ -28,14 +28,33 @@ pub struct ModelRoute {
     /// How to pull this model.
     pub pull: PullMode,
     /// Turns a received record into the model's full record JSON (fills
-    /// serde defaults and `None`s, checks types).
-    pub normalize: fn(JsonObject) -> Result<JsonObject, String>,
+    /// serde defaults and `None`s, checks types); a record that does not fit comes back
+    /// unchanged with the reason.
+    pub normalize: fn(JsonObject) -> Result<JsonObject, (JsonObject, String)>,
 }
 
-/// [`ModelRoute::normalize`] for model `T`: a round trip through the typed model.
-pub fn normalize_record<T: crate::SyncModel>(data: JsonObject) -> Result<JsonObject, String> {
-    let model: T = serde_json::from_value(Value::Object(data)).map_err(|e| e.to_string())?;
-    model.to_record_json().map_err(|e| e.to_string())
+/// [`ModelRoute::normalize`] for model `T`: a round trip through the typed model. It reads
+/// the record by reference, so one that does not fit is returned as it came.
+pub fn normalize_record<T: crate::SyncModel>(
+    data: JsonObject,
+) -> Result<JsonObject, (JsonObject, String)> {
+    let value = Value::Object(data);
+    let into_object = |value: Value| match value {
+        Value::Object(object) => object,
+        _ => JsonObject::new(),
+    };
+    // The error names the field that does not fit (`title: invalid type ...`).
+    let model: T = match serde_path_to_error::deserialize(&value) {
+        Ok(model) => model,
+        Err(err) => {
+            let reason = format!("{}: {}", err.path(), err.inner());
+            return Err((into_object(value), reason));
+        }
+    };
+    match model.to_record_json() {
+        Ok(object) => Ok(object),
+        Err(err) => Err((into_object(value), err.to_string())),
+    }
 }
 
 /// How a model is pulled from the remote.
@@ -111,10 +130,14 @@ pub enum PushOutcome {
 }
 
 /// A page of remote records.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct RemotePage {
     /// Records.
     pub records: Vec<RemoteRecord>,
+    /// Records of the page that could not be read; the engine quarantines them and the
+    /// cursor moves past them.
+    pub rejected: Vec<crate::store::QuarantinedRecord>,
     /// Cursor after this page.
     pub next_cursor: Option<String>,
     /// More pages follow.
@@ -330,6 +353,84 @@ pub(crate) fn wire_ops<'a>(
 }
 
 /// Reads a push response body: exactly one outcome per op, in order.
+/// Why [`parse_remote_record`] would refuse `object`, without taking it apart.
+fn unreadable(schema: &ModelSchema, object: &Map<String, Value>) -> Option<String> {
+    let id_key = schema.id().wire_name;
+    match object.get(id_key).or_else(|| object.get(ID_KEY)) {
+        Some(Value::String(_) | Value::Number(_)) => {}
+        Some(other) => return Some(format!("a non-string id: {other}")),
+        None => return Some(format!("no `{id_key}`")),
+    }
+    match object.get(VERSION_KEY) {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_i64().is_some() => None,
+        Some(Value::String(s)) if s.parse::<i64>().is_ok() => None,
+        Some(other) => Some(format!("version {other} is not an integer")),
+    }
+}
+
+/// Reads a page of the default pull protocol (`{"items": [...], "next_cursor", "has_more"}`)
+/// leniently: an item that is not a readable record is rejected alone (kept for quarantine),
+/// not the page.
+pub(crate) fn read_pull_page(
+    route: &ModelRoute,
+    value: Value,
+    bytes: u64,
+) -> Result<RemotePage, RemoteError> {
+    let Value::Object(mut body) = value else {
+        return Err(RemoteError::BadResponse("pull page: not an object".into()));
+    };
+    let items = match body.remove("items") {
+        Some(Value::Array(items)) => items,
+        _ => {
+            return Err(RemoteError::BadResponse(
+                "pull page: no `items` array".into(),
+            ))
+        }
+    };
+    let head: sync_protocol::PullPage = serde_json::from_value(Value::Object({
+        body.insert("items".into(), Value::Array(Vec::new()));
+        body
+    }))
+    .map_err(|e| RemoteError::BadResponse(format!("pull page: {e}")))?;
+    let mut page = RemotePage {
+        records: Vec::with_capacity(items.len()),
+        next_cursor: Some(head.next_cursor),
+        has_more: head.has_more,
+        bytes,
+        ..RemotePage::default()
+    };
+    for item in items {
+        let id = item
+            .get(route.schema.id().wire_name)
+            .or_else(|| item.get(ID_KEY))
+            .and_then(|id| match id {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            });
+        match item {
+            // Checked before it is taken apart, so a refused record is kept as it came.
+            Value::Object(object) => match unreadable(route.schema, &object) {
+                Some(why) => page.rejected.push(crate::store::QuarantinedRecord::new(
+                    id,
+                    Value::Object(object),
+                    why,
+                )),
+                None => page
+                    .records
+                    .push(parse_remote_record(route.schema, object)?),
+            },
+            other => page.rejected.push(crate::store::QuarantinedRecord::new(
+                None,
+                other,
+                "a pulled item that is not a JSON object",
+            )),
+        }
+    }
+    Ok(page)
+}
+
 /// Reads a push answer: one outcome per op, and the positions of conflicts whose current
 /// record the server left out (`record_omitted`, to keep its answer within a byte budget).
 /// Those stand as transient outcomes until [`fetch_omitted`] replaces them with the fetched

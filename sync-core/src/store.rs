@@ -324,6 +324,48 @@ pub struct RemoteRecord {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// A remote record kept aside because it does not fit its model (or could not be read): the
+/// pull moves past it, and [`SyncManager::retry_quarantined`](crate::SyncManager::retry_quarantined)
+/// tries it again (after a model change it may fit).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct QuarantinedRecord {
+    /// The record id, or a hash of `raw` when it has no usable id; unique per model.
+    pub key: String,
+    /// The record id, if it had one.
+    pub id: Option<String>,
+    /// The record as the remote sent it.
+    pub raw: Value,
+    /// Why it was refused.
+    pub error: String,
+    /// When it was (last) kept aside.
+    pub quarantined_at: DateTime<Utc>,
+}
+
+impl QuarantinedRecord {
+    /// A record refused now; its key is its id, or a stable hash of `raw` without one.
+    pub fn new(id: Option<String>, raw: Value, error: impl Into<String>) -> Self {
+        let key = match &id {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => format!("#{:016x}", fnv1a(raw.to_string().as_bytes())),
+        };
+        QuarantinedRecord {
+            key,
+            id,
+            raw,
+            error: error.into(),
+            quarantined_at: Utc::now(),
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: a stable key for a record without an id (not for security).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// A remote change that was not applied because the record has a local op.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingConflict {
@@ -379,6 +421,8 @@ pub struct OutboxCounts {
     pub pending: u64,
     /// Failed ops.
     pub failed: u64,
+    /// Remote records kept aside (every model).
+    pub quarantined: u64,
 }
 
 /// The local store the engine drives. See the module docs.
@@ -533,6 +577,24 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
 
     /// Sets a value of `_sync_metadata`.
     fn set_metadata(&self, user_id: Option<&str>, key: &str, value: &str) -> StoreResult<()>;
+
+    /// Keeps remote records of the model aside (replacing an earlier entry with the same key).
+    fn quarantine(
+        &self,
+        schema: &'static ModelSchema,
+        records: &[QuarantinedRecord],
+    ) -> StoreResult<()>;
+
+    /// The model's quarantined records, oldest first.
+    fn quarantined(&self, schema: &'static ModelSchema) -> StoreResult<Vec<QuarantinedRecord>>;
+
+    /// Forgets quarantined records of the model by key (applied, or superseded by a record
+    /// that fits); returns how many there were.
+    fn release_quarantined(
+        &self,
+        schema: &'static ModelSchema,
+        keys: &[String],
+    ) -> StoreResult<u64>;
 }
 
 #[allow(dead_code)]

@@ -16,16 +16,16 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sync_protocol::{
-    GetRequestBody, PullPage, PullRequestBody, PushRequest, QueryRequestBody, RequestId,
-    ServerMessage, WsMethod, WsRequest, WsResponse,
+    GetRequestBody, PullRequestBody, PushRequest, QueryRequestBody, RequestId, ServerMessage,
+    WsMethod, WsRequest, WsResponse,
 };
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::realtime::WebSocketConfig;
 use crate::remote::{
-    fetch_omitted, parse_remote_record, push_outcomes, wire_ops, ChangeFeed, ModelRoute, PushItem,
-    PushOutcome, Remote, RemoteError, RemotePage, Traffic,
+    fetch_omitted, parse_remote_record, push_outcomes, read_pull_page, wire_ops, ChangeFeed,
+    ModelRoute, PushItem, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
 };
 use crate::ws_driver::{Driver, Session};
 
@@ -226,19 +226,7 @@ impl Remote for WebSocketRemote {
                 },
             )
             .await?;
-        let page: PullPage = serde_json::from_value(body)
-            .map_err(|e| RemoteError::BadResponse(format!("pull page: {e}")))?;
-        let records = page
-            .items
-            .into_iter()
-            .map(|object| parse_remote_record(route.schema, object))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(RemotePage {
-            records,
-            next_cursor: Some(page.next_cursor),
-            has_more: page.has_more,
-            bytes: bytes.received,
-        })
+        read_pull_page(route, body, bytes.received)
     }
 
     async fn fetch(
@@ -307,6 +295,7 @@ impl Remote for WebSocketRemote {
             next_cursor: None,
             has_more: false,
             bytes: bytes.received,
+            ..RemotePage::default()
         })
     }
 

@@ -37,6 +37,7 @@ sync_testkit::backend_matrix!(
     conflicts_are_resolved_in_one_transaction,
     queries_run_in_sql_with_the_same_results_as_in_memory,
     metadata_and_cursors_are_per_user,
+    quarantine_keeps_replaces_lists_and_releases,
     prepare_model_reports_a_missing_table_without_auto_migration,
     a_stored_value_that_no_longer_deserialises_names_model_id_and_field,
     user_ids_are_kept_on_rows_and_ops,
@@ -1560,6 +1561,44 @@ fn metadata_and_cursors_are_per_user(f: &Fixture) {
         f.store.metadata(Some("u"), "device_id").unwrap().as_deref(),
         Some("d2")
     );
+}
+
+fn quarantine_keeps_replaces_lists_and_releases(f: &Fixture) {
+    use sync_core::store::QuarantinedRecord;
+    let raw = serde_json::json!({"id": "q1", "title": 5});
+    let first = QuarantinedRecord::new(Some("q1".into()), raw.clone(), "title: not a string");
+    let keyless = QuarantinedRecord::new(None, serde_json::json!([1, 2]), "not an object");
+    assert!(keyless.key.starts_with('#'), "{}", keyless.key);
+    assert_eq!(
+        keyless.key,
+        QuarantinedRecord::new(None, serde_json::json!([1, 2]), "again").key,
+        "the key of a record without id is stable"
+    );
+    f.store
+        .quarantine(Todo::SCHEMA, &[first, keyless.clone()])
+        .unwrap();
+    assert_eq!(f.store.counts().unwrap().quarantined, 2);
+    // The same record again replaces its entry.
+    let again = QuarantinedRecord::new(Some("q1".into()), raw.clone(), "still not a string");
+    f.store.quarantine(Todo::SCHEMA, &[again]).unwrap();
+    let kept = f.store.quarantined(Todo::SCHEMA).unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let q1 = kept.iter().find(|r| r.key == "q1").expect("q1 kept");
+    assert_eq!(
+        (q1.raw.clone(), q1.error.as_str()),
+        (raw, "still not a string")
+    );
+    assert_eq!(q1.id.as_deref(), Some("q1"));
+    assert_eq!(
+        f.store
+            .release_quarantined(Todo::SCHEMA, &["q1".to_owned(), "absent".to_owned()])
+            .unwrap(),
+        1
+    );
+    let left = f.store.quarantined(Todo::SCHEMA).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].key, keyless.key);
+    assert_eq!(f.store.counts().unwrap().quarantined, 1);
 }
 
 fn prepare_model_reports_a_missing_table_without_auto_migration(f: &Fixture) {

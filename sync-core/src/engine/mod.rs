@@ -187,9 +187,12 @@ impl Inner {
     pub(crate) async fn refresh_counts(&self) -> Result<()> {
         let counts = blocking(&self.store, |s| s.counts()).await?;
         self.status.send_if_modified(|s| {
-            let changed = s.pending_changes != counts.pending || s.failed_changes != counts.failed;
+            let changed = s.pending_changes != counts.pending
+                || s.failed_changes != counts.failed
+                || s.quarantined != counts.quarantined;
             s.pending_changes = counts.pending;
             s.failed_changes = counts.failed;
+            s.quarantined = counts.quarantined;
             changed
         });
         Ok(())

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use super::{blocking, AbortOnDrop, Inner};
 use crate::error::{Error, Result};
+use crate::events::SyncEvent;
 use crate::events::SyncReport;
 use crate::remote::{ModelRoute, Remote, RemoteError, RemotePage};
-use crate::store::RemoteRecord;
+use crate::store::{QuarantinedRecord, RemoteRecord};
 
 /// Pages in a row that carry no record but say more follow, after which the server is taken
 /// to be broken (it would otherwise be asked for pages forever).
@@ -18,7 +19,7 @@ const MAX_EMPTY_PAGES: u32 = 3;
 pub(crate) fn normalize_records(route: &ModelRoute, records: &mut [RemoteRecord]) -> Result<()> {
     for record in records.iter_mut().filter(|r| !r.deleted) {
         let data = std::mem::take(&mut record.data);
-        record.data = (route.normalize)(data).map_err(|reason| {
+        record.data = (route.normalize)(data).map_err(|(_, reason)| {
             Error::Remote(RemoteError::BadResponse(format!(
                 "{} `{}` from the remote does not match the model: {reason}",
                 route.schema.model_type, record.id
@@ -28,7 +29,34 @@ pub(crate) fn normalize_records(route: &ModelRoute, records: &mut [RemoteRecord]
     Ok(())
 }
 
-/// One page from the remote, its records normalised.
+/// Normalises a pulled page's records; those that do not fit the model leave the page for
+/// `rejected` (quarantine), as they came.
+fn normalize_page(route: &ModelRoute, page: &mut RemotePage) {
+    let records = std::mem::take(&mut page.records);
+    page.records.reserve(records.len());
+    for mut record in records {
+        if record.deleted {
+            page.records.push(record);
+            continue;
+        }
+        match (route.normalize)(std::mem::take(&mut record.data)) {
+            Ok(data) => {
+                record.data = data;
+                page.records.push(record);
+            }
+            Err((mut raw, reason)) => {
+                raw.insert(sync_protocol::VERSION_KEY.to_owned(), record.version.into());
+                page.rejected.push(QuarantinedRecord::new(
+                    Some(record.id),
+                    serde_json::Value::Object(raw),
+                    format!("does not match the model: {reason}"),
+                ));
+            }
+        }
+    }
+}
+
+/// One page from the remote, its records normalised (the unfit ones in `rejected`).
 pub(crate) async fn fetch_page(
     remote: &dyn Remote,
     route: &ModelRoute,
@@ -36,11 +64,49 @@ pub(crate) async fn fetch_page(
     limit: usize,
 ) -> Result<RemotePage> {
     let mut page = remote.pull(route, cursor, limit).await?;
-    normalize_records(route, &mut page.records)?;
+    normalize_page(route, &mut page);
     Ok(page)
 }
 
 impl Inner {
+    /// True while the store holds quarantined records (as of the last status refresh).
+    pub(crate) fn has_quarantine(&self) -> bool {
+        self.status.borrow().quarantined > 0
+    }
+
+    /// Keeps `records` aside, with an event each, and refreshes the status.
+    pub(crate) async fn quarantine(
+        &self,
+        route: &ModelRoute,
+        records: Vec<QuarantinedRecord>,
+    ) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let schema = route.schema;
+        for record in &records {
+            tracing::warn!(
+                model = schema.model_type,
+                key = %record.key,
+                error = %record.error,
+                "a pulled record does not fit its model; quarantined"
+            );
+        }
+        let events: Vec<SyncEvent> = records
+            .iter()
+            .map(|r| SyncEvent::RecordQuarantined {
+                model_type: schema.model_type,
+                key: r.key.clone(),
+                error: r.error.clone(),
+            })
+            .collect();
+        blocking(&self.store, move |s| s.quarantine(schema, &records)).await?;
+        for event in events {
+            self.emit(event);
+        }
+        self.refresh_counts().await
+    }
+
     pub(crate) async fn pull_all(
         self: &Arc<Self>,
         routes: &[Arc<ModelRoute>],
@@ -95,9 +161,26 @@ impl Inner {
                         fetch_page(&*remote, &route, after.as_deref(), batch).await
                     }))
                 });
+                // Records that cannot be applied are kept aside first, so the cursor never
+                // moves past a record that is neither applied nor quarantined.
+                self.quarantine(route, std::mem::take(&mut page.rejected))
+                    .await?;
+                let applied_ids: Vec<String> = if self.has_quarantine() {
+                    page.records.iter().map(|r| r.id.clone()).collect()
+                } else {
+                    Vec::new()
+                };
                 repull |= self
                     .apply_normalized(route, page.records, next.clone(), report)
                     .await?;
+                if !applied_ids.is_empty() {
+                    // A record that fits now supersedes its quarantined copy.
+                    blocking(&self.store, move |s| {
+                        s.release_quarantined(schema, &applied_ids)
+                    })
+                    .await?;
+                    self.refresh_counts().await?;
+                }
                 self.progress(n, 0);
                 if next.is_none() {
                     let user = user.clone();

@@ -21,6 +21,7 @@ use crate::store::{LocalStore, OutboxOp, RecordState};
 
 mod builder;
 mod live;
+mod quarantine;
 mod read;
 mod websocket;
 mod write;

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use sync_core::query::Filter;
 use sync_core::store::{
     Ack, ClaimedOp, DeleteOutcome, JsonObject, LocalWrite, OpKind, OpState, OutboxCounts, OutboxOp,
-    PendingConflict, RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome, StoreQuery,
-    StoredRecord,
+    PendingConflict, QuarantinedRecord, RecordState, RemoteApplied, RemoteRecord, Resolution,
+    SaveOutcome, StoreQuery, StoredRecord,
 };
 use sync_core::StoreError;
 use sync_schema::ModelSchema;
@@ -1571,6 +1571,7 @@ pub(crate) fn counts(db: &mut dyn Db) -> Result<OutboxCounts, StoreError> {
             None => {}
         }
     }
+    out.quarantined = quarantined_count(db)?;
     Ok(out)
 }
 
@@ -1606,4 +1607,92 @@ pub(crate) fn set_metadata(
     .push(") ON CONFLICT (user_id, key) DO UPDATE SET value = excluded.value");
     db.execute(sql)?;
     Ok(())
+}
+
+pub(crate) fn quarantine(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    records: &[QuarantinedRecord],
+) -> Result<(), StoreError> {
+    for record in records {
+        let mut sql = Sql::new(
+            "INSERT INTO _sync_quarantine \
+             (model_type, record_key, record_id, raw, error, quarantined_at) VALUES (",
+        );
+        sql.bind_list([
+            Param::text(schema.model_type),
+            Param::text(record.key.as_str()),
+            Param::Text(record.id.clone()),
+            Param::text(record.raw.to_string()),
+            Param::text(record.error.as_str()),
+            Param::text(record.quarantined_at.to_rfc3339()),
+        ])
+        .push(
+            ") ON CONFLICT (model_type, record_key) DO UPDATE SET record_id = excluded.record_id, \
+             raw = excluded.raw, error = excluded.error, quarantined_at = excluded.quarantined_at",
+        );
+        db.execute(sql)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn quarantined(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+) -> Result<Vec<QuarantinedRecord>, StoreError> {
+    let mut sql = Sql::new(
+        "SELECT record_key, record_id, raw, error, quarantined_at FROM _sync_quarantine \
+         WHERE model_type = ",
+    );
+    sql.bind(Param::text(schema.model_type))
+        .push(" ORDER BY quarantined_at, record_key");
+    let mut out = Vec::new();
+    for row in db.load(sql)? {
+        let mut it = row.into_iter();
+        let mut text = || it.next().and_then(|v| v.into_text());
+        let (Some(key), id, Some(raw), Some(error), Some(at)) =
+            (text(), text(), text(), text(), text())
+        else {
+            continue;
+        };
+        // The raw text was written from a JSON value; a row that no longer reads is kept
+        // visible as a string rather than dropped.
+        let raw = serde_json::from_str(&raw).unwrap_or(serde_json::Value::String(raw));
+        let quarantined_at = DateTime::parse_from_rfc3339(&at)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut record = QuarantinedRecord::new(id, raw, error);
+        record.key = key;
+        record.quarantined_at = quarantined_at;
+        out.push(record);
+    }
+    Ok(out)
+}
+
+pub(crate) fn release_quarantined(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    keys: &[String],
+) -> Result<u64, StoreError> {
+    let mut released = 0u64;
+    for chunk in keys.chunks(IN_CHUNK) {
+        let mut sql = Sql::new("DELETE FROM _sync_quarantine WHERE model_type = ");
+        sql.bind(Param::text(schema.model_type))
+            .push(" AND record_key IN (");
+        sql.bind_list(chunk.iter().map(|key| Param::text(key.as_str())));
+        sql.push(")");
+        released = released.saturating_add(db.execute(sql)? as u64);
+    }
+    Ok(released)
+}
+
+fn quarantined_count(db: &mut dyn Db) -> Result<u64, StoreError> {
+    Ok(db
+        .load(Sql::new("SELECT COUNT(*) FROM _sync_quarantine"))?
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next())
+        .and_then(|n| n.as_i64())
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0))
 }

@@ -17,8 +17,8 @@ use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use sync_core::store::{
     Ack, ClaimedOp, DeleteOutcome, JsonObject, LocalStore, LocalWrite, OutboxCounts, OutboxOp,
-    RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome, StoreQuery, StoreResult,
-    StoredRecord,
+    QuarantinedRecord, RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome,
+    StoreQuery, StoreResult, StoredRecord,
 };
 use sync_core::StoreError;
 use sync_schema::ModelSchema;
@@ -29,7 +29,7 @@ use crate::sql::{Db, Sql, SqliteWrite, TxError};
 use crate::value::Param;
 
 /// Highest bookkeeping schema version this build knows (`_sync_schema_version`).
-pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 3;
+pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 4;
 
 // The bookkeeping migrations share Diesel's `__diesel_schema_migrations`
 // table with the application's own migrations. Their versions
@@ -791,5 +791,31 @@ impl LocalStore for DieselStore {
 
     fn set_metadata(&self, user_id: Option<&str>, key: &str, value: &str) -> StoreResult<()> {
         self.write(|db| logic::set_metadata(db, user_id, key, value))
+    }
+
+    fn quarantine(
+        &self,
+        schema: &'static ModelSchema,
+        records: &[QuarantinedRecord],
+    ) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.write(|db| logic::quarantine(db, schema, records))
+    }
+
+    fn quarantined(&self, schema: &'static ModelSchema) -> StoreResult<Vec<QuarantinedRecord>> {
+        self.read(|db| logic::quarantined(db, schema))
+    }
+
+    fn release_quarantined(
+        &self,
+        schema: &'static ModelSchema,
+        keys: &[String],
+    ) -> StoreResult<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.write(|db| logic::release_quarantined(db, schema, keys))
     }
 }
