@@ -31,6 +31,9 @@ pub enum SyncEventType {
     ConnectionClosed,
     /// The realtime connection is being re-established.
     Reconnecting,
+    /// A remote copy of a record has an `#[sync(encrypted)]` value that does not
+    /// decrypt (`data.error`); the local copy was left as it was.
+    DecryptionFailed,
 }
 
 /// Something that happened in the engine.
