@@ -38,6 +38,9 @@ pub enum SyncEventType {
     RealtimeOverflow,
     /// A pulled record that does not fit its model was kept aside.
     RecordQuarantined,
+    /// A remote copy of a record has an `#[sync(encrypted)]` value that does not decrypt; the
+    /// local copy was left as it was.
+    DecryptionFailed,
 }
 
 /// Something that happened in the engine, with what belongs to it.
@@ -144,6 +147,19 @@ pub enum SyncEvent {
         /// Why it does not fit.
         error: String,
     },
+    /// A remote copy of a record has an `#[sync(encrypted)]` value that does not decrypt
+    /// (wrong or missing key, tampered); the local copy was left as it was and the remote copy
+    /// is kept for `SyncManager::retry_decryption`.
+    DecryptionFailed {
+        /// The model.
+        model_type: &'static str,
+        /// The record.
+        id: String,
+        /// The remote copy's version.
+        version: i64,
+        /// Why.
+        error: String,
+    },
 }
 
 impl SyncEvent {
@@ -163,6 +179,7 @@ impl SyncEvent {
             SyncEvent::Reconnecting { .. } => SyncEventType::Reconnecting,
             SyncEvent::RealtimeOverflow { .. } => SyncEventType::RealtimeOverflow,
             SyncEvent::RecordQuarantined { .. } => SyncEventType::RecordQuarantined,
+            SyncEvent::DecryptionFailed { .. } => SyncEventType::DecryptionFailed,
         }
     }
 
@@ -171,6 +188,7 @@ impl SyncEvent {
         match self {
             SyncEvent::OpFailed { model_type, .. }
             | SyncEvent::RecordQuarantined { model_type, .. }
+            | SyncEvent::DecryptionFailed { model_type, .. }
             | SyncEvent::ModelAdded { model_type, .. }
             | SyncEvent::ModelUpdated { model_type, .. }
             | SyncEvent::ModelDeleted { model_type, .. }
@@ -185,6 +203,7 @@ impl SyncEvent {
         match self {
             SyncEvent::OpFailed { id, .. }
             | SyncEvent::RecordQuarantined { key: id, .. }
+            | SyncEvent::DecryptionFailed { id, .. }
             | SyncEvent::ModelAdded { id, .. }
             | SyncEvent::ModelUpdated { id, .. }
             | SyncEvent::ModelDeleted { id, .. }
@@ -382,6 +401,16 @@ mod tests {
                     error: "e".into(),
                 },
                 SyncEventType::RecordQuarantined,
+                Some("a"),
+            ),
+            (
+                SyncEvent::DecryptionFailed {
+                    model_type: "todo",
+                    id: "a".into(),
+                    version: 3,
+                    error: "e".into(),
+                },
+                SyncEventType::DecryptionFailed,
                 Some("a"),
             ),
             (

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod connectivity;
+pub mod crypto;
 mod disposition;
 mod engine;
 mod error;
@@ -30,6 +31,7 @@ mod ws_remote;
 pub use sync_protocol as protocol;
 
 pub use crate::connectivity::{Connectivity, ManualConnectivity, ProbeConnectivity};
+pub use crate::crypto::{FieldKey, KeyProvider, StaticKeys};
 pub use crate::error::{Error, JsonKind, RestError, Result};
 pub use crate::events::{SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncStatus};
 pub use crate::http::{HttpRemote, HttpRemoteBuilder, DEFAULT_MAX_RESPONSE_BYTES};
@@ -53,6 +55,7 @@ pub use sync_schema::{FieldSpec, ModelSchema, RenameRule, ScalarKind, SqlType};
 /// Items used by the code `#[derive(SyncModel)]` generates. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::crypto::EncryptedField;
     pub use crate::error::Error;
     pub use crate::mask::FieldMask;
     pub use crate::model::SyncModel;

@@ -22,6 +22,10 @@ pub trait SyncModel: Serialize + DeserializeOwned + Clone + Send + Sync + 'stati
     /// Table, columns, wire names, SQL types and flags.
     const SCHEMA: &'static ModelSchema;
 
+    /// Wire names of the `#[sync(encrypted)]` fields (end-to-end encrypted; see
+    /// [`crate::crypto`]).
+    const ENCRYPTED_FIELDS: &'static [&'static str] = &[];
+
     /// The generated typed field handles (`Todo::fields().priority`).
     type Fields;
 

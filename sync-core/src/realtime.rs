@@ -393,6 +393,13 @@ async fn apply_event(
     if kind == SyncEventType::ModelDeleted {
         record.deleted = true;
     }
+    if let Some(crypto) = &inner.crypto {
+        match crate::crypto::open_event_record(crypto, route.schema.model_type, record).await {
+            Some(opened) => record = opened,
+            // Kept and reported; the local copy stays as it is.
+            None => return Ok(()),
+        }
+    }
     let mut report = SyncReport::default();
     inner
         .apply_remote_outside_run(&route, vec![record], &mut report)

@@ -412,6 +412,10 @@ pub struct RecordState {
     pub meta: Option<RecordMeta>,
     /// Ops waiting, in flight or failed for the record.
     pub ops: Vec<OutboxOp>,
+    /// Why the last remote copy of the record could not be decrypted
+    /// (`#[sync(encrypted)]` fields); its ciphertext is kept until a key opens it.
+    /// Stores leave it `None`; the manager fills it in.
+    pub decryption_error: Option<String>,
 }
 
 /// Outbox counts for the status.

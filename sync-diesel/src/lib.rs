@@ -30,6 +30,25 @@
 //! the millisecond. Text compares by code point on both backends; `contains`,
 //! `starts_with` and `ends_with` are case-sensitive.
 //!
+//! # Encryption (feature `encryption`)
+//!
+//! With the feature, SQLite is SQLCipher (linking the system OpenSSL) and a
+//! store can be encrypted: `SqliteOptions::key` /
+//! `DieselStore::open_sqlite_encrypted` open or create an encrypted file,
+//! `enable_encryption`, `rekey` and `disable_encryption` re-write it (to a
+//! new file, fsynced, renamed over the old one: a crash leaves the old or
+//! the new file whole). Everything of the store is inside the encrypted file
+//! (model tables, outbox, cursors, metadata); the WAL is encrypted the same
+//! way and temporary tables stay in memory. Every wrong key or damaged file
+//! is its own error naming the file ([`Error::WrongKey`],
+//! [`Error::KeyRequired`], [`Error::NotEncrypted`], [`Error::Damaged`]); the
+//! file is not changed. An encrypted file is checked page by page when it
+//! opens, which reads it once.
+//!
+//! Cargo unifies features, so in a build with `encryption` every SQLite user
+//! (sync-server's SQLite store too) runs on SQLCipher; without a key it
+//! reads and writes plain SQLite files.
+//!
 //! # Outbox semantics (beyond the `LocalStore` docs)
 //!
 //! - At most one `pending` op per record, enforced by a unique partial index.
@@ -72,4 +91,6 @@ pub use crate::error::{Error, Result};
 pub use crate::migrate::{GeneratedMigration, MigrationGenerator, SNAPSHOT_FILE};
 #[cfg(feature = "postgres")]
 pub use crate::store::PostgresOptions;
+#[cfg(feature = "encryption")]
+pub use crate::store::StoreKey;
 pub use crate::store::{DieselStore, SqliteOptions, BOOKKEEPING_SCHEMA_VERSION};

@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     pub(crate) cancel: CancellationToken,
     pub(crate) periodic: Mutex<Option<CancellationToken>>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// End-to-end field encryption, when a model has `#[sync(encrypted)]` fields.
+    pub(crate) crypto: Option<Arc<crate::crypto::FieldCrypto>>,
 }
 
 pub(crate) async fn blocking<R, F>(store: &Arc<dyn LocalStore>, f: F) -> Result<R>

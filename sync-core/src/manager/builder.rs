@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SyncManager;
 use crate::connectivity::{Connectivity, ManualConnectivity};
+use crate::crypto::{EncryptingRemote, FieldCrypto, KeyProvider};
 use crate::engine::{blocking, worker, Inner};
 use crate::error::{Error, Result};
 use crate::events::SyncStatus;
@@ -57,6 +58,7 @@ impl ModelConfig {
 pub(crate) struct Registration {
     pub(crate) schema: &'static ModelSchema,
     pub(crate) route: ModelRoute,
+    pub(crate) encrypted: &'static [&'static str],
 }
 
 /// Builds a [`SyncManager`]. Configuration errors are returned by [`build`](Self::build).
@@ -73,6 +75,7 @@ pub struct SyncManagerBuilder {
     user_id: Option<String>,
     batch_push: bool,
     websocket: Option<WebSocketConfig>,
+    field_keys: Option<Arc<dyn KeyProvider>>,
     errors: Vec<String>,
 }
 
@@ -180,7 +183,15 @@ impl SyncManagerBuilder {
                 pull: config.pull.unwrap_or(PullMode::Cursor),
                 normalize: crate::remote::normalize_record::<T>,
             },
+            encrypted: T::ENCRYPTED_FIELDS,
         });
+        self
+    }
+
+    /// The keys of the `#[sync(encrypted)]` fields (end-to-end encryption; see
+    /// [`crate::crypto`]). Required when a registered model has such a field.
+    pub fn field_keys(mut self, keys: impl KeyProvider) -> Self {
+        self.field_keys = Some(Arc::new(keys));
         self
     }
 
@@ -237,6 +248,29 @@ impl SyncManagerBuilder {
                 Arc::new(builder.build()?)
             }
         };
+        let encrypted: HashMap<&'static str, &'static [&'static str]> = self
+            .models
+            .iter()
+            .filter(|r| !r.encrypted.is_empty())
+            .map(|r| (r.schema.model_type, r.encrypted))
+            .collect();
+        let crypto = match (self.field_keys, encrypted.keys().next()) {
+            (Some(keys), _) => Some(Arc::new(FieldCrypto::new(keys, encrypted))),
+            (None, Some(model)) => {
+                return Err(Error::Config(format!(
+                    "model `{model}` has #[sync(encrypted)] fields; register their keys with .field_keys(...)"
+                )))
+            }
+            (None, None) => None,
+        };
+        let raw_remote = Arc::clone(&remote);
+        let remote: Arc<dyn Remote> = match &crypto {
+            Some(crypto) => Arc::new(EncryptingRemote {
+                inner: remote,
+                crypto: Arc::clone(crypto),
+            }),
+            None => remote,
+        };
         let mut models = HashMap::new();
         let mut endpoints = HashMap::new();
         for registration in self.models {
@@ -265,6 +299,16 @@ impl SyncManagerBuilder {
             ..SyncStatus::default()
         });
         let (events, _) = broadcast::channel(4096);
+        if let Some(crypto) = &crypto {
+            crypto
+                .attach(
+                    raw_remote,
+                    Arc::clone(&store),
+                    events.clone(),
+                    self.user_id.clone(),
+                )
+                .await;
+        }
         let realtime = self.websocket.map(|config| {
             let realtime = Realtime::new(config, self.headers.clone());
             if realtime.config().subscribe_all_models {
@@ -292,6 +336,7 @@ impl SyncManagerBuilder {
             cancel: CancellationToken::new(),
             periodic: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
+            crypto,
         });
         inner.refresh_counts().await?;
         connectivity.start(Arc::clone(&inner.remote), inner.cancel.child_token());
@@ -346,6 +391,7 @@ impl SyncManager {
             user_id: None,
             batch_push: true,
             websocket: None,
+            field_keys: None,
             errors: Vec::new(),
         }
     }

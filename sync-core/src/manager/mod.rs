@@ -224,8 +224,13 @@ impl SyncManager {
     /// Sync state of one record: version, synced, error, attempts and its ops.
     pub async fn record_state<T: SyncModel>(&self, id: &str) -> Result<RecordState> {
         self.route::<T>()?;
-        let id = id.to_owned();
-        blocking(&self.inner.store, move |s| s.record_state(T::SCHEMA, &id)).await
+        let id2 = id.to_owned();
+        let mut state =
+            blocking(&self.inner.store, move |s| s.record_state(T::SCHEMA, &id2)).await?;
+        if let Some(crypto) = &self.inner.crypto {
+            state.decryption_error = crypto.failure_of(T::MODEL_TYPE, id).await;
+        }
+        Ok(state)
     }
 
     /// Ops the remote refused permanently.

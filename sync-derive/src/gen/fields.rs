@@ -21,6 +21,16 @@ pub(crate) fn expand(
             "Handle to `{ident}::{}` (wire name `{}`).",
             f.name, f.wire_name
         );
+        if f.attrs.encrypted.is_some() {
+            let doc = format!(
+                "Handle to `{ident}::{}` (wire name `{}`); `#[sync(encrypted)]`, so it has no filters or orderings: the remote only holds ciphertext.",
+                f.name, f.wire_name
+            );
+            return quote! {
+                #[doc = #doc]
+                pub #name: #rt::EncryptedField<#ident, #ty>
+            };
+        }
         quote! {
             #[doc = #doc]
             pub #name: #rt::Field<#ident, #ty>
@@ -29,6 +39,9 @@ pub(crate) fn expand(
     let inits = cont.stored().map(|f| {
         let name = f.ident;
         let position = f.position.unwrap_or(0);
+        if f.attrs.encrypted.is_some() {
+            return quote!(#name: #rt::EncryptedField::new(&__SYNC_SCHEMA.fields[#position]));
+        }
         quote!(#name: #rt::Field::new(&__SYNC_SCHEMA.fields[#position]))
     });
     let fields_struct = quote! {

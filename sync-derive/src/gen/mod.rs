@@ -35,6 +35,16 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
     let field_value = delta::field_value(cont, &rt);
     let rest_requests = rest::expand(cont, &rt);
     let table = diesel::expand(cont);
+    let encrypted: Vec<&str> = cont
+        .stored()
+        .filter(|f| f.attrs.encrypted.is_some())
+        .map(|f| f.wire_name.as_str())
+        .collect();
+    let encrypted_fields = if encrypted.is_empty() {
+        quote!()
+    } else {
+        quote!(const ENCRYPTED_FIELDS: &'static [&'static str] = &[#(#encrypted),*];)
+    };
 
     quote! {
         #fields_struct
@@ -51,6 +61,7 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
                 const MODEL_TYPE: &'static str = #model_type;
                 const ENDPOINT: &'static str = #endpoint;
                 const SCHEMA: &'static #rt::ModelSchema = &__SYNC_SCHEMA;
+                #encrypted_fields
                 type Fields = #fields_ty;
                 #fields_fn
                 #id_fn

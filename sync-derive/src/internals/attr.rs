@@ -83,6 +83,8 @@ pub(crate) struct Field {
     pub(crate) json: Option<TokenStream>,
     pub(crate) skip: Option<TokenStream>,
     pub(crate) skip_delta: Option<TokenStream>,
+    /// `#[sync(encrypted)]`, as written.
+    pub(crate) encrypted: Option<TokenStream>,
     pub(crate) column: Option<Spanned<String>>,
     pub(crate) serde_rename: Option<String>,
     pub(crate) serde_default: bool,
@@ -549,6 +551,7 @@ impl Field {
         let mut json = Attr::none(cx, JSON);
         let mut skip = Attr::none(cx, SKIP);
         let mut skip_delta = Attr::none(cx, SKIP_DELTA);
+        let mut encrypted = Attr::none(cx, ENCRYPTED);
         let mut column = Attr::none(cx, COLUMN);
         let mut serde_rename = None;
         let mut serde_default = false;
@@ -604,7 +607,8 @@ impl Field {
                 let key = FIELD_KEYS.iter().find(|k| meta.path == **k).copied();
                 match key {
                     Some(k) if k.0 == COLUMN.0 => {
-                        if let Some(s) = lit_str(cx, COLUMN, "#[sync(column = \"due_at\")]", &meta)? {
+                        if let Some(s) = lit_str(cx, COLUMN, "#[sync(column = \"due_at\")]", &meta)?
+                        {
                             if let Some(name) = sql_name(cx, COLUMN, &s) {
                                 column.set(&meta.path, name);
                             }
@@ -612,10 +616,7 @@ impl Field {
                     }
                     Some(k) if k.0 == ENCRYPTED.0 => {
                         flag(cx, ENCRYPTED, &meta)?;
-                        cx.error_spanned_by(
-                            &meta.path,
-                            "`#[sync(encrypted)]` is reserved: field encryption is not implemented yet, and the field would be stored and sent in clear; remove the attribute",
-                        );
+                        encrypted.set(&meta.path, meta.path.to_token_stream());
                     }
                     Some(k) => {
                         flag(cx, k, &meta)?;
@@ -653,6 +654,7 @@ impl Field {
             json: json.get().map(|s| s.value),
             skip: skip.get().map(|s| s.value),
             skip_delta: skip_delta.get().map(|s| s.value),
+            encrypted: encrypted.get().map(|s| s.value),
             column: column.get(),
             serde_rename,
             serde_default,

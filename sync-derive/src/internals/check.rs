@@ -110,6 +110,29 @@ fn check_fields(cx: &Ctxt, cont: &Container<'_>) {
                 ),
             );
         }
+        if let Some(encrypted) = &attrs.encrypted {
+            if attrs.index {
+                cx.error_spanned_by(
+                    encrypted,
+                    format!(
+                        "`{}` cannot be both `encrypted` and `index`: the server only sees ciphertext, so an index or a filter on it cannot be served by a remote query; remove `index` (filter such records in memory after decrypting)",
+                        field.name
+                    ),
+                );
+            }
+            if attrs.id.is_some() {
+                cx.error_spanned_by(
+                    encrypted,
+                    "the `#[sync(id)]` field cannot be `encrypted`: the server routes and versions records by id; encrypt another field",
+                );
+            }
+            if attrs.skip.is_some() {
+                cx.error_spanned_by(
+                    encrypted,
+                    "a `#[sync(skip)]` field is never synced, so `encrypted` has no effect; remove one or the other",
+                );
+            }
+        }
         if let Some(skip) = &attrs.skip {
             let mut pointless = Vec::new();
             if attrs.index {

@@ -1549,7 +1549,11 @@ pub(crate) fn record_state(
         .into_iter()
         .map(|o| o.op)
         .collect();
-    Ok(RecordState { meta, ops })
+    Ok(RecordState {
+        meta,
+        ops,
+        decryption_error: None,
+    })
 }
 
 pub(crate) fn counts(db: &mut dyn Db) -> Result<OutboxCounts, StoreError> {

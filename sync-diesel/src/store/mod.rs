@@ -1,5 +1,9 @@
 //! [`DieselStore`]: the `LocalStore` on SQLite (and Postgres with feature `postgres`).
 
+#[cfg(feature = "encryption")]
+mod cipher;
+#[cfg(feature = "encryption")]
+pub use self::cipher::StoreKey;
 mod logic;
 mod outbox;
 mod query;
@@ -67,6 +71,17 @@ pub struct DieselStore {
     conn: Conn,
     location: String,
     models: RwLock<HashMap<&'static str, &'static ModelSchema>>,
+    /// How the SQLite file was opened, to open it again after a re-write
+    /// (`enable_encryption`, `rekey`, ...); `None` on Postgres.
+    #[cfg_attr(not(feature = "encryption"), allow(dead_code))]
+    sqlite: Option<SqliteFile>,
+}
+
+/// The SQLite file behind a store and whether it is encrypted now.
+#[cfg_attr(not(feature = "encryption"), allow(dead_code))]
+struct SqliteFile {
+    options: SqliteOptions,
+    encrypted: std::sync::atomic::AtomicBool,
 }
 
 enum Conn {
@@ -90,6 +105,8 @@ impl fmt::Debug for DieselStore {
 pub struct SqliteOptions {
     path: PathBuf,
     busy_timeout: Duration,
+    #[cfg(feature = "encryption")]
+    key: Option<StoreKey>,
 }
 
 impl SqliteOptions {
@@ -99,7 +116,29 @@ impl SqliteOptions {
         SqliteOptions {
             path: path.as_ref().to_path_buf(),
             busy_timeout: Duration::from_secs(5),
+            #[cfg(feature = "encryption")]
+            key: None,
         }
+    }
+
+    /// Opens (or creates) the file encrypted with `key` (SQLCipher: AES-256
+    /// pages with an HMAC each; the WAL is encrypted the same way). A wrong
+    /// key is [`Error::WrongKey`], a plaintext file [`Error::NotEncrypted`], a
+    /// truncated or altered file [`Error::Damaged`]; the file is left as it was.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), sync_diesel::Error> {
+    /// use sync_diesel::{DieselStore, StoreKey};
+    /// let store = DieselStore::sqlite("app.db")
+    ///     .key(StoreKey::passphrase("correct horse battery staple"))
+    ///     .open_blocking()?;
+    /// assert!(store.is_encryption_enabled());
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "encryption")]
+    pub fn key(mut self, key: StoreKey) -> SqliteOptions {
+        self.key = Some(key);
+        self
     }
 
     /// How long a statement waits for another process's lock before failing
@@ -166,11 +205,50 @@ fn open_sqlite(options: &SqliteOptions) -> Result<DieselStore> {
     if path.is_dir() {
         return Err(unavailable("it is a directory; give a file path".into()));
     }
-    let url = path
-        .to_str()
-        .ok_or_else(|| unavailable("the path is not valid UTF-8".into()))?;
+    if path.to_str().is_none() {
+        return Err(unavailable("the path is not valid UTF-8".into()));
+    }
+    // A re-write killed before its rename leaves its new file beside the
+    // store; the store itself is the old file, whole.
+    #[cfg(feature = "encryption")]
+    cipher::remove_rewrite_leftovers(path, &shown)?;
+    let conn = connect_sqlite(options, true)?;
+    Ok(DieselStore {
+        conn: Conn::Sqlite(Mutex::new(conn)),
+        location: shown,
+        models: RwLock::new(HashMap::new()),
+        sqlite: Some(SqliteFile {
+            #[cfg(feature = "encryption")]
+            encrypted: std::sync::atomic::AtomicBool::new(options.key.is_some()),
+            #[cfg(not(feature = "encryption"))]
+            encrypted: std::sync::atomic::AtomicBool::new(false),
+            options: options.clone(),
+        }),
+    })
+}
+
+/// Opens a connection on the store's file: the key (if any) and its check,
+/// the pragmas, the bookkeeping migrations, and (`requeue`, at open) in-flight
+/// ops back to pending. A re-open after a re-write does not requeue: a push
+/// of this process may still be waiting for the answer to those ops.
+fn connect_sqlite(options: &SqliteOptions, requeue: bool) -> Result<SqliteConnection> {
+    let path = &options.path;
+    let shown = path.display().to_string();
+    let url = path.to_str().ok_or_else(|| {
+        Error::Store(StoreError::Unavailable {
+            path: shown.clone(),
+            reason: "the path is not valid UTF-8".into(),
+        })
+    })?;
+    #[cfg(feature = "encryption")]
+    if let Some(key) = &options.key {
+        // Before the file is created.
+        key.check(&shown)?;
+    }
     let mut conn = SqliteConnection::establish(url)
         .map_err(|e| Error::Store(classify_sqlite(&shown, e.to_string())))?;
+    #[cfg(feature = "encryption")]
+    cipher::unlock(&mut conn, path, options.key.as_ref())?;
     let classify = |e: StoreError| match e {
         StoreError::Database(message) => classify_sqlite(&shown, message),
         other => other,
@@ -201,15 +279,13 @@ fn open_sqlite(options: &SqliteOptions) -> Result<DieselStore> {
         }
         c.run_pending_migrations(SQLITE_BOOKKEEPING)
             .map_err(|e| TxError(StoreError::Database(format!("bookkeeping migrations: {e}"))))?;
-        logic::requeue_inflight(c)?;
+        if requeue {
+            logic::requeue_inflight(c)?;
+        }
         Ok::<_, TxError>(())
     })
     .map_err(|e| Error::Store(classify(e.0)))?;
-    Ok(DieselStore {
-        conn: Conn::Sqlite(Mutex::new(conn)),
-        location: shown,
-        models: RwLock::new(HashMap::new()),
-    })
+    Ok(conn)
 }
 
 fn check_version(db: &mut dyn Db, location: &str) -> StoreResult<()> {
@@ -360,6 +436,7 @@ mod pg {
             conn: Conn::Postgres(pool),
             location: shown,
             models: std::sync::RwLock::new(std::collections::HashMap::new()),
+            sqlite: None,
         })
     }
 }
@@ -387,6 +464,25 @@ impl DieselStore {
     /// Blocking form of [`DieselStore::open_sqlite`].
     pub fn open_sqlite_blocking(path: impl AsRef<Path>) -> Result<DieselStore> {
         SqliteOptions::new(path).open_blocking()
+    }
+
+    /// Opens (creating if needed) the SQLite store at `path` encrypted with
+    /// `key`; see [`SqliteOptions::key`].
+    #[cfg(feature = "encryption")]
+    pub async fn open_sqlite_encrypted(
+        path: impl AsRef<Path>,
+        key: StoreKey,
+    ) -> Result<DieselStore> {
+        SqliteOptions::new(path).key(key).open().await
+    }
+
+    /// Blocking form of [`DieselStore::open_sqlite_encrypted`].
+    #[cfg(feature = "encryption")]
+    pub fn open_sqlite_encrypted_blocking(
+        path: impl AsRef<Path>,
+        key: StoreKey,
+    ) -> Result<DieselStore> {
+        SqliteOptions::new(path).key(key).open_blocking()
     }
 
     /// Options for a Postgres store at `url`.

@@ -9,7 +9,7 @@ struct Note {
     #[sync(jsn)]
     tags: Vec<String>,
     count: u64,
-    #[sync(encrypted)]
+    #[sync(encrypted, index)]
     secret: String,
 }
 
