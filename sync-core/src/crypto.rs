@@ -110,7 +110,7 @@ fn _object_safe(_: &dyn KeyProvider) {}
 /// A [`KeyProvider`] holding its keys in memory.
 ///
 /// ```
-/// use offline_sync_kit::crypto::{FieldKey, KeyProvider, StaticKeys};
+/// use sync_core::crypto::{FieldKey, KeyProvider, StaticKeys};
 /// let keys = StaticKeys::new("2024-01", FieldKey::new([1; 32]))
 ///     .rotate_to("2024-06", FieldKey::new([2; 32]));
 /// assert_eq!(keys.current_key_id(), "2024-06");
@@ -226,6 +226,126 @@ impl<M, T> EncryptedField<M, T> {
     pub fn spec(&self) -> &'static FieldSpec {
         self.spec
     }
+}
+
+/// Implemented by no type: it turns a filter or an ordering on an encrypted field into a
+/// compile error that says why, instead of "method not found".
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is an `#[sync(encrypted)]` field: it cannot be filtered or ordered",
+    label = "this field is encrypted",
+    note = "the remote and the SQL store compare ciphertext, so a filter or an ordering on an \
+            encrypted field cannot run; remove `#[sync(encrypted)]` from the field, or filter \
+            the loaded models in memory"
+)]
+pub trait NotQueryable {}
+
+/// The query methods of a plain [`Field`](crate::Field), each refused at compile time by
+/// [`NotQueryable`].
+#[allow(clippy::needless_pass_by_value, missing_docs)]
+impl<M, T> EncryptedField<M, T> {
+    #[doc(hidden)]
+    pub fn eq<V>(self, _value: V) -> crate::Condition<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn ne<V>(self, _value: V) -> crate::Condition<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn in_list<V>(self, _values: V) -> crate::Condition<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn gt<V>(self, _value: V) -> crate::Condition<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn ge<V>(self, _value: V) -> crate::Condition<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn lt<V>(self, _value: V) -> crate::Condition<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn le<V>(self, _value: V) -> crate::Condition<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn contains<V>(self, _value: V) -> crate::Condition<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn starts_with<V>(self, _value: V) -> crate::Condition<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn ends_with<V>(self, _value: V) -> crate::Condition<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn is_null(self) -> crate::Condition<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn is_not_null(self) -> crate::Condition<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn asc(self) -> crate::Order<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+    #[doc(hidden)]
+    pub fn desc(self) -> crate::Order<M>
+    where
+        Self: NotQueryable,
+    {
+        unreachable_by_bound()
+    }
+}
+
+/// The body of a method whose `Self: NotQueryable` bound no type meets: it cannot be called.
+fn unreachable_by_bound() -> ! {
+    unreachable!("NotQueryable is implemented by no type")
 }
 
 impl<M, T> Clone for EncryptedField<M, T> {
