@@ -145,6 +145,8 @@ error_codes! {
     InvalidPath => "invalid_path",
     /// The collection name is one of the server's own routes (`health`, `ws`, `sync`).
     ReservedCollection => "reserved_collection",
+    /// The request (its body) did not arrive in time (408); retry.
+    RequestTimeout => "request_timeout",
 }
 
 impl From<&str> for ErrorCode {

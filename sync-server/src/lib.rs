@@ -35,6 +35,7 @@ mod auth;
 mod error;
 mod events;
 mod listener;
+mod serve;
 mod server;
 mod store;
 mod throttle;

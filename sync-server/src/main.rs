@@ -95,6 +95,30 @@ struct Args {
     /// Failed authentications per peer address per minute before 429s (default 60).
     #[arg(long)]
     max_auth_failures_per_minute: Option<u32>,
+
+    /// Connections served at once (default 1024).
+    #[arg(long)]
+    max_connections: Option<usize>,
+
+    /// Seconds a client has to send request headers (default 10).
+    #[arg(long, value_name = "SECS")]
+    header_read_timeout: Option<u64>,
+
+    /// Seconds a client has to send a request body (default 30).
+    #[arg(long, value_name = "SECS")]
+    body_read_timeout: Option<u64>,
+
+    /// WebSocket connections one user may hold (default 32).
+    #[arg(long)]
+    max_ws_connections_per_user: Option<usize>,
+
+    /// Seconds between the server's WebSocket pings (default 30).
+    #[arg(long, value_name = "SECS")]
+    ws_ping_interval: Option<u64>,
+
+    /// Seconds of silence after which a WebSocket is closed (default 90).
+    #[arg(long, value_name = "SECS")]
+    ws_idle_timeout: Option<u64>,
 }
 
 #[tokio::main]
@@ -174,6 +198,19 @@ async fn run(args: Args) -> sync_server::Result<()> {
         &mut limits.max_auth_failures_per_minute,
         args.max_auth_failures_per_minute,
     );
+    set(&mut limits.max_connections, args.max_connections);
+    let secs = |value: Option<u64>| value.map(Duration::from_secs);
+    set(
+        &mut limits.header_read_timeout,
+        secs(args.header_read_timeout),
+    );
+    set(&mut limits.body_read_timeout, secs(args.body_read_timeout));
+    set(
+        &mut limits.max_ws_connections_per_user,
+        args.max_ws_connections_per_user,
+    );
+    set(&mut limits.ws_ping_interval, secs(args.ws_ping_interval));
+    set(&mut limits.ws_idle_timeout, secs(args.ws_idle_timeout));
     builder = builder.limits(limits);
     let server = builder.build().await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

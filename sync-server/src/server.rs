@@ -74,6 +74,23 @@ pub struct Limits {
     /// minute; past them every request of that address that carries credentials is answered
     /// 429 until the minute ends. Protects tokens from guessing. Default 60.
     pub max_auth_failures_per_minute: u32,
+    /// Connections served at once; past it the server stops accepting until one closes, so
+    /// a flood of idle connections cannot exhaust file descriptors. Default 1024 (keep it
+    /// below the process's descriptor limit).
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (also an idle keep-alive connection's
+    /// next request). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body; past it the answer is 408. Default 30 s.
+    pub body_read_timeout: Duration,
+    /// WebSocket connections one user may hold at once; past it an upgrade is 429 and an
+    /// `auth` message is refused. Default 32.
+    pub max_ws_connections_per_user: usize,
+    /// Interval of the server's WebSocket pings. Default 30 s.
+    pub ws_ping_interval: Duration,
+    /// A WebSocket from which nothing (not even a pong) arrived for this long is closed.
+    /// Default 90 s.
+    pub ws_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -99,6 +116,12 @@ impl Default for Limits {
             max_page_bytes: 8 * 1024 * 1024,
             max_json_depth: 64,
             max_auth_failures_per_minute: 60,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_ws_connections_per_user: 32,
+            ws_ping_interval: Duration::from_secs(30),
+            ws_idle_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -302,6 +325,17 @@ impl SyncServerBuilder {
         }
         let limits = self.limits;
         for (name, value) in [
+            ("header_read_timeout", limits.header_read_timeout),
+            ("body_read_timeout", limits.body_read_timeout),
+            ("ws_ping_interval", limits.ws_ping_interval),
+            ("ws_idle_timeout", limits.ws_idle_timeout),
+            ("ws_write_timeout", limits.ws_write_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::Config(format!("timeout {name} must be above 0")));
+            }
+        }
+        for (name, value) in [
             ("max_body_bytes", limits.max_body_bytes),
             ("max_batch_ops", limits.max_batch_ops),
             ("max_id_len", limits.max_id_len),
@@ -319,6 +353,11 @@ impl SyncServerBuilder {
             ("max_subscription_bytes", limits.max_subscription_bytes),
             ("max_page_bytes", limits.max_page_bytes),
             ("max_json_depth", limits.max_json_depth),
+            ("max_connections", limits.max_connections),
+            (
+                "max_ws_connections_per_user",
+                limits.max_ws_connections_per_user,
+            ),
         ] {
             if value == 0 {
                 return Err(Error::Config(format!("limit {name} must be above 0")));
@@ -362,6 +401,7 @@ impl SyncServerBuilder {
                 hub,
                 cancel: cancel.clone(),
                 throttle,
+                ws_users: crate::ws::WsUsers::default(),
             },
             guard: cancel.clone().drop_guard(),
             cancel,
@@ -417,11 +457,16 @@ impl SyncServer {
             listener: events_listener,
             guard: _guard,
         } = self;
+        let limits = state.limits.clone();
         let app = router(state);
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(cancel.clone().cancelled_owned())
-            .await;
+        crate::serve::serve(
+            listener,
+            app,
+            limits.max_connections,
+            limits.header_read_timeout,
+            cancel.clone(),
+        )
+        .await;
         // Also stop WebSocket connections and the event listener if serving failed.
         cancel.cancel();
         if let Some(listener) = events_listener {
@@ -429,7 +474,7 @@ impl SyncServer {
                 .await
                 .map_err(|err| Error::Task(format!("event listener: {err}")))?;
         }
-        served.map_err(Error::Io)
+        Ok(())
     }
 
     /// Serves on `listener` in a background task.

@@ -60,9 +60,27 @@ pub(crate) async fn upgrade(
         Err(err) => return err.into_response(),
     };
     let peer = peer.map(|Extension(info)| info.0.ip());
+    let max = state.limits.max_ws_connections_per_user;
+    let slot = match &session {
+        Some(session) => match state.ws_users.take(&session.user, max) {
+            Some(slot) => Some(slot),
+            None => {
+                return ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TooManyRequests,
+                    format!(
+                    "this user has {max} WebSocket connections open (max_ws_connections_per_user)"
+                ),
+                )
+                .with_limit(max)
+                .into_response()
+            }
+        },
+        None => None,
+    };
     let max = state.limits.max_ws_message_bytes;
     ws.max_message_size(max)
-        .on_upgrade(move |socket| Connection::new(state, session, peer).run(socket))
+        .on_upgrade(move |socket| Connection::new(state, session, peer, slot).run(socket))
 }
 
 /// Source of connection ids (to skip a connection's own changes).
@@ -78,12 +96,19 @@ struct Connection {
     peer: Option<IpAddr>,
     /// Set by a failed `auth` message: the connection is closed.
     failed_auth: bool,
+    /// This connection's place among its user's connections.
+    slot: Option<WsSlot>,
     /// Channel (collection) -> equality filter.
     subscriptions: HashMap<String, Map<String, Value>>,
 }
 
 impl Connection {
-    fn new(state: AppState, session: Option<Session>, peer: Option<IpAddr>) -> Self {
+    fn new(
+        state: AppState,
+        session: Option<Session>,
+        peer: Option<IpAddr>,
+        slot: Option<WsSlot>,
+    ) -> Self {
         let (user, expires_at) = match session {
             Some(session) => (Some(session.user), session.expires_at),
             None => (None, None),
@@ -95,6 +120,7 @@ impl Connection {
             expires_at,
             peer,
             failed_auth: false,
+            slot,
             subscriptions: HashMap::new(),
         }
     }
@@ -117,6 +143,10 @@ impl Connection {
         let cancel = self.state.cancel.clone();
         let auth_deadline = tokio::time::sleep(limits.ws_auth_timeout);
         tokio::pin!(auth_deadline);
+        let start = tokio::time::Instant::now();
+        let mut pings =
+            tokio::time::interval_at(start + limits.ws_ping_interval, limits.ws_ping_interval);
+        let mut last_heard = start;
         loop {
             let outgoing: Vec<Message> = tokio::select! {
                 () = stop.cancelled() => break,
@@ -138,8 +168,15 @@ impl Connection {
                     outbox.close(close(CLOSE_POLICY, "token expired"));
                     break;
                 }
+                _ = pings.tick() => {
+                    if last_heard.elapsed() >= limits.ws_idle_timeout {
+                        outbox.close(close(CLOSE_GOING_AWAY, "idle: nothing heard, not even a pong"));
+                        break;
+                    }
+                    vec![Message::Ping(axum::body::Bytes::new())]
+                }
                 answer = requests.next() => vec![answer],
-                incoming = stream.next() => match incoming {
+                incoming = stream.next() => match incoming.inspect(|_| last_heard = tokio::time::Instant::now()) {
                     None | Some(Err(_)) => break,
                     Some(Ok(Message::Text(body))) => {
                         self.handle(body.as_str(), &mut requests).into_iter().collect()
@@ -270,6 +307,19 @@ impl Connection {
                 error("this connection is already authenticated as another user".into())
             }
             Some(session) => {
+                if self.slot.is_none() {
+                    let max = self.state.limits.max_ws_connections_per_user;
+                    match self.state.ws_users.take(&session.user, max) {
+                        Some(slot) => self.slot = Some(slot),
+                        None => {
+                            self.failed_auth = true;
+                            return error(format!(
+                                "this user has {max} WebSocket connections open \
+                                 (max_ws_connections_per_user)"
+                            ));
+                        }
+                    }
+                }
                 self.user = Some(session.user.clone());
                 self.expires_at = session.expires_at;
                 text(&ServerMessage::AuthOk { user: session.user })
@@ -413,6 +463,52 @@ fn message_size(message: &Message) -> usize {
         Message::Text(text) => text.len(),
         Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
         Message::Close(_) => 16,
+    }
+}
+
+/// WebSocket connections per user (`max_ws_connections_per_user`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WsUsers(Arc<std::sync::Mutex<HashMap<String, usize>>>);
+
+/// A connection's place among its user's connections; freed when dropped.
+#[derive(Debug)]
+pub(crate) struct WsSlot {
+    users: WsUsers,
+    user: String,
+}
+
+impl WsUsers {
+    /// A slot for one more connection of `user`, unless it holds `max` already.
+    fn take(&self, user: &str, max: usize) -> Option<WsSlot> {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(user.to_owned()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(WsSlot {
+            users: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+}
+
+impl Drop for WsSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .users
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.user);
+            }
+        }
     }
 }
 

@@ -26,6 +26,11 @@ sync_testkit::backend_matrix!(
     repeated_failed_authentications_from_one_address_are_throttled,
     jwt_claims_are_checked_and_subjects_do_not_meet_static_users,
     a_websocket_session_ends_when_its_jwt_expires,
+    a_half_sent_request_header_is_cut_off,
+    a_slowly_sent_body_is_answered_408,
+    connections_past_the_cap_wait_for_a_free_slot,
+    a_user_holds_at_most_max_ws_connections_per_user,
+    a_websocket_that_answers_no_pings_is_closed,
 );
 
 /// `Limits::max_push_answer_bytes` by default (8 MiB).
@@ -517,5 +522,195 @@ async fn a_websocket_session_ends_when_its_jwt_expires(db: TestDb) {
         }
     }
     assert!(ended, "the session outlived its token by 30 s");
+    server.shutdown().await.unwrap();
+}
+
+/// Reads from `stream` until the server closes it; `false` if it is still open after `wait`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, wait: Duration) -> (bool, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return (false, seen),
+            Ok(Ok(0) | Err(_)) => return (true, seen),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Point 4: a client that never finishes its request headers is cut off after
+/// `header_read_timeout` (10 s by default); such connections used to stay open for good.
+async fn a_half_sent_request_header_is_cut_off(db: TestDb) {
+    use tokio::io::AsyncWriteExt;
+    let server = db.start().await;
+    let mut slow = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let (closed, _) = closed_within(&mut slow, Duration::from_secs(25)).await;
+    assert!(
+        closed,
+        "a half-sent request header held its connection for 25 s"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Point 4: a body sent too slowly is answered 408 after `body_read_timeout` (30 s by default)
+/// and applies nothing.
+async fn a_slowly_sent_body_is_answered_408(db: TestDb) {
+    use tokio::io::AsyncWriteExt;
+    let server = db.start().await;
+    let mut slow = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /todos HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"id\":",
+        ALICE.1
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let (_, seen) = closed_within(&mut slow, Duration::from_secs(45)).await;
+    let answer = String::from_utf8_lossy(&seen);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "a body still incomplete after 45 s got: {answer:?}"
+    );
+    assert!(answer.contains("request_timeout"), "{answer}");
+    let alice = Client::new(&server, ALICE.1);
+    assert!(alice.pull_all("todos", "", 100).await.is_empty());
+    server.shutdown().await.unwrap();
+}
+
+/// Point 4: past `max_connections` the server stops accepting until a connection closes, so
+/// descriptors never run out; the slow ones are cut by `header_read_timeout` and the server
+/// serves again.
+async fn connections_past_the_cap_wait_for_a_free_slot(db: TestDb) {
+    let mut limits = sync_server::Limits::default();
+    limits.max_connections = 4;
+    limits.header_read_timeout = Duration::from_secs(1);
+    let server = support::start(db.builder().limits(limits)).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(
+            tokio::net::TcpStream::connect(server.local_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let health = format!("{}/health", server.url());
+    assert!(
+        http.get(&health).send().await.is_err(),
+        "a fifth connection was served past max_connections = 4"
+    );
+    // The idle connections are cut after 1 s; then the server serves again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert_eq!(
+        http.get(&health).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    drop(idle);
+    server.shutdown().await.unwrap();
+}
+
+/// Point 4: one user holds at most `max_ws_connections_per_user` (32) WebSockets; the next
+/// upgrade is 429, and a closed one frees its place.
+async fn a_user_holds_at_most_max_ws_connections_per_user(db: TestDb) {
+    let server = db.start().await;
+    let mut sockets = Vec::new();
+    for _ in 0..32 {
+        sockets.push(ws_connect(&server, Some(ALICE.1)).await);
+    }
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            server.ws_url(),
+        )
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", ALICE.1).parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(request.clone()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+        other => panic!(
+            "a 33rd WebSocket of one user was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // Another user is not affected.
+    let _bob = ws_connect(&server, Some(support::BOB.1)).await;
+    // Closing one frees its place.
+    let mut first = sockets.remove(0);
+    first.close(None).await.unwrap();
+    drop(first);
+    let mut reconnected = None;
+    for _ in 0..50 {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(request.clone()).await {
+            reconnected = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reconnected.is_some(),
+        "a closed WebSocket did not free its place"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Point 4: the server pings every `ws_ping_interval` and closes a WebSocket from which
+/// nothing, not even a pong, arrived for `ws_idle_timeout`; a client that reads (and so
+/// answers pings) stays.
+async fn a_websocket_that_answers_no_pings_is_closed(db: TestDb) {
+    let mut limits = sync_server::Limits::default();
+    limits.ws_ping_interval = Duration::from_millis(200);
+    limits.ws_idle_timeout = Duration::from_secs(1);
+    let server = support::start(db.builder().limits(limits)).await;
+    let mut deaf = ws_connect(&server, Some(ALICE.1)).await;
+    let mut awake = ws_connect(&server, Some(ALICE.1)).await;
+    // The awake client reads (tungstenite answers pings while reading) for 3 s.
+    let reading = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(message) = awake.next().await {
+            if message.is_err() {
+                return false;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(reading.is_err(), "the reading client was closed");
+    ws_send(&mut awake, json!({"type": "ping"})).await;
+    assert_eq!(
+        ws_next(&mut awake, Duration::from_secs(5)).await.unwrap()["type"],
+        "pong"
+    );
+    // The deaf one read nothing for 3 s: after the queued pings, its socket ends.
+    let mut ended = false;
+    for _ in 0..100 {
+        match tokio::time::timeout(Duration::from_secs(5), deaf.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => {}
+            Ok(None | Some(Err(_) | Ok(Message::Close(_)))) => {
+                ended = true;
+                break;
+            }
+            Ok(Some(Ok(other))) => panic!("unexpected {other:?}"),
+            Err(_) => break,
+        }
+    }
+    assert!(ended, "a WebSocket that answered no pings stayed open");
     server.shutdown().await.unwrap();
 }

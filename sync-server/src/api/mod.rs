@@ -42,6 +42,8 @@ pub(crate) struct AppState {
     pub(crate) cancel: CancellationToken,
     /// Failed authentications per peer address.
     pub(crate) throttle: Arc<AuthThrottle>,
+    /// WebSocket connections per user.
+    pub(crate) ws_users: crate::ws::WsUsers,
 }
 
 /// Builds the router of the whole API.
@@ -74,6 +76,10 @@ pub(crate) fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            read_body_in_time,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             throttle_auth,
@@ -117,6 +123,51 @@ async fn throttle_auth(
         state.throttle.failed(peer);
     }
     response
+}
+
+/// Reads the whole request body within `body_read_timeout` (408 past it) and at most
+/// `max_body_bytes` (413), so a client sending a body slowly holds a connection for a bounded
+/// time. The handlers then read the buffered body.
+async fn read_body_in_time(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limits = &state.limits;
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, limits.max_body_bytes);
+    let bytes = match tokio::time::timeout(limits.body_read_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(err)) => {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                validate::too_large(limits).into_response()
+            } else {
+                ApiError::bad_request(
+                    ErrorCode::InvalidBody,
+                    format!("cannot read the body: {err}"),
+                )
+                .into_response()
+            };
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} s (body_read_timeout)",
+                    limits.body_read_timeout.as_secs()
+                ),
+            )
+            .into_response()
+        }
+    };
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 async fn health() -> Json<Health> {

@@ -154,19 +154,24 @@ pub(super) fn body_bytes(
 ) -> Result<Bytes, ApiError> {
     body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::PayloadTooLarge,
-                format!(
-                    "request body is larger than {} bytes; send smaller batches",
-                    limits.max_body_bytes
-                ),
-            )
-            .with_limit(limits.max_body_bytes)
+            too_large(limits)
         } else {
             ApiError::bad_request(ErrorCode::InvalidBody, rej.body_text())
         }
     })
+}
+
+/// The answer to a body past `max_body_bytes`.
+pub(super) fn too_large(limits: &Limits) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "request body is larger than {} bytes; send smaller batches",
+            limits.max_body_bytes
+        ),
+    )
+    .with_limit(limits.max_body_bytes)
 }
 
 pub(super) fn malformed_json(err: &serde_json::Error) -> ApiError {
