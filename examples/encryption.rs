@@ -245,11 +245,14 @@ pub async fn run(out: &mut dyn Write) -> Result<EncryptionOutcome, BoxError> {
         .await?;
     let after_rekey = reopened.get::<Note>(&note.id).await?;
     let pending = reopened.status().borrow().pending_changes;
-    writeln!(
-        out,
-        "the new passphrase opens it: body {:?}, {pending} pending changes",
-        after_rekey.as_ref().map(|n| n.body.as_str())
-    )?;
+    match &after_rekey {
+        Some(n) => writeln!(
+            out,
+            "the new passphrase opens it: body {:?}, {pending} pending changes",
+            n.body
+        )?,
+        None => writeln!(out, "the new passphrase opens it, but the note is missing")?,
+    }
     reopened.shutdown().await?;
     server.shutdown().await?;
 
