@@ -25,6 +25,14 @@
 #![warn(missing_docs)]
 
 pub use sync_core::*;
+/// The error of opening a [`DieselStore`] (a missing directory, a newer schema, and with the
+/// `encryption` feature a wrong or missing key or a damaged file: `WrongKey`, `KeyRequired`,
+/// `NotEncrypted`, `Damaged`) and of the migration generator.
+pub use sync_diesel::Error as DieselStoreError;
+/// The key of an encrypted local database (feature `encryption`): a passphrase or a raw
+/// 256-bit key, for [`SqliteOptions::key`] and [`DieselStore::open_sqlite_encrypted`].
+#[cfg(feature = "encryption")]
+pub use sync_diesel::StoreKey;
 pub use sync_diesel::{
     Backend, DieselStore, GeneratedMigration, MigrationGenerator, SqliteOptions,
 };

@@ -7,6 +7,9 @@
 
 #[path = "../examples/custom_rest.rs"]
 mod custom_rest;
+#[cfg(feature = "encryption")]
+#[path = "../examples/encryption.rs"]
+mod encryption;
 #[path = "../examples/generate_migrations.rs"]
 mod generate_migrations;
 #[path = "../examples/model_basics.rs"]
@@ -25,4 +28,45 @@ async fn generate_migrations_runs() {
 #[test]
 fn model_basics_runs() {
     model_basics::main().unwrap();
+}
+
+/// The encryption example (feature `encryption`): the server holds only an envelope of the
+/// encrypted field, neither database file holds the secret, the old passphrase and no
+/// passphrase are refused after the rekey, the new one reads the note back.
+#[cfg(feature = "encryption")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encryption_runs() {
+    let mut out = Vec::new();
+    let outcome = encryption::run(&mut out).await;
+    let text = String::from_utf8(out).unwrap();
+    let outcome = outcome.unwrap_or_else(|e| panic!("encryption example failed: {e}\n{text}"));
+    let body = &outcome.on_server["body"];
+    assert_eq!(body["$enc"], "v1", "{text}");
+    assert_eq!(body["kid"], "2025-01", "{text}");
+    assert!(body["c"].as_str().is_some_and(|c| !c.is_empty()), "{text}");
+    assert_eq!(outcome.on_server["title"], "Front door", "{text}");
+    assert!(!outcome.secret_in_server_file, "{text}");
+    assert!(!outcome.plaintext_in_device_file, "{text}");
+    let note = outcome
+        .on_second_device
+        .expect("the second device has the note");
+    assert_eq!(note.body, "The key code is 4711-0815", "{text}");
+    assert_eq!(outcome.after_rekey, Some(note), "{text}");
+    assert!(
+        outcome.wrong_key.contains("cannot decrypt the store"),
+        "{text}"
+    );
+    assert!(
+        outcome
+            .missing_key
+            .contains("is encrypted; open it with its key"),
+        "{text}"
+    );
+    for expected in [
+        "an encrypted envelope",
+        "rekeyed",
+        "the new passphrase opens it",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
 }

@@ -376,11 +376,16 @@ impl DieselStore {
         if let Some(key) = &key {
             key.check(&shown)?;
         }
-        let Conn::Sqlite(mutex) = &self.conn else {
-            return Err(Error::Encryption {
-                path: shown,
-                reason: "a re-write needs a SQLite store".into(),
-            });
+        // Without the `postgres` feature SQLite is the only kind of connection.
+        let mutex = match &self.conn {
+            Conn::Sqlite(mutex) => mutex,
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(_) => {
+                return Err(Error::Encryption {
+                    path: shown,
+                    reason: "a re-write needs a SQLite store".into(),
+                })
+            }
         };
         let mut conn = mutex.lock().unwrap_or_else(PoisonError::into_inner);
         let path = file.options.path.clone();
