@@ -208,7 +208,7 @@ impl SyncManagerBuilder {
         self
     }
 
-    /// Realtime updates over WebSocket (connect with [`SyncManager::connect_websocket`]).
+    /// Realtime updates over WebSocket (connect with [`SyncManager::realtime`] and [`RealtimeHandle::connect`](crate::RealtimeHandle::connect)).
     pub fn websocket(mut self, config: WebSocketConfig) -> Self {
         self.websocket = Some(config);
         self
