@@ -280,10 +280,9 @@ pub fn parse_remote_record(
     mut object: Map<String, Value>,
 ) -> Result<RemoteRecord, RemoteError> {
     let id_key = schema.id().wire_name;
-    let id = match object.get(id_key).or_else(|| object.get(ID_KEY)) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(other) => {
+    let id = match wire_id(schema, &object) {
+        Some(Ok(id)) => id,
+        Some(Err(other)) => {
             return Err(RemoteError::BadResponse(format!(
                 "{} record has a non-string id: {other}",
                 schema.model_type
@@ -353,13 +352,28 @@ pub(crate) fn wire_ops<'a>(
 }
 
 /// Reads a push response body: exactly one outcome per op, in order.
+/// A wire record's id, under the model's id name or `id`: `None` if absent, the value itself
+/// if it is neither a string nor a number.
+fn wire_id<'a>(
+    schema: &ModelSchema,
+    object: &'a Map<String, Value>,
+) -> Option<Result<String, &'a Value>> {
+    let value = object
+        .get(schema.id().wire_name)
+        .or_else(|| object.get(ID_KEY))?;
+    Some(match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(other),
+    })
+}
+
 /// Why [`parse_remote_record`] would refuse `object`, without taking it apart.
 fn unreadable(schema: &ModelSchema, object: &Map<String, Value>) -> Option<String> {
-    let id_key = schema.id().wire_name;
-    match object.get(id_key).or_else(|| object.get(ID_KEY)) {
-        Some(Value::String(_) | Value::Number(_)) => {}
-        Some(other) => return Some(format!("a non-string id: {other}")),
-        None => return Some(format!("no `{id_key}`")),
+    match wire_id(schema, object) {
+        Some(Ok(_)) => {}
+        Some(Err(other)) => return Some(format!("a non-string id: {other}")),
+        None => return Some(format!("no `{}`", schema.id().wire_name)),
     }
     match object.get(VERSION_KEY) {
         None | Some(Value::Null) => None,
@@ -401,19 +415,11 @@ pub(crate) fn read_pull_page(
         ..RemotePage::default()
     };
     for item in items {
-        let id = item
-            .get(route.schema.id().wire_name)
-            .or_else(|| item.get(ID_KEY))
-            .and_then(|id| match id {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            });
         match item {
             // Checked before it is taken apart, so a refused record is kept as it came.
             Value::Object(object) => match unreadable(route.schema, &object) {
                 Some(why) => page.rejected.push(crate::store::QuarantinedRecord::new(
-                    id,
+                    wire_id(route.schema, &object).and_then(Result::ok),
                     Value::Object(object),
                     why,
                 )),

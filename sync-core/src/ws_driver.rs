@@ -303,7 +303,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// A pong of the default protocol (a change event never is one, whatever its `type`).
-fn is_pong(value: &Value) -> bool {
+pub(crate) fn is_pong(value: &Value) -> bool {
     value.get("event").is_none()
         && value.get("type").and_then(Value::as_str) == Some("pong")
         && ServerMessage::deserialize(value).is_ok_and(|m| m == ServerMessage::Pong)

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sync_protocol::{
-    GetRequestBody, PullRequestBody, PushRequest, QueryRequestBody, RequestId, ServerMessage,
-    WsMethod, WsRequest, WsResponse,
+    GetRequestBody, PullRequestBody, PushRequest, QueryRequestBody, RequestId, WsMethod, WsRequest,
+    WsResponse,
 };
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -373,8 +373,7 @@ impl Session for RemoteSession {
                 let _ = waiter.send(result);
             }
             // Pongs only keep the connection alive (the driver's business).
-            _ if value.get("event").is_none()
-                && ServerMessage::deserialize(&value).is_ok_and(|m| m == ServerMessage::Pong) => {}
+            _ if crate::ws_driver::is_pong(&value) => {}
             _ => {
                 let _ = shared.events.send(value);
             }
