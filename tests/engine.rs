@@ -1156,3 +1156,48 @@ async fn status_progress_counts_a_run_and_is_cleared_after_it() {
     assert_eq!(sync.status().borrow().progress, None);
     sync.shutdown().await.unwrap();
 }
+
+/// Guards against: a write the server has no room for (its per-user storage quota) being
+/// retried forever or lost. It fails alone, stays local and visible, and the writes around
+/// it sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_over_the_servers_quota_fails_alone_and_stays_local() {
+    let server = Server::start_with_quota(1100).await;
+    let db = ClientDb::new();
+    let sync = client_builder(&server.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    // Each big record is some 450 bytes on the server, the small one some 150: two big ones
+    // fit in 1100, a third does not, and the small one after it does.
+    for id in ["big1", "big2", "big3"] {
+        sync.save(&todo(id, &"x".repeat(400))).await.unwrap();
+    }
+    sync.save(&todo("small", "s")).await.unwrap();
+    eventually(WAIT, "the refused write failed", || async {
+        sync.status().borrow().failed_changes == 1 && sync.status().borrow().pending_changes == 0
+    })
+    .await;
+    let failed = sync.failed_ops().await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].record_id, "big3");
+    let error = failed[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("quota"), "{error}");
+    let mut on_server: Vec<String> = server
+        .records(ALICE.1, "todos")
+        .await
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    on_server.sort();
+    assert_eq!(on_server, ["big1", "big2", "small"]);
+    // Kept locally; a retry with still no room fails again rather than vanishing.
+    assert!(sync.get::<Todo>("big3").await.unwrap().is_some());
+    sync.retry_failed().await.unwrap();
+    sync.synchronize(SyncRun::default()).await.unwrap();
+    assert_eq!(sync.failed_ops().await.unwrap().len(), 1);
+    assert_eq!(server.records(ALICE.1, "todos").await.len(), 3);
+    sync.shutdown().await.unwrap();
+}

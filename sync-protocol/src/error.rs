@@ -147,6 +147,10 @@ error_codes! {
     ReservedCollection => "reserved_collection",
     /// The request (its body) did not arrive in time (408); retry.
     RequestTimeout => "request_timeout",
+    /// The write would take the user's stored records past the server's storage quota (413
+    /// for a single write; `rejected` in a push). Deleting or shrinking records is always
+    /// allowed.
+    QuotaExceeded => "quota_exceeded",
 }
 
 impl From<&str> for ErrorCode {

@@ -119,6 +119,10 @@ struct Args {
     /// Seconds of silence after which a WebSocket is closed (default 90).
     #[arg(long, value_name = "SECS")]
     ws_idle_timeout: Option<u64>,
+
+    /// Bytes of record data one user may store, tombstones included (default: no quota).
+    #[arg(long)]
+    max_user_bytes: Option<u64>,
 }
 
 #[tokio::main]
@@ -211,6 +215,7 @@ async fn run(args: Args) -> sync_server::Result<()> {
     );
     set(&mut limits.ws_ping_interval, secs(args.ws_ping_interval));
     set(&mut limits.ws_idle_timeout, secs(args.ws_idle_timeout));
+    limits.max_user_bytes = args.max_user_bytes.or(limits.max_user_bytes);
     builder = builder.limits(limits);
     let server = builder.build().await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

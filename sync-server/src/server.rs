@@ -91,6 +91,12 @@ pub struct Limits {
     /// A WebSocket from which nothing (not even a pong) arrived for this long is closed.
     /// Default 90 s.
     pub ws_idle_timeout: Duration,
+    /// Bytes of record data one user may store, over all collections, tombstones included (a
+    /// tombstone keeps its last data for filtered readers, so deleting does not free it). A
+    /// write that would grow the user's total past it is refused with `quota_exceeded` (413,
+    /// or a `rejected` result in a push); writes that keep or shrink it always go. Counted
+    /// in the `sync_usage` table, kept by every write in its transaction. Default: no quota.
+    pub max_user_bytes: Option<u64>,
 }
 
 impl Default for Limits {
@@ -122,6 +128,7 @@ impl Default for Limits {
             max_ws_connections_per_user: 32,
             ws_ping_interval: Duration::from_secs(30),
             ws_idle_timeout: Duration::from_secs(90),
+            max_user_bytes: None,
         }
     }
 }
@@ -269,6 +276,12 @@ impl SyncServerBuilder {
     /// Bytes of records one pull page carries (see [`Limits::max_page_bytes`]).
     pub fn max_page_bytes(mut self, bytes: usize) -> Self {
         self.limits.max_page_bytes = bytes;
+        self
+    }
+
+    /// Bytes of record data one user may store (see [`Limits::max_user_bytes`]).
+    pub fn max_user_bytes(mut self, bytes: u64) -> Self {
+        self.limits.max_user_bytes = Some(bytes);
         self
     }
 

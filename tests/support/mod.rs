@@ -30,6 +30,7 @@ pub struct Server {
     pub addr: std::net::SocketAddr,
     max_id_len: Option<usize>,
     push_answer_budget: Option<usize>,
+    user_quota: Option<u64>,
 }
 
 impl Server {
@@ -37,6 +38,14 @@ impl Server {
     pub async fn start_with_answer_budget(bytes: usize) -> Server {
         let mut server = Server::start().await;
         server.push_answer_budget = Some(bytes);
+        server.restart().await;
+        server
+    }
+
+    /// A server on which each user may store `bytes` of record data.
+    pub async fn start_with_quota(bytes: u64) -> Server {
+        let mut server = Server::start().await;
+        server.user_quota = Some(bytes);
         server.restart().await;
         server
     }
@@ -55,6 +64,7 @@ impl Server {
             addr,
             max_id_len,
             push_answer_budget: None,
+            user_quota: None,
         };
         server.running = Some(server.spawn(listener).await);
         server
@@ -71,6 +81,9 @@ impl Server {
         }
         if let Some(bytes) = self.push_answer_budget {
             builder = builder.max_push_answer_bytes(bytes);
+        }
+        if let Some(bytes) = self.user_quota {
+            builder = builder.max_user_bytes(bytes);
         }
         builder.build().await.unwrap().spawn(listener).unwrap()
     }

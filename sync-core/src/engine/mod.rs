@@ -61,6 +61,9 @@ pub(crate) struct Inner {
     pub(crate) online: watch::Receiver<bool>,
     pub(crate) paused: AtomicBool,
     pub(crate) run_lock: tokio::sync::Mutex<()>,
+    /// Held from reading the outbox counts to publishing them in the status, so that a read
+    /// taken before a change cannot be published after the read taken after it.
+    pub(crate) counts_lock: tokio::sync::Mutex<()>,
     pub(crate) wake: Notify,
     pub(crate) cancel: CancellationToken,
     pub(crate) periodic: Mutex<Option<CancellationToken>>,
@@ -187,6 +190,7 @@ impl Inner {
     }
 
     pub(crate) async fn refresh_counts(&self) -> Result<()> {
+        let _counts = self.counts_lock.lock().await;
         let counts = blocking(&self.store, |s| s.counts()).await?;
         self.status.send_if_modified(|s| {
             let changed = s.pending_changes != counts.pending
@@ -253,6 +257,7 @@ impl Inner {
             }
         }
         report.duration = started.elapsed();
+        let counts_guard = self.counts_lock.lock().await;
         let counts = blocking(&self.store, |s| s.counts()).await.ok();
         match &outcome {
             Ok(()) => {
@@ -269,6 +274,7 @@ impl Inner {
                         s.failed_changes = c.failed;
                     }
                 });
+                drop(counts_guard);
                 self.emit(SyncEvent::SyncCompleted {
                     report: report.clone(),
                 });
@@ -284,6 +290,7 @@ impl Inner {
                         s.failed_changes = c.failed;
                     }
                 });
+                drop(counts_guard);
                 self.emit(SyncEvent::SyncFailed {
                     error: message,
                     report: report.clone(),

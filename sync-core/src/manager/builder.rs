@@ -332,6 +332,7 @@ impl SyncManagerBuilder {
             online,
             paused: AtomicBool::new(false),
             run_lock: tokio::sync::Mutex::new(()),
+            counts_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             cancel: CancellationToken::new(),
             periodic: Mutex::new(None),

@@ -202,6 +202,7 @@ async fn apply(
     let settings = WriteSettings {
         want_events: state.hub.has_listeners() || state.store.notify_target().is_some(),
         answer_budget: state.limits.max_push_answer_bytes,
+        quota: state.limits.max_user_bytes,
     };
     let outcome = state.store.write(user, ops, settings).await?;
     // On Postgres events are made for the NOTIFY even when nobody here listens; records are

@@ -209,6 +209,7 @@ fn result_response(result: RawResult, created: bool) -> Response {
             let status = match code {
                 ErrorCode::NotFound => StatusCode::NOT_FOUND,
                 ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::QuotaExceeded => StatusCode::PAYLOAD_TOO_LARGE,
                 _ => StatusCode::BAD_REQUEST,
             };
             ApiError::new(
@@ -372,6 +373,7 @@ mod tests {
         for (code, status) in [
             ("not_found", StatusCode::NOT_FOUND),
             ("idempotency_key_reused", StatusCode::UNPROCESSABLE_ENTITY),
+            ("quota_exceeded", StatusCode::PAYLOAD_TOO_LARGE),
             ("invalid_data", StatusCode::BAD_REQUEST),
         ] {
             let response = result_response(RawResult::rejected(code, "no".into()), false);

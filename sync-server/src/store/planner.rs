@@ -21,6 +21,8 @@ pub(crate) struct WriteSettings {
     pub(crate) want_events: bool,
     /// Bytes of records one answer may carry (`Limits::max_push_answer_bytes`).
     pub(crate) answer_budget: usize,
+    /// Bytes of record data the user may store (`Limits::max_user_bytes`); `None`: no quota.
+    pub(crate) quota: Option<u64>,
 }
 
 fn corrupt_data(row: &RecordRow, err: &serde_json::Error) -> Error {
@@ -55,6 +57,18 @@ pub(super) struct Plan {
     pub(super) events: Vec<RawEvent>,
     /// The last version used.
     pub(super) last_version: i64,
+    /// What the batch changes in `sync_usage`, per collection.
+    pub(super) usage: Vec<UsageDelta>,
+}
+
+/// A change of one collection's row in `sync_usage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct UsageDelta {
+    pub(super) collection: String,
+    /// Change in live records.
+    pub(super) records: i64,
+    /// Change in bytes of record data.
+    pub(super) bytes: i64,
 }
 
 /// An idempotency key known to the planner.
@@ -84,6 +98,13 @@ pub(super) struct Planner {
     answer_budget: usize,
     /// Whether the answer carries a record yet.
     answered_a_record: bool,
+    /// Bytes of record data the user may store, if limited.
+    quota: Option<u64>,
+    /// Bytes of record data the user stores, with the ops planned so far (meaningful only
+    /// with a quota: the stored total is read only then).
+    used_bytes: i64,
+    /// Changes to `sync_usage` so far, per collection (live records, bytes).
+    usage: HashMap<String, (i64, i64)>,
 }
 
 fn rejected(code: &str, message: String) -> RawResult {
@@ -121,7 +142,18 @@ impl Planner {
             want_events: settings.want_events,
             answer_budget: settings.answer_budget,
             answered_a_record: false,
+            quota: settings.quota,
+            used_bytes: 0,
+            usage: HashMap::new(),
         }
+    }
+
+    /// Sets the bytes of record data the user stores before this batch (read under the
+    /// version lock); ops are refused with `quota_exceeded` when they would take it past
+    /// [`WriteSettings::quota`].
+    pub(super) fn with_used_bytes(mut self, bytes: i64) -> Self {
+        self.used_bytes = bytes;
+        self
     }
 
     /// Plans one op and returns its result; a database-independent error (corrupt stored
@@ -235,6 +267,33 @@ impl Planner {
                 }
             }
         };
+        // What the op changes in the user's stored bytes and live records. An op that grows
+        // the stored bytes past the quota is refused before anything is planned; one that
+        // keeps or shrinks them (a delete, a smaller update) always goes, so a user at the
+        // quota can still tidy up.
+        let old_bytes = current.map_or(0, |cur| byte_len(&cur.data));
+        let bytes_delta = byte_len(&data_text).saturating_sub(old_bytes);
+        if let (Some(quota), true) = (self.quota, bytes_delta > 0) {
+            let after = self.used_bytes.saturating_add(bytes_delta);
+            if u64::try_from(after).is_ok_and(|after| after > quota) {
+                return Ok(rejected(
+                    "quota_exceeded",
+                    format!(
+                        "storing this would take the user's records to {after} bytes, over the \
+                         server's quota of {quota} bytes; delete or shrink records first"
+                    ),
+                ));
+            }
+        }
+        let records_delta =
+            i64::from(!deleted) - i64::from(current.is_some_and(|cur| !cur.deleted));
+        self.used_bytes = self.used_bytes.saturating_add(bytes_delta);
+        if bytes_delta != 0 || records_delta != 0 {
+            let entry = self.usage.entry(op.collection.clone()).or_default();
+            entry.0 = entry.0.saturating_add(records_delta);
+            entry.1 = entry.1.saturating_add(bytes_delta);
+        }
+
         // The row is about to change: a key whose result is rebuilt from it needs that result
         // stored first.
         let superseded = match current {
@@ -354,14 +413,31 @@ impl Planner {
             .filter_map(|key| self.keys.remove(key).map(|entry| entry.row))
             .filter(|row| row.record_version.is_none())
             .collect();
+        let mut usage: Vec<UsageDelta> = self
+            .usage
+            .into_iter()
+            .filter(|(_, (records, bytes))| *records != 0 || *bytes != 0)
+            .map(|(collection, (records, bytes))| UsageDelta {
+                collection,
+                records,
+                bytes,
+            })
+            .collect();
+        usage.sort_by(|a, b| a.collection.cmp(&b.collection));
         Plan {
             rows,
             new_keys,
             materialized: self.materialized,
             events: self.events,
             last_version: self.version,
+            usage,
         }
     }
+}
+
+/// The length of a record's data in bytes, as `sync_usage` counts it.
+fn byte_len(text: &str) -> i64 {
+    i64::try_from(text.len()).unwrap_or(i64::MAX)
 }
 
 /// The result a stored key returns: its full stored result, or the applied result rebuilt from
@@ -471,6 +547,7 @@ mod tests {
         let settings = WriteSettings {
             want_events: true,
             answer_budget: usize::MAX,
+            quota: None,
         };
         Planner::new("alice", 10, NOW.into(), loaded, keys, settings)
     }
@@ -676,6 +753,7 @@ mod tests {
         let settings = WriteSettings {
             want_events: false,
             answer_budget: 10,
+            quota: None,
         };
         let loaded = vec![row("a", 7, false, None)];
         let mut planner = Planner::new("alice", 10, NOW.into(), loaded, Vec::new(), settings);
@@ -694,6 +772,52 @@ mod tests {
         assert!(
             text.contains(r#""version":7,"record_omitted":true,"error""#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_quota_refuses_growth_only_and_the_usage_change_adds_up() {
+        let settings = WriteSettings {
+            want_events: false,
+            answer_budget: usize::MAX,
+            quota: Some(30),
+        };
+        // `a` stores 21 bytes; new data is 15.
+        let loaded = vec![row("a", 7, false, None)];
+        let mut planner =
+            Planner::new("alice", 10, NOW.into(), loaded, Vec::new(), settings).with_used_bytes(21);
+        let cases: &[(OpKind, &str, OpStatus, Option<&str>)] = &[
+            (
+                OpKind::Create,
+                "b",
+                OpStatus::Rejected,
+                Some("quota_exceeded"),
+            ), // 36 > 30
+            (OpKind::Replace, "a", OpStatus::Applied, None), // 15
+            (OpKind::Create, "b", OpStatus::Applied, None),  // 30, at the quota
+            (OpKind::Update, "a", OpStatus::Applied, None),  // same size
+            (OpKind::Delete, "a", OpStatus::Applied, None),  // the tombstone keeps its data
+            (
+                OpKind::Create,
+                "c",
+                OpStatus::Rejected,
+                Some("quota_exceeded"),
+            ), // 45 > 30
+        ];
+        for (kind, id, status, code) in cases {
+            let result = planner.apply(&op(*kind, id, None, None)).expect("planned");
+            assert_eq!(result.status, *status, "{kind:?} {id}");
+            assert_eq!(result.code.as_deref(), *code, "{kind:?} {id}");
+        }
+        let plan = planner.finish();
+        // `b` is a new live record and `a` is gone: 0 records; 15 - 21 + 15 bytes.
+        assert_eq!(
+            plan.usage,
+            vec![UsageDelta {
+                collection: "todos".into(),
+                records: 0,
+                bytes: 9,
+            }]
         );
     }
 }

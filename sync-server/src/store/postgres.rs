@@ -17,8 +17,11 @@ use crate::events::{EventRef, NotifyPayload, RawEvent};
 type Conn = PgConnection;
 type Db = diesel::pg::Pg;
 
+use super::planner::UsageDelta;
 use super::rows::page_cut;
-use super::schema::{sync_idempotency as idem, sync_records as rec, sync_sequence as seq};
+use super::schema::{
+    sync_idempotency as idem, sync_records as rec, sync_sequence as seq, sync_usage as usage,
+};
 use super::write::WriteConn;
 use super::{Filter, IdemRow, NotifyTarget, Page, PageQuery, RecordRow};
 
@@ -168,6 +171,34 @@ impl WriteConn for PgConnection {
         diesel::update(seq::table.filter(seq::id.eq(1)))
             .set(seq::head_version.eq(version))
             .execute(self)?;
+        Ok(())
+    }
+
+    fn used_bytes(&mut self, owner: &str) -> Result<i64> {
+        // SUM of a BIGINT is NUMERIC on Postgres; the cast keeps it an integer on both.
+        Ok(usage::table
+            .filter(usage::owner.eq(owner))
+            .select(sql::<BigInt>("CAST(COALESCE(SUM(bytes), 0) AS BIGINT)"))
+            .first(self)?)
+    }
+
+    fn add_usage(&mut self, owner: &str, deltas: &[UsageDelta]) -> Result<()> {
+        for delta in deltas {
+            diesel::insert_into(usage::table)
+                .values((
+                    usage::owner.eq(owner),
+                    usage::collection.eq(&delta.collection),
+                    usage::records.eq(delta.records),
+                    usage::bytes.eq(delta.bytes),
+                ))
+                .on_conflict((usage::owner, usage::collection))
+                .do_update()
+                .set((
+                    usage::records.eq(usage::records + delta.records),
+                    usage::bytes.eq(usage::bytes + delta.bytes),
+                ))
+                .execute(self)?;
+        }
         Ok(())
     }
 

@@ -33,3 +33,12 @@ diesel::table! {
         head_version -> BigInt,
     }
 }
+
+diesel::table! {
+    sync_usage (owner, collection) {
+        owner -> Text,
+        collection -> Text,
+        records -> BigInt,
+        bytes -> BigInt,
+    }
+}

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::planner::{Plan, Planner, WriteSettings};
+use super::planner::{Plan, Planner, UsageDelta, WriteSettings};
 use super::rows::{IdemRow, RawResult, RecordRow, WriteOp};
 use super::NotifyTarget;
 use crate::error::{Error, Result};
@@ -64,6 +64,10 @@ pub(super) trait WriteConn: Sized {
     ) -> Result<usize>;
     /// Sets the head of the version sequence.
     fn set_head_version(&mut self, version: i64) -> Result<()>;
+    /// Bytes of record data `owner` stores (the sum of its `sync_usage` rows).
+    fn used_bytes(&mut self, owner: &str) -> Result<i64>;
+    /// Adds `deltas` to `owner`'s `sync_usage` rows, creating those that do not exist.
+    fn add_usage(&mut self, owner: &str, deltas: &[UsageDelta]) -> Result<()>;
     /// Last step before commit (Postgres: queue the NOTIFY of `events`).
     fn before_commit(&mut self, events: &[RawEvent], notify: Option<&NotifyTarget>) -> Result<()>;
 }
@@ -76,12 +80,24 @@ pub(super) fn write<C: WriteConn>(
     notify: Option<&NotifyTarget>,
 ) -> Result<WriteOutcome> {
     conn.write_transaction(|conn, current_version| {
+        // Read under the version lock, so concurrent batches of one user cannot both pass the
+        // quota with what only one of them fits in.
+        let used_bytes = match settings.quota {
+            Some(_) => conn.used_bytes(owner)?,
+            None => 0,
+        };
         if ops.iter().all(|op| op.kind == OpKind::Create)
             && load_table_keys(conn, owner, ops)?.is_empty()
         {
-            if let Some(outcome) =
-                write_fresh_creates(conn, owner, ops, current_version, settings, notify)?
-            {
+            if let Some(outcome) = write_fresh_creates(
+                conn,
+                owner,
+                ops,
+                current_version,
+                settings,
+                used_bytes,
+                notify,
+            )? {
                 return Ok(outcome);
             }
         }
@@ -109,7 +125,8 @@ pub(super) fn write<C: WriteConn>(
             .iter()
             .map(|row| (row.collection.clone(), row.id.clone()))
             .collect();
-        let mut planner = Planner::new(owner, current_version, now(), loaded, stored, settings);
+        let mut planner = Planner::new(owner, current_version, now(), loaded, stored, settings)
+            .with_used_bytes(used_bytes);
         let results = ops
             .iter()
             .map(|op| planner.apply(op))
@@ -187,6 +204,7 @@ fn write_fresh_creates<C: WriteConn>(
     ops: &[WriteOp],
     current_version: i64,
     settings: WriteSettings,
+    used_bytes: i64,
     notify: Option<&NotifyTarget>,
 ) -> Result<Option<WriteOutcome>> {
     let mut planner = Planner::new(
@@ -196,7 +214,8 @@ fn write_fresh_creates<C: WriteConn>(
         Vec::new(),
         Vec::new(),
         settings,
-    );
+    )
+    .with_used_bytes(used_bytes);
     let results = ops
         .iter()
         .map(|op| planner.apply(op))
@@ -246,6 +265,9 @@ fn finish_write<C: WriteConn>(
     }
     if plan.last_version != current_version {
         conn.set_head_version(plan.last_version)?;
+    }
+    if !plan.usage.is_empty() {
+        conn.add_usage(owner, &plan.usage)?;
     }
     conn.before_commit(&plan.events, notify)?;
     Ok(WriteOutcome {
