@@ -88,17 +88,19 @@ impl Raw {
         }
     }
 
-    /// Reverts the newest migration.
-    fn revert_last_migration(&mut self) {
-        match self {
-            Self::Sqlite(conn) => conn.revert_last_migration(MIGRATIONS).map(|_| ()),
-            Self::Pg(conn) => conn.revert_last_migration(MIGRATIONS).map(|_| ()),
-        }
-        .unwrap();
+    /// Reverts the migration that moved keys onto records, and every later one.
+    fn revert_keys_on_records(&mut self) {
+        self.revert_through("20250603");
     }
 
     /// Reverts the migrations after the first one, newest first.
     fn revert_to_first_migration(&mut self) {
+        self.revert_through("20250601");
+    }
+
+    /// Reverts migrations newest first, up to and including the one whose version starts
+    /// with `version_prefix`.
+    fn revert_through(&mut self, version_prefix: &str) {
         loop {
             let reverted = match self {
                 Self::Sqlite(conn) => conn.revert_last_migration(MIGRATIONS),
@@ -110,7 +112,7 @@ impl Raw {
                 .chars()
                 .filter(char::is_ascii_digit)
                 .collect();
-            if version.starts_with("20250601") {
+            if version.starts_with(version_prefix) {
                 return;
             }
         }
@@ -568,7 +570,7 @@ async fn keys_of_the_lazy_format_still_replay(db: TestDb) {
     }
     server.shutdown().await.unwrap();
     let mut raw = Raw::open(&db);
-    raw.revert_last_migration();
+    raw.revert_keys_on_records();
     assert_eq!(raw.lazy_keys(), 2);
     drop(raw);
 
@@ -612,7 +614,7 @@ async fn a_record_naming_a_lost_key_is_not_changed(db: TestDb) {
         .await;
     server.shutdown().await.unwrap();
     let mut raw = Raw::open(&db);
-    raw.revert_last_migration();
+    raw.revert_keys_on_records();
     raw.execute("DELETE FROM sync_idempotency WHERE idem_key = 'lost'");
     drop(raw);
 
