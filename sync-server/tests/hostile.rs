@@ -31,6 +31,7 @@ sync_testkit::backend_matrix!(
     connections_past_the_cap_wait_for_a_free_slot,
     a_user_holds_at_most_max_ws_connections_per_user,
     a_websocket_that_answers_no_pings_is_closed,
+    a_batch_of_ops_on_one_record_makes_one_event,
 );
 
 /// `Limits::max_push_answer_bytes` by default (8 MiB).
@@ -712,5 +713,50 @@ async fn a_websocket_that_answers_no_pings_is_closed(db: TestDb) {
         }
     }
     assert!(ended, "a WebSocket that answered no pings stayed open");
+    server.shutdown().await.unwrap();
+}
+
+/// A batch of many ops on one large record builds one event for it (the batch commits at once,
+/// so nobody can see the versions between), not one copy of the record per op.
+async fn a_batch_of_ops_on_one_record_makes_one_event(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let mut ws = ws_connect(&server, Some(ALICE.1)).await;
+    ws_subscribe(&mut ws, "todos", json!({})).await;
+    let big = "x".repeat(64 * 1024);
+    let mut ops = vec![json!({"collection": "todos", "op": "create", "id": "e1",
+        "data": {"blob": big, "n": 0}})];
+    for n in 1..=50 {
+        ops.push(json!({"collection": "todos", "op": "update", "id": "e1", "data": {"n": n}}));
+    }
+    ops.push(json!({"collection": "todos", "op": "create", "id": "e2", "data": {}}));
+    ops.push(json!({"collection": "todos", "op": "delete", "id": "e2", "data": {}}));
+    let reply = alice.push(Value::Array(ops)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let last_e1 = reply.body["results"][50]["version"].clone();
+    let mut events = Vec::new();
+    while let Some(event) = ws_next(&mut ws, Duration::from_millis(500)).await {
+        if event["type"] == "event" || event.get("event").is_some() {
+            events.push(event);
+        }
+    }
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or_default().to_owned(),
+                e["id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("item_created".to_owned(), "e1".to_owned()),
+            ("item_deleted".to_owned(), "e2".to_owned())
+        ]
+    );
+    assert_eq!(events[0]["version"], last_e1);
+    assert_eq!(events[0]["data"]["n"], 50);
     server.shutdown().await.unwrap();
 }

@@ -92,7 +92,11 @@ pub(super) struct Planner {
     keys: HashMap<String, KeyEntry>,
     new_keys: Vec<String>,
     materialized: Vec<Materialized>,
-    events: Vec<RawEvent>,
+    /// Events of the applied ops, in version order; `None` where a later op of the same batch
+    /// on the same record superseded it.
+    events: Vec<Option<RawEvent>>,
+    /// Index in `events` of each record's latest event.
+    event_of: HashMap<(String, String), usize>,
     want_events: bool,
     /// Bytes of records the answer may still carry (see [`WriteSettings`]).
     answer_budget: usize,
@@ -139,6 +143,7 @@ impl Planner {
             new_keys: Vec::new(),
             materialized: Vec::new(),
             events: Vec::new(),
+            event_of: HashMap::new(),
             want_events: settings.want_events,
             answer_budget: settings.answer_budget,
             answered_a_record: false,
@@ -322,14 +327,26 @@ impl Planner {
         };
         let result = RawResult::applied(&row)?;
         if self.want_events {
-            self.events.push(RawEvent {
+            // One event per record and batch: the batch commits at once, so nobody can see
+            // the versions between, and a run of ops on one large record would otherwise hold
+            // a copy of it per op. A record created in this batch stays `created`.
+            let mut kind = event;
+            if let Some(earlier) = self.event_of.get(&slot).copied() {
+                if let Some(Some(superseded)) = self.events.get_mut(earlier).map(Option::take) {
+                    if superseded.kind == EventKind::Created && kind == EventKind::Updated {
+                        kind = EventKind::Created;
+                    }
+                }
+            }
+            self.event_of.insert(slot.clone(), self.events.len());
+            self.events.push(Some(RawEvent {
                 owner: self.owner.clone(),
-                kind: event,
+                kind,
                 collection: op.collection.clone(),
                 id: op.id.clone(),
                 version: self.version,
                 record: result.record.clone().unwrap_or_default(),
-            });
+            }));
         }
         if self.dirty_set.insert(slot.clone()) {
             self.dirty.push(slot.clone());
@@ -428,7 +445,7 @@ impl Planner {
             rows,
             new_keys,
             materialized: self.materialized,
-            events: self.events,
+            events: self.events.into_iter().flatten().collect(),
             last_version: self.version,
             usage,
         }
