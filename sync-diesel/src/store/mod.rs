@@ -442,6 +442,13 @@ mod pg {
 }
 
 impl DieselStore {
+    /// Marks the pending ops among `seqs` in flight without reading them, and returns the seqs
+    /// it marked. The engine claims ops with [`LocalStore::claim_ops`], which also reads them
+    /// in the same transaction; this is for tests and tools that drive the outbox by hand.
+    pub fn mark_inflight(&self, seqs: &[i64]) -> StoreResult<Vec<i64>> {
+        self.write(|db| logic::mark_inflight(db, seqs))
+    }
+
     /// Options for a SQLite store at `path`, to set e.g. the busy timeout.
     ///
     /// ```no_run
@@ -776,10 +783,6 @@ impl LocalStore for DieselStore {
 
     fn next_retry_at(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
         self.read(|db| logic::next_retry_at(db, now))
-    }
-
-    fn mark_inflight(&self, seqs: &[i64]) -> StoreResult<Vec<i64>> {
-        self.write(|db| logic::mark_inflight(db, seqs))
     }
 
     fn claim_ops(&self, schema: &'static ModelSchema, seqs: &[i64]) -> StoreResult<Vec<ClaimedOp>> {
