@@ -771,9 +771,9 @@ impl Remote for EncryptingRemote {
         let mut sealed = items.to_vec();
         for item in &mut sealed {
             if let Some(data) = &mut item.data {
-                self.crypto
-                    .seal(model, &item.id, data)
-                    .map_err(|e| RemoteError::Config(e.to_string()))?;
+                self.crypto.seal(model, &item.id, data).map_err(|e| {
+                    RemoteError::config("an encrypted field cannot be sealed").with_source(e)
+                })?;
             }
         }
         let (outcomes, traffic) = self.inner.push(route, &sealed).await?;
@@ -824,11 +824,9 @@ impl Remote for EncryptingRemote {
         id: &str,
     ) -> Result<Option<RemoteRecord>, RemoteError> {
         match self.inner.fetch(route, id).await? {
-            Some(record) => self
-                .open_one(route, record)
-                .await
-                .map(Some)
-                .map_err(|e| RemoteError::BadResponse(e.to_string())),
+            Some(record) => self.open_one(route, record).await.map(Some).map_err(|e| {
+                RemoteError::bad_response("the fetched record does not decrypt").with_source(e)
+            }),
             None => Ok(None),
         }
     }
