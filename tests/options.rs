@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use offline_sync_kit::prelude::*;
-use offline_sync_kit::remote::{ModelRoute, PushItem, PushKind, PushOutcome, RemotePage, Traffic};
+use offline_sync_kit::remote::{
+    ModelRoute, PushItem, PushKind, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
+};
 use offline_sync_kit::store::RemoteRecord;
-use offline_sync_kit::{HttpRemote, Remote, RemoteError};
+use offline_sync_kit::HttpRemote;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -14,9 +14,9 @@ use sync_protocol::{PushRequest, PushResponse, IDEMPOTENCY_KEY_HEADER};
 use crate::disposition::Disposition;
 use crate::remote::{
     fetch_omitted, parse_remote_record, push_outcomes, read_pull_page, wire_ops, ModelRoute,
-    PullMode, PushItem, PushKind, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
+    PushItem, PushKind, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
 };
-use crate::rest::{RestMethod, RestRequest};
+use crate::rest::{PullMode, RestMethod, RestRequest};
 use crate::store::RemoteRecord;
 
 /// Configuration of an [`HttpRemote`].

@@ -1,5 +1,10 @@
 //! The remote side of sync: a trait the engine talks to, so that any backend
 //! can be reached. [`HttpRemote`](crate::HttpRemote) is the default.
+//!
+//! This module holds everything an implementation of [`Remote`] needs, and only here: the
+//! trait, [`ChangeFeed`], [`RemoteError`], the items pushed and the pages pulled. How a
+//! model is pulled ([`PullMode`]) and its requests
+//! ([`RestRequests`]) are application configuration, at the crate root.
 
 use std::fmt;
 use std::time::Duration;
@@ -13,7 +18,7 @@ use sync_protocol::{
     OpStatus, PushOp, PushResponse, DELETED_KEY, ID_KEY, UPDATED_AT_KEY, VERSION_KEY,
 };
 
-use crate::rest::RestRequests;
+use crate::rest::{PullMode, RestRequests};
 use crate::store::{JsonObject, RemoteRecord};
 
 /// Where and how one model is reached.
@@ -55,26 +60,6 @@ pub fn normalize_record<T: crate::SyncModel>(
         Ok(object) => Ok(object),
         Err(err) => Err((into_object(value), err.to_string())),
     }
-}
-
-/// How a model is pulled from the remote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PullMode {
-    /// The default protocol: `?since={cursor}&limit={n}` pages with `next_cursor` / `has_more`.
-    Cursor,
-    /// A REST API without versions: ask for records whose `field` is at least
-    /// the largest value seen so far, with the URL parameter `since_param`
-    /// (json-server: `"updatedAt_gte"`), paging with `_page`/`_limit`.
-    UpdatedSince {
-        /// Wire name of the updated-at field (a timestamp or number the API maintains).
-        field: String,
-        /// URL parameter that takes the lower bound.
-        since_param: String,
-    },
-    /// A REST API without versions or timestamps: page through everything
-    /// with `_page`/`_limit`; records missing from the remote are left alone.
-    FullPaged,
 }
 
 /// The operation of a push item: the wire protocol's [`OpKind`](sync_protocol::OpKind)

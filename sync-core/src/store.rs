@@ -10,6 +10,12 @@
 //! Every method that changes both a record and the outbox does so in ONE
 //! transaction. That is the whole point of this trait: a crash can never leave
 //! a local write without its queued operation, or the reverse.
+//!
+//! This module holds everything an implementation needs, and only here: the trait, its
+//! error, the records, outbox ops and conflicts it reads and writes, and the untyped form of
+//! a query. The manager hands some of them to applications too
+//! ([`RecordState`], [`OutboxOp`], [`QuarantinedRecord`], [`Resolution`] for a custom
+//! conflict resolver).
 
 use std::fmt;
 
@@ -17,7 +23,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sync_schema::ModelSchema;
 
-use crate::query::{Filter, OrderBy};
+/// The untyped form of a query ([`StoreQuery`]'s filter and sort keys), which a store
+/// translates to SQL; applications build it through the typed [`Query`](crate::Query).
+pub use crate::query::{CompareOp, Filter, OrderBy};
 
 /// A JSON object keyed by wire name.
 pub type JsonObject = Map<String, Value>;

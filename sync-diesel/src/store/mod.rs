@@ -19,12 +19,12 @@ use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use sync_core::store::StoreError;
 use sync_core::store::{
     Ack, ClaimedOp, DeleteOutcome, JsonObject, LocalStore, LocalWrite, OutboxCounts, OutboxOp,
     QuarantinedRecord, RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome,
     StoreQuery, StoreResult, StoredRecord,
 };
-use sync_core::StoreError;
 use sync_schema::ModelSchema;
 
 use crate::ddl::{self, Backend};
@@ -318,7 +318,7 @@ mod pg {
     use diesel::r2d2::{ConnectionManager, Pool};
     use diesel::{Connection, PgConnection};
     use diesel_migrations::MigrationHarness;
-    use sync_core::StoreError;
+    use sync_core::store::StoreError;
 
     use super::{check_version, logic, Conn, DieselStore, POSTGRES_BOOKKEEPING};
     use crate::error::{Error, Result};
