@@ -62,16 +62,17 @@ pub fn normalize_record<T: crate::SyncModel>(
     }
 }
 
-/// The operation of a push item: the wire protocol's [`OpKind`](sync_protocol::OpKind)
-/// (create: POST; update: PATCH with a delta; replace: PUT with the full record; delete).
-pub use sync_protocol::OpKind as PushKind;
+// The operation of a push item is the wire protocol's `OpKind`; `PushKind` is this crate's
+// own name for it, public only as `protocol::OpKind`.
+pub(crate) use sync_protocol::OpKind as PushKind;
 
 /// One change to send.
 #[derive(Debug, Clone)]
 pub struct PushItem {
     /// Outbox seq it came from.
     pub seq: i64,
-    /// What to do.
+    /// What to do (create: POST; update: PATCH with a delta; replace: PUT with the full
+    /// record; delete).
     pub kind: PushKind,
     /// Record id.
     pub id: String,
