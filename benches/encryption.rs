@@ -30,9 +30,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use offline_sync_kit::crypto::{open_value, seal_value, FieldKey, StaticKeys};
+use offline_sync_kit::envelope::{open_value, seal_value};
 use offline_sync_kit::prelude::*;
 use offline_sync_kit::StoreKey;
+use offline_sync_kit::{FieldKey, StaticKeys};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sync_server::{RunningServer, SyncServer};

@@ -18,9 +18,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use offline_sync_kit::crypto::{FieldKey, StaticKeys};
 use offline_sync_kit::prelude::*;
 use offline_sync_kit::{DieselStoreError, StoreKey};
+use offline_sync_kit::{FieldKey, StaticKeys};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sync_server::SyncServer;

@@ -44,12 +44,11 @@ pub use sync_derive::SyncModel;
 
 /// The derive and runtime names an application needs, for `use offline_sync_kit::prelude::*;`.
 pub mod prelude {
-    pub use sync_core::query::{Condition, Direction};
     pub use sync_core::{
-        ConflictStrategy, DeleteStrategy, FetchStrategy, FieldMask, ModelSchema, Query, RestMethod,
-        RestRequest, RestRequests, RetryPolicy, SaveStrategy, SyncDirection, SyncEvent,
-        SyncEventType, SyncManager, SyncModel, SyncOptions, SyncReport, SyncRun, SyncStatus,
-        WebSocketConfig,
+        Condition, ConflictStrategy, DeleteStrategy, Direction, FetchStrategy, FieldMask,
+        ModelSchema, Query, RestMethod, RestRequest, RestRequests, RetryPolicy, SaveStrategy,
+        SyncDirection, SyncEvent, SyncEventType, SyncManager, SyncModel, SyncOptions, SyncReport,
+        SyncRun, SyncStatus, WebSocketConfig,
     };
     pub use sync_derive::SyncModel;
     pub use sync_diesel::DieselStore;

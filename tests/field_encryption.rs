@@ -6,8 +6,9 @@
 
 mod support;
 
-use offline_sync_kit::crypto::{open_value, seal_value, CryptoError, FieldKey, StaticKeys};
+use offline_sync_kit::envelope::{open_value, seal_value};
 use offline_sync_kit::prelude::*;
+use offline_sync_kit::{CryptoError, FieldKey, StaticKeys};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -304,8 +304,8 @@ async fn a_record_that_does_not_fit_the_model_is_quarantined_and_the_pull_goes_o
 /// model change), through the conflict-aware apply path, and releases it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_quarantined_applies_what_fits_now() {
-    use offline_sync_kit::store::QuarantinedRecord;
-    use offline_sync_kit::{LocalStore, SyncModel};
+    use offline_sync_kit::store::{LocalStore, QuarantinedRecord};
+    use offline_sync_kit::SyncModel;
     let db = ClientDb::new();
     let mut fits = serde_json::to_value(todo("q1", "now it fits")).unwrap();
     fits["version"] = 4.into();

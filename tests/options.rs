@@ -13,9 +13,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use offline_sync_kit::prelude::*;
-use offline_sync_kit::remote::{ModelRoute, PushItem, PushKind, PushOutcome, RemotePage, Traffic};
+use offline_sync_kit::protocol::OpKind;
+use offline_sync_kit::remote::{
+    ModelRoute, PushItem, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
+};
 use offline_sync_kit::store::RemoteRecord;
-use offline_sync_kit::{HttpRemote, Remote, RemoteError};
+use offline_sync_kit::HttpRemote;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -61,10 +64,10 @@ impl Remote for Recording {
         let kinds: Vec<&str> = items
             .iter()
             .map(|i| match i.kind {
-                PushKind::Create => "create",
-                PushKind::Update => "update",
-                PushKind::Replace => "replace",
-                PushKind::Delete => "delete",
+                OpKind::Create => "create",
+                OpKind::Update => "update",
+                OpKind::Replace => "replace",
+                OpKind::Delete => "delete",
             })
             .collect();
         self.calls

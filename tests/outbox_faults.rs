@@ -10,9 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use offline_sync_kit::store::{
-    Ack, ClaimedOp, DeleteOutcome, JsonObject, LocalStore, LocalWrite, OutboxCounts, OutboxOp,
-    RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome, StoreQuery, StoreResult,
-    StoredRecord,
+    Ack, ClaimedOp, DeleteOutcome, LocalStore, LocalWrite, OutboxCounts, OutboxOp, RecordState,
+    RemoteApplied, RemoteRecord, Resolution, SaveOutcome, StoreQuery, StoreResult, StoredRecord,
 };
 use offline_sync_kit::{ConflictStrategy, DieselStore, ModelSchema, SyncManager, SyncModel};
 use serde_json::{json, Value};
@@ -303,23 +302,11 @@ impl LocalStore for EditAfterReady {
     ) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
         self.inner.next_retry_at(now)
     }
-    fn mark_inflight(&self, seqs: &[i64]) -> StoreResult<Vec<i64>> {
-        self.inner.mark_inflight(seqs)
-    }
     fn claim_ops(&self, schema: &'static ModelSchema, seqs: &[i64]) -> StoreResult<Vec<ClaimedOp>> {
         self.inner.claim_ops(schema, seqs)
     }
     fn release_inflight(&self, seqs: &[i64]) -> StoreResult<()> {
         self.inner.release_inflight(seqs)
-    }
-    fn ack_op(
-        &self,
-        schema: &'static ModelSchema,
-        seq: i64,
-        version: i64,
-        data: Option<&JsonObject>,
-    ) -> StoreResult<()> {
-        self.inner.ack_op(schema, seq, version, data)
     }
     fn ack_ops(&self, schema: &'static ModelSchema, acks: &[Ack]) -> StoreResult<()> {
         self.inner.ack_ops(schema, acks)

@@ -541,7 +541,7 @@ async fn remote_config_subscribe_all_models_off_waits_for_an_explicit_subscripti
         "no event without a subscription"
     );
 
-    offline_sync_kit::ChangeFeed::subscribe(&quiet, "todos", serde_json::Map::new());
+    offline_sync_kit::remote::ChangeFeed::subscribe(&quiet, "todos", serde_json::Map::new());
     tokio::time::sleep(Duration::from_millis(200)).await;
     a.save(&todo("after", "y")).await.unwrap();
     eventually(WAIT, "delivered by event once subscribed", || async {
@@ -615,7 +615,9 @@ async fn a_request_the_server_never_answers_times_out() {
     );
     connected(&remote).await;
     let started = std::time::Instant::now();
-    let err = offline_sync_kit::Remote::health(&remote).await.unwrap_err();
+    let err = offline_sync_kit::remote::Remote::health(&remote)
+        .await
+        .unwrap_err();
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
     assert!(waited < Duration::from_secs(5), "{waited:?}");

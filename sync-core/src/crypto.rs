@@ -1,38 +1,6 @@
-//! End-to-end encrypted fields (`#[sync(encrypted)]`).
-//!
-//! A field marked `#[sync(encrypted)]` is encrypted on the device with
-//! XChaCha20-Poly1305 before it leaves for the remote, so the server (or any
-//! REST backend) only ever holds ciphertext. The local store keeps the
-//! plaintext: change tracking, deltas, coalescing and `MergeFields` then work
-//! on real values, and the file itself is protected by the store's own
-//! encryption (SQLCipher, `sync-diesel`'s `encryption` feature).
-//!
-//! # Wire format
-//!
-//! An encrypted value replaces the field's JSON value on the wire with
-//!
-//! ```text
-//! {"$enc":"v1","kid":"<key id>","n":"<nonce>","c":"<ciphertext>"}
-//! ```
-//!
-//! - `v1`: XChaCha20-Poly1305 (IETF, 256-bit key, 24-byte nonce, 16-byte tag);
-//! - `kid`: the id of the key under [`KeyProvider`], so keys can rotate;
-//! - `n`: the nonce, 24 random bytes, standard base64 with padding;
-//! - `c`: ciphertext followed by the tag, standard base64 with padding, of
-//!   the UTF-8 JSON text of the field's value (`"milk"`, `42`, `null`, ...);
-//! - associated data: the bytes `osk-e2e-v1`, then for each of the model
-//!   type, the record id and the field's wire name, its length as a 4-byte
-//!   big-endian integer followed by its UTF-8 bytes. A ciphertext moved to
-//!   another record, field or model does not decrypt.
-//!
-//! A value that does not decrypt (no key with its id, altered ciphertext,
-//! moved to another record) is not applied: the record keeps its local
-//! value, the error shows in [`RecordState::decryption_error`](crate::store::RecordState)
-//! and a [`SyncEvent::DecryptionFailed`] event, the remote copy (with its
-//! ciphertext) is kept in the store's metadata, and the sync goes on.
-//! [`SyncManager::retry_decryption`] applies the kept copies once a key opens
-//! them; [`SyncManager::reencrypt`] rewrites old-key values on the remote under
-//! the current key.
+//! End-to-end encrypted fields (`#[sync(encrypted)]`): the keys, sealing and opening values,
+//! the remote wrapper and the manager's decryption bookkeeping. What an application sees is
+//! documented on the public [`envelope`](crate::envelope) module.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -110,7 +78,7 @@ fn _object_safe(_: &dyn KeyProvider) {}
 /// A [`KeyProvider`] holding its keys in memory.
 ///
 /// ```
-/// use sync_core::crypto::{FieldKey, KeyProvider, StaticKeys};
+/// use sync_core::{FieldKey, KeyProvider, StaticKeys};
 /// let keys = StaticKeys::new("2024-01", FieldKey::new([1; 32]))
 ///     .rotate_to("2024-06", FieldKey::new([2; 32]));
 /// assert_eq!(keys.current_key_id(), "2024-06");
@@ -771,9 +739,9 @@ impl Remote for EncryptingRemote {
         let mut sealed = items.to_vec();
         for item in &mut sealed {
             if let Some(data) = &mut item.data {
-                self.crypto
-                    .seal(model, &item.id, data)
-                    .map_err(|e| RemoteError::Config(e.to_string()))?;
+                self.crypto.seal(model, &item.id, data).map_err(|e| {
+                    RemoteError::config("an encrypted field cannot be sealed").with_source(e)
+                })?;
             }
         }
         let (outcomes, traffic) = self.inner.push(route, &sealed).await?;
@@ -824,11 +792,9 @@ impl Remote for EncryptingRemote {
         id: &str,
     ) -> Result<Option<RemoteRecord>, RemoteError> {
         match self.inner.fetch(route, id).await? {
-            Some(record) => self
-                .open_one(route, record)
-                .await
-                .map(Some)
-                .map_err(|e| RemoteError::BadResponse(e.to_string())),
+            Some(record) => self.open_one(route, record).await.map(Some).map_err(|e| {
+                RemoteError::bad_response("the fetched record does not decrypt").with_source(e)
+            }),
             None => Ok(None),
         }
     }

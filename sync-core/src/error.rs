@@ -110,7 +110,9 @@ pub enum Error {
         struct_name: &'static str,
     },
 
-    /// The manager's configuration is invalid.
+    /// The manager's configuration is invalid. (Only this crate's own checks; an invalid
+    /// remote configuration is a [`RemoteError::Config`](crate::remote::RemoteError::Config)
+    /// with its source.)
     #[error("invalid configuration: {0}")]
     Config(String),
 
@@ -118,9 +120,17 @@ pub enum Error {
     #[error("the sync manager has been shut down")]
     Shutdown,
 
-    /// A background task failed.
-    #[error("background task failed: {0}")]
-    Task(String),
+    /// A task the manager ran in the background panicked or was cancelled (a store call on
+    /// the blocking pool, a prefetched pull page). The [`JoinError`](tokio::task::JoinError)
+    /// says which, and carries the panic's payload.
+    #[error("background task failed: {task}")]
+    Task {
+        /// What the task was doing.
+        task: &'static str,
+        /// Tokio's report of how it ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
 
     /// A query uses something the target cannot express.
     #[error("query cannot be expressed {target}: {reason}")]
@@ -134,6 +144,23 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `err` and its chain of sources, joined with `": "`: the text kept where only a string
+/// travels (an op's `last_error`, the status, events, logs). A source whose text the chain
+/// already ends with (an error that prints its source too) is not repeated.
+pub(crate) fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        let part = inner.to_string();
+        if !part.is_empty() && !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = inner.source();
+    }
+    text
+}
 
 /// Problems building a REST request from a [`RestRequest`](crate::RestRequest) or reading its response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

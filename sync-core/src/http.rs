@@ -14,9 +14,9 @@ use sync_protocol::{PushRequest, PushResponse, IDEMPOTENCY_KEY_HEADER};
 use crate::disposition::Disposition;
 use crate::remote::{
     fetch_omitted, parse_remote_record, push_outcomes, read_pull_page, wire_ops, ModelRoute,
-    PullMode, PushItem, PushKind, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
+    PushItem, PushKind, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
 };
-use crate::rest::{RestMethod, RestRequest};
+use crate::rest::{PullMode, RestMethod, RestRequest};
 use crate::store::RemoteRecord;
 
 /// Configuration of an [`HttpRemote`].
@@ -85,24 +85,26 @@ impl HttpRemoteBuilder {
     pub fn build(self) -> Result<HttpRemote, RemoteError> {
         let lower = self.base_url.to_ascii_lowercase();
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-            return Err(RemoteError::Config(format!(
+            return Err(RemoteError::config(format!(
                 "base URL must start with http:// or https://, got {:?}",
                 self.base_url
             )));
         }
         let mut headers = HeaderMap::new();
         for (name, value) in &self.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| RemoteError::Config(format!("header name {name:?}: {e}")))?;
-            let value = HeaderValue::from_str(value)
-                .map_err(|e| RemoteError::Config(format!("header {name}: {e}")))?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
+                RemoteError::config(format!("invalid header name {name:?}")).with_source(e)
+            })?;
+            let value = HeaderValue::from_str(value).map_err(|e| {
+                RemoteError::config(format!("invalid value for header {name}")).with_source(e)
+            })?;
             headers.insert(name, value);
         }
         let client = reqwest::Client::builder()
             .default_headers(headers)
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| RemoteError::Config(format!("HTTP client: {e}")))?;
+            .map_err(|e| RemoteError::config("the HTTP client cannot be built").with_source(e))?;
         Ok(HttpRemote {
             client,
             base_url: self.base_url.trim_end_matches('/').to_owned(),
@@ -226,10 +228,11 @@ impl HttpRemote {
             raw_success,
         } = req;
         let payload = match body {
-            Some(Payload::Json(body)) => Some(bytes::Bytes::from(
-                serde_json::to_vec(body)
-                    .map_err(|e| RemoteError::Config(format!("request body: {e}")))?,
-            )),
+            Some(Payload::Json(body)) => {
+                Some(bytes::Bytes::from(serde_json::to_vec(body).map_err(
+                    |e| RemoteError::config("the request body cannot be serialised").with_source(e),
+                )?))
+            }
             Some(Payload::Bytes(bytes)) => Some(bytes::Bytes::from(bytes)),
             None => None,
         };
@@ -278,15 +281,15 @@ impl HttpRemote {
         request: reqwest::RequestBuilder,
         raw_success: bool,
     ) -> Result<Response, RemoteError> {
-        let mut response = request.send().await.map_err(|e| RemoteError::Unavailable {
-            message: describe(&e),
-            retry_after: None,
-        })?;
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(e, Stage::Request))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let cap = self.max_response_bytes;
         let too_large = || {
-            RemoteError::BadResponse(format!(
+            RemoteError::bad_response(format!(
                 "HTTP {status}: the response is larger than the limit of {cap} bytes \
                  (HttpRemoteBuilder::max_response_bytes)"
             ))
@@ -299,10 +302,7 @@ impl HttpRemote {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| RemoteError::Unavailable {
-                message: format!("reading the response: {}", describe(&e)),
-                retry_after: None,
-            })?
+            .map_err(|e| transport_error(e, Stage::Response))?
         {
             let len = u64::try_from(body.len().saturating_add(chunk.len())).unwrap_or(u64::MAX);
             if len > cap {
@@ -317,9 +317,10 @@ impl HttpRemote {
             match serde_json::from_slice(&bytes) {
                 Ok(value) => value,
                 Err(err) if status.is_success() => {
-                    return Err(RemoteError::BadResponse(format!(
-                        "HTTP {status} with a body that is not JSON: {err}"
-                    )))
+                    return Err(RemoteError::bad_response(format!(
+                        "HTTP {status} with a body that is not JSON"
+                    ))
+                    .with_source(err))
                 }
                 // Error pages are often HTML; keep the status, drop the body.
                 Err(_) => Value::Null,
@@ -344,7 +345,7 @@ impl HttpRemote {
         let body = serde_json::to_vec(&PushRequest {
             ops: wire_ops(route, items),
         })
-        .map_err(|e| RemoteError::Config(format!("push body: {e}")))?;
+        .map_err(|e| RemoteError::config("the push body cannot be serialised").with_source(e))?;
         let sent = body.len() as u64;
         let url = self.absolute(path);
         let response = self
@@ -371,6 +372,7 @@ impl HttpRemote {
                     error_message(&response.body, response.status)
                 ),
                 retry_after: response.retry_after,
+                source: None,
             });
         }
         if !response.status.is_success() {
@@ -379,8 +381,9 @@ impl HttpRemote {
                 message: error_message(&response.body, response.status),
             });
         }
-        let parsed: PushResponse = serde_json::from_slice(&response.raw)
-            .map_err(|e| RemoteError::BadResponse(format!("push response: {e}")))?;
+        let parsed: PushResponse = serde_json::from_slice(&response.raw).map_err(|e| {
+            RemoteError::bad_response("push response: not an answer of the protocol").with_source(e)
+        })?;
         let (mut outcomes, omitted) = push_outcomes(route, items.len(), parsed)?;
         fetch_omitted(self, route, items, &mut outcomes, omitted).await;
         Ok((outcomes, traffic))
@@ -435,26 +438,18 @@ impl HttpRemote {
             .await
         {
             Ok(response) => response,
-            Err(RemoteError::Unavailable {
-                message,
-                retry_after,
-            }) => {
+            Err(err) => {
+                let retry_after = match &err {
+                    RemoteError::Unavailable { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
                 return (
                     PushOutcome::Transient {
-                        message,
+                        message: crate::error::chain_text(&err),
                         retry_after,
                     },
                     Traffic { sent, received: 0 },
-                )
-            }
-            Err(other) => {
-                return (
-                    PushOutcome::Transient {
-                        message: other.to_string(),
-                        retry_after: None,
-                    },
-                    Traffic { sent, received: 0 },
-                )
+                );
             }
         };
         let traffic = Traffic {
@@ -535,14 +530,14 @@ impl HttpRemote {
                 match object.remove("items").or_else(|| object.remove("data")) {
                     Some(Value::Array(items)) => items,
                     _ => {
-                        return Err(RemoteError::BadResponse(
-                            "expected an array of records (or an object with `items`)".into(),
+                        return Err(RemoteError::bad_response(
+                            "expected an array of records (or an object with `items`)",
                         ))
                     }
                 }
             }
             other => {
-                return Err(RemoteError::BadResponse(format!(
+                return Err(RemoteError::bad_response(format!(
                     "expected an array of records, got {}",
                     crate::error::JsonKind::of(&other)
                 )))
@@ -552,7 +547,7 @@ impl HttpRemote {
             .into_iter()
             .map(|item| match item {
                 Value::Object(object) => parse_remote_record(route.schema, object),
-                other => Err(RemoteError::BadResponse(format!(
+                other => Err(RemoteError::bad_response(format!(
                     "a record is not a JSON object: {other}"
                 ))),
             })
@@ -585,6 +580,7 @@ impl HttpRemote {
                     error_message(&response.body, response.status)
                 ),
                 retry_after: response.retry_after,
+                source: None,
             });
         }
         if !response.status.is_success() {
@@ -593,23 +589,39 @@ impl HttpRemote {
                 message: error_message(&response.body, response.status),
             });
         }
-        let value = config
-            .extract_response(response.body)
-            .map_err(|e| RemoteError::BadResponse(e.to_string()))?;
+        let value = config.extract_response(response.body).map_err(|e| {
+            RemoteError::bad_response("the records are not where the request configuration says")
+                .with_source(e)
+        })?;
         Ok((value, response.bytes))
     }
 }
 
-fn describe(err: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
+/// Where a request failed.
+#[derive(Clone, Copy)]
+enum Stage {
+    /// Connecting, or sending the request and waiting for the answer's head.
+    Request,
+    /// Reading the answer's body.
+    Response,
+}
+
+/// A request that got no (complete) answer: the server is unavailable for now. The HTTP
+/// client's error is kept as the source; the message says what failed, and where.
+fn transport_error(err: reqwest::Error, stage: Stage) -> RemoteError {
+    let url = err.url().map_or_else(String::new, |url| {
+        let mut url = url.clone();
+        url.set_query(None);
+        format!(" {url}")
+    });
+    let message = match stage {
+        Stage::Request if err.is_timeout() => format!("no answer from{url} in time"),
+        Stage::Request if err.is_connect() => format!("cannot connect to{url}"),
+        Stage::Request => format!("the request to{url} failed"),
+        Stage::Response if err.is_timeout() => format!("the answer from{url} stalled"),
+        Stage::Response => format!("reading the answer from{url} failed"),
+    };
+    RemoteError::unavailable(message).with_source(err)
 }
 
 fn field_text(value: &Value) -> Option<String> {
@@ -658,7 +670,7 @@ impl Remote for HttpRemote {
         let config = route.rest.resolve(RestMethod::Get);
         let url = config
             .build_url(&self.base_url, &route.endpoint, None, None)
-            .map_err(|e| RemoteError::Config(e.to_string()))?;
+            .map_err(|e| RemoteError::config("the request URL cannot be built").with_source(e))?;
         match &route.pull {
             PullMode::Cursor => {
                 let mut query = vec![("limit".to_owned(), limit.to_string())];
@@ -721,10 +733,10 @@ impl Remote for HttpRemote {
         let config = route.rest.resolve(RestMethod::Get);
         let url = config
             .build_url(&self.base_url, &route.endpoint, Some(id), None)
-            .map_err(|e| RemoteError::Config(e.to_string()))?;
+            .map_err(|e| RemoteError::config("the request URL cannot be built").with_source(e))?;
         match self.get_json(&url, &config, &[]).await {
             Ok((Value::Object(object), _)) => parse_remote_record(route.schema, object).map(Some),
-            Ok((other, _)) => Err(RemoteError::BadResponse(format!(
+            Ok((other, _)) => Err(RemoteError::bad_response(format!(
                 "expected a record object, got {}",
                 crate::error::JsonKind::of(&other)
             ))),
@@ -743,7 +755,7 @@ impl Remote for HttpRemote {
         let config = route.rest.resolve(RestMethod::Get);
         let url = config
             .build_url(&self.base_url, &route.endpoint, None, None)
-            .map_err(|e| RemoteError::Config(e.to_string()))?;
+            .map_err(|e| RemoteError::config("the request URL cannot be built").with_source(e))?;
         let mut query: Vec<(String, String)> = params.to_vec();
         if let Some(limit) = limit {
             query.push(("limit".to_owned(), limit.to_string()));
@@ -784,7 +796,74 @@ impl Remote for HttpRemote {
             Err(RemoteError::Unavailable {
                 message: format!("health check: HTTP {}", response.status),
                 retry_after: response.retry_after,
+                source: None,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// Guards against: a transport failure flattened into a string, so that an application
+    /// cannot tell a refused connection from a timeout or reach the I/O error underneath.
+    #[tokio::test]
+    async fn a_refused_connection_keeps_the_http_clients_error_as_the_source() {
+        // A port that was just free: nothing listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let remote = HttpRemote::builder(format!("http://127.0.0.1:{port}"))
+            .build()
+            .unwrap();
+        let err = remote.health().await.unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("remote unavailable: cannot connect to http://127.0.0.1:"),
+            "{err}"
+        );
+        // The chain goes from the remote error to reqwest's and down to the operating system's.
+        let mut chain = Vec::new();
+        let mut next = err.source();
+        while let Some(source) = next {
+            chain.push(source);
+            next = source.source();
+        }
+        let reqwest = chain
+            .iter()
+            .find_map(|e| e.downcast_ref::<reqwest::Error>())
+            .unwrap_or_else(|| panic!("no reqwest::Error in {chain:?}"));
+        assert!(reqwest.is_connect(), "{reqwest:?}");
+        let io = chain
+            .iter()
+            .find_map(|e| e.downcast_ref::<std::io::Error>())
+            .unwrap_or_else(|| panic!("no io::Error in {chain:?}"));
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        // Through the crate's `Error` too (`Remote` is transparent), and in the text kept for
+        // the status and op errors.
+        let err = crate::Error::from(err);
+        assert!(err
+            .source()
+            .is_some_and(|s| s.downcast_ref::<reqwest::Error>().is_some()));
+        let text = crate::error::chain_text(&err);
+        assert!(text.contains("error sending request"), "{text}");
+    }
+
+    /// Guards against: an invalid header reported as text only.
+    #[test]
+    fn invalid_headers_keep_their_parse_error() {
+        let err = HttpRemote::builder("http://127.0.0.1:9")
+            .header("bad header", "x")
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, RemoteError::Config { .. }), "{err:?}");
+        assert!(err.source().is_some_and(|s| s
+            .downcast_ref::<reqwest::header::InvalidHeaderName>()
+            .is_some()));
     }
 }

@@ -4,13 +4,20 @@
 //! implements, the typed [`Query`] builder, and the REST request
 //! configuration ([`RestRequests`]) that routes a model to any REST API.
 //! Applications normally use it through the `offline-sync-kit` facade.
+//!
+//! Every public item has one path. What an application uses is at the crate root. What a
+//! custom local store or remote needs is in [`store`] (the [`LocalStore`](store::LocalStore)
+//! contract, its records, ops and errors, and the untyped form of a query) and [`remote`] (the
+//! [`Remote`](remote::Remote) contract and its types); the wire format of encrypted field
+//! values is in [`envelope`], and the default wire protocol in [`protocol`].
 
 #![warn(missing_docs)]
 
 mod connectivity;
-pub mod crypto;
+mod crypto;
 mod disposition;
 mod engine;
+pub mod envelope;
 mod error;
 mod events;
 mod http;
@@ -18,7 +25,7 @@ mod manager;
 mod mask;
 mod model;
 mod options;
-pub mod query;
+mod query;
 mod realtime;
 pub mod remote;
 mod rest;
@@ -31,7 +38,9 @@ mod ws_remote;
 pub use sync_protocol as protocol;
 
 pub use crate::connectivity::{Connectivity, ManualConnectivity, ProbeConnectivity};
-pub use crate::crypto::{FieldKey, KeyProvider, StaticKeys};
+pub use crate::crypto::{
+    CryptoError, EncryptedField, FieldKey, KeyProvider, NotQueryable, ReencryptReport, StaticKeys,
+};
 pub use crate::error::{Error, JsonKind, RestError, Result};
 pub use crate::events::{SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncStatus};
 pub use crate::http::{HttpRemote, HttpRemoteBuilder, DEFAULT_MAX_RESPONSE_BYTES};
@@ -44,11 +53,11 @@ pub use crate::options::{
     ConflictContext, ConflictResolver, ConflictStrategy, DeleteStrategy, FetchStrategy,
     RetryPolicy, SaveStrategy, SyncDirection, SyncOptions,
 };
-pub use crate::query::{CompareOp, Condition, Direction, Field, Filter, Order, OrderBy, Query};
+pub use crate::query::{
+    Comparable, Condition, Direction, Field, Operand, Order, Ordered, Query, Textual,
+};
 pub use crate::realtime::{MessageHandler, SyncEventMapper, WebSocketConfig};
-pub use crate::remote::{ChangeFeed, ModelRoute, PullMode, Remote, RemoteError};
-pub use crate::rest::{ResponseTransformer, RestMethod, RestRequest, RestRequests};
-pub use crate::store::{LocalStore, StoreError};
+pub use crate::rest::{PullMode, ResponseTransformer, RestMethod, RestRequest, RestRequests};
 pub use crate::ws_remote::WebSocketRemote;
 pub use sync_schema::{FieldSpec, ModelSchema, RenameRule, ScalarKind, SqlType};
 

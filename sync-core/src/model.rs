@@ -23,7 +23,7 @@ pub trait SyncModel: Serialize + DeserializeOwned + Clone + Send + Sync + 'stati
     const SCHEMA: &'static ModelSchema;
 
     /// Wire names of the `#[sync(encrypted)]` fields (end-to-end encrypted; see
-    /// [`crate::crypto`]).
+    /// [`crate::envelope`]).
     const ENCRYPTED_FIELDS: &'static [&'static str] = &[];
 
     /// The generated typed field handles (`Todo::fields().priority`).

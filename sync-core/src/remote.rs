@@ -1,5 +1,10 @@
 //! The remote side of sync: a trait the engine talks to, so that any backend
 //! can be reached. [`HttpRemote`](crate::HttpRemote) is the default.
+//!
+//! This module holds everything an implementation of [`Remote`] needs, and only here: the
+//! trait, [`ChangeFeed`], [`RemoteError`], the items pushed and the pages pulled. How a
+//! model is pulled ([`PullMode`]) and its requests
+//! ([`RestRequests`]) are application configuration, at the crate root.
 
 use std::fmt;
 use std::time::Duration;
@@ -13,7 +18,7 @@ use sync_protocol::{
     OpStatus, PushOp, PushResponse, DELETED_KEY, ID_KEY, UPDATED_AT_KEY, VERSION_KEY,
 };
 
-use crate::rest::RestRequests;
+use crate::rest::{PullMode, RestRequests};
 use crate::store::{JsonObject, RemoteRecord};
 
 /// Where and how one model is reached.
@@ -57,36 +62,17 @@ pub fn normalize_record<T: crate::SyncModel>(
     }
 }
 
-/// How a model is pulled from the remote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PullMode {
-    /// The default protocol: `?since={cursor}&limit={n}` pages with `next_cursor` / `has_more`.
-    Cursor,
-    /// A REST API without versions: ask for records whose `field` is at least
-    /// the largest value seen so far, with the URL parameter `since_param`
-    /// (json-server: `"updatedAt_gte"`), paging with `_page`/`_limit`.
-    UpdatedSince {
-        /// Wire name of the updated-at field (a timestamp or number the API maintains).
-        field: String,
-        /// URL parameter that takes the lower bound.
-        since_param: String,
-    },
-    /// A REST API without versions or timestamps: page through everything
-    /// with `_page`/`_limit`; records missing from the remote are left alone.
-    FullPaged,
-}
-
-/// The operation of a push item: the wire protocol's [`OpKind`](sync_protocol::OpKind)
-/// (create: POST; update: PATCH with a delta; replace: PUT with the full record; delete).
-pub use sync_protocol::OpKind as PushKind;
+// The operation of a push item is the wire protocol's `OpKind`; `PushKind` is this crate's
+// own name for it, public only as `protocol::OpKind`.
+pub(crate) use sync_protocol::OpKind as PushKind;
 
 /// One change to send.
 #[derive(Debug, Clone)]
 pub struct PushItem {
     /// Outbox seq it came from.
     pub seq: i64,
-    /// What to do.
+    /// What to do (create: POST; update: PATCH with a delta; replace: PUT with the full
+    /// record; delete).
     pub kind: PushKind,
     /// Record id.
     pub id: String,
@@ -147,7 +133,12 @@ pub struct RemotePage {
 }
 
 /// Errors talking to a remote.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// A failure that has an underlying error (the HTTP client's, serde's, the WebSocket's, a
+/// sealed field's) keeps it as its [`source`](std::error::Error::source); `message` says what
+/// was being done. An answer the server gave (a 4xx, a 5xx and its text) is data, not a
+/// source, and is in `message` or [`Refused`](Self::Refused).
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RemoteError {
     /// Could not reach the server, or it failed transiently (5xx, 429, timeout).
@@ -157,6 +148,10 @@ pub enum RemoteError {
         message: String,
         /// The server asked to wait this long.
         retry_after: Option<Duration>,
+        /// The transport's error (refused connection, timeout, lost socket ...), if there was
+        /// one; none when the server answered (a 5xx or 429, described in `message`).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// The server refused the request (4xx).
     #[error("remote refused the request with HTTP {status}: {message}")]
@@ -167,17 +162,71 @@ pub enum RemoteError {
         message: String,
     },
     /// The server answered something this client cannot read.
-    #[error("unexpected response from the remote: {0}")]
-    BadResponse(String),
+    #[error("unexpected response from the remote: {message}")]
+    BadResponse {
+        /// What is wrong with the answer.
+        message: String,
+        /// Why it could not be read (serde's error, ...), if another error said so.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The request could not be built (configuration error).
-    #[error("cannot build the request: {0}")]
-    Config(String),
+    #[error("cannot build the request: {message}")]
+    Config {
+        /// What could not be built.
+        message: String,
+        /// Why, if another error said so (an invalid header, a field that cannot be sealed ...).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl RemoteError {
     /// True for failures worth retrying later.
     pub fn is_transient(&self) -> bool {
         matches!(self, RemoteError::Unavailable { .. })
+    }
+
+    /// [`Unavailable`](Self::Unavailable), with no `Retry-After` and no underlying error.
+    pub fn unavailable(message: impl Into<String>) -> RemoteError {
+        RemoteError::Unavailable {
+            message: message.into(),
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// [`BadResponse`](Self::BadResponse), with no underlying error.
+    pub fn bad_response(message: impl Into<String>) -> RemoteError {
+        RemoteError::BadResponse {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`Config`](Self::Config), with no underlying error.
+    pub fn config(message: impl Into<String>) -> RemoteError {
+        RemoteError::Config {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Keeps `error` as the underlying error of an [`Unavailable`](Self::Unavailable),
+    /// [`BadResponse`](Self::BadResponse) or [`Config`](Self::Config). A
+    /// [`Refused`](Self::Refused) is the server's answer and has none, so it is returned as is.
+    #[must_use]
+    pub fn with_source(
+        mut self,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> RemoteError {
+        match &mut self {
+            RemoteError::Unavailable { source, .. }
+            | RemoteError::BadResponse { source, .. }
+            | RemoteError::Config { source, .. } => *source = Some(error.into()),
+            RemoteError::Refused { .. } => {}
+        }
+        self
     }
 }
 
@@ -283,13 +332,13 @@ pub fn parse_remote_record(
     let id = match wire_id(schema, &object) {
         Some(Ok(id)) => id,
         Some(Err(other)) => {
-            return Err(RemoteError::BadResponse(format!(
+            return Err(RemoteError::bad_response(format!(
                 "{} record has a non-string id: {other}",
                 schema.model_type
             )))
         }
         None => {
-            return Err(RemoteError::BadResponse(format!(
+            return Err(RemoteError::bad_response(format!(
                 "{} record without `{id_key}`",
                 schema.model_type
             )))
@@ -303,13 +352,13 @@ pub fn parse_remote_record(
     let version = match object.remove(VERSION_KEY) {
         None | Some(Value::Null) => 0,
         Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
-            RemoteError::BadResponse(format!("record `{id}` has version {n}, not an integer"))
+            RemoteError::bad_response(format!("record `{id}` has version {n}, not an integer"))
         })?,
         Some(Value::String(s)) => s.parse().map_err(|_| {
-            RemoteError::BadResponse(format!("record `{id}` has version {s:?}, not an integer"))
+            RemoteError::bad_response(format!("record `{id}` has version {s:?}, not an integer"))
         })?,
         Some(other) => {
-            return Err(RemoteError::BadResponse(format!(
+            return Err(RemoteError::bad_response(format!(
                 "record `{id}` has version {other}, not an integer"
             )))
         }
@@ -392,21 +441,19 @@ pub(crate) fn read_pull_page(
     bytes: u64,
 ) -> Result<RemotePage, RemoteError> {
     let Value::Object(mut body) = value else {
-        return Err(RemoteError::BadResponse("pull page: not an object".into()));
+        return Err(RemoteError::bad_response("pull page: not an object"));
     };
     let items = match body.remove("items") {
         Some(Value::Array(items)) => items,
-        _ => {
-            return Err(RemoteError::BadResponse(
-                "pull page: no `items` array".into(),
-            ))
-        }
+        _ => return Err(RemoteError::bad_response("pull page: no `items` array")),
     };
     let head: sync_protocol::PullPage = serde_json::from_value(Value::Object({
         body.insert("items".into(), Value::Array(Vec::new()));
         body
     }))
-    .map_err(|e| RemoteError::BadResponse(format!("pull page: {e}")))?;
+    .map_err(|e| {
+        RemoteError::bad_response("pull page: not a page of the protocol").with_source(e)
+    })?;
     let mut page = RemotePage {
         records: Vec::with_capacity(items.len()),
         next_cursor: Some(head.next_cursor),
@@ -447,7 +494,7 @@ pub(crate) fn push_outcomes(
     parsed: PushResponse,
 ) -> Result<(Vec<PushOutcome>, Vec<usize>), RemoteError> {
     if parsed.results.len() != count {
-        return Err(RemoteError::BadResponse(format!(
+        return Err(RemoteError::bad_response(format!(
             "push response has {} results for {count} ops",
             parsed.results.len()
         )));
@@ -479,8 +526,8 @@ pub(crate) fn push_outcomes(
                     }
                 }
                 None => {
-                    return Err(RemoteError::BadResponse(
-                        "conflict result without the current record".into(),
+                    return Err(RemoteError::bad_response(
+                        "conflict result without the current record",
                     ))
                 }
             },
@@ -513,7 +560,7 @@ pub(crate) async fn fetch_omitted<R: Remote + ?Sized>(
             Ok(Some(current)) => *slot = PushOutcome::Conflict { current },
             Ok(None) => {}
             Err(err) => {
-                tracing::debug!(id = %item.id, error = %err, "fetching an omitted conflict record failed");
+                tracing::debug!(id = %item.id, error = %crate::error::chain_text(&err), "fetching an omitted conflict record failed");
             }
         }
     }
@@ -656,7 +703,7 @@ mod tests {
         );
         assert!(matches!(
             push_outcomes(&route(), 3, parsed),
-            Err(RemoteError::BadResponse(_))
+            Err(RemoteError::BadResponse { .. })
         ));
         // A conflict with neither the record nor the omitted flag cannot be settled.
         let bare: PushResponse =
@@ -664,7 +711,7 @@ mod tests {
                 .unwrap();
         assert!(matches!(
             push_outcomes(&route(), 1, bare),
-            Err(RemoteError::BadResponse(_))
+            Err(RemoteError::BadResponse { .. })
         ));
     }
 
@@ -685,7 +732,7 @@ mod tests {
         ] {
             assert!(matches!(
                 parse_remote_record(&SCHEMA, obj(bad)),
-                Err(RemoteError::BadResponse(_))
+                Err(RemoteError::BadResponse { .. })
             ));
         }
     }

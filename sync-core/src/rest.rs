@@ -399,6 +399,26 @@ impl RestRequest {
     }
 }
 
+/// How a model is pulled from the remote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PullMode {
+    /// The default protocol: `?since={cursor}&limit={n}` pages with `next_cursor` / `has_more`.
+    Cursor,
+    /// A REST API without versions: ask for records whose `field` is at least
+    /// the largest value seen so far, with the URL parameter `since_param`
+    /// (json-server: `"updatedAt_gte"`), paging with `_page`/`_limit`.
+    UpdatedSince {
+        /// Wire name of the updated-at field (a timestamp or number the API maintains).
+        field: String,
+        /// URL parameter that takes the lower bound.
+        since_param: String,
+    },
+    /// A REST API without versions or timestamps: page through everything
+    /// with `_page`/`_limit`; records missing from the remote are left alone.
+    FullPaged,
+}
+
 /// Per-method request configuration of a model. A method left `None` uses
 /// the defaults of the wire protocol (`/{endpoint}` and `/{endpoint}/{id}`,
 /// bodies and responses as they are).

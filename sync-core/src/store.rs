@@ -10,6 +10,12 @@
 //! Every method that changes both a record and the outbox does so in ONE
 //! transaction. That is the whole point of this trait: a crash can never leave
 //! a local write without its queued operation, or the reverse.
+//!
+//! This module holds everything an implementation needs, and only here: the trait, its
+//! error, the records, outbox ops and conflicts it reads and writes, and the untyped form of
+//! a query. The manager hands some of them to applications too
+//! ([`RecordState`], [`OutboxOp`], [`QuarantinedRecord`], [`Resolution`] for a custom
+//! conflict resolver).
 
 use std::fmt;
 
@@ -17,7 +23,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sync_schema::ModelSchema;
 
-use crate::query::{Filter, OrderBy};
+/// The untyped form of a query ([`StoreQuery`]'s filter and sort keys), which a store
+/// translates to SQL; applications build it through the typed [`Query`](crate::Query).
+pub use crate::query::{CompareOp, Filter, OrderBy};
 
 /// A JSON object keyed by wire name.
 pub type JsonObject = Map<String, Value>;
@@ -430,7 +438,14 @@ pub struct OutboxCounts {
 }
 
 /// The local store the engine drives. See the module docs.
+///
+/// Every required method has a caller in the engine; the provided ones are conveniences built
+/// on them. [`metadata`](Self::metadata) and [`set_metadata`](Self::set_metadata) are the
+/// store's key-value bookkeeping: field encryption keeps the remote copies it could not open
+/// there, and per-account sync metadata is planned to use them too.
 pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
+    // --- records: the application's reads and writes -------------------------------------
+
     /// Makes sure the model's table exists: creates it from the schema when
     /// `auto_migrate` is true, else checks it and reports
     /// [`StoreError::MissingTable`].
@@ -467,54 +482,58 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
         enqueue: bool,
     ) -> StoreResult<DeleteOutcome>;
 
+    /// Sync state of one record.
+    fn record_state(&self, schema: &'static ModelSchema, id: &str) -> StoreResult<RecordState>;
+
+    // --- outbox: choosing, claiming and settling ops ----------------------------------------
+
     /// Pending ops due at `now`, by priority (highest first) then seq, at most `limit`.
     fn ready_ops(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<OutboxOp>>;
 
     /// Earliest `next_attempt_at` of a pending op that is not due at `now`.
     fn next_retry_at(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>>;
 
-    /// Marks pending ops as in flight. Returns the seqs actually marked.
-    ///
-    /// An op counts as possibly sent (so that, for instance, a later delete no longer cancels
-    /// its create locally) from the moment the push reports back on it
-    /// ([`reschedule_op`](Self::reschedule_op), [`fail_op`](Self::fail_op)) or a crash leaves it
-    /// in flight ([`requeue_inflight`](Self::requeue_inflight)); a marked op that was never sent
-    /// goes back with [`release_inflight`](Self::release_inflight).
-    fn mark_inflight(&self, seqs: &[i64]) -> StoreResult<Vec<i64>>;
-
     /// Marks the pending ops among `seqs` (all of model `schema`) in flight and returns them
     /// with their records, read in the same transaction: a push builds its request from
     /// exactly what it marked, never from an older read. Ops that are not pending (or belong
     /// to another model) are left alone and not returned.
+    ///
+    /// An op counts as possibly sent (so that, for instance, a later delete no longer cancels
+    /// its create locally) from the moment the push reports back on it
+    /// ([`reschedule_op`](Self::reschedule_op), [`fail_op`](Self::fail_op)) or a crash leaves it
+    /// in flight ([`requeue_inflight`](Self::requeue_inflight)); a claimed op that was never
+    /// sent goes back with [`release_inflight`](Self::release_inflight).
     fn claim_ops(&self, schema: &'static ModelSchema, seqs: &[i64]) -> StoreResult<Vec<ClaimedOp>>;
 
-    /// Puts ops that [`mark_inflight`](Self::mark_inflight) marked but that were never sent back
+    /// Puts ops that [`claim_ops`](Self::claim_ops) marked but that were never sent back
     /// to pending, as if they had not been marked: no attempt is counted, they do not count as
     /// sent, and a change queued for the record meanwhile is folded into them. Seqs that are not
-    /// in flight are left alone. The engine marks the next batch while the current one is on
+    /// in flight are left alone. The engine claims the next batch while the current one is on
     /// the wire and releases it when the push stops early.
     fn release_inflight(&self, seqs: &[i64]) -> StoreResult<()>;
 
-    /// The remote accepted op `seq`: removes it and, in the same transaction,
-    /// records `version` on the row, marks it synced when no other op is left
-    /// (writing the remote's `data` when given), rebases a newer pending op on
-    /// `version`, and removes the row of an acknowledged delete.
+    /// The remote accepted these ops, all of model `schema`: in ONE transaction, for each in
+    /// order, removes the op, records its `version` on the row, marks the row synced when no
+    /// other op is left (writing the remote's `data` when given), rebases a newer pending op
+    /// on `version`, and removes the row of an acknowledged delete.
+    fn ack_ops(&self, schema: &'static ModelSchema, acks: &[Ack]) -> StoreResult<()>;
+
+    /// [`ack_ops`](Self::ack_ops) for one op.
     fn ack_op(
         &self,
         schema: &'static ModelSchema,
         seq: i64,
         version: i64,
         data: Option<&JsonObject>,
-    ) -> StoreResult<()>;
-
-    /// Several acknowledgements of one model in ONE transaction, each with the
-    /// effect of [`ack_op`](Self::ack_op). Stores should override the default,
-    /// which runs them one by one.
-    fn ack_ops(&self, schema: &'static ModelSchema, acks: &[Ack]) -> StoreResult<()> {
-        for ack in acks {
-            self.ack_op(schema, ack.seq, ack.version, ack.data.as_ref())?;
-        }
-        Ok(())
+    ) -> StoreResult<()> {
+        self.ack_ops(
+            schema,
+            &[Ack {
+                seq,
+                version,
+                data: data.cloned(),
+            }],
+        )
     }
 
     /// The remote refused op `seq` permanently: state failed, error kept on the op and the row.
@@ -541,6 +560,8 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
     /// the local row keeps its data and is marked synced if no op is left.
     fn discard_op(&self, seq: i64) -> StoreResult<()>;
 
+    // --- pull / apply: remote records and the pull cursor ----------------------------------
+
     /// Applies remote records and, when `cursor` is given, stores it as the
     /// model's pull cursor — all in one transaction. Records with a local op
     /// are not touched and are returned as conflicts; stale versions are skipped.
@@ -552,14 +573,6 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
         cursor: Option<&str>,
     ) -> StoreResult<RemoteApplied>;
 
-    /// Settles a conflict on record `remote.id` in one transaction (see [`Resolution`]).
-    fn resolve_conflict(
-        &self,
-        schema: &'static ModelSchema,
-        remote: &RemoteRecord,
-        resolution: &Resolution,
-    ) -> StoreResult<()>;
-
     /// The model's pull cursor.
     fn cursor(
         &self,
@@ -570,17 +583,17 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
     /// Forgets the model's pull cursor (a full pull follows).
     fn reset_cursor(&self, schema: &'static ModelSchema, user_id: Option<&str>) -> StoreResult<()>;
 
-    /// Sync state of one record.
-    fn record_state(&self, schema: &'static ModelSchema, id: &str) -> StoreResult<RecordState>;
+    // --- conflicts ------------------------------------------------------------------------
 
-    /// Outbox counts.
-    fn counts(&self) -> StoreResult<OutboxCounts>;
+    /// Settles a conflict on record `remote.id` in one transaction (see [`Resolution`]).
+    fn resolve_conflict(
+        &self,
+        schema: &'static ModelSchema,
+        remote: &RemoteRecord,
+        resolution: &Resolution,
+    ) -> StoreResult<()>;
 
-    /// A value of `_sync_metadata`.
-    fn metadata(&self, user_id: Option<&str>, key: &str) -> StoreResult<Option<String>>;
-
-    /// Sets a value of `_sync_metadata`.
-    fn set_metadata(&self, user_id: Option<&str>, key: &str, value: &str) -> StoreResult<()>;
+    // --- quarantine: remote records that do not fit their model ----------------------------
 
     /// Keeps remote records of the model aside (replacing an earlier entry with the same key).
     fn quarantine(
@@ -599,6 +612,17 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
         schema: &'static ModelSchema,
         keys: &[String],
     ) -> StoreResult<u64>;
+
+    // --- bookkeeping ------------------------------------------------------------------------
+
+    /// Outbox counts.
+    fn counts(&self) -> StoreResult<OutboxCounts>;
+
+    /// A value of `_sync_metadata`.
+    fn metadata(&self, user_id: Option<&str>, key: &str) -> StoreResult<Option<String>>;
+
+    /// Sets a value of `_sync_metadata`.
+    fn set_metadata(&self, user_id: Option<&str>, key: &str, value: &str) -> StoreResult<()>;
 }
 
 #[allow(dead_code)]

@@ -25,6 +25,43 @@ use crate::realtime::WebSocketConfig;
 /// How long a connection attempt (TCP, TLS and the upgrade) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a connection attempt failed. Kept by the driver until the next connection opens, so a
+/// request made meanwhile can say why there is no connection.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// The URL is not a WebSocket URL.
+    #[error("bad WebSocket URL {url:?}")]
+    Url {
+        url: String,
+        #[source]
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+    /// A configured header name is invalid.
+    #[error("invalid WebSocket header name {name:?}")]
+    HeaderName {
+        name: String,
+        #[source]
+        source: tokio_tungstenite::tungstenite::http::header::InvalidHeaderName,
+    },
+    /// A configured header value is invalid.
+    #[error("invalid value for WebSocket header {name}")]
+    HeaderValue {
+        name: String,
+        #[source]
+        source: tokio_tungstenite::tungstenite::http::header::InvalidHeaderValue,
+    },
+    /// TCP, TLS or the upgrade failed (refused, a non-101 answer such as 401 ...).
+    #[error("cannot connect to {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+    /// The attempt took longer than its deadline.
+    #[error("connecting to {url} timed out after {after:?}")]
+    Timeout { url: String, after: Duration },
+}
+
 /// What a connection's messages mean: the realtime session applies change events, the
 /// WebSocket remote matches answers to requests.
 #[async_trait]
@@ -51,6 +88,8 @@ pub(crate) struct Driver {
     /// The queue into the current connection; `None` while there is none.
     outgoing: Mutex<Option<mpsc::UnboundedSender<String>>>,
     connected: watch::Sender<bool>,
+    /// Why the last connection attempt failed; cleared when a connection opens.
+    last_failure: Mutex<Option<Arc<ConnectError>>>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -70,6 +109,7 @@ impl Driver {
             subscriptions: Mutex::new(BTreeMap::new()),
             outgoing: Mutex::new(None),
             connected: watch::channel(false).0,
+            last_failure: Mutex::new(None),
         }
     }
 
@@ -80,6 +120,21 @@ impl Driver {
     /// True while a connection is open and its opening frames are sent.
     pub(crate) fn is_connected(&self) -> bool {
         *self.connected.borrow()
+    }
+
+    /// Why the last connection attempt failed, unless a connection opened since.
+    pub(crate) fn last_failure(&self) -> Option<Arc<ConnectError>> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_last_failure(&self, failure: Option<Arc<ConnectError>>) {
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
     }
 
     /// Follows [`is_connected`](Self::is_connected).
@@ -127,13 +182,15 @@ impl Driver {
             match self.open().await {
                 Ok(socket) => {
                     failures = 0;
+                    self.set_last_failure(None);
                     self.serve(&*session, socket, &cancel).await;
                     if cancel.is_cancelled() {
                         break;
                     }
                 }
                 Err(err) => {
-                    tracing::debug!(url = %self.config.url, error = %err, "WebSocket connect failed");
+                    tracing::debug!(url = %self.config.url, error = %crate::error::chain_text(&err), "WebSocket connect failed");
+                    self.set_last_failure(Some(Arc::new(err)));
                 }
             }
             failures = failures.saturating_add(1);
@@ -156,16 +213,27 @@ impl Driver {
         cancel.cancel();
     }
 
-    async fn open(&self) -> Result<Socket, String> {
+    async fn open(&self) -> Result<Socket, ConnectError> {
         let url = &self.config.url;
-        let mut request = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| format!("bad WebSocket URL {url:?}: {e}"))?;
+        let mut request =
+            url.as_str()
+                .into_client_request()
+                .map_err(|source| ConnectError::Url {
+                    url: url.clone(),
+                    source,
+                })?;
         for (name, value) in self.headers.iter().chain(self.config.headers.iter()) {
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| format!("header {name:?}: {e}"))?;
-            let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|source| {
+                ConnectError::HeaderName {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
+            let value =
+                HeaderValue::from_str(value).map_err(|source| ConnectError::HeaderValue {
+                    name: name.clone(),
+                    source,
+                })?;
             request.headers_mut().insert(header, value);
         }
         let limits = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
@@ -174,8 +242,14 @@ impl Driver {
         let connect = tokio_tungstenite::connect_async_with_config(request, Some(limits), true);
         match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok((socket, _))) => Ok(socket),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!("connect timed out after {CONNECT_TIMEOUT:?}")),
+            Ok(Err(source)) => Err(ConnectError::Connect {
+                url: url.clone(),
+                source,
+            }),
+            Err(_) => Err(ConnectError::Timeout {
+                url: url.clone(),
+                after: CONNECT_TIMEOUT,
+            }),
         }
     }
 

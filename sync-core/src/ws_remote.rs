@@ -116,13 +116,16 @@ impl WebSocketRemote {
             method,
             body,
         };
-        let text = serde_json::to_string(&request)
-            .map_err(|e| RemoteError::Config(format!("{} request: {e}", method.as_str())))?;
+        let text = serde_json::to_string(&request).map_err(|e| {
+            RemoteError::config(format!("{} request cannot be serialised", method.as_str()))
+                .with_source(e)
+        })?;
         let sent = text.len() as u64;
         if !self.shared.driver.is_connected() {
-            return Err(RemoteError::Unavailable {
-                message: "the WebSocket is not connected".into(),
-                retry_after: None,
+            let err = RemoteError::unavailable("the WebSocket is not connected");
+            return Err(match self.shared.driver.last_failure() {
+                Some(failure) => err.with_source(failure),
+                None => err,
             });
         }
         let (tx, rx) = oneshot::channel();
@@ -131,25 +134,21 @@ impl WebSocketRemote {
         }
         if !self.shared.driver.send(text) {
             self.forget(id);
-            return Err(RemoteError::Unavailable {
-                message: "the WebSocket closed".into(),
-                retry_after: None,
-            });
+            return Err(RemoteError::unavailable("the WebSocket closed"));
         }
         match tokio::time::timeout(self.shared.request_timeout, rx).await {
             Ok(Ok(result)) => {
                 result.map(|(status, body, received)| (status, body, Traffic { sent, received }))
             }
-            Ok(Err(_)) => Err(RemoteError::Unavailable {
-                message: "the WebSocket closed before the answer".into(),
-                retry_after: None,
-            }),
+            Ok(Err(_)) => Err(RemoteError::unavailable(
+                "the WebSocket closed before the answer",
+            )),
             Err(_) => {
                 self.forget(id);
-                Err(RemoteError::Unavailable {
-                    message: format!("no answer within {:?}", self.shared.request_timeout),
-                    retry_after: None,
-                })
+                Err(RemoteError::unavailable(format!(
+                    "no answer within {:?}",
+                    self.shared.request_timeout
+                )))
             }
         }
     }
@@ -178,10 +177,7 @@ fn check(status: u16, body: &Value) -> Result<(), RemoteError> {
     };
     match status {
         200..=299 => Ok(()),
-        _ if crate::disposition::is_outage(status) => Err(RemoteError::Unavailable {
-            message: message(),
-            retry_after: None,
-        }),
+        _ if crate::disposition::is_outage(status) => Err(RemoteError::unavailable(message())),
         _ => Err(RemoteError::Refused {
             status,
             message: message(),
@@ -202,8 +198,9 @@ impl Remote for WebSocketRemote {
     ) -> Result<(Vec<PushOutcome>, Traffic), RemoteError> {
         let ops = wire_ops(route, items);
         let (body, traffic) = self.ok_body(WsMethod::Push, PushRequest { ops }).await?;
-        let parsed = serde_json::from_value(body)
-            .map_err(|e| RemoteError::BadResponse(format!("push response: {e}")))?;
+        let parsed = serde_json::from_value(body).map_err(|e| {
+            RemoteError::bad_response("push response: not an answer of the protocol").with_source(e)
+        })?;
         let (mut outcomes, omitted) = push_outcomes(route, items.len(), parsed)?;
         fetch_omitted(self, route, items, &mut outcomes, omitted).await;
         Ok((outcomes, traffic))
@@ -249,7 +246,7 @@ impl Remote for WebSocketRemote {
         check(status, &body)?;
         match body {
             Value::Object(object) => parse_remote_record(route.schema, object).map(Some),
-            _ => Err(RemoteError::BadResponse("expected a record object".into())),
+            _ => Err(RemoteError::bad_response("expected a record object")),
         }
     }
 
@@ -277,17 +274,13 @@ impl Remote for WebSocketRemote {
             .await?;
         let items = match body.get("items") {
             Some(Value::Array(items)) => items.clone(),
-            _ => {
-                return Err(RemoteError::BadResponse(
-                    "query response without `items`".into(),
-                ))
-            }
+            _ => return Err(RemoteError::bad_response("query response without `items`")),
         };
         let records = items
             .into_iter()
             .map(|item| match item {
                 Value::Object(object) => parse_remote_record(route.schema, object),
-                _ => Err(RemoteError::BadResponse("a record is not an object".into())),
+                _ => Err(RemoteError::bad_response("a record is not an object")),
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RemotePage {
@@ -339,10 +332,7 @@ fn fail_pending(shared: &Shared, why: &str) {
         .map(|mut p| p.drain().map(|(_, tx)| tx).collect())
         .unwrap_or_default();
     for tx in drained {
-        let _ = tx.send(Err(RemoteError::Unavailable {
-            message: why.to_owned(),
-            retry_after: None,
-        }));
+        let _ = tx.send(Err(RemoteError::unavailable(why.to_owned())));
     }
 }
 
@@ -367,8 +357,11 @@ impl Session for RemoteSession {
                     Ok(response) if response.status > 0 => {
                         Ok((response.status, response.body, size))
                     }
-                    Ok(_) => Err(RemoteError::BadResponse("response with status 0".into())),
-                    Err(err) => Err(RemoteError::BadResponse(format!("response: {err}"))),
+                    Ok(_) => Err(RemoteError::bad_response("response with status 0")),
+                    Err(err) => Err(RemoteError::bad_response(
+                        "a response that is not an answer of the protocol",
+                    )
+                    .with_source(err)),
                 };
                 let _ = waiter.send(result);
             }
@@ -386,5 +379,57 @@ impl Session for RemoteSession {
 
     fn reconnecting(&self, attempt: u32) {
         tracing::debug!(attempt, "WebSocket remote reconnecting");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// Guards against: "not connected" with nothing to say why, when the driver knows the
+    /// last connection attempt failed (refused, a 401 on the upgrade ...).
+    #[tokio::test]
+    async fn a_request_while_disconnected_carries_the_last_connect_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let remote = WebSocketRemote::connect(
+            WebSocketConfig::new(format!("ws://127.0.0.1:{port}/ws")),
+            BTreeMap::new(),
+            Duration::from_secs(1),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            let err = remote.health().await.unwrap_err();
+            if err.source().is_some() || tokio::time::Instant::now() > deadline {
+                break err;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        remote.close();
+        assert!(err.is_transient(), "{err:?}");
+        let mut chain = Vec::new();
+        let mut next = err.source();
+        while let Some(source) = next {
+            chain.push(source.to_string());
+            if source
+                .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+                .is_some()
+            {
+                break;
+            }
+            next = source.source();
+        }
+        assert!(
+            next.is_some(),
+            "no tungstenite error under {err}: {chain:?}"
+        );
+        assert!(
+            chain[0].starts_with("cannot connect to ws://127.0.0.1:"),
+            "{chain:?}"
+        );
     }
 }

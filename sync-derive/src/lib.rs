@@ -18,7 +18,7 @@ use syn::{parse_macro_input, DeriveInput};
 /// Container attributes: `#[sync(model_type = "...", endpoint = "...", table = "...",
 /// crate = "...", diesel_table, rest(get(..), post(..), put(..), patch(..), delete(..)))]`.
 /// Field attributes: `id`, `index`, `json`, `skip`, `skip_delta`,
-/// `encrypted` (end-to-end, see `sync_core::crypto`), `column = "..."`. Serde's `rename` and
+/// `encrypted` (end-to-end, see `sync_core::envelope`), `column = "..."`. Serde's `rename` and
 /// `rename_all` are honoured; a field serde skips must also be `#[sync(skip)]`.
 #[proc_macro_derive(SyncModel, attributes(sync))]
 pub fn derive_sync_model(input: TokenStream) -> TokenStream {

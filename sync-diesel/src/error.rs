@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use sync_core::StoreError;
+use sync_core::store::StoreError;
 
 /// Errors of this crate that are not [`StoreError`]s: opening a store, and
 /// generating migrations.

@@ -1,6 +1,6 @@
 //! The Diesel local store of offline-sync-kit.
 //!
-//! [`DieselStore`] implements [`sync_core::LocalStore`] on SQLite (bundled
+//! [`DieselStore`] implements [`sync_core::store::LocalStore`] on SQLite (bundled
 //! libsqlite3, WAL) and, with the `postgres` feature, on Postgres: records
 //! and their outbox operations are written in one transaction, edits to the
 //! same record coalesce into one pending operation, pulled pages commit with

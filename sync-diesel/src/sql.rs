@@ -9,7 +9,7 @@ use diesel::sql_types::{
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{QueryResult, RunQueryDsl};
 use diesel_dynamic_schema::dynamic_value::DynamicRow;
-use sync_core::StoreError;
+use sync_core::store::StoreError;
 
 use crate::ddl::Backend;
 use crate::value::{Param, Raw};

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use diesel::{Connection, RunQueryDsl, SqliteConnection};
 use support::{prepare, save, todo, Todo};
+use sync_core::store::StoreError;
 use sync_core::store::{LocalStore, OpState};
-use sync_core::{StoreError, SyncModel};
+use sync_core::SyncModel;
 use sync_diesel::{DieselStore, Error, BOOKKEEPING_SCHEMA_VERSION};
 
 #[derive(diesel::QueryableByName)]

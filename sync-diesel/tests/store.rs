@@ -8,11 +8,11 @@ mod support;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 use support::{json, prepare, save, todo, Fixture, Gadget, Spec, Todo};
-use sync_core::query::Condition;
+use sync_core::store::StoreError;
 use sync_core::store::{
     Ack, JsonObject, LocalStore, LocalWrite, OpKind, OpState, RemoteRecord, Resolution, StoreQuery,
 };
-use sync_core::StoreError;
+use sync_core::Condition;
 use sync_core::{Query, SyncModel};
 
 // One test per backend: `sqlite::<name>` and `postgres::<name>`.

@@ -87,7 +87,7 @@ impl Inner {
             .push_group(route, &heads, chunk, &options, report)
             .await
         {
-            tracing::debug!(error = %err, "resending ops before applying their records failed; the records are pulled again later");
+            tracing::debug!(error = %crate::error::chain_text(&err), "resending ops before applying their records failed; the records are pulled again later");
             return Ok(true);
         }
         let again = probes.into_iter().map(|c| c.remote).collect();

@@ -72,15 +72,21 @@ pub(crate) struct Inner {
     pub(crate) crypto: Option<Arc<crate::crypto::FieldCrypto>>,
 }
 
-pub(crate) async fn blocking<R, F>(store: &Arc<dyn LocalStore>, f: F) -> Result<R>
+/// Runs a store call on the blocking pool. Generic over the store so that a test can run it
+/// without one; the engine's store is an `Arc<dyn LocalStore>`.
+pub(crate) async fn blocking<S, R, F>(store: &Arc<S>, f: F) -> Result<R>
 where
+    S: ?Sized + Send + Sync + 'static,
     R: Send + 'static,
-    F: FnOnce(&dyn LocalStore) -> StoreResult<R> + Send + 'static,
+    F: FnOnce(&S) -> StoreResult<R> + Send + 'static,
 {
     let store = Arc::clone(store);
     tokio::task::spawn_blocking(move || f(&*store))
         .await
-        .map_err(|e| Error::Task(e.to_string()))?
+        .map_err(|source| Error::Task {
+            task: "a store call on the blocking pool",
+            source,
+        })?
         .map_err(Error::Store)
 }
 
@@ -167,7 +173,7 @@ impl Inner {
                 models: Some(routes),
             };
             if let Err(err) = inner.run(spec).await {
-                tracing::debug!(error = %err, "catch-up pull after connecting failed");
+                tracing::debug!(error = %crate::error::chain_text(&err), "catch-up pull after connecting failed");
             }
         });
         self.track(handle);
@@ -280,7 +286,7 @@ impl Inner {
                 });
             }
             Err(err) => {
-                let message = err.to_string();
+                let message = crate::error::chain_text(err);
                 self.status.send_modify(|s| {
                     s.syncing = false;
                     s.progress = None;
@@ -310,5 +316,35 @@ impl Inner {
             p.done = p.done.saturating_add(done);
             p.total = p.total.saturating_add(more_total);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards against: a store call that panics on the blocking pool coming back as text only,
+    /// without the `JoinError` that says it panicked and carries the payload.
+    #[tokio::test]
+    async fn a_panicking_store_call_keeps_its_join_error_as_the_source() {
+        let store = Arc::new(());
+        let err = blocking(&store, |_: &()| -> StoreResult<()> {
+            panic!("the store broke")
+        })
+        .await
+        .unwrap_err();
+        let Error::Task { source, .. } = &err else {
+            panic!("expected Error::Task, got {err:?}");
+        };
+        assert!(source.is_panic(), "{source:?}");
+        let chained = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<tokio::task::JoinError>())
+            .expect("the JoinError is the source");
+        assert!(chained.is_panic());
+        let text = crate::error::chain_text(&err);
+        assert!(
+            text.starts_with("background task failed: ") && text.contains("panicked"),
+            "{text}"
+        );
     }
 }

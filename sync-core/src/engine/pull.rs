@@ -20,7 +20,7 @@ pub(crate) fn normalize_records(route: &ModelRoute, records: &mut [RemoteRecord]
     for record in records.iter_mut().filter(|r| !r.deleted) {
         let data = std::mem::take(&mut record.data);
         record.data = (route.normalize)(data).map_err(|(_, reason)| {
-            Error::Remote(RemoteError::BadResponse(format!(
+            Error::Remote(RemoteError::bad_response(format!(
                 "{} `{}` from the remote does not match the model: {reason}",
                 route.schema.model_type, record.id
             )))
@@ -142,7 +142,7 @@ impl Inner {
                 if more && page.records.is_empty() {
                     empty_pages = empty_pages.saturating_add(1);
                     if empty_pages >= MAX_EMPTY_PAGES {
-                        return Err(Error::Remote(RemoteError::BadResponse(format!(
+                        return Err(Error::Remote(RemoteError::bad_response(format!(
                             "{}: {empty_pages} empty pages in a row that say more follow",
                             schema.model_type
                         ))));
@@ -192,9 +192,10 @@ impl Inner {
                 let Some(mut fetch) = fetch else {
                     break;
                 };
-                page = (&mut fetch.0)
-                    .await
-                    .map_err(|e| Error::Task(format!("page fetch: {e}")))??;
+                page = (&mut fetch.0).await.map_err(|source| Error::Task {
+                    task: "fetching the next pull page",
+                    source,
+                })??;
                 cursor = next;
             }
             if repull {

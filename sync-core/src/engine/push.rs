@@ -264,7 +264,7 @@ impl Inner {
             if outcomes.len() == sendable.len() {
                 Ok((outcomes, traffic))
             } else {
-                Err(RemoteError::BadResponse(format!(
+                Err(RemoteError::bad_response(format!(
                     "the remote answered {} outcomes for {} pushed changes",
                     outcomes.len(),
                     sendable.len()
@@ -303,7 +303,7 @@ impl Inner {
                     RemoteError::Unavailable { retry_after, .. } => *retry_after,
                     _ => None,
                 };
-                let message = err.to_string();
+                let message = crate::error::chain_text(&err);
                 for op in &sendable {
                     self.retry_later(schema, op, &message, retry_after, options, report)
                         .await?;

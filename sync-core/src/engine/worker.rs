@@ -119,7 +119,7 @@ pub(crate) async fn worker(inner: Arc<Inner>) {
             }
         };
         if let Err(err) = inner.run(spec).await {
-            tracing::debug!(error = %err, "background sync run failed; it will be retried");
+            tracing::debug!(error = %crate::error::chain_text(&err), "background sync run failed; it will be retried");
         }
     }
 }

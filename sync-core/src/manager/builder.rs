@@ -20,7 +20,8 @@ use crate::http::HttpRemote;
 use crate::model::SyncModel;
 use crate::options::SyncOptions;
 use crate::realtime::{self, Realtime, WebSocketConfig};
-use crate::remote::{ModelRoute, PullMode, Remote};
+use crate::remote::{ModelRoute, Remote};
+use crate::rest::PullMode;
 use crate::rest::RestRequests;
 use crate::store::LocalStore;
 
@@ -189,7 +190,7 @@ impl SyncManagerBuilder {
     }
 
     /// The keys of the `#[sync(encrypted)]` fields (end-to-end encryption; see
-    /// [`crate::crypto`]). Required when a registered model has such a field.
+    /// [`crate::envelope`]). Required when a registered model has such a field.
     pub fn field_keys(mut self, keys: impl KeyProvider) -> Self {
         self.field_keys = Some(Arc::new(keys));
         self

@@ -182,7 +182,7 @@ impl SyncManager {
                     })
                     .await
                 {
-                    tracing::warn!(error = %err, "periodic sync failed");
+                    tracing::warn!(error = %crate::error::chain_text(&err), "periodic sync failed");
                 }
             }
         });

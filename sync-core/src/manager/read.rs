@@ -32,7 +32,7 @@ impl SyncManager {
             FetchStrategy::LocalOnly => {}
             FetchStrategy::RemoteFirst => {
                 if let Err(err) = self.inner.refresh_one(&route, id).await {
-                    tracing::debug!(model = T::MODEL_TYPE, id, error = %err, "remote read failed; answering from the local store");
+                    tracing::debug!(model = T::MODEL_TYPE, id, error = %crate::error::chain_text(&err), "remote read failed; answering from the local store");
                 }
             }
             FetchStrategy::LocalWithRemoteFallback => {
@@ -45,7 +45,7 @@ impl SyncManager {
                 let id2 = id.to_owned();
                 let handle = tokio::spawn(async move {
                     if let Err(err) = inner.refresh_one(&route, &id2).await {
-                        tracing::debug!(id = %id2, error = %err, "background refresh failed");
+                        tracing::debug!(id = %id2, error = %crate::error::chain_text(&err), "background refresh failed");
                     }
                 });
                 self.inner.track(handle);
@@ -101,7 +101,7 @@ impl SyncManager {
             FetchStrategy::LocalOnly => {}
             FetchStrategy::RemoteFirst => {
                 if let Err(err) = self.inner.refresh_page(&route, params).await {
-                    tracing::debug!(model = T::MODEL_TYPE, error = %err, "remote query failed; answering from the local store");
+                    tracing::debug!(model = T::MODEL_TYPE, error = %crate::error::chain_text(&err), "remote query failed; answering from the local store");
                 }
             }
             FetchStrategy::LocalWithRemoteFallback => {
@@ -115,7 +115,7 @@ impl SyncManager {
                 let inner = Arc::clone(&self.inner);
                 let handle = tokio::spawn(async move {
                     if let Err(err) = inner.refresh_page(&route, params).await {
-                        tracing::debug!(error = %err, "background refresh failed");
+                        tracing::debug!(error = %crate::error::chain_text(&err), "background refresh failed");
                     }
                 });
                 self.inner.track(handle);

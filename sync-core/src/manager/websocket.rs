@@ -52,11 +52,13 @@ impl RealtimeHandle {
         if self.inner.cancel.is_cancelled() {
             return Err(Error::Shutdown);
         }
+        // The slot is a plain `Option` written whole, so a panic elsewhere cannot leave it
+        // half-written: a poisoned lock is used as it is.
         let mut running = self
             .realtime
             .running
             .lock()
-            .map_err(|_| Error::Task("realtime state poisoned".into()))?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // The driver cancels its token when it stops by itself (reconnects exhausted).
         if running.as_ref().is_some_and(|token| !token.is_cancelled()) {
             return Ok(());

@@ -159,9 +159,10 @@ impl SyncManager {
             }) => Err(Error::Remote(RemoteError::Unavailable {
                 message,
                 retry_after,
+                source: None,
             })),
-            None => Err(Error::Remote(RemoteError::BadResponse(
-                "no result for the save".into(),
+            None => Err(Error::Remote(RemoteError::bad_response(
+                "no result for the save",
             ))),
         }
     }
@@ -227,11 +228,12 @@ impl SyncManager {
                             return Err(Error::Remote(RemoteError::Unavailable {
                                 message,
                                 retry_after,
+                                source: None,
                             }))
                         }
                         None => {
-                            return Err(Error::Remote(RemoteError::BadResponse(
-                                "no result for the delete".into(),
+                            return Err(Error::Remote(RemoteError::bad_response(
+                                "no result for the delete",
                             )))
                         }
                     }

@@ -19,7 +19,7 @@ use std::sync::PoisonError;
 
 use diesel::connection::SimpleConnection;
 use diesel::SqliteConnection;
-use sync_core::StoreError;
+use sync_core::store::StoreError;
 use zeroize::Zeroize;
 
 use super::{classify_sqlite, connect_sqlite, Conn, DieselStore, SqliteFile, SqliteOptions};

@@ -2,13 +2,13 @@
 //! Each function runs inside the transaction its caller opened.
 
 use chrono::{DateTime, Utc};
-use sync_core::query::Filter;
+use sync_core::store::Filter;
+use sync_core::store::StoreError;
 use sync_core::store::{
     Ack, ClaimedOp, DeleteOutcome, JsonObject, LocalWrite, OpKind, OpState, OutboxCounts, OutboxOp,
     PendingConflict, QuarantinedRecord, RecordState, RemoteApplied, RemoteRecord, Resolution,
     SaveOutcome, StoreQuery, StoredRecord,
 };
-use sync_core::StoreError;
 use sync_schema::ModelSchema;
 
 use super::outbox::{

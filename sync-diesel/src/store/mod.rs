@@ -19,12 +19,12 @@ use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use sync_core::store::StoreError;
 use sync_core::store::{
     Ack, ClaimedOp, DeleteOutcome, JsonObject, LocalStore, LocalWrite, OutboxCounts, OutboxOp,
     QuarantinedRecord, RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome,
     StoreQuery, StoreResult, StoredRecord,
 };
-use sync_core::StoreError;
 use sync_schema::ModelSchema;
 
 use crate::ddl::{self, Backend};
@@ -318,7 +318,7 @@ mod pg {
     use diesel::r2d2::{ConnectionManager, Pool};
     use diesel::{Connection, PgConnection};
     use diesel_migrations::MigrationHarness;
-    use sync_core::StoreError;
+    use sync_core::store::StoreError;
 
     use super::{check_version, logic, Conn, DieselStore, POSTGRES_BOOKKEEPING};
     use crate::error::{Error, Result};
@@ -442,6 +442,13 @@ mod pg {
 }
 
 impl DieselStore {
+    /// Marks the pending ops among `seqs` in flight without reading them, and returns the seqs
+    /// it marked. The engine claims ops with [`LocalStore::claim_ops`], which also reads them
+    /// in the same transaction; this is for tests and tools that drive the outbox by hand.
+    pub fn mark_inflight(&self, seqs: &[i64]) -> StoreResult<Vec<i64>> {
+        self.write(|db| logic::mark_inflight(db, seqs))
+    }
+
     /// Options for a SQLite store at `path`, to set e.g. the busy timeout.
     ///
     /// ```no_run
@@ -776,10 +783,6 @@ impl LocalStore for DieselStore {
 
     fn next_retry_at(&self, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
         self.read(|db| logic::next_retry_at(db, now))
-    }
-
-    fn mark_inflight(&self, seqs: &[i64]) -> StoreResult<Vec<i64>> {
-        self.write(|db| logic::mark_inflight(db, seqs))
     }
 
     fn claim_ops(&self, schema: &'static ModelSchema, seqs: &[i64]) -> StoreResult<Vec<ClaimedOp>> {

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sync_core::store::StoreError;
 use sync_core::store::{JsonObject, OpKind, OpState, OutboxOp};
-use sync_core::StoreError;
 
 use crate::ddl::Backend;
 use crate::sql::{Db, Sql};

@@ -1,9 +1,10 @@
 //! Translation of untyped queries to SQL.
 
 use serde_json::Value;
-use sync_core::query::{CompareOp, Direction, Filter};
+use sync_core::store::StoreError;
 use sync_core::store::StoreQuery;
-use sync_core::StoreError;
+use sync_core::store::{CompareOp, Filter};
+use sync_core::Direction;
 use sync_schema::{FieldSpec, ModelSchema, SqlType};
 
 use crate::ddl::{ident, Backend};

@@ -5,8 +5,8 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sync_core::store::StoreError;
 use sync_core::store::{JsonObject, RecordMeta, StoredRecord};
-use sync_core::StoreError;
 use sync_schema::{FieldSpec, ModelSchema};
 
 use crate::ddl::{ident, Backend, META_COLUMNS};
