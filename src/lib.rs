@@ -49,7 +49,7 @@ pub mod prelude {
         ConflictStrategy, DeleteStrategy, FetchStrategy, FieldMask, ModelSchema, Query, RestMethod,
         RestRequest, RestRequests, RetryPolicy, SaveStrategy, SyncDirection, SyncEvent,
         SyncEventType, SyncManager, SyncModel, SyncOptions, SyncReport, SyncRun, SyncStatus,
-        WebSocketConfig,
+        WebSocketConfig, WriteOptions,
     };
     pub use sync_derive::SyncModel;
     pub use sync_diesel::DieselStore;

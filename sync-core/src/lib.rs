@@ -42,7 +42,7 @@ pub use crate::mask::FieldMask;
 pub use crate::model::SyncModel;
 pub use crate::options::{
     ConflictContext, ConflictResolver, ConflictStrategy, DeleteStrategy, FetchStrategy,
-    RetryPolicy, SaveStrategy, SyncDirection, SyncOptions,
+    RetryPolicy, SaveStrategy, SyncDirection, SyncOptions, WriteOptions,
 };
 pub use crate::query::{CompareOp, Condition, Direction, Field, Filter, Order, OrderBy, Query};
 pub use crate::realtime::{MessageHandler, SyncEventMapper, WebSocketConfig};
