@@ -666,7 +666,9 @@ async fn timeout_of_each_write_method_bounds_its_requests_on_both_paths() {
             queue_op_of(&sync, method, &id).await;
             proxy.fault_next_settled(Fault::Forward, 0).await;
             proxy.stall();
-            let stalled = tokio::time::timeout(WAIT, sync.sync_all())
+            // Push only: a pull would wait on the stalled server with the `get` default.
+            let push = sync.synchronize(SyncRun::new(SyncDirection::PushOnly));
+            let stalled = tokio::time::timeout(WAIT, push)
                 .await
                 .unwrap_or_else(|_| panic!("{path:?} {method}: the timeout was not applied"));
             assert!(
