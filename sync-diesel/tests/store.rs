@@ -24,6 +24,7 @@ sync_testkit::backend_matrix!(
     coalescing_rules_table,
     every_changed_op_gets_a_new_idempotency_key_and_keys_are_unique,
     ready_ops_by_priority_then_seq_and_due_time,
+    a_delete_carries_its_priority_and_a_fold_keeps_the_higher,
     ack_fail_retry_and_discard,
     released_ops_are_as_if_never_marked,
     batched_acks_equal_one_by_one_acks,
@@ -997,6 +998,47 @@ fn a_copy_older_than_a_known_tombstone_does_not_bring_the_record_back(f: &Fixtur
     // A newer delete from elsewhere still is one.
     let newer = apply(&[remote("n", 12, None)]);
     assert_eq!(newer.conflicts.len(), 1, "{newer:?}");
+}
+
+fn a_delete_carries_its_priority_and_a_fold_keeps_the_higher(f: &Fixture) {
+    prepare(&f.store);
+    let write = |id: &str, title: &str, priority: i32, enqueue: bool| {
+        let data = json(&todo(id, title, 1));
+        f.store
+            .save(&LocalWrite {
+                schema: Todo::SCHEMA,
+                id,
+                data: &data,
+                user_id: None,
+                priority,
+                enqueue,
+                version: (!enqueue).then_some(3),
+            })
+            .unwrap()
+    };
+    // Synced records, so a delete queues an op.
+    write("p", "synced", 0, false);
+    write("q", "synced", 0, false);
+    write("r", "synced", 0, false);
+    f.store.delete(Todo::SCHEMA, "p", None, 9, true).unwrap();
+    assert_eq!(ops(f, "p")[0].priority, 9);
+    // An update of priority 4, then a delete of priority 1 folded into it: the higher stays.
+    write("q", "edited", 4, true);
+    f.store.delete(Todo::SCHEMA, "q", None, 1, true).unwrap();
+    let q = ops(f, "q");
+    assert_eq!((q.len(), q[0].op, q[0].priority), (1, OpKind::Delete, 4));
+    // A delete of priority 6 folded into an update of priority 2 raises it.
+    write("r", "edited", 2, true);
+    f.store.delete(Todo::SCHEMA, "r", None, 6, true).unwrap();
+    assert_eq!(ops(f, "r")[0].priority, 6);
+    let ready: Vec<String> = f
+        .store
+        .ready_ops(far(), 10)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.record_id)
+        .collect();
+    assert_eq!(ready, ["p", "r", "q"]);
 }
 
 fn saves_without_enqueue_write_synced_rows(f: &Fixture) {
