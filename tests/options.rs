@@ -711,6 +711,13 @@ async fn ops_whose_methods_differ_in_retries_go_in_separate_batch_requests() {
         RestRequest::new(RestMethod::Post).retry_count(2),
     )
     .await;
+    // No jitter and a backoff longer than the run: the failed delete is not due again within
+    // this sync (a jittered delay near 0 would send it in the run's next round).
+    let mut options = sync.options();
+    options.retry.jitter = false;
+    options.retry.base = Duration::from_secs(2);
+    options.retry.max = Duration::from_secs(2);
+    sync.update_options(options);
     sync.save(&todo("old", "to delete")).await.unwrap();
     sync.sync_all().await.unwrap();
     sync.delete::<Todo>("old").await.unwrap();
