@@ -48,7 +48,7 @@ pub mod prelude {
         Condition, ConflictStrategy, DeleteStrategy, Direction, FetchStrategy, FieldMask,
         ModelSchema, Query, RestMethod, RestRequest, RestRequests, RetryPolicy, SaveStrategy,
         SyncDirection, SyncEvent, SyncEventType, SyncManager, SyncModel, SyncOptions, SyncReport,
-        SyncRun, SyncStatus, WebSocketConfig,
+        SyncRun, SyncStatus, WebSocketConfig, WriteOptions,
     };
     pub use sync_derive::SyncModel;
     pub use sync_diesel::DieselStore;

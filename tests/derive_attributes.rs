@@ -23,10 +23,12 @@ pub struct Address {
 #[sync(
     model_type = "sample",
     endpoint = "samples",
+    priority = 7,
     rest(
         get(
             url = "databases/{db}/collections/samples/documents",
             url_parameters(db = "main"),
+            supplemental = r#"{"tenant": "t1", "active": true, "limit": 3}"#,
             response_data_key = "data.items",
             response_transformer = "unwrap_documents",
             timeout_ms = 1500
@@ -219,6 +221,13 @@ fn all_rest_options_are_generated() {
     );
     assert_eq!(get.timeout, Some(Duration::from_millis(1500)));
     assert_eq!(
+        get.supplemental_top_level_data,
+        json!({"tenant": "t1", "active": true, "limit": 3})
+            .as_object()
+            .cloned(),
+        "a get's supplemental entries are kept (sent as query parameters)"
+    );
+    assert_eq!(
         get.build_url("http://h/v1", "samples", Some("x"), None)
             .unwrap(),
         "http://h/v1/databases/main/collections/samples/documents/x"
@@ -346,4 +355,19 @@ fn crate_attribute_repoints_the_runtime_path() {
     use offline_sync_kit::SyncModel as _;
     assert_eq!(repointed::Note::ENDPOINT, "notes");
     assert_eq!(repointed::Note::MODEL_TYPE, "note");
+}
+
+/// A model that puts its changes behind the default.
+#[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[sync(priority = -2)]
+pub struct Background {
+    #[sync(id)]
+    pub id: String,
+}
+
+#[test]
+fn priority_sets_the_models_queue_priority() {
+    assert_eq!(<Sample as SyncModel>::PRIORITY, 7);
+    assert_eq!(<Background as SyncModel>::PRIORITY, -2);
+    assert_eq!(<Renamed as SyncModel>::PRIORITY, 0, "the default");
 }

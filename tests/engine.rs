@@ -10,8 +10,8 @@ use std::time::Duration;
 use offline_sync_kit::prelude::*;
 use offline_sync_kit::store::OpState;
 use offline_sync_kit::{
-    ConflictStrategy, DeleteStrategy, Error, FetchStrategy, ManualConnectivity, SaveStrategy,
-    SyncDirection, SyncEventType, SyncRun,
+    ConflictStrategy, DeleteStrategy, Error, FetchStrategy, ManualConnectivity, ModelConfig,
+    SaveStrategy, SyncDirection, SyncEventType, SyncRun,
 };
 use support::*;
 
@@ -1200,4 +1200,325 @@ async fn a_write_over_the_servers_quota_fails_alone_and_stays_local() {
     assert_eq!(sync.failed_ops().await.unwrap().len(), 1);
     assert_eq!(server.records(ALICE.1, "todos").await.len(), 3);
     sync.shutdown().await.unwrap();
+}
+
+/// A second model for the queue-priority tests: its changes go before `Todo`'s (priority 0).
+#[derive(SyncModel, serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+#[sync(endpoint = "alerts", priority = 5)]
+struct Alert {
+    #[sync(id)]
+    id: String,
+    text: String,
+}
+
+fn alert(id: &str) -> Alert {
+    Alert {
+        id: id.to_owned(),
+        text: format!("alert {id}"),
+    }
+}
+
+/// The server's version of record `id` in `collection` (versions come from one sequence, so
+/// they give the order in which the server applied the writes).
+async fn server_version(server: &Server, collection: &str, id: &str) -> i64 {
+    server
+        .record(ALICE.1, collection, id)
+        .await
+        .and_then(|r| r["version"].as_i64())
+        .unwrap_or_else(|| panic!("{collection}/{id} is not on the server"))
+}
+
+/// Guards against: queue priorities that exist in the store but are never set (every op was
+/// queued with priority 0, so the queue went in save order only). Behind a slow server (the
+/// proxy keeps the answers back while the first push is out), changes queue up; the next round
+/// sends them by priority across models: a save with its own priority 9 first, then the
+/// `#[sync(priority = 5)]` model, then the priority-0 saves in the order they were made, even
+/// though the high ones were saved last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_changes_are_pushed_first_across_models_behind_a_slow_server() {
+    assert_eq!(<Alert as SyncModel>::PRIORITY, 5);
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let db = ClientDb::new();
+    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+        .await
+        .model::<Todo>()
+        .model::<Alert>()
+        .build()
+        .await
+        .unwrap();
+
+    proxy.hold();
+    sync.save(&todo("first", "goes out alone")).await.unwrap();
+    eventually(
+        WAIT,
+        "the first push reached the server (its answer is held)",
+        || async { server.record(ALICE.1, "todos", "first").await.is_some() },
+    )
+    .await;
+    sync.save(&todo("low-1", "priority 0")).await.unwrap();
+    sync.save(&todo("low-2", "priority 0")).await.unwrap();
+    sync.save(&alert("alert")).await.unwrap();
+    sync.save_with(
+        &todo("urgent", "its own priority"),
+        WriteOptions::new().priority(9),
+    )
+    .await
+    .unwrap();
+    let queued = sync.record_state::<Todo>("urgent").await.unwrap();
+    assert_eq!(queued.ops[0].priority, 9);
+    let queued = sync.record_state::<Alert>("alert").await.unwrap();
+    assert_eq!(queued.ops[0].priority, 5);
+    proxy.release();
+
+    eventually(WAIT, "everything is pushed", || async {
+        sync.status().borrow().pending_changes == 0
+    })
+    .await;
+    let order = [
+        server_version(&server, "todos", "first").await,
+        server_version(&server, "todos", "urgent").await,
+        server_version(&server, "alerts", "alert").await,
+        server_version(&server, "todos", "low-1").await,
+        server_version(&server, "todos", "low-2").await,
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "server versions of first, urgent (9), alert (5), low-1, low-2 (0): {order:?}"
+    );
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: a per-model priority set in `ModelConfig` that loses to the derive's, and a
+/// delete queued without its priority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_config_priority_replaces_the_derives_and_deletes_carry_theirs() {
+    let server = Server::start().await;
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let sync = client_builder(&server.url(), &db, ALICE.1)
+        .await
+        .options(options)
+        .model_with::<Todo>(ModelConfig::new().priority(3))
+        .model_with::<Alert>(ModelConfig::new().priority(-1))
+        .build()
+        .await
+        .unwrap();
+    sync.save(&alert("a1")).await.unwrap();
+    sync.save(&todo("t1", "before the alert")).await.unwrap();
+    let state = sync.record_state::<Todo>("t1").await.unwrap();
+    assert_eq!(state.ops[0].priority, 3);
+    let state = sync.record_state::<Alert>("a1").await.unwrap();
+    assert_eq!(state.ops[0].priority, -1);
+    let report = sync.sync_all().await.unwrap();
+    assert_eq!(report.pushed, 2);
+    assert!(
+        server_version(&server, "todos", "t1").await
+            < server_version(&server, "alerts", "a1").await,
+        "priority 3 before priority -1"
+    );
+
+    sync.delete_with::<Todo>("t1", WriteOptions::new().priority(7))
+        .await
+        .unwrap();
+    let state = sync.record_state::<Todo>("t1").await.unwrap();
+    assert_eq!(state.ops[0].priority, 7);
+    sync.delete::<Alert>("a1").await.unwrap();
+    let state = sync.record_state::<Alert>("a1").await.unwrap();
+    assert_eq!(state.ops[0].priority, -1, "the model's priority");
+    sync.save_all_with(
+        &[todo("m1", "many"), todo("m2", "many")],
+        WriteOptions::new().priority(4),
+    )
+    .await
+    .unwrap();
+    let state = sync.record_state::<Todo>("m2").await.unwrap();
+    assert_eq!(state.ops[0].priority, 4);
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: `SyncStarted` / `SyncCompleted` events and `status.syncing` that nothing
+/// checked. While a run waits on a slow server the status says it is syncing; the run emits
+/// `SyncStarted`, then `SyncCompleted` with the report the call returned, and the status goes
+/// back to not syncing with a last sync time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_emits_started_and_completed_and_shows_syncing_meanwhile() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+        .await
+        .options(options)
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    sync.save(&todo("s1", "synced by hand")).await.unwrap();
+    assert!(!sync.status().borrow().syncing);
+    assert!(sync.status().borrow().last_sync_time.is_none());
+    let mut events = sync.events();
+
+    proxy.hold();
+    let running = tokio::spawn({
+        let sync = sync.clone();
+        async move { sync.sync_all().await }
+    });
+    let started = next_event(&mut events, SyncEventType::SyncStarted, None).await;
+    assert_eq!(started, offline_sync_kit::SyncEvent::SyncStarted);
+    eventually(WAIT, "the status shows the run", || async {
+        let status = sync.status().borrow().clone();
+        status.syncing && status.progress.is_some_and(|p| p.total == 1)
+    })
+    .await;
+    proxy.release();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.pushed, 1);
+    assert!(report.is_success(), "{report:?}");
+    match next_event(&mut events, SyncEventType::SyncCompleted, None).await {
+        offline_sync_kit::SyncEvent::SyncCompleted { report: emitted } => {
+            assert_eq!(emitted, report);
+        }
+        other => panic!("not a completion: {other:?}"),
+    }
+    let status = sync.status().borrow().clone();
+    assert!(!status.syncing, "{status:?}");
+    assert!(status.progress.is_none());
+    assert!(status.last_sync_time.is_some());
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: a report that says nothing about refused ops, and a failed or skipped run
+/// that looks like a success. Two of three saves are refused by the server (ids too long for
+/// it): the report counts them, `is_success` is false; the next run, with nothing refused, is
+/// a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_counts_refused_ops_and_is_no_success() {
+    let server = Server::start_with(Some(12)).await;
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let sync = client_builder(&server.url(), &db, ALICE.1)
+        .await
+        .options(options)
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    sync.save(&todo("ok", "fits")).await.unwrap();
+    sync.save(&todo("an-id-longer-than-twelve", "refused"))
+        .await
+        .unwrap();
+    sync.save(&todo("another-id-over-twelve", "refused"))
+        .await
+        .unwrap();
+    let report = sync.sync_all().await.unwrap();
+    assert_eq!((report.pushed, report.failed), (1, 2), "{report:?}");
+    assert_eq!(report.synced(), 1);
+    assert!(!report.is_success(), "{report:?}");
+    assert_eq!(sync.failed_ops().await.unwrap().len(), 2);
+
+    let again = sync.sync_all().await.unwrap();
+    assert_eq!(again.failed, 0, "failed ops stay failed, not refused again");
+    assert!(again.is_success(), "{again:?}");
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: `synchronize` on a paused or offline manager that returns `Ok` and is taken
+/// for a sync. The report is skipped and not a success; after resuming, and back online, the
+/// same call is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_or_offline_runs_are_skipped_and_no_success() {
+    let server = Server::start().await;
+    let db = ClientDb::new();
+    let net = ManualConnectivity::new(true);
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let sync = client_builder(&server.url(), &db, ALICE.1)
+        .await
+        .options(options)
+        .model::<Todo>()
+        .connectivity(net.clone())
+        .build()
+        .await
+        .unwrap();
+    sync.save(&todo("k1", "waits")).await.unwrap();
+
+    sync.pause();
+    let report = sync
+        .synchronize(SyncRun::new(SyncDirection::PushThenPull))
+        .await
+        .unwrap();
+    assert!(report.skipped && !report.is_success(), "{report:?}");
+    assert_eq!(report.pushed, 0);
+    sync.resume();
+
+    net.set_online(false);
+    eventually(WAIT, "offline", || async { !sync.is_online() }).await;
+    let report = sync.sync_all().await.unwrap();
+    assert!(report.skipped && !report.is_success(), "{report:?}");
+    assert_eq!(sync.status().borrow().pending_changes, 1);
+
+    net.set_online(true);
+    eventually(WAIT, "online", || async { sync.is_online() }).await;
+    let report = sync
+        .synchronize(SyncRun::new(SyncDirection::PushThenPull))
+        .await
+        .unwrap();
+    assert!(!report.skipped && report.is_success(), "{report:?}");
+    assert!(server.record(ALICE.1, "todos", "k1").await.is_some());
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: `fetch_items` parameters that never reach the server. Six records pushed by
+/// one device; another reads pages straight from the server: after a cursor (`since`, the
+/// version of the second record), skipping `offset` records, at most `limit`; nothing is
+/// stored locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_items_reads_after_a_cursor_skipping_an_offset() {
+    let server = Server::start().await;
+    let (db_writer, db_reader) = (ClientDb::new(), ClientDb::new());
+    let writer = client_builder(&server.url(), &db_writer, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    for n in 1..=6 {
+        // One push each, so the versions follow the names.
+        writer.save(&todo(&format!("f{n}"), "page")).await.unwrap();
+        writer.sync_all().await.unwrap();
+    }
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let reader = client_builder(&server.url(), &db_reader, ALICE.1)
+        .await
+        .options(options)
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    let ids = |items: Vec<Todo>| items.into_iter().map(|t| t.id).collect::<Vec<_>>();
+
+    let after_second = server_version(&server, "todos", "f2").await.to_string();
+    let page = reader
+        .fetch_items::<Todo>(Some(&after_second), 2, 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(page), ["f4", "f5"], "after f2, skip f3, two");
+    let page = reader
+        .fetch_items::<Todo>(Some(&after_second), 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(ids(page), ["f3", "f4", "f5", "f6"]);
+    let page = reader.fetch_items::<Todo>(None, 10, 4).await.unwrap();
+    assert_eq!(ids(page), ["f5", "f6"]);
+    assert!(
+        reader.all::<Todo>().await.unwrap().is_empty(),
+        "fetch_items does not store"
+    );
+    writer.shutdown().await.unwrap();
+    reader.shutdown().await.unwrap();
 }

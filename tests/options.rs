@@ -544,3 +544,360 @@ async fn a_short_push_answer_puts_the_whole_chunk_back() {
     assert_eq!(server.records(ALICE.1, "todos").await.len(), 2);
     sync.shutdown().await.unwrap();
 }
+
+/// How a write reaches the server in the per-method option tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum WritePath {
+    /// The default: sync-server's batch endpoint.
+    Batch,
+    /// `rest_only()`: one REST call per change.
+    Rest,
+}
+
+/// A manual-sync client through `proxy` whose `Todo` has `request` as its one REST override.
+async fn client_with_request(
+    proxy: &FaultProxy,
+    db: &ClientDb,
+    path: WritePath,
+    method: RestMethod,
+    request: RestRequest,
+) -> SyncManager {
+    let mut options = manual();
+    // A full update goes out as PUT only without deltas.
+    options.use_delta_sync = method != RestMethod::Put;
+    let mut builder = client_builder(&proxy.url(), db, ALICE.1)
+        .await
+        .options(options)
+        .model_with::<Todo>(
+            offline_sync_kit::ModelConfig::new().rest(RestRequests::new().with(request)),
+        );
+    if path == WritePath::Rest {
+        builder = builder.rest_only();
+    }
+    builder.build().await.unwrap()
+}
+
+/// Queues an op that goes out with `method`: a create (POST), an update with deltas (PATCH)
+/// or without (PUT) of a synced record, a delete (DELETE) of one.
+async fn queue_op_of(sync: &SyncManager, method: RestMethod, id: &str) {
+    sync.save(&todo(id, "first")).await.unwrap();
+    if method == RestMethod::Post {
+        return;
+    }
+    let report = sync.sync_all().await.unwrap();
+    assert_eq!(report.pushed, 1, "{report:?}");
+    match method {
+        RestMethod::Delete => sync.delete::<Todo>(id).await.unwrap(),
+        _ => sync.save(&todo(id, "second")).await.unwrap(),
+    }
+    let state = sync.record_state::<Todo>(id).await.unwrap();
+    assert_eq!(state.ops.len(), 1, "{method}: {state:?}");
+}
+
+const WRITE_METHODS: [RestMethod; 4] = [
+    RestMethod::Post,
+    RestMethod::Patch,
+    RestMethod::Put,
+    RestMethod::Delete,
+];
+
+/// Guards against: `retry_count` of a write method that only worked in `rest_only()` mode (the
+/// batch push ignored it, though the README's derive example sets `post(retry_count = 2)`).
+/// For each write method, on both paths: the server's proxy answers 500 twice; an op whose
+/// method has `retry_count(2)` is pushed in the same sync, while with the count on another
+/// method it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_count_of_each_write_method_retries_its_requests_on_both_paths() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    for path in [WritePath::Batch, WritePath::Rest] {
+        for method in WRITE_METHODS {
+            for own in [true, false] {
+                let configured = if own {
+                    method
+                } else if method == RestMethod::Post {
+                    RestMethod::Delete
+                } else {
+                    RestMethod::Post
+                };
+                let db = ClientDb::new();
+                let sync = client_with_request(
+                    &proxy,
+                    &db,
+                    path,
+                    method,
+                    RestRequest::new(configured).retry_count(2),
+                )
+                .await;
+                let id = format!("r-{path:?}-{method}-{own}").to_lowercase();
+                queue_op_of(&sync, method, &id).await;
+                proxy.fault_next_settled(Fault::Answer500, 2).await;
+                let result = sync.sync_all().await;
+                let pushed = matches!(&result, Ok(report) if report.pushed == 1);
+                assert_eq!(
+                    pushed, own,
+                    "{path:?} {method} with retry_count(2) on {configured}: {result:?}"
+                );
+                proxy.fault_next(Fault::Forward, 0);
+                sync.shutdown().await.unwrap();
+            }
+        }
+    }
+}
+
+/// Guards against: `timeout` of a write method that did nothing on the batch path (its requests
+/// waited the remote's 30 s default). For each write method, on both paths: with the server's
+/// answers stalled, a sync whose op's method has `timeout(300 ms)` gives up on it well within
+/// the 10 s this test allows, the op stays queued, and once the network heals the next sync
+/// delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_of_each_write_method_bounds_its_requests_on_both_paths() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    for path in [WritePath::Batch, WritePath::Rest] {
+        for method in WRITE_METHODS {
+            let db = ClientDb::new();
+            let sync = client_with_request(
+                &proxy,
+                &db,
+                path,
+                method,
+                RestRequest::new(method).timeout(Duration::from_millis(300)),
+            )
+            .await;
+            let id = format!("t-{path:?}-{method}").to_lowercase();
+            queue_op_of(&sync, method, &id).await;
+            proxy.fault_next_settled(Fault::Forward, 0).await;
+            proxy.stall();
+            // Push only: a pull would wait on the stalled server with the `get` default.
+            let push = sync.synchronize(SyncRun::new(SyncDirection::PushOnly));
+            let stalled = tokio::time::timeout(WAIT, push)
+                .await
+                .unwrap_or_else(|_| panic!("{path:?} {method}: the timeout was not applied"));
+            assert!(
+                !matches!(&stalled, Ok(report) if report.pushed > 0),
+                "{path:?} {method}: {stalled:?}"
+            );
+            assert_eq!(sync.status().borrow().pending_changes, 1);
+            proxy.heal();
+            eventually(WAIT, "delivered after the network healed", || async {
+                let _ = sync.sync_all().await;
+                sync.status().borrow().pending_changes == 0
+            })
+            .await;
+            let on_server = server.record(ALICE.1, "todos", &id).await;
+            match method {
+                RestMethod::Delete => assert!(on_server.is_none(), "{path:?} {method}"),
+                RestMethod::Post => assert_eq!(on_server.unwrap()["title"], "first"),
+                _ => assert_eq!(on_server.unwrap()["title"], "second"),
+            }
+            sync.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// Guards against: one batch request for ops whose methods want different retries (a create
+/// retried because of a delete's setting, or a delete's failure failing the create). A delete
+/// and a create in one push, only `post` with `retry_count(2)`, the proxy answering 500 twice:
+/// the delete's request fails (retried later by the policy), the create's is retried and
+/// lands, both in the same sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_whose_methods_differ_in_retries_go_in_separate_batch_requests() {
+    let server = Server::start().await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let db = ClientDb::new();
+    let sync = client_with_request(
+        &proxy,
+        &db,
+        WritePath::Batch,
+        RestMethod::Post,
+        RestRequest::new(RestMethod::Post).retry_count(2),
+    )
+    .await;
+    // No jitter and a backoff longer than the run: the failed delete is not due again within
+    // this sync (a jittered delay near 0 would send it in the run's next round).
+    let mut options = sync.options();
+    options.retry.jitter = false;
+    options.retry.base = Duration::from_secs(2);
+    options.retry.max = Duration::from_secs(2);
+    sync.update_options(options);
+    sync.save(&todo("old", "to delete")).await.unwrap();
+    sync.sync_all().await.unwrap();
+    sync.delete::<Todo>("old").await.unwrap();
+    sync.save(&todo("new", "to create")).await.unwrap();
+    proxy.fault_next_settled(Fault::Answer500, 2).await;
+    let report = sync.sync_all().await.unwrap();
+    assert_eq!((report.pushed, report.retried), (1, 1), "{report:?}");
+    assert!(server.record(ALICE.1, "todos", "new").await.is_some());
+    assert!(server.record(ALICE.1, "todos", "old").await.is_some());
+    let delete = sync.record_state::<Todo>("old").await.unwrap();
+    assert_eq!(delete.ops[0].attempts, 1, "{delete:?}");
+    proxy.fault_next(Fault::Forward, 0);
+    eventually(WAIT, "the delete follows by the retry policy", || async {
+        let _ = sync.sync_all().await;
+        server.record(ALICE.1, "todos", "old").await.is_none()
+    })
+    .await;
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: `supplemental_top_level_data` of a `get` that was dropped (a GET has no
+/// body). It goes out as query parameters: sync-server reads them as equality filters, so a
+/// pull with `{"title": "keep"}` brings only those records. A value that cannot be a query
+/// parameter is refused when the manager is built, and by `query_with_request`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_supplemental_entries_are_sent_as_query_parameters() {
+    let server = Server::start().await;
+    let (db_writer, db_reader) = (ClientDb::new(), ClientDb::new());
+    let writer = client_builder(&server.url(), &db_writer, ALICE.1)
+        .await
+        .options(manual())
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    writer
+        .save_all(&[todo("k1", "keep"), todo("s1", "skip"), todo("k2", "keep")])
+        .await
+        .unwrap();
+    assert_eq!(writer.sync_all().await.unwrap().pushed, 3);
+
+    let filter = |json: serde_json::Value| {
+        RestRequest::new(RestMethod::Get)
+            .supplemental_top_level_data(json.as_object().unwrap().clone())
+    };
+    let reader = client_builder(&server.url(), &db_reader, ALICE.1)
+        .await
+        .options(manual())
+        .model_with::<Todo>(
+            offline_sync_kit::ModelConfig::new()
+                .rest(RestRequests::new().with(filter(serde_json::json!({"title": "keep"})))),
+        )
+        .build()
+        .await
+        .unwrap();
+    let report = reader.sync_all().await.unwrap();
+    assert_eq!(report.pulled, 2, "{report:?}");
+    let mut ids: Vec<String> = reader
+        .all::<Todo>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["k1", "k2"]);
+    // A per-call override replaces the entry: the remote read brings `s1` too.
+    let got = reader
+        .query_with_request(
+            Query::<Todo>::new(),
+            FetchStrategy::RemoteFirst,
+            Some(filter(serde_json::json!({"title": "skip"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got.iter().any(|t| t.id == "s1"));
+
+    let refused = client_builder(&server.url(), &ClientDb::new(), ALICE.1)
+        .await
+        .model_with::<Todo>(
+            offline_sync_kit::ModelConfig::new()
+                .rest(RestRequests::new().with(filter(serde_json::json!({"title": ["a"]})))),
+        )
+        .build()
+        .await;
+    match refused {
+        Err(offline_sync_kit::Error::Config(message)) => {
+            assert!(
+                message.contains("`title`") && message.contains("query parameters"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    let refused = writer
+        .query_with_request(
+            Query::<Todo>::new(),
+            FetchStrategy::RemoteFirst,
+            Some(filter(serde_json::json!({"title": {"a": 1}}))),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(offline_sync_kit::Error::Config(_))),
+        "{refused:?}"
+    );
+    writer.shutdown().await.unwrap();
+    reader.shutdown().await.unwrap();
+}
+
+/// Guards against: an application that has to know to call `start_periodic_sync` (the seed
+/// started it with `auto_sync`). `auto_start(true)` syncs at once when the manager is built (a
+/// record already on the server arrives although the interval is an hour) and then every
+/// interval; without it nothing is pulled until the application asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_start_syncs_when_built_and_then_periodically() {
+    let server = Server::start().await;
+    let (db_writer, db_hourly, db_often, db_off) = (
+        ClientDb::new(),
+        ClientDb::new(),
+        ClientDb::new(),
+        ClientDb::new(),
+    );
+    let writer = client_builder(&server.url(), &db_writer, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    writer.save(&todo("a1", "there before")).await.unwrap();
+    writer.sync_all().await.unwrap();
+
+    let mut hourly_options = fast_options();
+    hourly_options.sync_interval = Duration::from_secs(3600);
+    let hourly = client_builder(&server.url(), &db_hourly, ALICE.1)
+        .await
+        .options(hourly_options.clone())
+        .model::<Todo>()
+        .auto_start(true)
+        .build()
+        .await
+        .unwrap();
+    let off = client_builder(&server.url(), &db_off, ALICE.1)
+        .await
+        .options(hourly_options)
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    eventually(WAIT, "auto_start pulled at once", || async {
+        hourly.get::<Todo>("a1").await.unwrap().is_some()
+    })
+    .await;
+
+    let mut often_options = fast_options();
+    often_options.sync_interval = Duration::from_millis(50);
+    let often = client_builder(&server.url(), &db_often, ALICE.1)
+        .await
+        .options(often_options)
+        .model::<Todo>()
+        .auto_start(true)
+        .build()
+        .await
+        .unwrap();
+    writer.save(&todo("a2", "made later")).await.unwrap();
+    writer.sync_all().await.unwrap();
+    eventually(WAIT, "the periodic sync pulls later changes", || async {
+        often.get::<Todo>("a2").await.unwrap().is_some()
+    })
+    .await;
+
+    assert!(
+        off.all::<Todo>().await.unwrap().is_empty(),
+        "without auto_start nothing is pulled by itself"
+    );
+    assert!(off.status().borrow().last_sync_time.is_none());
+    for sync in [writer, hourly, often, off] {
+        sync.shutdown().await.unwrap();
+    }
+}

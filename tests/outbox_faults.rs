@@ -281,9 +281,10 @@ impl LocalStore for EditAfterReady {
         schema: &'static ModelSchema,
         id: &str,
         user: Option<&str>,
+        priority: i32,
         enqueue: bool,
     ) -> StoreResult<DeleteOutcome> {
-        self.inner.delete(schema, id, user, enqueue)
+        self.inner.delete(schema, id, user, priority, enqueue)
     }
     fn ready_ops(
         &self,

@@ -292,7 +292,8 @@ pub struct SyncReport {
     pub pulled: u64,
     /// Conflicts met (and resolved).
     pub conflicts: u64,
-    /// Ops that failed permanently in this run.
+    /// Ops that failed permanently in this run (refused by the remote, or given up after
+    /// `RetryPolicy::max_attempts`); they are kept, see `SyncManager::failed_ops`.
     pub failed: u64,
     /// Ops that failed transiently and are scheduled again.
     pub retried: u64,
@@ -302,8 +303,24 @@ pub struct SyncReport {
     pub bytes_received: u64,
     /// Wall time of the run.
     pub duration: Duration,
-    /// The run was skipped because the remote is offline or sync is paused.
+    /// The run was skipped because the remote is offline or sync is paused: nothing was sent
+    /// or pulled, and the call still returned `Ok`.
     pub skipped: bool,
+}
+
+impl SyncReport {
+    /// The run happened and every op it sent was accepted: not [`skipped`](Self::skipped)
+    /// and no op [`failed`](Self::failed). Ops put back for a retry
+    /// ([`retried`](Self::retried)) do not make a run fail: they go out again by the retry
+    /// policy. A run that stopped on an error returns `Err` instead of a report.
+    pub fn is_success(&self) -> bool {
+        !self.skipped && self.failed == 0
+    }
+
+    /// Records moved either way: [`pushed`](Self::pushed) plus [`pulled`](Self::pulled).
+    pub fn synced(&self) -> u64 {
+        self.pushed.saturating_add(self.pulled)
+    }
 }
 
 #[cfg(test)]

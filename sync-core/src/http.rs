@@ -12,9 +12,10 @@ use serde_json::Value;
 use sync_protocol::{PushRequest, PushResponse, IDEMPOTENCY_KEY_HEADER};
 
 use crate::disposition::Disposition;
+use crate::protocol::OpKind;
 use crate::remote::{
     fetch_omitted, parse_remote_record, push_outcomes, read_pull_page, wire_ops, ModelRoute,
-    PushItem, PushKind, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
+    PushItem, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
 };
 use crate::rest::{PullMode, RestMethod, RestRequest};
 use crate::store::RemoteRecord;
@@ -138,6 +139,8 @@ struct Outgoing<'a> {
     extra_headers: &'a [(&'a str, String)],
     query: &'a [(String, String)],
     body: Option<Payload<'a>>,
+    /// Overrides the timeout of `config` and the remote's default.
+    timeout: Option<Duration>,
     retries: u32,
     /// Leave a successful response's body unparsed (`body` is `Null`; read `raw`).
     raw_success: bool,
@@ -224,6 +227,7 @@ impl HttpRemote {
             extra_headers,
             query,
             body,
+            timeout,
             retries,
             raw_success,
         } = req;
@@ -236,7 +240,8 @@ impl HttpRemote {
             Some(Payload::Bytes(bytes)) => Some(bytes::Bytes::from(bytes)),
             None => None,
         };
-        let timeout = config.map_or(self.timeout, |c| c.effective_timeout(self.timeout));
+        let timeout = timeout
+            .unwrap_or_else(|| config.map_or(self.timeout, |c| c.effective_timeout(self.timeout)));
         let mut attempt = 0u32;
         loop {
             let mut request = self
@@ -335,11 +340,76 @@ impl HttpRemote {
         })
     }
 
+    /// Pushes through the batch endpoint: one request per distinct (`timeout`, `retry_count`)
+    /// of the items' methods (see [`RestRequest`]), usually one. When there are several, a
+    /// request that fails as a whole answers for its own items only (as a retry or a refusal,
+    /// by the one disposition table), so the items of the others keep their answers.
     async fn push_batch(
         &self,
         path: &str,
         route: &ModelRoute,
         items: &[PushItem],
+    ) -> Result<(Vec<PushOutcome>, Traffic), RemoteError> {
+        let mut classes: Vec<(Option<Duration>, u32, Vec<usize>)> = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let config = route.rest.get_for(rest_method(item.kind));
+            let timeout = config.and_then(|c| c.timeout);
+            let retries = config.map_or(0, |c| c.effective_retry_count(0));
+            match classes
+                .iter_mut()
+                .find(|(t, r, _)| *t == timeout && *r == retries)
+            {
+                Some((_, _, members)) => members.push(index),
+                None => classes.push((timeout, retries, vec![index])),
+            }
+        }
+        if classes.len() <= 1 {
+            let (timeout, retries) = classes.first().map_or((None, 0), |(t, r, _)| (*t, *r));
+            return self
+                .push_batch_request(path, route, items, timeout, retries)
+                .await;
+        }
+        let mut outcomes: Vec<Option<PushOutcome>> = vec![None; items.len()];
+        let mut traffic = Traffic::default();
+        for (timeout, retries, members) in classes {
+            let part: Vec<PushItem> = members.iter().map(|&i| items[i].clone()).collect();
+            let answered = self
+                .push_batch_request(path, route, &part, timeout, retries)
+                .await;
+            let part_outcomes = match answered {
+                Ok((part_outcomes, t)) => {
+                    traffic.sent = traffic.sent.saturating_add(t.sent);
+                    traffic.received = traffic.received.saturating_add(t.received);
+                    part_outcomes
+                }
+                Err(err) => vec![outcome_of_failed_request(&err); part.len()],
+            };
+            if part_outcomes.len() != members.len() {
+                return Err(RemoteError::bad_response(format!(
+                    "the remote answered {} outcomes for {} pushed changes",
+                    part_outcomes.len(),
+                    members.len()
+                )));
+            }
+            for (index, outcome) in members.into_iter().zip(part_outcomes) {
+                outcomes[index] = Some(outcome);
+            }
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| RemoteError::bad_response("a pushed change got no outcome")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((outcomes, traffic))
+    }
+
+    /// One request to the batch endpoint.
+    async fn push_batch_request(
+        &self,
+        path: &str,
+        route: &ModelRoute,
+        items: &[PushItem],
+        timeout: Option<Duration>,
+        retries: u32,
     ) -> Result<(Vec<PushOutcome>, Traffic), RemoteError> {
         // Serialised once, straight from the items.
         let body = serde_json::to_vec(&PushRequest {
@@ -356,7 +426,8 @@ impl HttpRemote {
                 extra_headers: &[],
                 query: &[],
                 body: Some(Payload::Bytes(body)),
-                retries: 0,
+                timeout,
+                retries,
                 raw_success: true,
             })
             .await?;
@@ -390,11 +461,13 @@ impl HttpRemote {
     }
 
     async fn push_rest(&self, route: &ModelRoute, item: &PushItem) -> (PushOutcome, Traffic) {
-        let (method, rest_method) = match item.kind {
-            PushKind::Create => (Method::POST, RestMethod::Post),
-            PushKind::Update => (Method::PATCH, RestMethod::Patch),
-            PushKind::Replace => (Method::PUT, RestMethod::Put),
-            PushKind::Delete => (Method::DELETE, RestMethod::Delete),
+        let rest_method = rest_method(item.kind);
+        let method = match rest_method {
+            RestMethod::Get => Method::GET,
+            RestMethod::Post => Method::POST,
+            RestMethod::Patch => Method::PATCH,
+            RestMethod::Put => Method::PUT,
+            RestMethod::Delete => Method::DELETE,
         };
         let config = route.rest.resolve(rest_method);
         let id = rest_method.targets_item().then_some(item.id.as_str());
@@ -415,7 +488,7 @@ impl HttpRemote {
             .clone()
             .map(|data| config.shape_body_for(data, Some(&item.id)));
         let mut headers = vec![(IDEMPOTENCY_KEY_HEADER, item.idempotency_key.clone())];
-        if item.base_version > 0 && item.kind != PushKind::Create {
+        if item.base_version > 0 && item.kind != OpKind::Create {
             headers.push(("If-Match", item.base_version.to_string()));
         }
         let sent = body
@@ -431,6 +504,7 @@ impl HttpRemote {
                 extra_headers: &headers,
                 query: &[],
                 body: body.as_ref().map(Payload::Json),
+                timeout: None,
                 // A 2xx is read below: a body that is not JSON must not undo the success.
                 raw_success: true,
                 retries,
@@ -497,7 +571,7 @@ impl HttpRemote {
                 },
             }
         } else if (status == StatusCode::NOT_FOUND || status == StatusCode::GONE)
-            && item.kind == PushKind::Delete
+            && item.kind == OpKind::Delete
         {
             // Already gone: the delete has the effect it wanted.
             PushOutcome::Applied {
@@ -554,20 +628,27 @@ impl HttpRemote {
             .collect()
     }
 
+    /// A GET of `url` with the `get` configuration: `query`, then the configuration's
+    /// supplemental entries as query parameters (`id` fills their `{id}`).
     async fn get_json(
         &self,
         url: &str,
         config: &RestRequest,
         query: &[(String, String)],
+        id: Option<&str>,
     ) -> Result<(Value, u64), RemoteError> {
+        let mut query = query.to_vec();
+        let extra = config.supplemental_query(id, &query);
+        query.extend(extra);
         let response = self
             .send(Outgoing {
                 method: Method::GET,
                 url,
                 config: Some(config),
                 extra_headers: &[],
-                query,
+                query: &query,
                 body: None,
+                timeout: None,
                 raw_success: false,
                 retries: config.effective_retry_count(0),
             })
@@ -624,6 +705,44 @@ fn transport_error(err: reqwest::Error, stage: Stage) -> RemoteError {
     RemoteError::unavailable(message).with_source(err)
 }
 
+/// The configured method whose options govern an op of `kind`.
+fn rest_method(kind: OpKind) -> RestMethod {
+    match kind {
+        OpKind::Create => RestMethod::Post,
+        OpKind::Update => RestMethod::Patch,
+        OpKind::Replace => RestMethod::Put,
+        OpKind::Delete => RestMethod::Delete,
+    }
+}
+
+/// What a batch request that failed as a whole means for each of its items, when other
+/// requests of the same push were answered: what the engine would do with the whole request
+/// (`crate::disposition`), item by item.
+fn outcome_of_failed_request(err: &RemoteError) -> PushOutcome {
+    match err {
+        RemoteError::Refused { status, message }
+            if Disposition::of_status(*status) == Disposition::Fail =>
+        {
+            PushOutcome::Rejected {
+                status: *status,
+                message: message.clone(),
+            }
+        }
+        RemoteError::Unavailable {
+            message,
+            retry_after,
+            ..
+        } => PushOutcome::Transient {
+            message: message.clone(),
+            retry_after: *retry_after,
+        },
+        other => PushOutcome::Transient {
+            message: crate::error::chain_text(other),
+            retry_after: None,
+        },
+    }
+}
+
 fn field_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
@@ -677,7 +796,7 @@ impl Remote for HttpRemote {
                 if let Some(cursor) = cursor {
                     query.push(("since".to_owned(), cursor.to_owned()));
                 }
-                let (value, bytes) = self.get_json(&url, &config, &query).await?;
+                let (value, bytes) = self.get_json(&url, &config, &query, None).await?;
                 read_pull_page(route, value, bytes)
             }
             PullMode::UpdatedSince { field, since_param } => {
@@ -688,7 +807,7 @@ impl Remote for HttpRemote {
                 if let Some(cursor) = cursor {
                     query.push((since_param.clone(), cursor.to_owned()));
                 }
-                let (value, bytes) = self.get_json(&url, &config, &query).await?;
+                let (value, bytes) = self.get_json(&url, &config, &query, None).await?;
                 let records = self.records_of(route, value)?;
                 let newest = records
                     .iter()
@@ -711,7 +830,7 @@ impl Remote for HttpRemote {
                     ("_page".to_owned(), page.to_string()),
                     ("_limit".to_owned(), limit.to_string()),
                 ];
-                let (value, bytes) = self.get_json(&url, &config, &query).await?;
+                let (value, bytes) = self.get_json(&url, &config, &query, None).await?;
                 let records = self.records_of(route, value)?;
                 let has_more = records.len() >= limit;
                 Ok(RemotePage {
@@ -734,7 +853,7 @@ impl Remote for HttpRemote {
         let url = config
             .build_url(&self.base_url, &route.endpoint, Some(id), None)
             .map_err(|e| RemoteError::config("the request URL cannot be built").with_source(e))?;
-        match self.get_json(&url, &config, &[]).await {
+        match self.get_json(&url, &config, &[], Some(id)).await {
             Ok((Value::Object(object), _)) => parse_remote_record(route.schema, object).map(Some),
             Ok((other, _)) => Err(RemoteError::bad_response(format!(
                 "expected a record object, got {}",
@@ -764,7 +883,7 @@ impl Remote for HttpRemote {
         if let Some(offset) = offset {
             query.push(("_offset".to_owned(), offset.to_string()));
         }
-        let (value, bytes) = self.get_json(&url, &config, &query).await?;
+        let (value, bytes) = self.get_json(&url, &config, &query, None).await?;
         let records = self.records_of(route, value)?;
         Ok(RemotePage {
             records,
@@ -786,6 +905,7 @@ impl Remote for HttpRemote {
                 extra_headers: &[],
                 query: &[],
                 body: None,
+                timeout: None,
                 raw_success: false,
                 retries: 0,
             })

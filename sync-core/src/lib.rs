@@ -51,7 +51,7 @@ pub use crate::mask::FieldMask;
 pub use crate::model::SyncModel;
 pub use crate::options::{
     ConflictContext, ConflictResolver, ConflictStrategy, DeleteStrategy, FetchStrategy,
-    RetryPolicy, SaveStrategy, SyncDirection, SyncOptions,
+    RetryPolicy, SaveStrategy, SyncDirection, SyncOptions, WriteOptions,
 };
 pub use crate::query::{
     Comparable, Condition, Direction, Field, Operand, Order, Ordered, Query, Textual,

@@ -26,6 +26,12 @@ pub trait SyncModel: Serialize + DeserializeOwned + Clone + Send + Sync + 'stati
     /// [`crate::envelope`]).
     const ENCRYPTED_FIELDS: &'static [&'static str] = &[];
 
+    /// Queue priority of this model's changes (`#[sync(priority = N)]`, default 0): a push
+    /// sends the ready changes of every model highest priority first, then in the order they
+    /// were made. [`ModelConfig::priority`](crate::ModelConfig::priority) overrides it per
+    /// manager and [`WriteOptions::priority`](crate::WriteOptions::priority) per write.
+    const PRIORITY: i32 = 0;
+
     /// The generated typed field handles (`Todo::fields().priority`).
     type Fields;
 

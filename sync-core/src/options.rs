@@ -63,6 +63,41 @@ pub enum DeleteStrategy {
     WaitForRemote,
 }
 
+/// Options of one local write ([`SyncManager::save_with`](crate::SyncManager::save_with),
+/// [`save_all_with`](crate::SyncManager::save_all_with),
+/// [`delete_with`](crate::SyncManager::delete_with)).
+///
+/// ```
+/// use sync_core::WriteOptions;
+/// let urgent = WriteOptions::new().priority(10);
+/// assert_eq!(urgent.priority, Some(10));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteOptions {
+    /// Queue priority of the change (higher is pushed first, across models); `None` takes the
+    /// model's ([`ModelConfig::priority`](crate::ModelConfig::priority), else
+    /// [`SyncModel::PRIORITY`](crate::SyncModel::PRIORITY), else 0). A change folded into a
+    /// record's pending op keeps the higher of the two priorities. Writes sent at once
+    /// ([`SaveStrategy::RequireRemote`], [`DeleteStrategy::WaitForRemote`]) are not queued, so
+    /// their priority has nothing to order.
+    pub priority: Option<i32>,
+}
+
+impl WriteOptions {
+    /// The model's defaults.
+    pub fn new() -> Self {
+        WriteOptions::default()
+    }
+
+    /// Queue priority of this write (higher is pushed first).
+    #[must_use]
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+}
+
 /// What a conflict resolver sees.
 #[derive(Debug, Clone)]
 pub struct ConflictContext<'a> {
@@ -163,12 +198,14 @@ impl RetryPolicy {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SyncOptions {
-    /// Interval of periodic sync (`start_periodic_sync`).
+    /// Interval of periodic sync (`start_periodic_sync`, `SyncManagerBuilder::auto_start`).
     pub sync_interval: Duration,
     /// Push automatically (debounced by `auto_sync_debounce`) after local writes, and retry
     /// failed pushes by the backoff timer. Off, the application drives every push
     /// (`sync_all`, `synchronize`, periodic sync, coming back online); ops still wait for
-    /// their backoff time before they are sent again.
+    /// their backoff time before they are sent again. It does not pull or start periodic
+    /// sync: that is [`SyncManagerBuilder::auto_start`](crate::SyncManagerBuilder::auto_start)
+    /// or [`SyncManager::start_periodic_sync`](crate::SyncManager::start_periodic_sync).
     pub auto_sync: bool,
     /// Quiet time after a local write before the automatic push.
     pub auto_sync_debounce: Duration,

@@ -71,7 +71,29 @@ pub type ResponseTransformer = Arc<dyn Fn(Value) -> Value + Send + Sync>;
 
 /// How one kind of request (one [`RestMethod`]) is sent.
 ///
-/// Every option applies to every method. URL templates are relative to the
+/// Which option takes effect where, with [`HttpRemote`](crate::HttpRemote) (the README's
+/// table says the same):
+///
+/// | option | `get`: pulls, `fetch`, remote queries, `fetch_items` | writes, `rest_only()` (one call per change) | writes, the batch endpoint (default) |
+/// | --- | --- | --- | --- |
+/// | `url`, `url_parameters` | the request's URL | the request's URL | not used: one `POST` to the batch path |
+/// | `headers` | sent | sent | not sent |
+/// | `top_level_key` | not used (no body) | wraps the body | not used: the protocol's body |
+/// | `supplemental_top_level_data` | query parameters (scalar values only) | merged into the body | not used |
+/// | `response_data_key`, `response_transformer` | applied to the answer | applied to the answer | not used: the protocol's answer |
+/// | `timeout` | per request | per request | per batch request (see below) |
+/// | `retry_count` | in-request retries | in-request retries | in-request retries of the batch request |
+///
+/// On the batch path a push sends the ops of one model in one request per distinct
+/// (`timeout`, `retry_count`) of their methods (create: `post`, delta update: `patch`, full
+/// update: `put`, delete: `delete`), so each op waits and is retried as its method says;
+/// with no per-method setting, or the same on every method, that is one request as before.
+/// Retrying a batch is safe: every op carries its idempotency key. A custom
+/// [`Remote`](crate::Remote) gets these requests in its [`ModelRoute`](crate::ModelRoute) and
+/// decides what to use; [`WebSocketRemote`](crate::WebSocketRemote) uses none of them (its
+/// request timeout bounds every request, the engine's retry policy retries).
+///
+/// URL templates are relative to the
 /// base URL (joined with exactly one `/`) unless they start with `http://` or
 /// `https://`. `{name}` placeholders are filled from
 /// [`url_parameters`](RestRequest::url_parameters) first, then from the record's
@@ -99,14 +121,25 @@ pub struct RestRequest {
     pub headers: BTreeMap<String, String>,
     /// Wrap the body as `{top_level_key: body}`.
     pub top_level_key: Option<String>,
-    /// Entries merged into the top level of the body (beside `top_level_key` if set).
+    /// Entries merged into the top level of the body (beside `top_level_key` if set). On a
+    /// `get`, which has no body, they are sent as query parameters instead (strings, numbers
+    /// and booleans as text; a value of another kind is refused by
+    /// [`SyncManagerBuilder::build`](crate::SyncManagerBuilder::build)); an entry whose name
+    /// the request already sets (`since`, `limit`, a filter) is left out. A string value that
+    /// is exactly one `{placeholder}` is filled as in
+    /// [`shape_body_for`](Self::shape_body_for).
     pub supplemental_top_level_data: Option<Map<String, Value>>,
     /// Dot path (`data.items`) to the part of the response that holds the record(s).
     pub response_data_key: Option<String>,
-    /// Request timeout; the client's default when `None`.
+    /// Request timeout; the remote's default
+    /// ([`HttpRemoteBuilder::timeout`](crate::HttpRemoteBuilder::timeout), 30 s) when `None`.
+    /// On the batch path it bounds the batch request that carries this method's ops.
     pub timeout: Option<Duration>,
-    /// Retries of a transiently failed request before it is reported; the
-    /// retry policy's default when `None`.
+    /// Retries, inside the one request, of a transiently failed request (a transport error,
+    /// 408, 429, 5xx) before it is reported, after 200 ms, 400 ms, ...; none when `None`.
+    /// What is still failing is then retried by the engine's [`RetryPolicy`](crate::RetryPolicy)
+    /// as usual. On the batch path it retries the batch request that carries this method's
+    /// ops.
     pub retry_count: Option<u32>,
     /// Applied to the response after `response_data_key`.
     pub response_transformer: Option<ResponseTransformer>,
@@ -291,31 +324,13 @@ impl RestRequest {
     /// assert_eq!(body, json!({"documentId": "n1", "data": {"title": "a"}}));
     /// ```
     pub fn shape_body_for(&self, data: Map<String, Value>, id: Option<&str>) -> Value {
-        let fill = |value: &Value| -> Value {
-            let Some(text) = value.as_str() else {
-                return value.clone();
-            };
-            let Some(name) = text
-                .strip_prefix('{')
-                .and_then(|t| t.strip_suffix('}'))
-                .filter(|n| !n.is_empty() && !n.contains(['{', '}']))
-            else {
-                return value.clone();
-            };
-            if let Some(v) = self.url_parameters.get(name) {
-                return Value::String(v.clone());
-            }
-            if name == "id" {
-                if let Some(id) = id {
-                    return Value::String(id.to_owned());
-                }
-            }
-            data.get(name).cloned().unwrap_or_else(|| value.clone())
-        };
-        let extra: Option<Map<String, Value>> = self
-            .supplemental_top_level_data
-            .as_ref()
-            .map(|extra| extra.iter().map(|(k, v)| (k.clone(), fill(v))).collect());
+        let extra: Option<Map<String, Value>> =
+            self.supplemental_top_level_data.as_ref().map(|extra| {
+                extra
+                    .iter()
+                    .map(|(k, v)| (k.clone(), self.fill_supplemental(v, id, Some(&data))))
+                    .collect()
+            });
         let mut top = match &self.top_level_key {
             Some(key) => {
                 let mut top = Map::new();
@@ -330,6 +345,75 @@ impl RestRequest {
             }
         }
         Value::Object(top)
+    }
+
+    /// A supplemental value with a lone `{placeholder}` filled: `url_parameters`, then `id`,
+    /// then the record's fields; anything else as it is.
+    fn fill_supplemental(
+        &self,
+        value: &Value,
+        id: Option<&str>,
+        record: Option<&Map<String, Value>>,
+    ) -> Value {
+        let Some(text) = value.as_str() else {
+            return value.clone();
+        };
+        let Some(name) = text
+            .strip_prefix('{')
+            .and_then(|t| t.strip_suffix('}'))
+            .filter(|n| !n.is_empty() && !n.contains(['{', '}']))
+        else {
+            return value.clone();
+        };
+        if let Some(v) = self.url_parameters.get(name) {
+            return Value::String(v.clone());
+        }
+        if name == "id" {
+            if let Some(id) = id {
+                return Value::String(id.to_owned());
+            }
+        }
+        record
+            .and_then(|r| r.get(name))
+            .cloned()
+            .unwrap_or_else(|| value.clone())
+    }
+
+    /// Refuses `supplemental_top_level_data` that a `get` cannot send as query parameters
+    /// (a value that is not a string, number or boolean); names the first such entry.
+    pub(crate) fn check_query_supplemental(&self) -> Result<(), String> {
+        let Some(extra) = &self.supplemental_top_level_data else {
+            return Ok(());
+        };
+        match extra.iter().find(|(_, v)| query_text(v).is_none()) {
+            Some((key, value)) => Err(format!(
+                "`get` supplemental entry `{key}` holds a JSON {}: a GET sends its supplemental entries as \
+                 query parameters, so each value must be a string, number or boolean",
+                JsonKind::of(value)
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The query parameters of a `get` from `supplemental_top_level_data`, except those named
+    /// in `taken` (the request's own parameters win). Placeholders are filled from
+    /// `url_parameters` and `id`.
+    pub(crate) fn supplemental_query(
+        &self,
+        id: Option<&str>,
+        taken: &[(String, String)],
+    ) -> Vec<(String, String)> {
+        let Some(extra) = &self.supplemental_top_level_data else {
+            return Vec::new();
+        };
+        extra
+            .iter()
+            .filter(|(key, _)| !taken.iter().any(|(name, _)| name == *key))
+            .filter_map(|(key, value)| {
+                let value = self.fill_supplemental(value, id, None);
+                query_text(&value).map(|text| (key.clone(), text))
+            })
+            .collect()
     }
 
     /// The part of a response that holds the record(s): the value at
@@ -495,6 +579,16 @@ impl RestRequests {
             RestMethod::Patch => &mut self.patch,
             RestMethod::Delete => &mut self.delete,
         }
+    }
+}
+
+/// A scalar as query-parameter text.
+fn query_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -717,6 +811,39 @@ mod tests {
             json!({"title": "t", "documentId": "d1", "collection": "c9", "copy": "t",
                    "missing": "{nope}", "literal": "not {a} placeholder", "n": 1})
         );
+    }
+
+    #[test]
+    fn get_supplemental_entries_are_query_parameters() {
+        let req = RestRequest::new(RestMethod::Get)
+            .url_parameter("db", "main")
+            .supplemental_top_level_data(obj(json!({
+                "tenant": "t1", "db": "{db}", "doc": "{id}", "n": 2, "on": true, "limit": 9
+            })));
+        assert_eq!(req.check_query_supplemental(), Ok(()));
+        let taken = vec![("limit".to_owned(), "50".to_owned())];
+        assert_eq!(
+            req.supplemental_query(Some("x1"), &taken),
+            vec![
+                ("db".to_owned(), "main".to_owned()),
+                ("doc".to_owned(), "x1".to_owned()),
+                ("n".to_owned(), "2".to_owned()),
+                ("on".to_owned(), "true".to_owned()),
+                ("tenant".to_owned(), "t1".to_owned()),
+            ]
+        );
+        for bad in [
+            json!({"f": {"a": 1}}),
+            json!({"f": [1]}),
+            json!({"f": null}),
+        ] {
+            let req = RestRequest::new(RestMethod::Get).supplemental_top_level_data(obj(bad));
+            let err = req.check_query_supplemental().unwrap_err();
+            assert!(
+                err.contains("`f`") && err.contains("query parameters"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

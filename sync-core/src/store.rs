@@ -471,14 +471,16 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
     /// Writes many records, each with its op, in one transaction.
     fn save_batch(&self, writes: &[LocalWrite<'_>]) -> StoreResult<Vec<SaveOutcome>>;
 
-    /// Deletes a record locally: a tombstone row plus a delete op (or, for a
-    /// record whose create was never sent, removes row and op), in one transaction.
+    /// Deletes a record locally: a tombstone row plus a delete op of `priority` (or, for a
+    /// record whose create was never sent, removes row and op), in one transaction; a delete
+    /// folded into a pending op keeps the higher priority of the two.
     /// With `enqueue` false the row is removed without queueing anything.
     fn delete(
         &self,
         schema: &'static ModelSchema,
         id: &str,
         user_id: Option<&str>,
+        priority: i32,
         enqueue: bool,
     ) -> StoreResult<DeleteOutcome>;
 

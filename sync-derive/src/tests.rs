@@ -44,7 +44,7 @@ fn assert_snapshot(name: &str, actual: &str) {
 }
 
 const TODO: &str = r##"
-#[sync(model_type = "todo", endpoint = "todos", table = "todos", diesel_table)]
+#[sync(model_type = "todo", endpoint = "todos", table = "todos", priority = 2, diesel_table)]
 #[sync(rest(post(top_level_key = "document", supplemental = r#"{"collectionId":"c1"}"#, retry_count = 2)))]
 #[serde(rename_all = "camelCase")]
 pub struct Todo {

@@ -100,7 +100,7 @@ fn crash_child() {
                 let _ = store.save_batch(&writes);
             }
             5 => {
-                let _ = store.delete(Todo::SCHEMA, &id, None, true);
+                let _ = store.delete(Todo::SCHEMA, &id, None, 0, true);
             }
             6 => {
                 let ready = store.ready_ops(far, 3).unwrap();

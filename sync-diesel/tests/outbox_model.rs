@@ -436,7 +436,7 @@ impl Harness {
             }
             Change::Delete { id } => {
                 self.store()
-                    .delete(Todo::SCHEMA, IDS[id], None, true)
+                    .delete(Todo::SCHEMA, IDS[id], None, 0, true)
                     .ctx("delete")?;
                 self.expected.insert(IDS[id], None);
             }

@@ -24,6 +24,7 @@ sync_testkit::backend_matrix!(
     coalescing_rules_table,
     every_changed_op_gets_a_new_idempotency_key_and_keys_are_unique,
     ready_ops_by_priority_then_seq_and_due_time,
+    a_delete_carries_its_priority_and_a_fold_keeps_the_higher,
     ack_fail_retry_and_discard,
     released_ops_are_as_if_never_marked,
     batched_acks_equal_one_by_one_acks,
@@ -256,7 +257,7 @@ fn run_steps(f: &Fixture, steps: &[Step]) {
                 save(&f.store, &current);
             }
             Step::Delete => {
-                f.store.delete(Todo::SCHEMA, id, None, true).unwrap();
+                f.store.delete(Todo::SCHEMA, id, None, 0, true).unwrap();
             }
             Step::Send => {
                 let ready = f.store.ready_ops(far(), 100).unwrap();
@@ -463,7 +464,7 @@ fn coalescing_rules_table(f: &Fixture) {
     prepare(&f.store);
     for (name, steps, expect) in &cases {
         // Each case on a clean record.
-        let _ = f.store.delete(Todo::SCHEMA, "r", None, false);
+        let _ = f.store.delete(Todo::SCHEMA, "r", None, 0, false);
         run_steps(f, steps);
         let state = f.store.record_state(Todo::SCHEMA, "r").unwrap();
         let got: Vec<(OpKind, OpState, Vec<String>)> = state
@@ -682,7 +683,7 @@ fn released_ops_are_as_if_never_marked(f: &Fixture) {
     save(&f.store, &todo("r", "x", 1));
     let seq = ops(f, "r")[0].seq;
     f.store.mark_inflight(&[seq]).unwrap();
-    let out = f.store.delete(Todo::SCHEMA, "r", None, true).unwrap();
+    let out = f.store.delete(Todo::SCHEMA, "r", None, 0, true).unwrap();
     assert!(out.existed);
     assert_eq!(ops(f, "r").len(), 2);
     f.store.release_inflight(&[seq]).unwrap();
@@ -694,7 +695,7 @@ fn released_ops_are_as_if_never_marked(f: &Fixture) {
     save(&f.store, &todo("s", "x", 1));
     let seq = ops(f, "s")[0].seq;
     f.store.mark_inflight(&[seq]).unwrap();
-    f.store.delete(Todo::SCHEMA, "s", None, true).unwrap();
+    f.store.delete(Todo::SCHEMA, "s", None, 0, true).unwrap();
     f.store.reschedule_op(seq, Utc::now(), "503").unwrap();
     let state = f.store.record_state(Todo::SCHEMA, "s").unwrap();
     let kinds: Vec<OpKind> = state.ops.iter().map(|o| o.op).collect();
@@ -747,7 +748,7 @@ fn batched_acks_equal_one_by_one_acks(f: &Fixture) {
         let seq = ops(f, &gone)[0].seq;
         f.store.mark_inflight(&[seq]).unwrap();
         f.store.ack_op(Todo::SCHEMA, seq, 1, None).unwrap();
-        f.store.delete(Todo::SCHEMA, &gone, None, true).unwrap();
+        f.store.delete(Todo::SCHEMA, &gone, None, 0, true).unwrap();
         let seqs: Vec<i64> = ["plain", "data", "behind", "gone"]
             .iter()
             .map(|name| ops(f, &format!("{p}-{name}"))[0].seq)
@@ -883,7 +884,7 @@ fn deletes_are_tombstones_until_acknowledged(f: &Fixture) {
     let seq = ops(f, "d")[0].seq;
     f.store.mark_inflight(&[seq]).unwrap();
     f.store.ack_op(Todo::SCHEMA, seq, 1, None).unwrap();
-    let out = f.store.delete(Todo::SCHEMA, "d", None, true).unwrap();
+    let out = f.store.delete(Todo::SCHEMA, "d", None, 0, true).unwrap();
     assert!(out.existed);
     let seq = out.op_seq.unwrap();
     assert!(f.store.get(Todo::SCHEMA, "d").unwrap().is_none());
@@ -899,7 +900,7 @@ fn deletes_are_tombstones_until_acknowledged(f: &Fixture) {
     let op = &ops(f, "d")[0];
     assert_eq!((op.op, op.base_version), (OpKind::Delete, 1));
     // Deleting again changes nothing.
-    let again = f.store.delete(Todo::SCHEMA, "d", None, true).unwrap();
+    let again = f.store.delete(Todo::SCHEMA, "d", None, 0, true).unwrap();
     assert!(!again.existed);
     assert_eq!(again.op_seq, Some(seq));
     f.store.mark_inflight(&[seq]).unwrap();
@@ -911,11 +912,11 @@ fn deletes_are_tombstones_until_acknowledged(f: &Fixture) {
         .meta
         .is_none());
     // A missing record.
-    let none = f.store.delete(Todo::SCHEMA, "nope", None, true).unwrap();
+    let none = f.store.delete(Todo::SCHEMA, "nope", None, 0, true).unwrap();
     assert!(!none.existed && none.op_seq.is_none());
     // enqueue = false removes the row and queues nothing.
     save(&f.store, &todo("e", "x", 1));
-    let out = f.store.delete(Todo::SCHEMA, "e", None, false).unwrap();
+    let out = f.store.delete(Todo::SCHEMA, "e", None, 0, false).unwrap();
     assert!(out.existed && out.op_seq.is_none());
     let state = f.store.record_state(Todo::SCHEMA, "e").unwrap();
     assert!(state.meta.is_none() && state.ops.is_empty());
@@ -924,7 +925,7 @@ fn deletes_are_tombstones_until_acknowledged(f: &Fixture) {
     let s = ops(f, "g")[0].seq;
     f.store.mark_inflight(&[s]).unwrap();
     f.store.ack_op(Todo::SCHEMA, s, 1, None).unwrap();
-    let del = f.store.delete(Todo::SCHEMA, "g", None, true).unwrap();
+    let del = f.store.delete(Todo::SCHEMA, "g", None, 0, true).unwrap();
     f.store.discard_op(del.op_seq.unwrap()).unwrap();
     let back = f.store.get(Todo::SCHEMA, "g").unwrap().unwrap();
     assert!(back.meta.synced && !back.meta.deleted);
@@ -972,7 +973,7 @@ fn a_copy_older_than_a_known_tombstone_does_not_bring_the_record_back(f: &Fixtur
     );
 
     // The device's own delete, acknowledged at version 30: older copies stay out too.
-    let del = f.store.delete(Todo::SCHEMA, "k", None, true).unwrap();
+    let del = f.store.delete(Todo::SCHEMA, "k", None, 0, true).unwrap();
     let seq = del.op_seq.unwrap();
     f.store.mark_inflight(&[seq]).unwrap();
     f.store.ack_op(Todo::SCHEMA, seq, 30, None).unwrap();
@@ -997,6 +998,47 @@ fn a_copy_older_than_a_known_tombstone_does_not_bring_the_record_back(f: &Fixtur
     // A newer delete from elsewhere still is one.
     let newer = apply(&[remote("n", 12, None)]);
     assert_eq!(newer.conflicts.len(), 1, "{newer:?}");
+}
+
+fn a_delete_carries_its_priority_and_a_fold_keeps_the_higher(f: &Fixture) {
+    prepare(&f.store);
+    let write = |id: &str, title: &str, priority: i32, enqueue: bool| {
+        let data = json(&todo(id, title, 1));
+        f.store
+            .save(&LocalWrite {
+                schema: Todo::SCHEMA,
+                id,
+                data: &data,
+                user_id: None,
+                priority,
+                enqueue,
+                version: (!enqueue).then_some(3),
+            })
+            .unwrap()
+    };
+    // Synced records, so a delete queues an op.
+    write("p", "synced", 0, false);
+    write("q", "synced", 0, false);
+    write("r", "synced", 0, false);
+    f.store.delete(Todo::SCHEMA, "p", None, 9, true).unwrap();
+    assert_eq!(ops(f, "p")[0].priority, 9);
+    // An update of priority 4, then a delete of priority 1 folded into it: the higher stays.
+    write("q", "edited", 4, true);
+    f.store.delete(Todo::SCHEMA, "q", None, 1, true).unwrap();
+    let q = ops(f, "q");
+    assert_eq!((q.len(), q[0].op, q[0].priority), (1, OpKind::Delete, 4));
+    // A delete of priority 6 folded into an update of priority 2 raises it.
+    write("r", "edited", 2, true);
+    f.store.delete(Todo::SCHEMA, "r", None, 6, true).unwrap();
+    assert_eq!(ops(f, "r")[0].priority, 6);
+    let ready: Vec<String> = f
+        .store
+        .ready_ops(far(), 10)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.record_id)
+        .collect();
+    assert_eq!(ready, ["p", "r", "q"]);
 }
 
 fn saves_without_enqueue_write_synced_rows(f: &Fixture) {
@@ -1243,7 +1285,7 @@ fn conflicts_are_resolved_in_one_transaction(f: &Fixture) {
     prepare(&f.store);
     let base = todo("r", "base", 1);
     let setup = |f: &Fixture, local_title: &str| {
-        let _ = f.store.delete(Todo::SCHEMA, "r", None, false);
+        let _ = f.store.delete(Todo::SCHEMA, "r", None, 0, false);
         f.store
             .apply_remote(Todo::SCHEMA, None, &[remote("r", 1, Some(&base))], None)
             .unwrap();
@@ -1399,7 +1441,7 @@ fn query_fixture(f: &Fixture) -> Vec<Todo> {
     let s = ops(f, "q8")[0].seq;
     f.store.mark_inflight(&[s]).unwrap();
     f.store.ack_op(Todo::SCHEMA, s, 1, None).unwrap();
-    f.store.delete(Todo::SCHEMA, "q8", None, true).unwrap();
+    f.store.delete(Todo::SCHEMA, "q8", None, 0, true).unwrap();
     todos
 }
 
@@ -1642,7 +1684,7 @@ fn a_stored_value_that_no_longer_deserialises_names_model_id_and_field(f: &Fixtu
         "{text}"
     );
     // The record can still be deleted.
-    f.store.delete(Todo::SCHEMA, "c1", None, true).unwrap();
+    f.store.delete(Todo::SCHEMA, "c1", None, 0, true).unwrap();
 }
 
 fn user_ids_are_kept_on_rows_and_ops(f: &Fixture) {

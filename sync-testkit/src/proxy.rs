@@ -41,6 +41,8 @@ pub struct FaultProxy {
     open: Arc<AtomicUsize>,
     /// While set, open connections stop passing the server's bytes on (a stalled peer).
     stalled: Arc<std::sync::atomic::AtomicBool>,
+    /// While `true`, the server's bytes are kept back (not lost) until it turns `false`.
+    held: Arc<tokio::sync::watch::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -59,6 +61,8 @@ impl FaultProxy {
         let stalled2 = Arc::clone(&stalled);
         let open = Arc::new(AtomicUsize::new(0));
         let open2 = Arc::clone(&open);
+        let held = Arc::new(tokio::sync::watch::channel(false).0);
+        let held2 = Arc::clone(&held);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -81,8 +85,9 @@ impl FaultProxy {
                 open.fetch_add(1, Ordering::SeqCst);
                 let state = Arc::clone(&state2);
                 let stalled = Arc::clone(&stalled2);
+                let held = held2.subscribe();
                 tokio::spawn(async move {
-                    handle(client, upstream, fault, state, kill, stalled).await;
+                    handle(client, upstream, fault, state, kill, stalled, held).await;
                     open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -94,8 +99,21 @@ impl FaultProxy {
             connections,
             open,
             stalled,
+            held,
             task,
         }
+    }
+
+    /// Answers are kept back: requests reach the server (which does its work and answers),
+    /// but its bytes wait in the proxy until [`release`](Self::release). A slow server, as
+    /// slow as the test wants, without a timer.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Passes the answers kept back by [`hold`](Self::hold) on, and forwards again.
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 
     /// `http://<addr>`.
@@ -162,6 +180,7 @@ async fn handle(
     state: Arc<Mutex<(Fault, usize)>>,
     mut kill: tokio::sync::watch::Receiver<u64>,
     stalled: Arc<std::sync::atomic::AtomicBool>,
+    mut held: tokio::sync::watch::Receiver<bool>,
 ) {
     match fault {
         Fault::OneResponseThenDown => {
@@ -268,6 +287,9 @@ async fn handle(
                             if stalled.load(Ordering::SeqCst) {
                                 // Swallow: the peer looks alive at TCP level but says nothing.
                                 continue;
+                            }
+                            if held.wait_for(|held| !*held).await.is_err() {
+                                break;
                             }
                             if cw.write_all(&buf[..n]).await.is_err() {
                                 break;

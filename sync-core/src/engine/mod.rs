@@ -27,7 +27,7 @@ use crate::connectivity::Connectivity;
 use crate::error::{Error, Result};
 use crate::events::{SyncEvent, SyncProgress, SyncReport, SyncStatus};
 use crate::model::SyncModel;
-use crate::options::{SyncDirection, SyncOptions};
+use crate::options::{SyncDirection, SyncOptions, WriteOptions};
 use crate::query::Query;
 use crate::realtime::Realtime;
 use crate::remote::{ModelRoute, Remote};
@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) remote: Arc<dyn Remote>,
     pub(crate) models: HashMap<&'static str, Arc<ModelRoute>>,
     pub(crate) endpoints: HashMap<String, &'static str>,
+    /// Queue priority of each model's changes (`ModelConfig::priority`, else the derive's).
+    pub(crate) priorities: HashMap<&'static str, i32>,
     pub(crate) options: RwLock<SyncOptions>,
     pub(crate) user_id: Option<String>,
     pub(crate) status: watch::Sender<SyncStatus>,
@@ -187,6 +189,13 @@ impl Inner {
                 model: schema.model_type,
                 struct_name: schema.struct_name,
             })
+    }
+
+    /// The queue priority of a write of `model_type`: the write's own, else the model's.
+    pub(crate) fn priority(&self, model_type: &str, write: WriteOptions) -> i32 {
+        write
+            .priority
+            .unwrap_or_else(|| self.priorities.get(model_type).copied().unwrap_or(0))
     }
 
     pub(crate) fn after_local_write(&self) {

@@ -70,19 +70,11 @@ impl Inner {
             }
             self.progress(0, ready.len() as u64);
             let mut progressed = false;
-            // Group by model, keeping priority/seq order inside each group.
-            let mut groups: Vec<(&'static str, Vec<OutboxOp>)> = Vec::new();
-            for op in ready {
-                let Some(route) = self.models.get(op.model_type.as_str()) else {
-                    continue;
-                };
-                let model_type = route.schema.model_type;
-                match groups.iter_mut().find(|(m, _)| *m == model_type) {
-                    Some((_, ops)) => ops.push(op),
-                    None => groups.push((model_type, vec![op])),
-                }
-            }
-            for (model_type, ops) in groups {
+            for (model_type, ops) in priority_groups(ready, |op| {
+                self.models
+                    .get(op.model_type.as_str())
+                    .map(|route| route.schema.model_type)
+            }) {
                 let route = Arc::clone(&self.models[model_type]);
                 progressed |= self
                     .push_group(&route, &ops, chunk_size, &options, report)
@@ -391,6 +383,41 @@ impl Inner {
     }
 }
 
+/// Splits ready ops (highest priority first, then by seq, as `ready_ops` returns them) into
+/// requests: one group per model within each priority, the priorities in descending order, so
+/// every op of a higher priority is sent before any op of a lower one, whatever its model,
+/// while ops of one model and priority still share their requests. `model_of` names an op's
+/// registered model (ops of others are left out).
+pub(crate) fn priority_groups(
+    ready: Vec<OutboxOp>,
+    model_of: impl Fn(&OutboxOp) -> Option<&'static str>,
+) -> Vec<(&'static str, Vec<OutboxOp>)> {
+    let mut groups: Vec<(i32, &'static str, Vec<OutboxOp>)> = Vec::new();
+    let mut level_start = 0;
+    for op in ready {
+        let Some(model_type) = model_of(&op) else {
+            continue;
+        };
+        if groups.last().is_some_and(|(p, _, _)| *p != op.priority) {
+            level_start = groups.len();
+        }
+        match groups[level_start..]
+            .iter_mut()
+            .find(|(p, m, _)| *p == op.priority && *m == model_type)
+        {
+            Some((_, _, ops)) => ops.push(op),
+            None => groups.push((op.priority, model_type, vec![op])),
+        }
+    }
+    // A store that returned its ops out of priority order still gets them sent in order; the
+    // sort is stable, so the seq order inside each priority stays.
+    groups.sort_by_key(|(priority, _, _)| std::cmp::Reverse(*priority));
+    groups
+        .into_iter()
+        .map(|(_, model_type, ops)| (model_type, ops))
+        .collect()
+}
+
 /// What goes on the wire for `op` (a pure decision): a delete carries no data; a create
 /// carries the whole record; an update carries the changed fields (`Update`), or the whole
 /// record (`Replace`) when deltas are off or a `skip_delta` field changed. `None` when the
@@ -585,5 +612,60 @@ mod tests {
         assert!(push_item(&SCHEMA, &op(OpKind::Delete, &[]), None, true).is_some());
         assert!(push_item(&SCHEMA, &op(OpKind::Create, &[]), None, true).is_none());
         assert!(push_item(&SCHEMA, &op(OpKind::Update, &["title"]), None, true).is_none());
+    }
+
+    #[test]
+    fn higher_priorities_go_first_across_models_and_a_model_shares_its_requests() {
+        let ready = |list: &[(&'static str, i32, i64)]| -> Vec<OutboxOp> {
+            list.iter()
+                .map(|(model, priority, seq)| OutboxOp {
+                    model_type: (*model).into(),
+                    priority: *priority,
+                    seq: *seq,
+                    ..op(OpKind::Create, &[])
+                })
+                .collect()
+        };
+        let shape = |groups: Vec<(&'static str, Vec<OutboxOp>)>| -> Vec<(&'static str, Vec<i64>)> {
+            groups
+                .into_iter()
+                .map(|(m, ops)| (m, ops.iter().map(|o| o.seq).collect()))
+                .collect()
+        };
+        let known = |op: &OutboxOp| match op.model_type.as_str() {
+            "a" => Some("a"),
+            "b" => Some("b"),
+            _ => None,
+        };
+        // As `ready_ops` returns them: priority descending, then seq.
+        let ops = ready(&[
+            ("a", 9, 4),
+            ("b", 5, 2),
+            ("a", 0, 1),
+            ("b", 0, 3),
+            ("zz", 0, 5),
+            ("a", 0, 6),
+        ]);
+        assert_eq!(
+            shape(priority_groups(ops, known)),
+            vec![
+                ("a", vec![4]),
+                ("b", vec![2]),
+                ("a", vec![1, 6]),
+                ("b", vec![3])
+            ]
+        );
+        // One priority: one group per model, as before priorities existed.
+        let ops = ready(&[("b", 0, 1), ("a", 0, 2), ("b", 0, 3)]);
+        assert_eq!(
+            shape(priority_groups(ops, known)),
+            vec![("b", vec![1, 3]), ("a", vec![2])]
+        );
+        // Out of order from a store: still sent by priority.
+        let ops = ready(&[("a", 0, 1), ("b", 3, 2)]);
+        assert_eq!(
+            shape(priority_groups(ops, known)),
+            vec![("b", vec![2]), ("a", vec![1])]
+        );
     }
 }

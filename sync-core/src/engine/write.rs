@@ -14,6 +14,7 @@ impl Inner {
         data: JsonObject,
         enqueue: bool,
         version: Option<i64>,
+        priority: i32,
     ) -> Result<()> {
         let schema = route.schema;
         let user = self.user_id.clone();
@@ -25,7 +26,7 @@ impl Inner {
                 id: &id2,
                 data: &data2,
                 user_id: user.as_deref(),
-                priority: 0,
+                priority,
                 enqueue,
                 version,
             })

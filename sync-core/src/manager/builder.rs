@@ -21,8 +21,7 @@ use crate::model::SyncModel;
 use crate::options::SyncOptions;
 use crate::realtime::{self, Realtime, WebSocketConfig};
 use crate::remote::{ModelRoute, Remote};
-use crate::rest::PullMode;
-use crate::rest::RestRequests;
+use crate::rest::{PullMode, RestMethod, RestRequests};
 use crate::store::LocalStore;
 
 /// Per-model configuration beyond what the derive generates.
@@ -33,6 +32,10 @@ pub struct ModelConfig {
     pub rest: Option<RestRequests>,
     /// How the model is pulled (default: the cursor protocol).
     pub pull: Option<PullMode>,
+    /// Queue priority of the model's changes, replacing the derive's `#[sync(priority = N)]`
+    /// ([`SyncModel::PRIORITY`]); a write's [`WriteOptions::priority`](crate::WriteOptions)
+    /// overrides both.
+    pub priority: Option<i32>,
 }
 
 impl ModelConfig {
@@ -54,12 +57,20 @@ impl ModelConfig {
         self.pull = Some(pull);
         self
     }
+
+    /// Queue priority of the model's changes (higher is pushed first, across models).
+    #[must_use]
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = Some(priority);
+        self
+    }
 }
 
 pub(crate) struct Registration {
     pub(crate) schema: &'static ModelSchema,
     pub(crate) route: ModelRoute,
     pub(crate) encrypted: &'static [&'static str],
+    pub(crate) priority: i32,
 }
 
 /// Builds a [`SyncManager`]. Configuration errors are returned by [`build`](Self::build).
@@ -77,6 +88,7 @@ pub struct SyncManagerBuilder {
     batch_push: bool,
     websocket: Option<WebSocketConfig>,
     field_keys: Option<Arc<dyn KeyProvider>>,
+    auto_start: bool,
     errors: Vec<String>,
 }
 
@@ -175,6 +187,10 @@ impl SyncManagerBuilder {
         if let Some(overrides) = &config.rest {
             rest = rest.merged_with(overrides);
         }
+        if let Err(err) = rest.resolve(RestMethod::Get).check_query_supplemental() {
+            self.errors
+                .push(format!("model `{}`: {err}", schema.model_type));
+        }
         self.models.push(Registration {
             schema,
             route: ModelRoute {
@@ -185,6 +201,7 @@ impl SyncManagerBuilder {
                 normalize: crate::remote::normalize_record::<T>,
             },
             encrypted: T::ENCRYPTED_FIELDS,
+            priority: config.priority.unwrap_or(T::PRIORITY),
         });
         self
     }
@@ -212,6 +229,16 @@ impl SyncManagerBuilder {
     /// Realtime updates over WebSocket (connect with [`SyncManager::realtime`] and [`RealtimeHandle::connect`](crate::RealtimeHandle::connect)).
     pub fn websocket(mut self, config: WebSocketConfig) -> Self {
         self.websocket = Some(config);
+        self
+    }
+
+    /// Start syncing when built (default `false`): [`build`](Self::build) starts
+    /// [`SyncManager::start_periodic_sync`] with a first full sync at once rather than after
+    /// the first `sync_interval`, so an application that opens its manager at launch gets the
+    /// remote's changes without a call. Off, nothing is pulled until the application calls a
+    /// sync method or starts periodic sync; local writes are still pushed by `auto_sync`.
+    pub fn auto_start(mut self, on: bool) -> Self {
+        self.auto_start = on;
         self
     }
 
@@ -274,12 +301,14 @@ impl SyncManagerBuilder {
         };
         let mut models = HashMap::new();
         let mut endpoints = HashMap::new();
+        let mut priorities = HashMap::new();
         for registration in self.models {
             let schema = registration.schema;
             let auto = self.auto_migrate;
             let store2 = Arc::clone(&store);
             blocking(&store2, move |s| s.prepare_model(schema, auto)).await?;
             endpoints.insert(registration.route.endpoint.clone(), schema.model_type);
+            priorities.insert(schema.model_type, registration.priority);
             models.insert(schema.model_type, Arc::new(registration.route));
         }
         blocking(&store, |s| s.requeue_inflight()).await?;
@@ -326,6 +355,7 @@ impl SyncManagerBuilder {
             remote,
             models,
             endpoints,
+            priorities,
             options: RwLock::new(self.options),
             user_id: self.user_id,
             status,
@@ -374,7 +404,11 @@ impl SyncManagerBuilder {
             });
             inner.track(handle);
         }
-        Ok(SyncManager { inner })
+        let manager = SyncManager { inner };
+        if self.auto_start {
+            manager.start_periodic(true);
+        }
+        Ok(manager)
     }
 }
 
@@ -394,6 +428,7 @@ impl SyncManager {
             batch_push: true,
             websocket: None,
             field_keys: None,
+            auto_start: false,
             errors: Vec::new(),
         }
     }

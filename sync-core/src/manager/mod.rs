@@ -140,6 +140,20 @@ impl SyncManager {
     }
 
     /// Runs a sync as described by `run`.
+    ///
+    /// A run that cannot happen now, because sync is [paused](Self::pause) or the remote is
+    /// offline, is not an error: it returns `Ok` with [`SyncReport::skipped`] set and nothing
+    /// done. Check [`SyncReport::is_success`] (false when skipped or when an op failed) rather
+    /// than only the `Result`:
+    ///
+    /// ```no_run
+    /// # async fn f(sync: &sync_core::SyncManager) -> sync_core::Result<()> {
+    /// let report = sync.sync_all().await?;
+    /// if !report.is_success() {
+    ///     eprintln!("not synced: skipped {}, {} changes refused", report.skipped, report.failed);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn synchronize(&self, run: SyncRun) -> Result<SyncReport> {
         self.check_open()?;
         self.inner
@@ -152,8 +166,16 @@ impl SyncManager {
             .await
     }
 
-    /// Syncs every `sync_interval` until [`stop_periodic_sync`](Self::stop_periodic_sync).
+    /// Syncs every `sync_interval` until [`stop_periodic_sync`](Self::stop_periodic_sync); the
+    /// first run comes after one interval. Calling it again restarts the timer.
+    /// [`SyncManagerBuilder::auto_start`] starts it when the manager is built, with a first
+    /// run at once.
     pub fn start_periodic_sync(&self) {
+        self.start_periodic(false);
+    }
+
+    /// Periodic sync; `now`: the first run at once rather than after one interval.
+    pub(crate) fn start_periodic(&self, now: bool) {
         let token = self.inner.cancel.child_token();
         let previous = self
             .inner
@@ -166,11 +188,18 @@ impl SyncManager {
         }
         let inner = Arc::clone(&self.inner);
         let handle = tokio::spawn(async move {
+            let mut wait = !now;
             loop {
                 let interval = inner.options().sync_interval;
-                tokio::select! {
-                    () = token.cancelled() => break,
-                    () = tokio::time::sleep(interval) => {}
+                if wait {
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        () = tokio::time::sleep(interval) => {}
+                    }
+                }
+                wait = true;
+                if token.is_cancelled() {
+                    break;
                 }
                 let direction = inner.options().direction;
                 if let Err(err) = inner

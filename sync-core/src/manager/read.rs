@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::model::SyncModel;
 use crate::options::FetchStrategy;
 use crate::query::Query;
-use crate::rest::{RestRequest, RestRequests};
+use crate::rest::{RestMethod, RestRequest, RestRequests};
 use crate::store::StoreQuery;
 
 impl SyncManager {
@@ -92,6 +92,9 @@ impl SyncManager {
         self.check_open()?;
         let mut route = (*self.route::<T>()?).clone();
         if let Some(request) = request {
+            if request.method == RestMethod::Get {
+                request.check_query_supplemental().map_err(Error::Config)?;
+            }
             route.rest = route.rest.merged_with(&RestRequests::new().with(request));
         }
         let route = Arc::new(route);

@@ -7,7 +7,7 @@ use crate::engine::{blocking, merge_remote};
 use crate::error::{Error, Result};
 use crate::events::SyncEvent;
 use crate::model::SyncModel;
-use crate::options::{DeleteStrategy, SaveStrategy};
+use crate::options::{DeleteStrategy, SaveStrategy, WriteOptions};
 use crate::remote::{ModelRoute, PushItem, PushKind, PushOutcome, RemoteError};
 use crate::store::{JsonObject, LocalWrite};
 
@@ -36,7 +36,22 @@ impl SyncManager {
     /// record and its queued op commit together locally and the push follows;
     /// with [`SaveStrategy::RequireRemote`] the call succeeds only once the
     /// remote accepted the write, and keeps nothing locally otherwise.
+    ///
+    /// The queued change has the model's priority; [`save_with`](Self::save_with) sets one
+    /// for this write.
     pub async fn save<T: SyncModel>(&self, model: &T) -> Result<()> {
+        self.save_with(model, WriteOptions::default()).await
+    }
+
+    /// [`save`](Self::save) with options for this write, such as its queue priority:
+    ///
+    /// ```no_run
+    /// # use sync_core::{SyncManager, SyncModel, WriteOptions};
+    /// # async fn f<T: SyncModel>(sync: &SyncManager, urgent: &T) -> sync_core::Result<()> {
+    /// sync.save_with(urgent, WriteOptions::new().priority(10)).await?; // pushed before priority 0
+    /// # Ok(()) }
+    /// ```
+    pub async fn save_with<T: SyncModel>(&self, model: &T, write: WriteOptions) -> Result<()> {
         self.check_open()?;
         let route = self.route::<T>()?;
         let id = model.id().into_owned();
@@ -45,7 +60,10 @@ impl SyncManager {
         let strategy = self.inner.options().save_strategy;
         match strategy {
             SaveStrategy::OptimisticLocal => {
-                self.inner.save_local(&route, id, data, true, None).await?;
+                let priority = self.inner.priority(T::MODEL_TYPE, write);
+                self.inner
+                    .save_local(&route, id, data, true, None, priority)
+                    .await?;
                 self.inner.after_local_write();
                 Ok(())
             }
@@ -55,6 +73,15 @@ impl SyncManager {
 
     /// Saves many records in one local transaction (each with its op).
     pub async fn save_all<T: SyncModel>(&self, models: &[T]) -> Result<()> {
+        self.save_all_with(models, WriteOptions::default()).await
+    }
+
+    /// [`save_all`](Self::save_all) with options for these writes (one priority for all).
+    pub async fn save_all_with<T: SyncModel>(
+        &self,
+        models: &[T],
+        write: WriteOptions,
+    ) -> Result<()> {
         self.check_open()?;
         let route = self.route::<T>()?;
         // Every id first: a bad one refuses the whole batch before anything is written.
@@ -73,6 +100,7 @@ impl SyncManager {
         }
         let user = self.inner.user_id.clone();
         let schema = route.schema;
+        let priority = self.inner.priority(T::MODEL_TYPE, write);
         let rows2 = rows.clone();
         let outcomes = blocking(&self.inner.store, move |s| {
             let writes: Vec<LocalWrite<'_>> = rows2
@@ -82,7 +110,7 @@ impl SyncManager {
                     id,
                     data,
                     user_id: user.as_deref(),
-                    priority: 0,
+                    priority,
                     enqueue: true,
                     version: None,
                 })
@@ -141,7 +169,7 @@ impl SyncManager {
             Some(PushOutcome::Applied { version, record }) => {
                 let data = record.map(|r| merge_remote(&data, r.data)).unwrap_or(data);
                 self.inner
-                    .save_local(route, id, data, false, Some(version))
+                    .save_local(route, id, data, false, Some(version), 0)
                     .await?;
                 Ok(())
             }
@@ -170,6 +198,12 @@ impl SyncManager {
     /// Deletes a record: a local tombstone with a queued remote delete
     /// ([`DeleteStrategy::Optimistic`]), or remote first ([`DeleteStrategy::WaitForRemote`]).
     pub async fn delete<T: SyncModel>(&self, id: &str) -> Result<()> {
+        self.delete_with::<T>(id, WriteOptions::default()).await
+    }
+
+    /// [`delete`](Self::delete) with options for this write, such as the queued delete's
+    /// priority.
+    pub async fn delete_with<T: SyncModel>(&self, id: &str, write: WriteOptions) -> Result<()> {
         self.check_open()?;
         let route = self.route::<T>()?;
         let schema = route.schema;
@@ -241,8 +275,9 @@ impl SyncManager {
             }
         };
         let id2 = id.to_owned();
+        let priority = self.inner.priority(T::MODEL_TYPE, write);
         let outcome = blocking(&self.inner.store, move |s| {
-            s.delete(schema, &id2, user.as_deref(), enqueue)
+            s.delete(schema, &id2, user.as_deref(), priority, enqueue)
         })
         .await?;
         if outcome.existed {

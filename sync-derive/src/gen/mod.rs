@@ -46,6 +46,11 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
         quote!(const ENCRYPTED_FIELDS: &'static [&'static str] = &[#(#encrypted),*];)
     };
 
+    let priority = match cont.attrs.priority {
+        Some(priority) => quote!(const PRIORITY: i32 = #priority;),
+        None => quote!(),
+    };
+
     quote! {
         #fields_struct
 
@@ -62,6 +67,7 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
                 const ENDPOINT: &'static str = #endpoint;
                 const SCHEMA: &'static #rt::ModelSchema = &__SYNC_SCHEMA;
                 #encrypted_fields
+                #priority
                 type Fields = #fields_ty;
                 #fields_fn
                 #id_fn

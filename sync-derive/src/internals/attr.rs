@@ -57,6 +57,8 @@ pub(crate) struct Container {
     pub(crate) table: Option<Spanned<String>>,
     pub(crate) krate: Option<syn::Path>,
     pub(crate) diesel_table: Option<TokenStream>,
+    /// `priority = N`: the queue priority of the model's changes.
+    pub(crate) priority: Option<i32>,
     pub(crate) rest: Vec<RestMethodAttr>,
     pub(crate) rename_all: Option<RenameRule>,
     pub(crate) serde_default: bool,
@@ -181,6 +183,69 @@ where
     }
 }
 
+/// Parses `key = 123` or `key = -123`; a value of another kind is reported and skipped.
+fn signed_int<N>(
+    cx: &Ctxt,
+    key: Symbol,
+    example: &str,
+    meta: &ParseNestedMeta<'_>,
+) -> syn::Result<Option<N>>
+where
+    N: std::str::FromStr,
+    N::Err: std::fmt::Display,
+{
+    if !meta.input.peek(Token![=]) {
+        cx.error_spanned_by(
+            &meta.path,
+            format!("`{key}` needs an integer value, e.g. `{example}`"),
+        );
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    let expr: Expr = meta.value()?.parse()?;
+    let (negative, int) = match &expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => (false, int),
+        Expr::Unary(syn::ExprUnary {
+            op: syn::UnOp::Neg(_),
+            expr: inner,
+            ..
+        }) => match &**inner {
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(int), ..
+            }) => (true, int),
+            _ => {
+                cx.error_spanned_by(
+                    &expr,
+                    format!("expected an integer literal for `{key}`, e.g. `{example}`"),
+                );
+                return Ok(None);
+            }
+        },
+        _ => {
+            cx.error_spanned_by(
+                &expr,
+                format!("expected an integer literal for `{key}`, e.g. `{example}`"),
+            );
+            return Ok(None);
+        }
+    };
+    let digits = int.base10_digits();
+    let text = if negative {
+        format!("-{digits}")
+    } else {
+        digits.to_owned()
+    };
+    match text.parse::<N>() {
+        Ok(n) => Ok(Some(n)),
+        Err(err) => {
+            cx.error_spanned_by(&expr, format!("`{key}`: {err}"));
+            Ok(None)
+        }
+    }
+}
+
 /// Parses a key that takes no value; a value is reported and skipped.
 fn flag(cx: &Ctxt, key: Symbol, meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
     if meta.input.peek(Token![=]) || meta.input.peek(syn::token::Paren) {
@@ -225,6 +290,7 @@ impl Container {
         let mut table = Attr::none(cx, TABLE);
         let mut krate = Attr::none(cx, CRATE);
         let mut diesel_table = Attr::none(cx, DIESEL_TABLE);
+        let mut priority = Attr::none(cx, PRIORITY);
         let mut rest: Vec<RestMethodAttr> = Vec::new();
         let mut rename_all = None;
         let mut serde_default = false;
@@ -275,6 +341,10 @@ impl Container {
                             Err(_) => cx.error_spanned_by(&s, format!("`crate` must be a path such as \"offline_sync_kit\", got {:?}", s.value())),
                         }
                     }
+                } else if meta.path == PRIORITY {
+                    if let Some(n) = signed_int::<i32>(cx, PRIORITY, "#[sync(priority = 5)]", &meta)? {
+                        priority.set(&meta.path, n);
+                    }
                 } else if meta.path == REST {
                     parse_rest(cx, &meta, &mut rest)?;
                 } else if meta.path == DIESEL_TABLE {
@@ -304,6 +374,7 @@ impl Container {
             table: table.get(),
             krate: krate.get().map(|s| s.value),
             diesel_table: diesel_table.get().map(|s| s.value),
+            priority: priority.get().map(|s| s.value),
             rest,
             rename_all,
             serde_default,
@@ -384,6 +455,12 @@ fn parse_rest(
             } else if opt.path == SUPPLEMENTAL {
                 if let Some(s) = lit_str(cx, SUPPLEMENTAL, "supplemental = r#\"{\"collectionId\": \"c1\"}\"#", &opt)? {
                     match serde_json::from_str::<serde_json::Value>(&s.value()) {
+                        Ok(serde_json::Value::Object(map)) if method.0 == GET.0 => {
+                            match map.iter().find(|(_, v)| !(v.is_string() || v.is_number() || v.is_boolean())) {
+                                Some((key, _)) => cx.error_spanned_by(&s, format!("`get(supplemental)` entries are sent as query parameters, so each value must be a string, number or boolean; `{key}` is not")),
+                                None => supplemental.set(&opt.path, s.value()),
+                            }
+                        }
                         Ok(serde_json::Value::Object(_)) => supplemental.set(&opt.path, s.value()),
                         Ok(_) => cx.error_spanned_by(&s, "`supplemental` must be a JSON object, e.g. r#\"{\"collectionId\": \"c1\"}\"#"),
                         Err(err) => cx.error_spanned_by(&s, format!("`supplemental` is not valid JSON: {err}; write a JSON object, e.g. r#\"{{\"collectionId\": \"c1\"}}\"#")),

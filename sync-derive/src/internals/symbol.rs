@@ -16,6 +16,7 @@ pub(crate) const TABLE: Symbol = Symbol("table");
 pub(crate) const REST: Symbol = Symbol("rest");
 pub(crate) const CRATE: Symbol = Symbol("crate");
 pub(crate) const DIESEL_TABLE: Symbol = Symbol("diesel_table");
+pub(crate) const PRIORITY: Symbol = Symbol("priority");
 
 // field
 pub(crate) const ID: Symbol = Symbol("id");
@@ -57,8 +58,15 @@ pub(crate) const WITH: Symbol = Symbol("with");
 pub(crate) const SERIALIZE_WITH: Symbol = Symbol("serialize_with");
 pub(crate) const DESERIALIZE_WITH: Symbol = Symbol("deserialize_with");
 
-pub(crate) const CONTAINER_KEYS: &[Symbol] =
-    &[MODEL_TYPE, ENDPOINT, TABLE, REST, CRATE, DIESEL_TABLE];
+pub(crate) const CONTAINER_KEYS: &[Symbol] = &[
+    MODEL_TYPE,
+    ENDPOINT,
+    TABLE,
+    PRIORITY,
+    REST,
+    CRATE,
+    DIESEL_TABLE,
+];
 pub(crate) const FIELD_KEYS: &[Symbol] = &[ID, INDEX, JSON, SKIP, SKIP_DELTA, ENCRYPTED, COLUMN];
 pub(crate) const REST_METHODS: &[Symbol] = &[GET, POST, PUT, PATCH, DELETE];
 pub(crate) const REST_KEYS: &[Symbol] = &[

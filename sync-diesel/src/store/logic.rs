@@ -257,6 +257,7 @@ pub(crate) fn delete(
     schema: &'static ModelSchema,
     id: &str,
     user_id: Option<&str>,
+    priority: i32,
     enqueue: bool,
     now: DateTime<Utc>,
 ) -> Result<DeleteOutcome, StoreError> {
@@ -319,7 +320,7 @@ pub(crate) fn delete(
         &ops,
         Edit::delete(),
         user_id,
-        0,
+        priority,
         now,
     )?;
     if seq.is_none() && ops.len() == 1 {

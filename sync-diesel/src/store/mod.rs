@@ -770,11 +770,12 @@ impl LocalStore for DieselStore {
         schema: &'static ModelSchema,
         id: &str,
         user_id: Option<&str>,
+        priority: i32,
         enqueue: bool,
     ) -> StoreResult<DeleteOutcome> {
         self.register(schema);
         let now = logic::now();
-        self.write(|db| logic::delete(db, schema, id, user_id, enqueue, now))
+        self.write(|db| logic::delete(db, schema, id, user_id, priority, enqueue, now))
     }
 
     fn ready_ops(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<OutboxOp>> {
