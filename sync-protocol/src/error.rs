@@ -223,12 +223,12 @@ mod tests {
 
     #[test]
     fn an_unknown_code_is_kept_not_refused() {
-        let code: ErrorCode = serde_json::from_str("\"quota_exceeded\"").expect("parses");
-        assert_eq!(code, ErrorCode::Other("quota_exceeded".into()));
-        assert_eq!(code.as_str(), "quota_exceeded");
+        let code: ErrorCode = serde_json::from_str("\"plan_limit_reached\"").expect("parses");
+        assert_eq!(code, ErrorCode::Other("plan_limit_reached".into()));
+        assert_eq!(code.as_str(), "plan_limit_reached");
         assert_eq!(
             serde_json::to_string(&code).expect("serialises"),
-            "\"quota_exceeded\""
+            "\"plan_limit_reached\""
         );
         // From a `Value` (owned strings) and from escaped text as well.
         let code: ErrorCode = serde_json::from_value(json!("not_found")).expect("parses");
@@ -260,9 +260,10 @@ mod tests {
             conflict.record.and_then(|r| r.get("version").cloned()),
             Some(json!(4))
         );
-        let newer: ErrorBody =
-            serde_json::from_str(r#"{"error":"slow down","code":"quota_exceeded","retry_in":3}"#)
-                .expect("parses");
-        assert_eq!(newer.code, ErrorCode::Other("quota_exceeded".into()));
+        let newer: ErrorBody = serde_json::from_str(
+            r#"{"error":"slow down","code":"plan_limit_reached","retry_in":3}"#,
+        )
+        .expect("parses");
+        assert_eq!(newer.code, ErrorCode::Other("plan_limit_reached".into()));
     }
 }

@@ -249,8 +249,11 @@ mod tests {
     #[test]
     fn an_unknown_result_code_is_kept() {
         let parsed: OpResult =
-            serde_json::from_str(r#"{"status":"rejected","code":"quota_exceeded"}"#)
+            serde_json::from_str(r#"{"status":"rejected","code":"plan_limit_reached"}"#)
                 .expect("parses");
-        assert_eq!(parsed.code, Some(ErrorCode::Other("quota_exceeded".into())));
+        assert_eq!(
+            parsed.code,
+            Some(ErrorCode::Other("plan_limit_reached".into()))
+        );
     }
 }
