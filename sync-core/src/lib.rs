@@ -30,7 +30,9 @@ mod ws_remote;
 /// uses too.
 pub use sync_protocol as protocol;
 
-pub use crate::connectivity::{Connectivity, ManualConnectivity, ProbeConnectivity};
+pub use crate::connectivity::{
+    Connectivity, ManualConnectivity, Observation, ProbeConnectivity, RemoteConnectivity,
+};
 pub use crate::crypto::{FieldKey, KeyProvider, StaticKeys};
 pub use crate::error::{Error, JsonKind, RestError, Result};
 pub use crate::events::{SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncStatus};
@@ -45,7 +47,7 @@ pub use crate::options::{
     RetryPolicy, SaveStrategy, SyncDirection, SyncOptions,
 };
 pub use crate::query::{CompareOp, Condition, Direction, Field, Filter, Order, OrderBy, Query};
-pub use crate::realtime::{MessageHandler, SyncEventMapper, WebSocketConfig};
+pub use crate::realtime::{MessageFormat, MessageHandler, SyncEventMapper, WebSocketConfig};
 pub use crate::remote::{ChangeFeed, ModelRoute, PullMode, Remote, RemoteError};
 pub use crate::rest::{ResponseTransformer, RestMethod, RestRequest, RestRequests};
 pub use crate::store::{LocalStore, StoreError};
