@@ -867,7 +867,10 @@ async fn server_events_that_are_not_changes_become_sync_events() {
         offline_sync_kit::SyncEvent::ServerEvent { name, .. } => assert_eq!(name, "srv.resolved"),
         other => panic!("{other:?}"),
     }
-    assert!(sync.all::<Todo>().await.unwrap().is_empty(), "no record changed");
+    assert!(
+        sync.all::<Todo>().await.unwrap().is_empty(),
+        "no record changed"
+    );
 
     let realtime = sync.realtime().unwrap();
     assert!(realtime.send_event(
@@ -941,7 +944,10 @@ async fn an_id_only_event_fetches_the_record_through_the_conflict_path() {
             && b.get::<Todo>("cf").await.unwrap().unwrap().priority == 7
     })
     .await;
-    assert_eq!(b.get::<Todo>("new1").await.unwrap().unwrap().title, "made on A");
+    assert_eq!(
+        b.get::<Todo>("new1").await.unwrap().unwrap().title,
+        "made on A"
+    );
     let merged = b.get::<Todo>("cf").await.unwrap().unwrap();
     assert!(merged.is_completed, "the local edit survived");
     assert_eq!(
@@ -967,7 +973,9 @@ async fn subscribe_with_parameters_unsubscribe_and_send() {
         .build()
         .await
         .unwrap();
-    a.save(&todo("old", "before the subscription")).await.unwrap();
+    a.save(&todo("old", "before the subscription"))
+        .await
+        .unwrap();
     a.sync_all().await.unwrap();
     let since = server.record(ALICE.1, "todos", "old").await.unwrap()["version"]
         .as_i64()
@@ -1005,13 +1013,20 @@ async fn subscribe_with_parameters_unsubscribe_and_send() {
         b.get::<Todo>("high").await.unwrap().is_some()
     })
     .await;
-    assert!(b.get::<Todo>("low").await.unwrap().is_none(), "filtered by priority");
+    assert!(
+        b.get::<Todo>("low").await.unwrap().is_none(),
+        "filtered by priority"
+    );
     assert!(b.get::<Todo>("old").await.unwrap().is_none());
 
     realtime.unsubscribe("todos");
     assert_eq!(next_ack(&mut acked).await["type"], "unsubscribed");
     assert!(realtime.send(&serde_json::json!({"type": "ping"})));
-    assert_eq!(next_ack(&mut acked).await["type"], "pong", "send reached the server");
+    assert_eq!(
+        next_ack(&mut acked).await["type"],
+        "pong",
+        "send reached the server"
+    );
     let mut unheard = todo("unheard", "after the unsubscribe");
     unheard.priority = 5;
     a.save(&unheard).await.unwrap();
@@ -1020,7 +1035,9 @@ async fn subscribe_with_parameters_unsubscribe_and_send() {
     // subscription, the one made while unsubscribed would have arrived before it.
     realtime.subscribe("todos", serde_json::Map::new());
     assert_eq!(next_ack(&mut acked).await["type"], "subscribed");
-    a.save(&todo("marker", "after subscribing again")).await.unwrap();
+    a.save(&todo("marker", "after subscribing again"))
+        .await
+        .unwrap();
     a.sync_all().await.unwrap();
     eventually(WAIT, "live again", || async {
         b.get::<Todo>("marker").await.unwrap().is_some()
@@ -1126,7 +1143,10 @@ async fn a_backend_with_its_own_message_format() {
         all.len() == 1 && all[0].id == "f1"
     })
     .await;
-    assert_eq!(sync.get::<Todo>("f1").await.unwrap().unwrap().title, "their shape");
+    assert_eq!(
+        sync.get::<Todo>("f1").await.unwrap().unwrap().title,
+        "their shape"
+    );
 
     assert!(realtime.send_event(SyncEventType::SyncCompleted, json!({"pushed": 0})));
     assert_eq!(
@@ -1148,5 +1168,49 @@ async fn a_backend_with_its_own_message_format() {
         1,
         "pongs in the backend's shape kept the connection"
     );
+    sync.shutdown().await.unwrap();
+}
+
+/// `max_message_bytes`: a message larger than it closes the connection (nothing of it is
+/// applied) and the client reconnects; messages within it are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_max_message_bytes_closes_the_connection() {
+    let stand_in = StandIn::start(default_pong).await;
+    let mut config = WebSocketConfig::new(stand_in.url());
+    config.max_message_bytes = 4 * 1024;
+    config.reconnect_delay = Duration::from_millis(20);
+    let db = ClientDb::new();
+    let sync = SyncManager::builder()
+        .base_url(format!("http://{}", closed_port()))
+        .store(store_at(&db.path()).await)
+        .model::<Todo>()
+        .options(fast_options())
+        .websocket(config)
+        .build()
+        .await
+        .unwrap();
+    let realtime = sync.realtime().unwrap();
+    realtime.connect().unwrap();
+    eventually(WAIT, "connected", || async { realtime.is_connected() }).await;
+    let event = |id: &str, title: &str| {
+        serde_json::json!({"event": "item_created", "collection": "todos", "id": id, "version": 1,
+            "data": {"id": id, "title": title, "isCompleted": false, "priority": 1, "tags": [], "due": null}})
+        .to_string()
+    };
+    stand_in.send(&event("big", &"x".repeat(8 * 1024)));
+    eventually(WAIT, "the client reconnected", || async {
+        stand_in
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 2
+            && realtime.is_connected()
+    })
+    .await;
+    stand_in.send(&event("small", "fits"));
+    eventually(WAIT, "the small event applied", || async {
+        sync.get::<Todo>("small").await.unwrap().is_some()
+    })
+    .await;
+    assert!(sync.get::<Todo>("big").await.unwrap().is_none());
     sync.shutdown().await.unwrap();
 }

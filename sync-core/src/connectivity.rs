@@ -251,7 +251,11 @@ impl Connectivity for RemoteConnectivity {
                     health = remote.health() => !matches!(health, Err(RemoteError::Unavailable { .. })),
                 } || this.answers.load(Ordering::SeqCst) != answers;
                 set(&this.tx, answered);
-                failures = if answered { 0 } else { failures.saturating_add(1) };
+                failures = if answered {
+                    0
+                } else {
+                    failures.saturating_add(1)
+                };
                 let wait = if answered {
                     this.interval
                 } else {

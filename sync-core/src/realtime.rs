@@ -36,7 +36,7 @@ use crate::ws_driver::{Driver, Session};
 /// `conflict_resolved` for those kinds.
 ///
 /// ```
-/// use offline_sync_kit::{SyncEventMapper, SyncEventType};
+/// use sync_core::{SyncEventMapper, SyncEventType};
 ///
 /// let mapper = SyncEventMapper::new()
 ///     .map("todo.new", SyncEventType::ModelAdded)
@@ -120,7 +120,7 @@ impl SyncEventMapper {
 /// envelope (`{"type":"request","id",...}`), since only sync-server answers them.
 ///
 /// ```
-/// use offline_sync_kit::{MessageFormat, WebSocketConfig};
+/// use sync_core::{MessageFormat, WebSocketConfig};
 ///
 /// // {"op":"sub","topic":"todos","filter":{..}} / {"op":"unsub","topic":"todos"},
 /// // {"op":"hb"} answered {"op":"hb_ack"},
@@ -240,7 +240,12 @@ impl MessageFormat {
         self.subscription(false, channel, &Map::new())
     }
 
-    fn subscription(&self, subscribe: bool, channel: &str, parameters: &Map<String, Value>) -> Value {
+    fn subscription(
+        &self,
+        subscribe: bool,
+        channel: &str,
+        parameters: &Map<String, Value>,
+    ) -> Value {
         let (kind, action) = if subscribe {
             (&self.subscribe_type, &self.subscribe_action)
         } else {
@@ -693,9 +698,9 @@ async fn apply_event(
         Some(Value::Object(object)) => object.clone(),
         Some(Value::Null) | None if kind != SyncEventType::ModelDeleted => {
             // The event names the record without carrying it.
-            let id = event_id
-                .and_then(id_text)
-                .ok_or_else(|| format!("event without `{}` or `{}`", format.data_key, format.id_key))?;
+            let id = event_id.and_then(id_text).ok_or_else(|| {
+                format!("event without `{}` or `{}`", format.data_key, format.id_key)
+            })?;
             return fetch_and_apply(inner, &route, &id).await;
         }
         Some(Value::Null) | None => Map::new(),
@@ -819,23 +824,23 @@ mod tests {
         assert_eq!(Some(format.ping()), typed(ClientMessage::Ping));
         assert!(format.is_pong(&serde_json::json!({"type": "pong"})));
         assert!(!format.is_pong(&serde_json::json!({"type": "ping"})));
-        assert!(!format.is_pong(
-            &serde_json::json!({"type": "pong", "event": "item_created"})
-        ));
+        assert!(!format.is_pong(&serde_json::json!({"type": "pong", "event": "item_created"})));
     }
 
     #[test]
     fn a_custom_format_writes_flat_messages() {
-        let mut format = MessageFormat::default();
-        format.type_key = "op".into();
-        format.ping_type = "hb".into();
-        format.pong_type = "hb_ack".into();
-        format.subscribe_type = "sub".into();
-        format.unsubscribe_type = "unsub".into();
-        format.subscription_body_key = None;
-        format.action_key = None;
-        format.channel_key = "topic".into();
-        format.parameters_key = None;
+        let format = MessageFormat {
+            type_key: "op".into(),
+            ping_type: "hb".into(),
+            pong_type: "hb_ack".into(),
+            subscribe_type: "sub".into(),
+            unsubscribe_type: "unsub".into(),
+            subscription_body_key: None,
+            action_key: None,
+            channel_key: "topic".into(),
+            parameters_key: None,
+            ..MessageFormat::default()
+        };
         let parameters = match serde_json::json!({"owner": "me", "op": "not the kind"}) {
             Value::Object(map) => map,
             _ => Map::new(),

@@ -194,7 +194,12 @@ impl Driver {
             .map(Value::to_string)
             .collect();
         for (channel, parameters) in &subscriptions {
-            opening.push(self.config.format.subscribe(channel, parameters).to_string());
+            opening.push(
+                self.config
+                    .format
+                    .subscribe(channel, parameters)
+                    .to_string(),
+            );
         }
         for text in opening {
             if sink.send(Message::text(text)).await.is_err() {

@@ -38,7 +38,7 @@ pub enum ClientMessage {
 }
 
 impl ClientMessage {
-    /// A message that subscribes to `channel` with an equality filter.
+    /// A message that subscribes to `channel` with `parameters` (see [`Subscription::parameters`]).
     #[must_use]
     pub fn subscribe(channel: impl Into<String>, parameters: Map<String, Value>) -> Self {
         Self::Subscription {
@@ -414,7 +414,11 @@ mod tests {
             (json!({"since": "42"}), Some(42)),
             (json!({"since": -1}), Some(-1)),
         ] {
-            assert_eq!(subscription(parameters.clone()).since(), Ok(since), "{parameters}");
+            assert_eq!(
+                subscription(parameters.clone()).since(),
+                Ok(since),
+                "{parameters}"
+            );
         }
         for bad in [
             json!("2024-01-01T00:00:00Z"),
@@ -429,7 +433,10 @@ mod tests {
             assert!(error.contains("since"), "{error}");
         }
         let filter = subscription(json!({"since": "3", "status": "open", "user_id": "u"})).filter();
-        assert_eq!(Value::Object(filter), json!({"status": "open", "user_id": "u"}));
+        assert_eq!(
+            Value::Object(filter),
+            json!({"status": "open", "user_id": "u"})
+        );
     }
 
     #[test]

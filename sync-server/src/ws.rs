@@ -1,6 +1,6 @@
-//! The WebSocket endpoint: auth, subscriptions (a version floor and equality filters), ping/pong, change
-//! events of the connection's user, and requests (push, pull, get, query, health; see
-//! [`crate::ws_requests`]).
+//! The WebSocket endpoint: auth, subscriptions (a version floor and equality filters),
+//! ping/pong, change events of the connection's user, and requests (push, pull, get, query,
+//! health; see [`crate::ws_requests`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -373,7 +373,9 @@ impl Connection {
             return None;
         }
         let filter = self.subscriptions.get(&event.message.collection)?;
-        if filter.since.is_some_and(|since| event.message.version <= since)
+        if filter
+            .since
+            .is_some_and(|since| event.message.version <= since)
             || !matches_filter(&event.message.data, &filter.equals)
         {
             return None;

@@ -93,7 +93,7 @@ impl RealtimeHandle {
     /// top-level field of the record; see sync-server's README.
     ///
     /// ```no_run
-    /// # async fn demo(sync: offline_sync_kit::SyncManager) -> offline_sync_kit::Result<()> {
+    /// # async fn demo(sync: sync_core::SyncManager) -> sync_core::Result<()> {
     /// let parameters = serde_json::json!({"since": "42", "project": "p1"});
     /// if let serde_json::Value::Object(parameters) = parameters {
     ///     sync.realtime()?.subscribe("todos", parameters);
@@ -128,7 +128,10 @@ impl RealtimeHandle {
             return false;
         };
         let mut message = Map::new();
-        message.insert(config.format.event_key.clone(), Value::String(name.to_owned()));
+        message.insert(
+            config.format.event_key.clone(),
+            Value::String(name.to_owned()),
+        );
         message.insert(config.format.data_key.clone(), data);
         self.send(&Value::Object(message))
     }
