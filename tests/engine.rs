@@ -26,7 +26,7 @@ async fn saved_while_server_down_arrives_exactly_once_by_timer() {
     let proxy = FaultProxy::start(server.addr).await;
     proxy.go_down();
     let db = ClientDb::new();
-    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+    let sync = always_online_builder(&proxy.url(), &db, ALICE.1)
         .await
         .model::<Todo>()
         .build()
@@ -80,7 +80,7 @@ async fn retries_and_lost_responses_never_duplicate() {
     let db = ClientDb::new();
     let mut options = fast_options();
     options.auto_sync = false;
-    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+    let sync = always_online_builder(&proxy.url(), &db, ALICE.1)
         .await
         .model::<Todo>()
         .options(options)
@@ -208,7 +208,7 @@ async fn push_stopping_halfway_releases_the_chunk_it_prepared() {
     let mut options = fast_options();
     options.auto_sync = false;
     options.batch_size = 2;
-    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+    let sync = always_online_builder(&proxy.url(), &db, ALICE.1)
         .await
         .model::<Todo>()
         .options(options)
@@ -324,6 +324,75 @@ async fn probe_connectivity_follows_the_server_and_syncs_when_it_returns() {
     sync.shutdown().await.unwrap();
 }
 
+/// Guards against: `status.connected` staying true while the server is down because no
+/// connectivity was configured. By default the manager follows the outcome of its requests
+/// and a probe of the server's health (A, which saves during the outage), and the state of its
+/// realtime socket (B, which does nothing): both go offline when the server stops, come back
+/// when it restarts, and A's queue drains by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_follows_a_stopped_and_restarted_server_by_default() {
+    let mut server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    let mut config = offline_sync_kit::WebSocketConfig::new(format!(
+        "{}/ws",
+        server.url().replacen("http://", "ws://", 1)
+    ));
+    config.reconnect_delay = Duration::from_millis(50);
+    config.max_reconnect_delay = Duration::from_millis(200);
+    let b = client_builder(&server.url(), &db_b, ALICE.1)
+        .await
+        .model::<Todo>()
+        .websocket(config)
+        .build()
+        .await
+        .unwrap();
+    b.realtime().unwrap().connect().unwrap();
+    eventually(WAIT, "B's socket is open", || async {
+        b.realtime().unwrap().is_connected()
+    })
+    .await;
+    a.save(&todo("before", "x")).await.unwrap();
+    a.sync_all().await.unwrap();
+    assert!(a.status().borrow().connected && b.status().borrow().connected);
+
+    server.stop().await;
+    a.save(&todo("during", "saved while the server is down"))
+        .await
+        .unwrap();
+    eventually(WAIT, "A sees the server gone", || async {
+        !a.status().borrow().connected
+    })
+    .await;
+    eventually(WAIT, "B sees the server gone", || async {
+        !b.status().borrow().connected
+    })
+    .await;
+    assert_eq!(a.status().borrow().pending_changes, 1);
+
+    server.restart().await;
+    eventually(WAIT, "both come back", || async {
+        a.status().borrow().connected && b.status().borrow().connected
+    })
+    .await;
+    eventually(WAIT, "A's queue drains by itself", || async {
+        a.status().borrow().pending_changes == 0
+            && server.record(ALICE.1, "todos", "during").await.is_some()
+    })
+    .await;
+    eventually(WAIT, "B gets the record", || async {
+        b.get::<Todo>("during").await.unwrap().is_some()
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
 /// Guards against: deletes that never reach the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_made_offline_reaches_the_server() {
@@ -386,7 +455,7 @@ async fn failed_pull_does_not_move_the_cursor() {
     let db = ClientDb::new();
     let mut options = fast_options();
     options.batch_size = 2;
-    let reader = client_builder(&proxy.url(), &db, ALICE.1)
+    let reader = always_online_builder(&proxy.url(), &db, ALICE.1)
         .await
         .model::<Todo>()
         .options(options)

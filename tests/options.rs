@@ -350,7 +350,7 @@ async fn retry_max_attempts_moves_an_op_to_failed_instead_of_dropping_it() {
     options.retry.base = Duration::from_millis(20);
     options.retry.max = Duration::from_millis(40);
     options.retry.jitter = false;
-    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+    let sync = always_online_builder(&proxy.url(), &db, ALICE.1)
         .await
         .model::<Todo>()
         .options(options)
@@ -416,7 +416,7 @@ async fn retry_backoff_spaces_attempts_and_honours_retry_after_floor() {
     options.retry = policy;
     options.retry.base = Duration::from_secs(30);
     options.retry.max = Duration::from_secs(60);
-    let sync = client_builder(&proxy.url(), &db, ALICE.1)
+    let sync = always_online_builder(&proxy.url(), &db, ALICE.1)
         .await
         .model::<Todo>()
         .options(options)

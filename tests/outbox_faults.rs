@@ -26,8 +26,9 @@ fn manual_options(strategy: ConflictStrategy) -> offline_sync_kit::SyncOptions {
     options
 }
 
+/// Syncs only when asked, always online: these scenarios fault the requests they make.
 async fn manual_client(url: &str, db: &ClientDb, strategy: ConflictStrategy) -> SyncManager {
-    client_builder(url, db, ALICE.1)
+    always_online_builder(url, db, ALICE.1)
         .await
         .model::<Todo>()
         .options(manual_options(strategy))

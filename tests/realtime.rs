@@ -705,3 +705,512 @@ async fn a_burst_beyond_the_realtime_queue_is_dropped_and_pulled_instead() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// A port nothing listens on (HTTP for clients whose WebSocket is a stand-in).
+fn closed_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A WebSocket server standing in for a backend with a protocol of its own: it records every
+/// JSON text message it receives (except those `reply` answers, such as pings), and sends
+/// every connection the frames the test hands it.
+struct StandIn {
+    addr: std::net::SocketAddr,
+    seen: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    frames: tokio::sync::broadcast::Sender<String>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The default protocol's pong.
+fn default_pong(message: &serde_json::Value) -> Option<String> {
+    (message["type"] == "ping").then(|| r#"{"type":"pong"}"#.to_owned())
+}
+
+impl StandIn {
+    async fn start(reply: fn(&serde_json::Value) -> Option<String>) -> StandIn {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
+        let (frames, _) = tokio::sync::broadcast::channel::<String>(64);
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let frames = frames.clone();
+            let connections = connections.clone();
+            async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut out = frames.subscribe();
+                    let seen_tx = seen_tx.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                            return;
+                        };
+                        loop {
+                            tokio::select! {
+                                frame = out.recv() => match frame {
+                                    Ok(text) => {
+                                        if ws.send(Message::text(text)).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Err(_) => return,
+                                },
+                                incoming = ws.next() => match incoming {
+                                    Some(Ok(Message::Text(text))) => {
+                                        let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+                                            continue;
+                                        };
+                                        match reply(&value) {
+                                            Some(answer) => {
+                                                if ws.send(Message::text(answer)).await.is_err() {
+                                                    return;
+                                                }
+                                            }
+                                            None => {
+                                                let _ = seen_tx.send(value);
+                                            }
+                                        }
+                                    }
+                                    Some(Ok(_)) => {}
+                                    _ => return,
+                                },
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        StandIn {
+            addr,
+            seen,
+            frames,
+            connections,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Sends `frame` to every open connection.
+    fn send(&self, frame: &str) {
+        self.frames.send(frame.to_owned()).unwrap();
+    }
+
+    /// The next message the server received.
+    async fn next_seen(&mut self) -> serde_json::Value {
+        tokio::time::timeout(WAIT, self.seen.recv())
+            .await
+            .expect("the stand-in server received a message")
+            .unwrap()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Guards against: server events that are not record changes reaching nobody but handlers.
+/// `conflict_detected` (a default name) and a name the application maps to a kind become
+/// `SyncEvent`s of that kind; no record changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_events_that_are_not_changes_become_sync_events() {
+    let mut stand_in = StandIn::start(default_pong).await;
+    let mut config = WebSocketConfig::new(stand_in.url());
+    config.subscribe_all_models = false;
+    // Incoming and outgoing names are separate: the client sends ConflictResolved under a
+    // name of its own, and reads the server's under another.
+    config.event_mapper = offline_sync_kit::SyncEventMapper::new()
+        .map("srv.resolved", SyncEventType::ConflictResolved)
+        .map_outgoing(SyncEventType::ConflictResolved, "client.resolved");
+    let db = ClientDb::new();
+    let sync = SyncManager::builder()
+        .base_url(format!("http://{}", closed_port()))
+        .store(store_at(&db.path()).await)
+        .model::<Todo>()
+        .options(fast_options())
+        .websocket(config)
+        .build()
+        .await
+        .unwrap();
+    let mut events = sync.events();
+    sync.realtime().unwrap().connect().unwrap();
+    eventually(WAIT, "connected", || async {
+        sync.realtime().unwrap().is_connected()
+    })
+    .await;
+    stand_in.send(
+        r#"{"event":"conflict_detected","collection":"todos","id":"x1","data":{"note":"merged on the server"}}"#,
+    );
+    stand_in.send(r#"{"event":"srv.resolved","collection":"todos","id":"x2"}"#);
+    match next_event(&mut events, SyncEventType::ConflictDetected, Some("x1")).await {
+        offline_sync_kit::SyncEvent::ServerEvent {
+            name,
+            model_type,
+            message,
+            ..
+        } => {
+            assert_eq!(name, "conflict_detected");
+            assert_eq!(model_type, Some("todo"));
+            assert_eq!(message["data"]["note"], "merged on the server");
+        }
+        other => panic!("{other:?}"),
+    }
+    match next_event(&mut events, SyncEventType::ConflictResolved, Some("x2")).await {
+        offline_sync_kit::SyncEvent::ServerEvent { name, .. } => assert_eq!(name, "srv.resolved"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        sync.all::<Todo>().await.unwrap().is_empty(),
+        "no record changed"
+    );
+
+    let realtime = sync.realtime().unwrap();
+    assert!(realtime.send_event(
+        SyncEventType::ConflictResolved,
+        serde_json::json!({"id": "x2"})
+    ));
+    assert_eq!(
+        stand_in.next_seen().await,
+        serde_json::json!({"event": "client.resolved", "data": {"id": "x2"}})
+    );
+    // A kind without an outgoing name is not sent.
+    assert!(!realtime.send_event(SyncEventType::Reconnecting, serde_json::Value::Null));
+    sync.shutdown().await.unwrap();
+}
+
+/// Guards against: an event naming a record without its data being dropped. The client
+/// fetches the record by id and applies it through the conflict-aware path: a new record
+/// appears, and a record with a pending local edit is merged (MergeFields), not overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_only_event_fetches_the_record_through_the_conflict_path() {
+    let server = Server::start().await;
+    let stand_in = StandIn::start(default_pong).await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    a.save(&todo("cf", "original")).await.unwrap();
+    a.sync_all().await.unwrap();
+
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.conflict_strategy = ConflictStrategy::MergeFields;
+    // HTTP is the real server; the socket is a stand-in that sends events without data, as
+    // some backends do. Nothing is subscribed, so no catch-up pull brings the records.
+    let mut config = WebSocketConfig::new(stand_in.url());
+    config.subscribe_all_models = false;
+    let b = client_builder(&server.url(), &db_b, ALICE.1)
+        .await
+        .model::<Todo>()
+        .options(options)
+        .websocket(config)
+        .build()
+        .await
+        .unwrap();
+    b.sync_all().await.unwrap();
+    b.realtime().unwrap().connect().unwrap();
+    eventually(WAIT, "connected", || async {
+        b.realtime().unwrap().is_connected()
+    })
+    .await;
+    let mut events = b.events();
+
+    let mut local = b.get::<Todo>("cf").await.unwrap().unwrap();
+    local.is_completed = true;
+    b.save(&local).await.unwrap();
+    let mut remote = a.get::<Todo>("cf").await.unwrap().unwrap();
+    remote.priority = 7;
+    a.save(&remote).await.unwrap();
+    a.save(&todo("new1", "made on A")).await.unwrap();
+    a.sync_all().await.unwrap();
+    assert_eq!(a.status().borrow().pending_changes, 0);
+
+    stand_in.send(r#"{"event":"item_updated","collection":"todos","id":"cf"}"#);
+    stand_in.send(r#"{"event":"item_created","collection":"todos","id":"new1","data":null}"#);
+    next_event(&mut events, SyncEventType::ConflictDetected, Some("cf")).await;
+    eventually(WAIT, "the id-only events are applied", || async {
+        b.get::<Todo>("new1").await.unwrap().is_some()
+            && b.get::<Todo>("cf").await.unwrap().unwrap().priority == 7
+    })
+    .await;
+    assert_eq!(
+        b.get::<Todo>("new1").await.unwrap().unwrap().title,
+        "made on A"
+    );
+    let merged = b.get::<Todo>("cf").await.unwrap().unwrap();
+    assert!(merged.is_completed, "the local edit survived");
+    assert_eq!(
+        b.status().borrow().pending_changes,
+        1,
+        "the local edit is still queued"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Guards against: subscription parameters that filter everything out (`since` read as an
+/// equality filter) and untested subscribe / unsubscribe / send. B subscribes with a version
+/// floor and an equality filter, sees only matching changes, unsubscribes, and its own ping
+/// sent with `send` is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_with_parameters_unsubscribe_and_send() {
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let a = client_builder(&server.url(), &db_a, ALICE.1)
+        .await
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    a.save(&todo("old", "before the subscription"))
+        .await
+        .unwrap();
+    a.sync_all().await.unwrap();
+    let since = server.record(ALICE.1, "todos", "old").await.unwrap()["version"]
+        .as_i64()
+        .unwrap();
+
+    let mut config = WebSocketConfig::new(ws_url(&server.url()));
+    config.subscribe_all_models = false;
+    // No automatic ping during the test: every pong answers the test's own.
+    config.ping_interval = Duration::from_secs(600);
+    let b = realtime_client(&server.url(), &db_b, config).await;
+    let realtime = b.realtime().unwrap();
+    let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    for kind in ["subscribed", "unsubscribed", "pong", "error"] {
+        let acks = acks.clone();
+        realtime.on_message(kind, move |message| {
+            let _ = acks.send(message.clone());
+        });
+    }
+
+    let parameters = match serde_json::json!({"since": since.to_string(), "priority": 5}) {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!(),
+    };
+    realtime.subscribe("todos", parameters);
+    let ack = next_ack(&mut acked).await;
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+    let mut low = todo("low", "priority 1");
+    low.priority = 1;
+    a.save(&low).await.unwrap();
+    let mut high = todo("high", "priority 5");
+    high.priority = 5;
+    a.save(&high).await.unwrap();
+    a.sync_all().await.unwrap();
+    eventually(WAIT, "the matching change arrives", || async {
+        b.get::<Todo>("high").await.unwrap().is_some()
+    })
+    .await;
+    assert!(
+        b.get::<Todo>("low").await.unwrap().is_none(),
+        "filtered by priority"
+    );
+    assert!(b.get::<Todo>("old").await.unwrap().is_none());
+
+    realtime.unsubscribe("todos");
+    assert_eq!(next_ack(&mut acked).await["type"], "unsubscribed");
+    assert!(realtime.send(&serde_json::json!({"type": "ping"})));
+    assert_eq!(
+        next_ack(&mut acked).await["type"],
+        "pong",
+        "send reached the server"
+    );
+    let mut unheard = todo("unheard", "after the unsubscribe");
+    unheard.priority = 5;
+    a.save(&unheard).await.unwrap();
+    a.sync_all().await.unwrap();
+    // Events of one socket arrive in order: once a later change arrives under a new
+    // subscription, the one made while unsubscribed would have arrived before it.
+    realtime.subscribe("todos", serde_json::Map::new());
+    assert_eq!(next_ack(&mut acked).await["type"], "subscribed");
+    a.save(&todo("marker", "after subscribing again"))
+        .await
+        .unwrap();
+    a.sync_all().await.unwrap();
+    eventually(WAIT, "live again", || async {
+        b.get::<Todo>("marker").await.unwrap().is_some()
+    })
+    .await;
+    assert!(
+        b.get::<Todo>("unheard").await.unwrap().is_none(),
+        "nothing arrived while unsubscribed"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+async fn next_ack(
+    acked: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) -> serde_json::Value {
+    tokio::time::timeout(WAIT, acked.recv())
+        .await
+        .expect("an answer from the server")
+        .unwrap()
+}
+
+/// The pong of the stand-in protocol of `a_backend_with_its_own_message_format`.
+fn hb_ack(message: &serde_json::Value) -> Option<String> {
+    (message["op"] == "hb").then(|| r#"{"op":"hb_ack"}"#.to_owned())
+}
+
+/// Guards against: message shapes fixed to sync-server's (only event names and the auth
+/// message could be set). Against a backend with field names of its own for subscriptions,
+/// pings and events, `WebSocketConfig::format` makes the client subscribe and unsubscribe in
+/// its shape, stay connected by its pings and pongs, apply its events, and send events in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_with_its_own_message_format() {
+    use offline_sync_kit::{MessageFormat, SyncEventMapper};
+    use serde_json::json;
+    let mut stand_in = StandIn::start(hb_ack).await;
+    let mut format = MessageFormat::default();
+    format.type_key = "op".into();
+    format.ping_type = "hb".into();
+    format.pong_type = "hb_ack".into();
+    format.subscribe_type = "sub".into();
+    format.unsubscribe_type = "unsub".into();
+    format.subscription_body_key = None;
+    format.action_key = None;
+    format.channel_key = "topic".into();
+    format.parameters_key = Some("filter".into());
+    format.event_key = "kind".into();
+    format.collection_key = "table".into();
+    format.id_key = "key".into();
+    format.version_key = "rev".into();
+    format.data_key = "row".into();
+    let mut config = WebSocketConfig::new(stand_in.url());
+    config.format = format;
+    config.event_mapper = SyncEventMapper::new()
+        .map("created", SyncEventType::ModelAdded)
+        .map("removed", SyncEventType::ModelDeleted)
+        .map_outgoing(SyncEventType::SyncCompleted, "client_synced");
+    // Pings often, and a short wait for their pongs: pings or pongs of another shape would
+    // lose the connection within a second.
+    config.ping_interval = Duration::from_millis(100);
+    config.pong_timeout = Duration::from_millis(300);
+    let db = ClientDb::new();
+    let sync = SyncManager::builder()
+        .base_url(format!("http://{}", closed_port()))
+        .store(store_at(&db.path()).await)
+        .model::<Todo>()
+        .options(fast_options())
+        .websocket(config)
+        .build()
+        .await
+        .unwrap();
+    let realtime = sync.realtime().unwrap();
+    realtime.connect().unwrap();
+    // The opening frame subscribes every model in the backend's shape.
+    assert_eq!(
+        stand_in.next_seen().await,
+        json!({"op": "sub", "topic": "todos", "filter": {}})
+    );
+    eventually(WAIT, "connected", || async { realtime.is_connected() }).await;
+    let parameters = match json!({"owner": "me"}) {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!(),
+    };
+    realtime.subscribe("todos", parameters);
+    assert_eq!(
+        stand_in.next_seen().await,
+        json!({"op": "sub", "topic": "todos", "filter": {"owner": "me"}})
+    );
+
+    stand_in.send(
+        r#"{"kind":"created","table":"todos","key":"f1","rev":1,"row":{"id":"f1","title":"their shape","isCompleted":false,"priority":1,"tags":[],"due":null}}"#,
+    );
+    stand_in.send(
+        r#"{"kind":"created","table":"todos","key":"f2","rev":2,"row":{"title":"id from the envelope","isCompleted":false,"priority":1,"tags":[],"due":null}}"#,
+    );
+    eventually(WAIT, "both events applied", || async {
+        sync.all::<Todo>().await.unwrap().len() == 2
+    })
+    .await;
+    stand_in.send(r#"{"kind":"removed","table":"todos","key":"f2","rev":3}"#);
+    eventually(WAIT, "the delete applied", || async {
+        let all = sync.all::<Todo>().await.unwrap();
+        all.len() == 1 && all[0].id == "f1"
+    })
+    .await;
+    assert_eq!(
+        sync.get::<Todo>("f1").await.unwrap().unwrap().title,
+        "their shape"
+    );
+
+    assert!(realtime.send_event(SyncEventType::SyncCompleted, json!({"pushed": 0})));
+    assert_eq!(
+        stand_in.next_seen().await,
+        json!({"kind": "client_synced", "row": {"pushed": 0}})
+    );
+    realtime.unsubscribe("todos");
+    assert_eq!(
+        stand_in.next_seen().await,
+        json!({"op": "unsub", "topic": "todos", "filter": {}})
+    );
+    // Many pings later, still the first connection.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(realtime.is_connected());
+    assert_eq!(
+        stand_in
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "pongs in the backend's shape kept the connection"
+    );
+    sync.shutdown().await.unwrap();
+}
+
+/// `max_message_bytes`: a message larger than it closes the connection (nothing of it is
+/// applied) and the client reconnects; messages within it are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_max_message_bytes_closes_the_connection() {
+    let stand_in = StandIn::start(default_pong).await;
+    let mut config = WebSocketConfig::new(stand_in.url());
+    config.max_message_bytes = 4 * 1024;
+    config.reconnect_delay = Duration::from_millis(20);
+    let db = ClientDb::new();
+    let sync = SyncManager::builder()
+        .base_url(format!("http://{}", closed_port()))
+        .store(store_at(&db.path()).await)
+        .model::<Todo>()
+        .options(fast_options())
+        .websocket(config)
+        .build()
+        .await
+        .unwrap();
+    let realtime = sync.realtime().unwrap();
+    realtime.connect().unwrap();
+    eventually(WAIT, "connected", || async { realtime.is_connected() }).await;
+    let event = |id: &str, title: &str| {
+        serde_json::json!({"event": "item_created", "collection": "todos", "id": id, "version": 1,
+            "data": {"id": id, "title": title, "isCompleted": false, "priority": 1, "tags": [], "due": null}})
+        .to_string()
+    };
+    stand_in.send(&event("big", &"x".repeat(8 * 1024)));
+    eventually(WAIT, "the client reconnected", || async {
+        stand_in
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 2
+            && realtime.is_connected()
+    })
+    .await;
+    stand_in.send(&event("small", "fits"));
+    eventually(WAIT, "the small event applied", || async {
+        sync.get::<Todo>("small").await.unwrap().is_some()
+    })
+    .await;
+    assert!(sync.get::<Todo>("big").await.unwrap().is_none());
+    sync.shutdown().await.unwrap();
+}

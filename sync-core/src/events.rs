@@ -147,6 +147,23 @@ pub enum SyncEvent {
         /// Why it does not fit.
         error: String,
     },
+    /// An event the server sent that is not a change of a record, mapped to `kind` by the
+    /// [`SyncEventMapper`](crate::SyncEventMapper) (by default `sync_started`,
+    /// `sync_completed`, `sync_failed`, `conflict_detected`, `conflict_resolved`). It reports
+    /// what the server says; nothing local happened ([`kind`](SyncEvent::kind) is `kind`, so
+    /// a listener that wants only its own runs matches the variants instead).
+    ServerEvent {
+        /// What the mapper made of the name.
+        kind: SyncEventType,
+        /// The name as the server sent it.
+        name: String,
+        /// The model, if the event names the collection of a registered one.
+        model_type: Option<&'static str>,
+        /// The record id, if the event carries one.
+        id: Option<String>,
+        /// The whole message.
+        message: JsonObject,
+    },
     /// A remote copy of a record has an `#[sync(encrypted)]` value that does not decrypt
     /// (wrong or missing key, tampered); the local copy was left as it was and the remote copy
     /// is kept for `SyncManager::retry_decryption`.
@@ -180,10 +197,11 @@ impl SyncEvent {
             SyncEvent::RealtimeOverflow { .. } => SyncEventType::RealtimeOverflow,
             SyncEvent::RecordQuarantined { .. } => SyncEventType::RecordQuarantined,
             SyncEvent::DecryptionFailed { .. } => SyncEventType::DecryptionFailed,
+            SyncEvent::ServerEvent { kind, .. } => *kind,
         }
     }
 
-    /// The model, for model, conflict and op events.
+    /// The model, for model, conflict and op events (and server events that name one).
     pub fn model_type(&self) -> Option<&'static str> {
         match self {
             SyncEvent::OpFailed { model_type, .. }
@@ -194,11 +212,12 @@ impl SyncEvent {
             | SyncEvent::ModelDeleted { model_type, .. }
             | SyncEvent::ConflictDetected { model_type, .. }
             | SyncEvent::ConflictResolved { model_type, .. } => Some(model_type),
+            SyncEvent::ServerEvent { model_type, .. } => *model_type,
             _ => None,
         }
     }
 
-    /// The record id, for model, conflict and op events.
+    /// The record id, for model, conflict and op events (and server events that carry one).
     pub fn id(&self) -> Option<&str> {
         match self {
             SyncEvent::OpFailed { id, .. }
@@ -209,6 +228,7 @@ impl SyncEvent {
             | SyncEvent::ModelDeleted { id, .. }
             | SyncEvent::ConflictDetected { id, .. }
             | SyncEvent::ConflictResolved { id, .. } => Some(id),
+            SyncEvent::ServerEvent { id, .. } => id.as_deref(),
             _ => None,
         }
     }
@@ -435,6 +455,17 @@ mod tests {
                 SyncEventType::RealtimeOverflow,
                 None,
             ),
+            (
+                SyncEvent::ServerEvent {
+                    kind: SyncEventType::ConflictDetected,
+                    name: "conflict_detected".into(),
+                    model_type: Some("todo"),
+                    id: Some("a".into()),
+                    message: JsonObject::new(),
+                },
+                SyncEventType::ConflictDetected,
+                Some("a"),
+            ),
         ];
         for (event, kind, id) in table {
             assert_eq!(event.kind(), kind, "{event:?}");
@@ -445,8 +476,8 @@ mod tests {
                 "{event:?}: model and id go together"
             );
             let carries_record = matches!(
-                kind,
-                SyncEventType::ModelAdded | SyncEventType::ModelUpdated
+                event,
+                SyncEvent::ModelAdded { .. } | SyncEvent::ModelUpdated { .. }
             );
             assert_eq!(event.data().is_some(), carries_record, "{event:?}");
         }

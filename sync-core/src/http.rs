@@ -910,13 +910,21 @@ impl Remote for HttpRemote {
                 retries: 0,
             })
             .await?;
+        let status = response.status.as_u16();
         if response.status.is_success() {
             Ok(())
-        } else {
+        } else if crate::disposition::is_outage(status) {
             Err(RemoteError::Unavailable {
-                message: format!("health check: HTTP {}", response.status),
+                message: format!("health check: HTTP {status}"),
                 retry_after: response.retry_after,
                 source: None,
+            })
+        } else {
+            // The server answered, without a health endpoint (a REST API's 404) or refusing
+            // the check: it is reachable, not healthy by its own word.
+            Err(RemoteError::Refused {
+                status,
+                message: format!("health check: HTTP {status}"),
             })
         }
     }

@@ -37,7 +37,9 @@ mod ws_remote;
 /// uses too.
 pub use sync_protocol as protocol;
 
-pub use crate::connectivity::{Connectivity, ManualConnectivity, ProbeConnectivity};
+pub use crate::connectivity::{
+    Connectivity, ManualConnectivity, Observation, ProbeConnectivity, RemoteConnectivity,
+};
 pub use crate::crypto::{
     CryptoError, EncryptedField, FieldKey, KeyProvider, NotQueryable, ReencryptReport, StaticKeys,
 };
@@ -56,7 +58,7 @@ pub use crate::options::{
 pub use crate::query::{
     Comparable, Condition, Direction, Field, Operand, Order, Ordered, Query, Textual,
 };
-pub use crate::realtime::{MessageHandler, SyncEventMapper, WebSocketConfig};
+pub use crate::realtime::{MessageFormat, MessageHandler, SyncEventMapper, WebSocketConfig};
 pub use crate::rest::{PullMode, ResponseTransformer, RestMethod, RestRequest, RestRequests};
 pub use crate::ws_remote::WebSocketRemote;
 pub use sync_schema::{FieldSpec, ModelSchema, RenameRule, ScalarKind, SqlType};

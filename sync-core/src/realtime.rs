@@ -10,60 +10,268 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use serde_json::{Map, Value};
-use sync_protocol::{ClientMessage, ServerMessage, ID_KEY, VERSION_KEY};
+use sync_protocol::{ClientMessage, ID_KEY, VERSION_KEY};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::connectivity::Observation;
 use crate::events::{SyncEvent, SyncEventType, SyncReport};
 use crate::remote::parse_remote_record;
 use crate::ws_driver::{Driver, Session};
 
-/// Maps server event names to [`SyncEventType`]s and back.
+/// Maps the names of server events to [`SyncEventType`]s (incoming), and [`SyncEventType`]s to
+/// the names the client sends ([`RealtimeHandle::send_event`](crate::RealtimeHandle::send_event),
+/// outgoing). The two maps are separate, so a backend that names what it sends and what it
+/// receives differently is configured as it is.
+///
+/// Incoming: an event mapped to `ModelAdded`, `ModelUpdated` or `ModelDeleted` is a change
+/// of a record and is applied like a pulled one; an event mapped to any other kind
+/// (`sync_completed`, `conflict_detected`, ...) is emitted as
+/// [`SyncEvent::ServerEvent`] of that kind; an unmapped one goes to the handlers of its name
+/// ([`RealtimeHandle::on_message`](crate::RealtimeHandle::on_message)).
+///
+/// The defaults, both ways: `item_created` / `item_updated` / `item_deleted` for the model
+/// kinds, and `sync_started`, `sync_completed`, `sync_failed`, `conflict_detected`,
+/// `conflict_resolved` for those kinds.
+///
+/// ```
+/// use sync_core::{SyncEventMapper, SyncEventType};
+///
+/// let mapper = SyncEventMapper::new()
+///     .map("todo.new", SyncEventType::ModelAdded)
+///     .map_outgoing(SyncEventType::SyncCompleted, "client.synced");
+/// assert_eq!(mapper.event_type("todo.new"), Some(SyncEventType::ModelAdded));
+/// assert_eq!(mapper.event_type("item_created"), Some(SyncEventType::ModelAdded));
+/// assert_eq!(mapper.outgoing_name(SyncEventType::SyncCompleted), Some("client.synced"));
+/// assert_eq!(mapper.event_type("client.synced"), None);
+/// ```
 #[derive(Debug, Clone)]
 pub struct SyncEventMapper {
-    names: HashMap<String, SyncEventType>,
+    incoming: HashMap<String, SyncEventType>,
+    outgoing: HashMap<SyncEventType, String>,
 }
+
+/// The default names, the same both ways.
+const DEFAULT_NAMES: [(&str, SyncEventType); 8] = [
+    ("item_created", SyncEventType::ModelAdded),
+    ("item_updated", SyncEventType::ModelUpdated),
+    ("item_deleted", SyncEventType::ModelDeleted),
+    ("sync_started", SyncEventType::SyncStarted),
+    ("sync_completed", SyncEventType::SyncCompleted),
+    ("sync_failed", SyncEventType::SyncFailed),
+    ("conflict_detected", SyncEventType::ConflictDetected),
+    ("conflict_resolved", SyncEventType::ConflictResolved),
+];
 
 impl Default for SyncEventMapper {
     fn default() -> Self {
-        let mut names = HashMap::new();
-        names.insert("item_created".to_owned(), SyncEventType::ModelAdded);
-        names.insert("item_updated".to_owned(), SyncEventType::ModelUpdated);
-        names.insert("item_deleted".to_owned(), SyncEventType::ModelDeleted);
-        SyncEventMapper { names }
+        SyncEventMapper {
+            incoming: DEFAULT_NAMES
+                .iter()
+                .map(|(name, kind)| ((*name).to_owned(), *kind))
+                .collect(),
+            outgoing: DEFAULT_NAMES
+                .iter()
+                .map(|(name, kind)| (*kind, (*name).to_owned()))
+                .collect(),
+        }
     }
 }
 
 impl SyncEventMapper {
-    /// The default mapping (`item_created`, `item_updated`, `item_deleted`).
+    /// The default mapping.
     pub fn new() -> Self {
         SyncEventMapper::default()
     }
 
-    /// Maps the server event `name` to `kind` (added to or replacing the defaults).
+    /// Reads the server event `name` as `kind` (added to or replacing the defaults).
     #[must_use]
     pub fn map(mut self, name: impl Into<String>, kind: SyncEventType) -> Self {
-        self.names.insert(name.into(), kind);
+        self.incoming.insert(name.into(), kind);
+        self
+    }
+
+    /// Sends `kind` under `name` (replacing the default name of `kind`).
+    #[must_use]
+    pub fn map_outgoing(mut self, kind: SyncEventType, name: impl Into<String>) -> Self {
+        self.outgoing.insert(kind, name.into());
         self
     }
 
     /// The event type of a server event name, if known.
     pub fn event_type(&self, name: &str) -> Option<SyncEventType> {
-        self.names.get(name).copied()
+        self.incoming.get(name).copied()
     }
 
-    /// A server event name for `kind` (the alphabetically first, if several map to it).
-    pub fn name_of(&self, kind: SyncEventType) -> Option<&str> {
-        let mut names: Vec<&str> = self
-            .names
-            .iter()
-            .filter(|(_, k)| **k == kind)
-            .map(|(n, _)| n.as_str())
-            .collect();
-        names.sort_unstable();
-        names.first().copied()
+    /// The name `kind` is sent under, if it has one.
+    pub fn outgoing_name(&self, kind: SyncEventType) -> Option<&str> {
+        self.outgoing.get(&kind).map(String::as_str)
+    }
+}
+
+/// The shape of the messages on the realtime socket, by the names of their fields: what the
+/// client sends to subscribe, unsubscribe and ping, how it knows a pong, and where it reads a
+/// change event's name, collection, id, version and record. The default is sync-server's
+/// protocol; a backend with its own names is configured here (event names are the
+/// [`SyncEventMapper`]'s, the auth message is [`WebSocketConfig::auth_message`]).
+///
+/// Requests and responses of [`WebSocketRemote`](crate::WebSocketRemote) keep sync-server's
+/// envelope (`{"type":"request","id",...}`), since only sync-server answers them.
+///
+/// ```
+/// use sync_core::{MessageFormat, WebSocketConfig};
+///
+/// // {"op":"sub","topic":"todos","filter":{..}} / {"op":"unsub","topic":"todos"},
+/// // {"op":"hb"} answered {"op":"hb_ack"},
+/// // events {"kind":"created","table":"todos","key":"t1","rev":3,"row":{..}}.
+/// let mut format = MessageFormat::default();
+/// format.type_key = "op".into();
+/// format.ping_type = "hb".into();
+/// format.pong_type = "hb_ack".into();
+/// format.subscribe_type = "sub".into();
+/// format.unsubscribe_type = "unsub".into();
+/// format.subscription_body_key = None;
+/// format.action_key = None;
+/// format.channel_key = "topic".into();
+/// format.parameters_key = Some("filter".into());
+/// format.event_key = "kind".into();
+/// format.collection_key = "table".into();
+/// format.id_key = "key".into();
+/// format.version_key = "rev".into();
+/// format.data_key = "row".into();
+/// let mut config = WebSocketConfig::new("wss://example.com/live");
+/// config.format = format;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MessageFormat {
+    /// The field that names a control message's kind (`"type"`): written in pings and
+    /// subscriptions, read to know a pong and to pick the handlers of
+    /// [`RealtimeHandle::on_message`](crate::RealtimeHandle::on_message).
+    pub type_key: String,
+    /// The kind of the ping the client sends every `ping_interval` (`"ping"`).
+    pub ping_type: String,
+    /// The kind of the server's answer to a ping (`"pong"`).
+    pub pong_type: String,
+    /// The kind of the server's acknowledgement of a subscription, which names the channel
+    /// under [`channel_key`](Self::channel_key) (`Some("subscribed")`); `None` for a server
+    /// that does not acknowledge. After a (re)connect the catch-up pull waits for the
+    /// acknowledgements of the opening subscriptions (at most `pong_timeout`), so no change
+    /// falls between the pull and the subscription.
+    pub subscribed_type: Option<String>,
+    /// The kind of a subscribe message (`"subscription"`).
+    pub subscribe_type: String,
+    /// The kind of an unsubscribe message (`"subscription"`: the action tells them apart).
+    pub unsubscribe_type: String,
+    /// Where a subscription's fields (action, channel, parameters) go: under this field
+    /// (`Some("data")`), or beside the kind (`None`).
+    pub subscription_body_key: Option<String>,
+    /// The field of the action (`Some("action")`); `None` sends no action (the kind tells).
+    pub action_key: Option<String>,
+    /// The action that subscribes (`"subscribe"`).
+    pub subscribe_action: String,
+    /// The action that unsubscribes (`"unsubscribe"`).
+    pub unsubscribe_action: String,
+    /// The field of the channel, a model's endpoint (`"channel"`).
+    pub channel_key: String,
+    /// The field of the subscription parameters (`Some("parameters")`); `None` puts each
+    /// parameter beside the channel.
+    pub parameters_key: Option<String>,
+    /// The field of a change event's name (`"event"`), mapped by the [`SyncEventMapper`]. A
+    /// message with this field is an event, never a control message.
+    pub event_key: String,
+    /// The field of an event's collection, a model's endpoint (`"collection"`).
+    pub collection_key: String,
+    /// The field of an event's record id (`"id"`), used when the record does not carry it.
+    pub id_key: String,
+    /// The field of an event's record version (`"version"`).
+    pub version_key: String,
+    /// The field of an event's record (`"data"`). An event without it (or with `null`) names
+    /// the record by id only: the client fetches it.
+    pub data_key: String,
+}
+
+impl Default for MessageFormat {
+    fn default() -> Self {
+        MessageFormat {
+            type_key: "type".into(),
+            ping_type: "ping".into(),
+            pong_type: "pong".into(),
+            subscribed_type: Some("subscribed".into()),
+            subscribe_type: "subscription".into(),
+            unsubscribe_type: "subscription".into(),
+            subscription_body_key: Some("data".into()),
+            action_key: Some("action".into()),
+            subscribe_action: "subscribe".into(),
+            unsubscribe_action: "unsubscribe".into(),
+            channel_key: "channel".into(),
+            parameters_key: Some("parameters".into()),
+            event_key: "event".into(),
+            collection_key: "collection".into(),
+            id_key: "id".into(),
+            version_key: "version".into(),
+            data_key: "data".into(),
+        }
+    }
+}
+
+impl MessageFormat {
+    /// The ping message.
+    pub fn ping(&self) -> Value {
+        let mut message = Map::new();
+        message.insert(self.type_key.clone(), Value::String(self.ping_type.clone()));
+        Value::Object(message)
+    }
+
+    /// True for the server's answer to a ping (an event never is one).
+    pub fn is_pong(&self, message: &Value) -> bool {
+        message.get(&self.event_key).is_none()
+            && message.get(&self.type_key).and_then(Value::as_str) == Some(&self.pong_type)
+    }
+
+    /// The message that subscribes to `channel` with `parameters`.
+    pub fn subscribe(&self, channel: &str, parameters: &Map<String, Value>) -> Value {
+        self.subscription(true, channel, parameters)
+    }
+
+    /// The message that unsubscribes from `channel`.
+    pub fn unsubscribe(&self, channel: &str) -> Value {
+        self.subscription(false, channel, &Map::new())
+    }
+
+    fn subscription(
+        &self,
+        subscribe: bool,
+        channel: &str,
+        parameters: &Map<String, Value>,
+    ) -> Value {
+        let (kind, action) = if subscribe {
+            (&self.subscribe_type, &self.subscribe_action)
+        } else {
+            (&self.unsubscribe_type, &self.unsubscribe_action)
+        };
+        let mut body = Map::new();
+        if let Some(key) = &self.action_key {
+            body.insert(key.clone(), Value::String(action.clone()));
+        }
+        body.insert(self.channel_key.clone(), Value::String(channel.to_owned()));
+        match &self.parameters_key {
+            Some(key) => {
+                body.insert(key.clone(), Value::Object(parameters.clone()));
+            }
+            None => body.extend(parameters.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        }
+        let mut message = match &self.subscription_body_key {
+            Some(key) => {
+                let mut message = Map::new();
+                message.insert(key.clone(), Value::Object(body));
+                message
+            }
+            None => body,
+        };
+        message.insert(self.type_key.clone(), Value::String(kind.clone()));
+        Value::Object(message)
     }
 }
 
@@ -87,8 +295,10 @@ pub struct WebSocketConfig {
     pub headers: BTreeMap<String, String>,
     /// Sent first on every connection (e.g. `{"type":"auth","token":"..."}`).
     pub auth_message: Option<Value>,
-    /// Server event names.
+    /// Event names, incoming and outgoing.
     pub event_mapper: SyncEventMapper,
+    /// The field names of subscriptions, pings, pongs and events (default: sync-server's).
+    pub format: MessageFormat,
     /// Subscribe to every registered model's endpoint on connect.
     pub subscribe_all_models: bool,
     /// Change events waiting to be applied, at most (default 1,024). When a server sends
@@ -114,6 +324,7 @@ impl WebSocketConfig {
             headers: BTreeMap::new(),
             auth_message: None,
             event_mapper: SyncEventMapper::default(),
+            format: MessageFormat::default(),
             subscribe_all_models: true,
             max_queued_events: 1024,
             max_message_bytes: 64 * 1024 * 1024,
@@ -180,6 +391,14 @@ pub(crate) struct RealtimeSession {
     inner: Arc<crate::manager::Inner>,
     realtime: Arc<Realtime>,
     applier: Mutex<Option<Applier>>,
+    /// The subscriptions of the connection's opening frames the server has not acknowledged
+    /// yet, and who waits for them.
+    unacknowledged: Mutex<Option<Unacknowledged>>,
+}
+
+struct Unacknowledged {
+    channels: std::collections::HashSet<String>,
+    all_done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 struct Applier {
@@ -212,6 +431,34 @@ impl RealtimeSession {
             inner,
             realtime,
             applier: Mutex::new(None),
+            unacknowledged: Mutex::new(None),
+        }
+    }
+}
+
+impl RealtimeSession {
+    /// Counts a subscription acknowledgement of the opening frames.
+    fn acknowledge(&self, message: &Value) {
+        let format = &self.realtime.config().format;
+        let Some(subscribed) = &format.subscribed_type else {
+            return;
+        };
+        if message.get(&format.type_key).and_then(Value::as_str) != Some(subscribed.as_str()) {
+            return;
+        }
+        let Some(channel) = message.get(&format.channel_key).and_then(Value::as_str) else {
+            return;
+        };
+        if let Ok(mut slot) = self.unacknowledged.lock() {
+            if let Some(waiting) = slot.as_mut() {
+                waiting.channels.remove(channel);
+                if waiting.channels.is_empty() {
+                    if let Some(done) = waiting.all_done.take() {
+                        let _ = done.send(());
+                    }
+                    *slot = None;
+                }
+            }
         }
     }
 }
@@ -227,8 +474,10 @@ impl Session for RealtimeSession {
             dropped: Arc::clone(&dropped),
         };
         let inner = Arc::clone(&self.inner);
+        let realtime = Arc::clone(&self.realtime);
         let subscribed = channels.clone();
         let task = tokio::spawn(async move {
+            let format = &realtime.config().format;
             while let Some((kind, value)) = rx.recv().await {
                 let overflowed = dropped.swap(0, Ordering::SeqCst);
                 if overflowed > 0 {
@@ -246,7 +495,7 @@ impl Session for RealtimeSession {
                     inner.spawn_catch_up(subscribed.clone());
                     continue;
                 }
-                if let Err(err) = apply_event(&inner, kind, &value).await {
+                if let Err(err) = take_event(&inner, format, kind, &value).await {
                     tracing::warn!(error = %err, "skipping a realtime event");
                 }
             }
@@ -254,12 +503,36 @@ impl Session for RealtimeSession {
         if let Ok(mut slot) = self.applier.lock() {
             *slot = Some(Applier { queue, task });
         }
+        self.inner.connectivity.observe(Observation::Answered);
         self.inner.emit_event(SyncEvent::ConnectionEstablished);
-        // Repair the gap: whatever changed while disconnected arrives by pulling from the cursor.
-        self.inner.spawn_catch_up(channels);
+        // Repair the gap: whatever changed while disconnected arrives by pulling from the
+        // cursor. The pull starts once the server acknowledged the subscriptions (when its
+        // format has acknowledgements): a change committed after a pull that started earlier
+        // but before the server took the subscription would come neither way.
+        let config = self.realtime.config();
+        if config.format.subscribed_type.is_none() || channels.is_empty() {
+            self.inner.spawn_catch_up(channels);
+            return;
+        }
+        let (all_done, acknowledged) = tokio::sync::oneshot::channel();
+        if let Ok(mut slot) = self.unacknowledged.lock() {
+            *slot = Some(Unacknowledged {
+                channels: channels.iter().cloned().collect(),
+                all_done: Some(all_done),
+            });
+        }
+        let inner = Arc::clone(&self.inner);
+        // A server that refuses a subscription never acknowledges it: pull anyway.
+        let wait = config.pong_timeout;
+        let handle = tokio::spawn(async move {
+            let _ = tokio::time::timeout(wait, acknowledged).await;
+            inner.spawn_catch_up(channels);
+        });
+        self.inner.track(handle);
     }
 
     fn received(&self, message: Value, _size: u64) {
+        self.acknowledge(&message);
         let queue = self
             .applier
             .lock()
@@ -269,6 +542,10 @@ impl Session for RealtimeSession {
     }
 
     async fn closed(&self) {
+        // Whoever waits for acknowledgements pulls now.
+        if let Ok(mut slot) = self.unacknowledged.lock() {
+            *slot = None;
+        }
         let applier = self.applier.lock().ok().and_then(|mut a| a.take());
         if let Some(Applier { queue, task }) = applier {
             drop(queue);
@@ -276,6 +553,8 @@ impl Session for RealtimeSession {
                 tracing::error!(error = %err, "the realtime applier task failed");
             }
         }
+        // The server may be gone: the connectivity probes it.
+        self.inner.connectivity.observe(Observation::Failed);
         self.inner.emit_event(SyncEvent::ConnectionClosed);
     }
 
@@ -284,73 +563,69 @@ impl Session for RealtimeSession {
     }
 }
 
-/// Applies a change event delivered by a remote (not by the realtime
-/// connection); other messages are ignored.
+/// Takes an event delivered by a remote's change feed (not by the realtime connection):
+/// a change is applied, another mapped event emitted; other messages are ignored.
 pub(crate) async fn apply_change_message(
     inner: &Arc<crate::manager::Inner>,
     mapper: &SyncEventMapper,
+    format: &MessageFormat,
     value: &Value,
 ) {
-    let Some(name) = value.get("event").and_then(Value::as_str) else {
+    let Some(name) = value.get(&format.event_key).and_then(Value::as_str) else {
         return;
     };
     match mapper.event_type(name) {
-        Some(
-            kind @ (SyncEventType::ModelAdded
-            | SyncEventType::ModelUpdated
-            | SyncEventType::ModelDeleted),
-        ) => {
-            if let Err(err) = apply_event(inner, kind, value).await {
+        Some(kind) => {
+            if let Err(err) = take_event(inner, format, kind, value).await {
                 tracing::warn!(error = %err, event = name, "skipping a change event");
             }
         }
-        _ => tracing::debug!(event = name, "ignoring an unknown change event"),
+        None => tracing::debug!(event = name, "ignoring an unknown change event"),
     }
 }
 
-/// Hands a change event to the applier and a control message to its handlers; returns the
-/// control message as far as this version knows it (`None` for events and messages that are
-/// not control messages).
-fn handle_message(
-    realtime: &Realtime,
-    applier: Option<&Offer>,
-    value: Value,
-) -> Option<ServerMessage> {
-    if let Some(name) = value.get("event").and_then(Value::as_str) {
-        let kind = realtime.config().event_mapper.event_type(name);
-        match kind {
-            Some(
-                kind @ (SyncEventType::ModelAdded
-                | SyncEventType::ModelUpdated
-                | SyncEventType::ModelDeleted),
-            ) => {
-                // Applied in order by the connection's applier task, so the
-                // socket keeps answering pings while an apply waits for a sync.
+fn is_change(kind: SyncEventType) -> bool {
+    matches!(
+        kind,
+        SyncEventType::ModelAdded | SyncEventType::ModelUpdated | SyncEventType::ModelDeleted
+    )
+}
+
+/// Hands an event the mapper knows to the applier (in order: changes and the other events
+/// the server sends between them), and a control message or an unknown event to the handlers
+/// of its kind or name.
+fn handle_message(realtime: &Realtime, applier: Option<&Offer>, value: Value) {
+    let config = realtime.config();
+    let format = &config.format;
+    if let Some(name) = value.get(&format.event_key).and_then(Value::as_str) {
+        match config.event_mapper.event_type(name) {
+            Some(kind) => {
+                // Applied or emitted in order by the connection's applier task, so the socket
+                // keeps answering pings while an apply waits for a sync.
+                if !is_change(kind) {
+                    dispatch(realtime, name, &value);
+                }
                 if let Some(applier) = applier {
-                    applier.offer(kind, value.clone());
+                    applier.offer(kind, value);
                 }
             }
-            _ => {
-                // Unknown or non-data events go to handlers registered for their name.
+            None => {
                 if !dispatch(realtime, name, &value) {
                     tracing::debug!(event = name, "no handler for this realtime event");
                 }
             }
         }
-        return None;
+        return;
     }
-    // Control messages are small; a type this version does not know reads as `Unknown`.
-    let message = ServerMessage::deserialize(&value)
-        .inspect_err(
-            |err| tracing::debug!(error = %err, "a WebSocket message this client cannot read"),
-        )
-        .ok();
-    if let Some(ServerMessage::Error { message }) = &message {
+    let kind = value
+        .get(&format.type_key)
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if kind == "error" {
+        let message = value.get("message").and_then(Value::as_str).unwrap_or("");
         tracing::warn!(message = %message, "the WebSocket server reported an error");
     }
-    let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
     dispatch(realtime, kind, &value);
-    message
 }
 
 fn dispatch(realtime: &Realtime, kind: &str, value: &Value) -> bool {
@@ -366,27 +641,75 @@ fn dispatch(realtime: &Realtime, kind: &str, value: &Value) -> bool {
     !handlers.is_empty()
 }
 
+/// A change event is applied; any other event the mapper knows is emitted as a
+/// [`SyncEvent::ServerEvent`].
+async fn take_event(
+    inner: &Arc<crate::manager::Inner>,
+    format: &MessageFormat,
+    kind: SyncEventType,
+    value: &Value,
+) -> Result<(), String> {
+    if is_change(kind) {
+        return apply_event(inner, format, kind, value).await;
+    }
+    let text = |key: &str| value.get(key).and_then(id_text);
+    let model_type = value
+        .get(&format.collection_key)
+        .and_then(Value::as_str)
+        .and_then(|collection| inner.route_for_endpoint(collection))
+        .map(|route| route.schema.model_type);
+    inner.emit_event(SyncEvent::ServerEvent {
+        kind,
+        name: text(&format.event_key).unwrap_or_default(),
+        model_type,
+        id: text(&format.id_key),
+        message: match value {
+            Value::Object(object) => object.clone(),
+            _ => Map::new(),
+        },
+    });
+    Ok(())
+}
+
+/// A record id as the wire may write it: a string, or a number.
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 async fn apply_event(
     inner: &Arc<crate::manager::Inner>,
+    format: &MessageFormat,
     kind: SyncEventType,
     value: &Value,
 ) -> Result<(), String> {
     let collection = value
-        .get("collection")
+        .get(&format.collection_key)
         .and_then(Value::as_str)
-        .ok_or("event without `collection`")?;
+        .ok_or_else(|| format!("event without `{}`", format.collection_key))?;
     let route = inner
         .route_for_endpoint(collection)
         .ok_or_else(|| format!("event for unknown collection `{collection}`"))?;
-    let mut data = match value.get("data") {
+    let event_id = value.get(&format.id_key);
+    let mut data = match value.get(&format.data_key) {
         Some(Value::Object(object)) => object.clone(),
+        Some(Value::Null) | None if kind != SyncEventType::ModelDeleted => {
+            // The event names the record without carrying it.
+            let id = event_id.and_then(id_text).ok_or_else(|| {
+                format!("event without `{}` or `{}`", format.data_key, format.id_key)
+            })?;
+            return fetch_and_apply(inner, &route, &id).await;
+        }
         Some(Value::Null) | None => Map::new(),
-        Some(_) => return Err("event `data` is not an object".into()),
+        Some(_) => return Err(format!("event `{}` is not an object", format.data_key)),
     };
-    if let Some(id) = value.get(ID_KEY) {
+    if let Some(id) = event_id {
         data.entry(ID_KEY.to_owned()).or_insert_with(|| id.clone());
     }
-    if let Some(version) = value.get(VERSION_KEY) {
+    if let Some(version) = value.get(&format.version_key) {
         data.insert(VERSION_KEY.to_owned(), version.clone());
     }
     let mut record = parse_remote_record(route.schema, data).map_err(|e| e.to_string())?;
@@ -407,6 +730,34 @@ async fn apply_event(
         .map_err(|e| e.to_string())
 }
 
+/// The record an id-only event names, fetched and applied like a pulled record: the same
+/// conflict-aware path, so a pending local edit meets it as a conflict and is never
+/// overwritten silently. When it cannot be had (the remote has none, or the fetch failed), a
+/// catch-up pull of the model brings whatever changed.
+async fn fetch_and_apply(
+    inner: &Arc<crate::manager::Inner>,
+    route: &Arc<crate::remote::ModelRoute>,
+    id: &str,
+) -> Result<(), String> {
+    match inner.remote.fetch(route, id).await {
+        Ok(Some(record)) => {
+            let mut report = SyncReport::default();
+            inner
+                .apply_remote_outside_run(route, vec![record], &mut report)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Ok(None) => {
+            inner.spawn_catch_up(vec![route.endpoint.clone()]);
+            Ok(())
+        }
+        Err(err) => {
+            inner.spawn_catch_up(vec![route.endpoint.clone()]);
+            Err(format!("fetching `{id}`, named by an event: {err}"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,8 +773,10 @@ mod tests {
     }
 
     #[test]
-    fn event_names_map_both_ways() {
-        let mapper = SyncEventMapper::new().map("todo.new", SyncEventType::ModelAdded);
+    fn event_names_map_both_ways_each_with_its_own_map() {
+        let mapper = SyncEventMapper::new()
+            .map("todo.new", SyncEventType::ModelAdded)
+            .map_outgoing(SyncEventType::ModelAdded, "client.created");
         assert_eq!(
             mapper.event_type("todo.new"),
             Some(SyncEventType::ModelAdded)
@@ -432,16 +785,76 @@ mod tests {
             mapper.event_type("item_created"),
             Some(SyncEventType::ModelAdded)
         );
+        assert_eq!(mapper.event_type("client.created"), None);
         assert_eq!(mapper.event_type("nope"), None);
-        // Alphabetically first of the names that map to it.
         assert_eq!(
-            mapper.name_of(SyncEventType::ModelAdded),
-            Some("item_created")
+            mapper.outgoing_name(SyncEventType::ModelAdded),
+            Some("client.created")
         );
         assert_eq!(
-            mapper.name_of(SyncEventType::ModelDeleted),
+            mapper.outgoing_name(SyncEventType::ModelDeleted),
             Some("item_deleted")
         );
-        assert_eq!(mapper.name_of(SyncEventType::SyncStarted), None);
+        for (name, kind) in [
+            ("sync_completed", SyncEventType::SyncCompleted),
+            ("conflict_detected", SyncEventType::ConflictDetected),
+        ] {
+            assert_eq!(mapper.event_type(name), Some(kind));
+            assert_eq!(mapper.outgoing_name(kind), Some(name));
+        }
+        assert_eq!(mapper.outgoing_name(SyncEventType::Reconnecting), None);
+    }
+
+    #[test]
+    fn the_default_format_writes_the_protocol_messages() {
+        let format = MessageFormat::default();
+        let parameters = match serde_json::json!({"done": "false"}) {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        let typed = |message: ClientMessage| serde_json::to_value(message).ok();
+        assert_eq!(
+            Some(format.subscribe("todos", &parameters)),
+            typed(ClientMessage::subscribe("todos", parameters.clone()))
+        );
+        assert_eq!(
+            format.unsubscribe("todos"),
+            serde_json::json!({"type": "subscription", "data": {"action": "unsubscribe", "channel": "todos", "parameters": {}}})
+        );
+        assert_eq!(Some(format.ping()), typed(ClientMessage::Ping));
+        assert!(format.is_pong(&serde_json::json!({"type": "pong"})));
+        assert!(!format.is_pong(&serde_json::json!({"type": "ping"})));
+        assert!(!format.is_pong(&serde_json::json!({"type": "pong", "event": "item_created"})));
+    }
+
+    #[test]
+    fn a_custom_format_writes_flat_messages() {
+        let format = MessageFormat {
+            type_key: "op".into(),
+            ping_type: "hb".into(),
+            pong_type: "hb_ack".into(),
+            subscribe_type: "sub".into(),
+            unsubscribe_type: "unsub".into(),
+            subscription_body_key: None,
+            action_key: None,
+            channel_key: "topic".into(),
+            parameters_key: None,
+            ..MessageFormat::default()
+        };
+        let parameters = match serde_json::json!({"owner": "me", "op": "not the kind"}) {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        assert_eq!(
+            format.subscribe("todos", &parameters),
+            serde_json::json!({"op": "sub", "topic": "todos", "owner": "me"})
+        );
+        assert_eq!(
+            format.unsubscribe("todos"),
+            serde_json::json!({"op": "unsub", "topic": "todos"})
+        );
+        assert_eq!(format.ping(), serde_json::json!({"op": "hb"}));
+        assert!(format.is_pong(&serde_json::json!({"op": "hb_ack"})));
+        assert!(!format.is_pong(&serde_json::json!({"type": "pong"})));
     }
 }

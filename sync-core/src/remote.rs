@@ -317,6 +317,12 @@ pub trait ChangeFeed: Send + Sync {
     fn event_mapper(&self) -> crate::realtime::SyncEventMapper {
         crate::realtime::SyncEventMapper::default()
     }
+
+    /// Where an event's name, collection, id, version and record are (the envelope's field
+    /// names).
+    fn message_format(&self) -> crate::realtime::MessageFormat {
+        crate::realtime::MessageFormat::default()
+    }
 }
 
 #[allow(dead_code)]

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::{Map, Value};
-use sync_protocol::{ClientMessage, ServerMessage, Subscription, SubscriptionAction};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -153,13 +151,11 @@ impl Driver {
 
     /// Subscribes to `channel` now (if connected) and on every later connection.
     pub(crate) fn subscribe(&self, channel: &str, parameters: Map<String, Value>) {
-        let message = subscription(SubscriptionAction::Subscribe, channel, &parameters);
+        let message = self.config.format.subscribe(channel, &parameters);
         if let Ok(mut subscriptions) = self.subscriptions.lock() {
             subscriptions.insert(channel.to_owned(), parameters);
         }
-        if let Some(text) = to_text(&message) {
-            self.send(text);
-        }
+        self.send(message.to_string());
     }
 
     /// Unsubscribes from `channel` now (if connected) and forgets it for later connections.
@@ -167,10 +163,7 @@ impl Driver {
         if let Ok(mut subscriptions) = self.subscriptions.lock() {
             subscriptions.remove(channel);
         }
-        let message = subscription(SubscriptionAction::Unsubscribe, channel, &Map::new());
-        if let Some(text) = to_text(&message) {
-            self.send(text);
-        }
+        self.send(self.config.format.unsubscribe(channel).to_string());
     }
 
     /// Connects, serves and reconnects until `cancel` fires or the config's
@@ -275,11 +268,12 @@ impl Driver {
             .map(Value::to_string)
             .collect();
         for (channel, parameters) in &subscriptions {
-            opening.extend(to_text(&subscription(
-                SubscriptionAction::Subscribe,
-                channel,
-                parameters,
-            )));
+            opening.push(
+                self.config
+                    .format
+                    .subscribe(channel, parameters)
+                    .to_string(),
+            );
         }
         for text in opening {
             if sink.send(Message::text(text)).await.is_err() {
@@ -316,6 +310,7 @@ impl Driver {
         let mut ping =
             tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
         let mut awaiting_pong: Option<Instant> = None;
+        let ping_text = config.format.ping().to_string();
         loop {
             let pong_deadline = awaiting_pong.map(|sent| sent + config.pong_timeout);
             tokio::select! {
@@ -329,10 +324,8 @@ impl Driver {
                 }
                 _ = ping.tick() => {
                     awaiting_pong.get_or_insert_with(Instant::now);
-                    if let Some(ping) = to_text(&ClientMessage::Ping) {
-                        if sink.send(Message::text(ping)).await.is_err() {
-                            return;
-                        }
+                    if sink.send(Message::text(ping_text.clone())).await.is_err() {
+                        return;
                     }
                 }
                 text = outgoing.recv() => match text {
@@ -349,7 +342,7 @@ impl Driver {
                         let size = text.len() as u64;
                         match serde_json::from_str::<Value>(text.as_str()) {
                             Ok(value) => {
-                                if is_pong(&value) {
+                                if config.format.is_pong(&value) {
                                     awaiting_pong = None;
                                 }
                                 session.received(value, size);
@@ -376,13 +369,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// A pong of the default protocol (a change event never is one, whatever its `type`).
-pub(crate) fn is_pong(value: &Value) -> bool {
-    value.get("event").is_none()
-        && value.get("type").and_then(Value::as_str) == Some("pong")
-        && ServerMessage::deserialize(value).is_ok_and(|m| m == ServerMessage::Pong)
-}
-
 /// The wait before reconnect attempt `attempt` (1-based): doubling from `reconnect_delay` up
 /// to `max_reconnect_delay`, with full jitter but never less than a tenth of the step, so a
 /// flapping server is not hammered and many clients do not come back in step.
@@ -393,29 +379,6 @@ pub(crate) fn backoff(config: &WebSocketConfig, attempt: u32) -> Duration {
         .saturating_mul(1u32 << exp)
         .min(config.max_reconnect_delay);
     ceiling.mul_f64(0.1 + 0.9 * fastrand::f64())
-}
-
-/// The message that subscribes to (or unsubscribes from) `channel`.
-pub(crate) fn subscription(
-    action: SubscriptionAction,
-    channel: &str,
-    parameters: &Map<String, Value>,
-) -> ClientMessage {
-    ClientMessage::Subscription {
-        data: Subscription {
-            action,
-            channel: channel.to_owned(),
-            parameters: parameters.clone(),
-        },
-    }
-}
-
-/// A client message as JSON text; `None` only if serde fails, which it cannot for these types
-/// (strings and string-keyed maps).
-pub(crate) fn to_text(message: &ClientMessage) -> Option<String> {
-    serde_json::to_string(message)
-        .inspect_err(|err| tracing::error!(error = %err, "cannot encode a WebSocket message"))
-        .ok()
 }
 
 #[cfg(test)]
@@ -451,49 +414,5 @@ mod tests {
                 "attempt {attempt}: {min:?}..{max:?}"
             );
         }
-    }
-
-    #[test]
-    fn only_a_pong_of_the_protocol_is_a_pong() {
-        assert!(is_pong(&serde_json::json!({"type": "pong"})));
-        assert!(!is_pong(&serde_json::json!({"type": "ping"})));
-        assert!(!is_pong(
-            &serde_json::json!({"type": "pong", "event": "item_created"})
-        ));
-        assert!(!is_pong(&serde_json::json!({"event": "item_created"})));
-    }
-
-    #[test]
-    fn client_messages_keep_their_wire_shape() {
-        let parameters = match serde_json::json!({"done": "false"}) {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
-        assert_eq!(
-            to_text(&subscription(
-                SubscriptionAction::Subscribe,
-                "todos",
-                &parameters
-            ))
-            .map(|t| serde_json::from_str::<Value>(&t).ok()),
-            Some(Some(
-                serde_json::json!({"type": "subscription", "data": {"action": "subscribe", "channel": "todos", "parameters": {"done": "false"}}})
-            ))
-        );
-        assert_eq!(
-            to_text(&subscription(
-                SubscriptionAction::Unsubscribe,
-                "todos",
-                &Map::new()
-            ))
-            .map(|t| serde_json::from_str::<Value>(&t).ok()),
-            Some(Some(
-                serde_json::json!({"type": "subscription", "data": {"action": "unsubscribe", "channel": "todos", "parameters": {}}})
-            ))
-        );
-        assert_eq!(
-            to_text(&ClientMessage::Ping).as_deref(),
-            Some(r#"{"type":"ping"}"#)
-        );
     }
 }

@@ -323,6 +323,10 @@ impl ChangeFeed for WebSocketRemote {
     fn event_mapper(&self) -> crate::realtime::SyncEventMapper {
         self.shared.driver.config().event_mapper.clone()
     }
+
+    fn message_format(&self) -> crate::realtime::MessageFormat {
+        self.shared.driver.config().format.clone()
+    }
 }
 
 fn fail_pending(shared: &Shared, why: &str) {
@@ -366,7 +370,7 @@ impl Session for RemoteSession {
                 let _ = waiter.send(result);
             }
             // Pongs only keep the connection alive (the driver's business).
-            _ if crate::ws_driver::is_pong(&value) => {}
+            _ if shared.driver.config().format.is_pong(&value) => {}
             _ => {
                 let _ = shared.events.send(value);
             }

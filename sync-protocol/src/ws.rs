@@ -38,7 +38,7 @@ pub enum ClientMessage {
 }
 
 impl ClientMessage {
-    /// A message that subscribes to `channel` with an equality filter.
+    /// A message that subscribes to `channel` with `parameters` (see [`Subscription::parameters`]).
     #[must_use]
     pub fn subscribe(channel: impl Into<String>, parameters: Map<String, Value>) -> Self {
         Self::Subscription {
@@ -68,10 +68,42 @@ pub struct Subscription {
     pub action: SubscriptionAction,
     /// The collection (a model's endpoint).
     pub channel: String,
-    /// Equality filter: only records whose top-level fields equal these values produce events.
-    /// A string parameter also matches a number or boolean with the same text (`"3"` matches `3`).
+    /// What the subscription sends. [`SINCE`](Subscription::SINCE) (`since`) is a version
+    /// floor: only changes of a later version produce events (a version as a number, or as
+    /// the text a pull's `next_cursor` is; `null` is no floor). Every other parameter is an
+    /// equality filter: only records whose top-level field equals the value produce events. A
+    /// string parameter also matches a number or boolean with the same text (`"3"` matches
+    /// `3`); a parameter naming a field the record lacks matches only `null`.
     #[serde(default)]
     pub parameters: Map<String, Value>,
+}
+
+impl Subscription {
+    /// The parameter that is a version floor, not an equality filter.
+    pub const SINCE: &'static str = "since";
+
+    /// The version floor (`since`), if there is one; an error saying why for a value that is
+    /// not a version (a time, a fraction, a boolean, an object...).
+    pub fn since(&self) -> Result<Option<i64>, String> {
+        match self.parameters.get(Self::SINCE) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
+            Some(Value::String(s)) if s.parse::<i64>().is_ok() => Ok(s.parse().ok()),
+            Some(other) => Err(format!(
+                "subscription parameter `since` must be a version (the pull cursor: an integer \
+                 or its text), not {other}"
+            )),
+        }
+    }
+
+    /// The equality filter: every parameter but `since`.
+    pub fn filter(&self) -> Map<String, Value> {
+        self.parameters
+            .iter()
+            .filter(|(name, _)| name.as_str() != Self::SINCE)
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    }
 }
 
 /// A control message from the server (events are [`EventMessage`]s, answers to requests are
@@ -366,6 +398,45 @@ mod tests {
             ClientMessage::Subscription { data } if data.parameters.is_empty()
                 && data.action == SubscriptionAction::Unsubscribe
         ));
+    }
+
+    #[test]
+    fn since_is_a_version_floor_apart_from_the_filter() {
+        let subscription = |parameters: Value| Subscription {
+            action: SubscriptionAction::Subscribe,
+            channel: "todos".into(),
+            parameters: object(parameters),
+        };
+        for (parameters, since) in [
+            (json!({}), None),
+            (json!({"since": null}), None),
+            (json!({"since": 42}), Some(42)),
+            (json!({"since": "42"}), Some(42)),
+            (json!({"since": -1}), Some(-1)),
+        ] {
+            assert_eq!(
+                subscription(parameters.clone()).since(),
+                Ok(since),
+                "{parameters}"
+            );
+        }
+        for bad in [
+            json!("2024-01-01T00:00:00Z"),
+            json!(1.5),
+            json!(true),
+            json!({"v": 1}),
+            json!(u64::MAX),
+        ] {
+            let error = subscription(json!({ "since": bad }))
+                .since()
+                .expect_err("not a version");
+            assert!(error.contains("since"), "{error}");
+        }
+        let filter = subscription(json!({"since": "3", "status": "open", "user_id": "u"})).filter();
+        assert_eq!(
+            Value::Object(filter),
+            json!({"status": "open", "user_id": "u"})
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct Limits {
     pub max_ws_queue_bytes: usize,
     /// Time one write to a WebSocket may take before the connection is dropped. Default 10 s.
     pub ws_write_timeout: Duration,
-    /// Most parameters (equality filters) of one subscription. Default 16.
+    /// Most parameters (`since` and equality filters) of one subscription. Default 16.
     pub max_subscription_parameters: usize,
     /// Largest JSON of one subscription's parameters in bytes. Default 4 KiB. With
     /// `max_ws_subscriptions` it bounds what one socket keeps (256 x 4 KiB).

@@ -1,6 +1,6 @@
-//! The WebSocket endpoint: auth, subscriptions with equality filters, ping/pong, change
-//! events of the connection's user, and requests (push, pull, get, query, health; see
-//! [`crate::ws_requests`]).
+//! The WebSocket endpoint: auth, subscriptions (a version floor and equality filters),
+//! ping/pong, change events of the connection's user, and requests (push, pull, get, query,
+//! health; see [`crate::ws_requests`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -98,8 +98,8 @@ struct Connection {
     failed_auth: bool,
     /// This connection's place among its user's connections.
     slot: Option<WsSlot>,
-    /// Channel (collection) -> equality filter.
-    subscriptions: HashMap<String, Map<String, Value>>,
+    /// Channel (collection) -> what its events must meet.
+    subscriptions: HashMap<String, Filter>,
 }
 
 impl Connection {
@@ -272,7 +272,7 @@ impl Connection {
                                 ))
                             } else {
                                 self.subscriptions
-                                    .insert(data.channel.clone(), data.parameters.clone());
+                                    .insert(data.channel.clone(), Filter::of(&data));
                                 text(&ServerMessage::Subscribed {
                                     channel: data.channel,
                                     parameters: data.parameters,
@@ -335,7 +335,7 @@ impl Connection {
     }
 
     /// Why a subscription is refused: its channel or parameters are past their limits (each
-    /// socket holds up to `max_ws_subscriptions` of them).
+    /// socket holds up to `max_ws_subscriptions` of them), or its `since` is not a version.
     fn refuse_subscription(&self, data: &crate::protocol::Subscription) -> Option<String> {
         let limits = &self.state.limits;
         if data.action == SubscriptionAction::Unsubscribe {
@@ -363,7 +363,7 @@ impl Connection {
                 limits.max_subscription_bytes
             ));
         }
-        None
+        data.since().err()
     }
 
     fn deliver(&self, published: &Arc<Published>) -> Option<Message> {
@@ -373,11 +373,34 @@ impl Connection {
             return None;
         }
         let filter = self.subscriptions.get(&event.message.collection)?;
-        if !matches_filter(&event.message.data, filter) {
+        if filter
+            .since
+            .is_some_and(|since| event.message.version <= since)
+            || !matches_filter(&event.message.data, &filter.equals)
+        {
             return None;
         }
         // Serialised once by the hub; a clone shares the bytes.
         Some(Message::Text(published.text.clone()))
+    }
+}
+
+/// What a subscription's events must meet: a version above `since`, and fields equal to
+/// `equals` (see [`crate::protocol::Subscription::parameters`]).
+#[derive(Debug)]
+struct Filter {
+    since: Option<i64>,
+    equals: Map<String, Value>,
+}
+
+impl Filter {
+    /// The filter of a subscription whose parameters were checked
+    /// (`refuse_subscription`).
+    fn of(subscription: &crate::protocol::Subscription) -> Filter {
+        Filter {
+            since: subscription.since().ok().flatten(),
+            equals: subscription.filter(),
+        }
     }
 }
 

@@ -19,6 +19,7 @@ sync_testkit::backend_matrix!(
     auth_by_message_ping_and_bad_messages,
     other_users_receive_no_events,
     subscription_parameters_filter_events,
+    subscription_since_is_a_version_floor_not_a_filter,
     shutdown_closes_websockets_and_stops_serving,
 );
 
@@ -201,6 +202,60 @@ async fn subscription_parameters_filter_events(db: TestDb) {
         .await;
     assert_eq!(ws_expect(&mut ws).await["id"], "d");
     assert_eq!(ws_next(&mut ws, QUIET).await, None);
+    server.shutdown().await.unwrap();
+}
+
+/// `since` is a version (the pull cursor): only changes after it are sent. It used to be read as
+/// an equality filter on a field `since`, which no record has, so nothing was ever sent.
+async fn subscription_since_is_a_version_floor_not_a_filter(db: TestDb) {
+    let server = db.start().await;
+    let alice = Client::new(&server, ALICE.1);
+    let mut ws = ws_connect(&server, Some(ALICE.1)).await;
+    let old = alice
+        .create("todos", &json!({"id": "old", "status": "open"}))
+        .await;
+    let cursor = old.body["version"].as_i64().unwrap();
+    // The cursor as text (what a pull answers) or as a number, beside equality filters.
+    ws_subscribe(
+        &mut ws,
+        "todos",
+        json!({"since": cursor.to_string(), "status": "open"}),
+    )
+    .await;
+    alice
+        .create("todos", &json!({"id": "closed", "status": "closed"}))
+        .await;
+    alice
+        .create("todos", &json!({"id": "new", "status": "open"}))
+        .await;
+    let event = ws_expect(&mut ws).await;
+    assert_eq!(event["id"], "new", "{event}");
+    assert_eq!(ws_next(&mut ws, QUIET).await, None);
+
+    // A floor above every version sent so far holds back the changes below it.
+    let far = cursor + 1_000;
+    ws_subscribe(&mut ws, "todos", json!({"since": far})).await;
+    alice.create("todos", &json!({"id": "held"})).await;
+    assert_eq!(ws_next(&mut ws, QUIET).await, None);
+
+    // Anything but a version is refused, and the socket stays open.
+    for bad in [json!("yesterday"), json!(1.5), json!(true)] {
+        ws_send(
+            &mut ws,
+            json!({"type": "subscription", "data": {"action": "subscribe", "channel": "todos", "parameters": {"since": bad}}}),
+        )
+        .await;
+        let answer = ws_expect(&mut ws).await;
+        assert_eq!(answer["type"], "error", "{answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains("since"),
+            "{answer}"
+        );
+    }
+    // `null` is no floor.
+    ws_subscribe(&mut ws, "todos", json!({"since": null})).await;
+    alice.create("todos", &json!({"id": "after"})).await;
+    assert_eq!(ws_expect(&mut ws).await["id"], "after");
     server.shutdown().await.unwrap();
 }
 

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use offline_sync_kit::{DieselStore, SyncManager, SyncManagerBuilder};
+use offline_sync_kit::{DieselStore, ManualConnectivity, SyncManager, SyncManagerBuilder};
 use serde_json::Value;
 use sync_server::{RunningServer, SyncServer};
 use tokio::net::TcpListener;
@@ -193,4 +193,14 @@ pub async fn client_builder(url: &str, db: &ClientDb, token: &str) -> SyncManage
         .store(store_at(&db.path()).await)
         .bearer_token(token)
         .options(fast_options())
+}
+
+/// [`client_builder`] with the connectivity set to "always online"
+/// (`ManualConnectivity::new(true)`): no health probes, and no run skipped after a failure.
+/// For tests that inject faults into the requests they count (a fault proxy's next requests),
+/// which the default connectivity's probes would take, and whose runs it would skip.
+pub async fn always_online_builder(url: &str, db: &ClientDb, token: &str) -> SyncManagerBuilder {
+    client_builder(url, db, token)
+        .await
+        .connectivity(ManualConnectivity::new(true))
 }

@@ -47,8 +47,8 @@ pub(crate) use self::pull::normalize_records;
 pub(crate) use self::worker::worker;
 
 pub(crate) struct Inner {
-    /// Kept alive so its state channel stays open.
-    pub(crate) _connectivity: Arc<dyn Connectivity>,
+    /// Told what the manager sees of the remote; kept alive so its state channel stays open.
+    pub(crate) connectivity: Arc<dyn Connectivity>,
     pub(crate) realtime: Option<Arc<Realtime>>,
     pub(crate) store: Arc<dyn LocalStore>,
     pub(crate) remote: Arc<dyn Remote>,
@@ -136,6 +136,21 @@ impl Inner {
         *self.online.borrow()
     }
 
+    /// Online, or, with a connectivity whose offline state is a belief
+    /// ([`Connectivity::recheck_when_offline`]), online after asking the remote's health now.
+    pub(crate) async fn confirm_online(&self) -> bool {
+        if self.is_online() {
+            return true;
+        }
+        if !self.connectivity.recheck_when_offline() {
+            return false;
+        }
+        // The remote is observed: an answer turns the state online.
+        let answered = self.remote.health().await;
+        tracing::debug!(answered = answered.is_ok(), "rechecked an offline state");
+        self.is_online()
+    }
+
     pub(crate) fn track(&self, handle: JoinHandle<()>) {
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.retain(|h| !h.is_finished());
@@ -221,6 +236,9 @@ impl Inner {
 
     /// One sync run under the run lock.
     pub(crate) async fn run(self: &Arc<Self>, spec: RunSpec) -> Result<SyncReport> {
+        if !self.paused.load(Ordering::SeqCst) {
+            self.confirm_online().await;
+        }
         let _guard = self.run_lock.lock().await;
         let started = Instant::now();
         let mut report = SyncReport::default();

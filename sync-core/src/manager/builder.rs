@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::SyncManager;
-use crate::connectivity::{Connectivity, ManualConnectivity};
+use crate::connectivity::{Connectivity, ManualConnectivity, ObservedRemote, RemoteConnectivity};
 use crate::crypto::{EncryptingRemote, FieldCrypto, KeyProvider};
 use crate::engine::{blocking, worker, Inner};
 use crate::error::{Error, Result};
@@ -159,8 +159,13 @@ impl SyncManagerBuilder {
         self
     }
 
-    /// How the manager learns whether the remote is reachable (default: always online,
-    /// with failures handled by retries).
+    /// How the manager learns whether the remote is reachable. The default follows the
+    /// remote: with a remote that has a connection state of its own
+    /// ([`WebSocketRemote`](crate::WebSocketRemote)) that state, otherwise
+    /// [`RemoteConnectivity`](crate::RemoteConnectivity): the outcome of every request, the
+    /// realtime socket opening and closing, and a probe of the health endpoint (every 30 s
+    /// online, from 250 ms up to 5 s offline). [`ManualConnectivity`] lets the application
+    /// decide (`ManualConnectivity::new(true)` is "always online": failures are only retried).
     pub fn connectivity(mut self, connectivity: impl Connectivity) -> Self {
         self.connectivity = Some(Arc::new(connectivity));
         self
@@ -299,6 +304,26 @@ impl SyncManagerBuilder {
             }),
             None => remote,
         };
+        let explicit_connectivity = self.connectivity.is_some();
+        let remote_state = remote.connection_state();
+        let connectivity: Arc<dyn Connectivity> = match self.connectivity {
+            Some(c) => c,
+            // Unused: the remote's own state is the connectivity (below).
+            None if remote_state.is_some() => Arc::new(ManualConnectivity::new(true)),
+            None => Arc::new(RemoteConnectivity::new()),
+        };
+        // A remote that knows its own connection state (a WebSocket) is the
+        // connectivity, unless the application gave one.
+        let online = match (explicit_connectivity, remote_state) {
+            (false, Some(state)) => state,
+            _ => connectivity.subscribe(),
+        };
+        // The probe asks the remote directly: its answers are not observations.
+        let probed = Arc::clone(&remote);
+        let remote: Arc<dyn Remote> = Arc::new(ObservedRemote {
+            inner: remote,
+            connectivity: Arc::clone(&connectivity),
+        });
         let mut models = HashMap::new();
         let mut endpoints = HashMap::new();
         let mut priorities = HashMap::new();
@@ -313,17 +338,6 @@ impl SyncManagerBuilder {
         }
         blocking(&store, |s| s.requeue_inflight()).await?;
 
-        let explicit_connectivity = self.connectivity.is_some();
-        let connectivity: Arc<dyn Connectivity> = match self.connectivity {
-            Some(c) => c,
-            None => Arc::new(ManualConnectivity::new(true)),
-        };
-        // A remote that knows its own connection state (a WebSocket) is the
-        // connectivity, unless the application gave one.
-        let online = match (explicit_connectivity, remote.connection_state()) {
-            (false, Some(state)) => state,
-            _ => connectivity.subscribe(),
-        };
         let (status, _) = watch::channel(SyncStatus {
             connected: *online.borrow(),
             ..SyncStatus::default()
@@ -349,7 +363,7 @@ impl SyncManagerBuilder {
             Arc::new(realtime)
         });
         let inner = Arc::new(Inner {
-            _connectivity: Arc::clone(&connectivity),
+            connectivity: Arc::clone(&connectivity),
             realtime,
             store,
             remote,
@@ -371,7 +385,7 @@ impl SyncManagerBuilder {
             crypto,
         });
         inner.refresh_counts().await?;
-        connectivity.start(Arc::clone(&inner.remote), inner.cancel.child_token());
+        connectivity.start(probed, inner.cancel.child_token());
         let worker = tokio::spawn(worker(Arc::clone(&inner)));
         inner.track(worker);
         if let Some(feed) = inner.remote.change_feed() {
@@ -386,12 +400,13 @@ impl SyncManagerBuilder {
             let task_inner = Arc::clone(&inner);
             let cancel = inner.cancel.child_token();
             let mapper = feed.event_mapper();
+            let format = feed.message_format();
             let handle = tokio::spawn(async move {
                 loop {
                     tokio::select! {
                         () = cancel.cancelled() => break,
                         message = changes.recv() => match message {
-                            Ok(value) => realtime::apply_change_message(&task_inner, &mapper, &value).await,
+                            Ok(value) => realtime::apply_change_message(&task_inner, &mapper, &format, &value).await,
                             Err(broadcast::error::RecvError::Lagged(missed)) => {
                                 tracing::warn!(missed, "change events were dropped; pulling to catch up");
                                 let channels = task_inner.endpoints.keys().cloned().collect();

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::SyncManager;
 use crate::engine::Inner;
 use crate::error::{Error, Result};
+use crate::events::SyncEventType;
 use crate::realtime::{MessageHandler, Realtime, RealtimeSession};
 
 /// The realtime connection of a [`SyncManager`] configured with
@@ -87,8 +88,21 @@ impl RealtimeHandle {
         self.realtime.driver.is_connected()
     }
 
-    /// Subscribes to a channel (a model's endpoint) with optional parameters (an equality
-    /// filter on sync-server). Kept across reconnects.
+    /// Subscribes to a channel (a model's endpoint) with optional parameters, in the
+    /// [`MessageFormat`](crate::MessageFormat) of the config; kept across reconnects (with the
+    /// same parameters). On sync-server, `since` is a version floor (only changes of a later
+    /// version, e.g. the pull cursor) and every other parameter an equality filter on a
+    /// top-level field of the record; see sync-server's README.
+    ///
+    /// ```no_run
+    /// # async fn demo(sync: sync_core::SyncManager) -> sync_core::Result<()> {
+    /// let parameters = serde_json::json!({"since": "42", "project": "p1"});
+    /// if let serde_json::Value::Object(parameters) = parameters {
+    ///     sync.realtime()?.subscribe("todos", parameters);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn subscribe(&self, channel: &str, parameters: Map<String, Value>) {
         self.realtime.driver.subscribe(channel, parameters);
     }
@@ -104,8 +118,30 @@ impl RealtimeHandle {
         driver.is_connected() && driver.send(message.to_string())
     }
 
-    /// Calls `handler` for every server message whose `type` (or, for events the mapper does
-    /// not know, whose `event`) is `kind`.
+    /// Sends an event of `kind` under its outgoing name
+    /// ([`SyncEventMapper::map_outgoing`](crate::SyncEventMapper::map_outgoing)), in the
+    /// config's [`MessageFormat`](crate::MessageFormat): `{"event": name, "data": data}` by
+    /// default. `false` if `kind` has no outgoing name or the connection is not open (it is
+    /// not sent later).
+    pub fn send_event(&self, kind: SyncEventType, data: Value) -> bool {
+        let config = self.realtime.config();
+        let Some(name) = config.event_mapper.outgoing_name(kind) else {
+            tracing::debug!(?kind, "no outgoing name for this event kind; not sent");
+            return false;
+        };
+        let mut message = Map::new();
+        message.insert(
+            config.format.event_key.clone(),
+            Value::String(name.to_owned()),
+        );
+        message.insert(config.format.data_key.clone(), data);
+        self.send(&Value::Object(message))
+    }
+
+    /// Calls `handler` for every server message whose `type` is `kind`, and for every event
+    /// named `kind` that is not a change of a record (the mapper does not know it, or maps it
+    /// to a kind that is not a model change). The field names are the config's
+    /// [`MessageFormat`](crate::MessageFormat)'s.
     pub fn on_message(&self, kind: &str, handler: impl Fn(&Value) + Send + Sync + 'static) {
         let handler: MessageHandler = Arc::new(handler);
         if let Ok(mut handlers) = self.realtime.handlers.lock() {

@@ -140,7 +140,7 @@ impl SyncManager {
         id: String,
         data: JsonObject,
     ) -> Result<()> {
-        if !self.inner.is_online() {
+        if !self.inner.confirm_online().await {
             return Err(Error::Offline {
                 what: "a save with SaveStrategy::RequireRemote",
             });
@@ -221,7 +221,7 @@ impl SyncManager {
                     // Never reached the remote: removing it locally (and its queued create) is the whole delete.
                     true
                 } else {
-                    if !self.inner.is_online() {
+                    if !self.inner.confirm_online().await {
                         return Err(Error::Offline {
                             what: "a delete with DeleteStrategy::WaitForRemote",
                         });

@@ -200,13 +200,17 @@ async fn apply(
         return Ok(Vec::new());
     }
     let settings = WriteSettings {
-        want_events: state.hub.has_listeners() || state.store.notify_target().is_some(),
+        // Always: a connection that subscribes while the write runs (and whose client pulls
+        // after the acknowledgement, before the commit) must get its events, so whether
+        // anybody listens is decided after the commit. An event costs a copy of the record's
+        // text until then.
+        want_events: true,
         answer_budget: state.limits.max_push_answer_bytes,
         quota: state.limits.max_user_bytes,
     };
     let outcome = state.store.write(user, ops, settings).await?;
-    // On Postgres events are made for the NOTIFY even when nobody here listens; records are
-    // parsed for this instance's connections only when there are some.
+    // On Postgres the events go to the NOTIFY whether or not anybody here listens; records
+    // are parsed for this instance's connections only when there are some.
     if state.hub.has_listeners() {
         state
             .hub
