@@ -89,7 +89,7 @@ pub type ResponseTransformer = Arc<dyn Fn(Value) -> Value + Send + Sync>;
 /// update: `put`, delete: `delete`), so each op waits and is retried as its method says;
 /// with no per-method setting, or the same on every method, that is one request as before.
 /// Retrying a batch is safe: every op carries its idempotency key. A custom
-/// [`Remote`](crate::Remote) gets these requests in its [`ModelRoute`](crate::ModelRoute) and
+/// [`Remote`](crate::remote::Remote) gets these requests in its [`ModelRoute`](crate::remote::ModelRoute) and
 /// decides what to use; [`WebSocketRemote`](crate::WebSocketRemote) uses none of them (its
 /// request timeout bounds every request, the engine's retry policy retries).
 ///
