@@ -565,7 +565,7 @@ async fn client_with_request(
     let mut options = manual();
     // A full update goes out as PUT only without deltas.
     options.use_delta_sync = method != RestMethod::Put;
-    let mut builder = client_builder(&proxy.url(), db, ALICE.1)
+    let mut builder = always_online_builder(&proxy.url(), db, ALICE.1)
         .await
         .options(options)
         .model_with::<Todo>(
