@@ -199,12 +199,11 @@ async fn apply(
     if ops.is_empty() {
         return Ok(Vec::new());
     }
+    // Events are built for every write: a connection that subscribes while the write runs
+    // (and whose client pulls after the acknowledgement, before the commit) must get them, so
+    // whether anybody listens is decided after the commit. An event costs a copy of the
+    // record's text until then.
     let settings = WriteSettings {
-        // Always: a connection that subscribes while the write runs (and whose client pulls
-        // after the acknowledgement, before the commit) must get its events, so whether
-        // anybody listens is decided after the commit. An event costs a copy of the record's
-        // text until then.
-        want_events: true,
         answer_budget: state.limits.max_push_answer_bytes,
         quota: state.limits.max_user_bytes,
     };

@@ -17,8 +17,6 @@ use crate::protocol::{EventKind, OpKind, OpStatus};
 /// How a batch is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct WriteSettings {
-    /// Build change events of the applied ops.
-    pub(crate) want_events: bool,
     /// Bytes of records one answer may carry (`Limits::max_push_answer_bytes`).
     pub(crate) answer_budget: usize,
     /// Bytes of record data the user may store (`Limits::max_user_bytes`); `None`: no quota.
@@ -97,7 +95,6 @@ pub(super) struct Planner {
     events: Vec<Option<RawEvent>>,
     /// Index in `events` of each record's latest event.
     event_of: HashMap<(String, String), usize>,
-    want_events: bool,
     /// Bytes of records the answer may still carry (see [`WriteSettings`]).
     answer_budget: usize,
     /// Whether the answer carries a record yet.
@@ -144,7 +141,6 @@ impl Planner {
             materialized: Vec::new(),
             events: Vec::new(),
             event_of: HashMap::new(),
-            want_events: settings.want_events,
             answer_budget: settings.answer_budget,
             answered_a_record: false,
             quota: settings.quota,
@@ -326,28 +322,26 @@ impl Planner {
             idem_op: op.key.as_ref().map(|_| op.kind.as_str().to_owned()),
         };
         let result = RawResult::applied(&row)?;
-        if self.want_events {
-            // One event per record and batch: the batch commits at once, so nobody can see
-            // the versions between, and a run of ops on one large record would otherwise hold
-            // a copy of it per op. A record created in this batch stays `created`.
-            let mut kind = event;
-            if let Some(earlier) = self.event_of.get(&slot).copied() {
-                if let Some(Some(superseded)) = self.events.get_mut(earlier).map(Option::take) {
-                    if superseded.kind == EventKind::Created && kind == EventKind::Updated {
-                        kind = EventKind::Created;
-                    }
+        // One event per record and batch: the batch commits at once, so nobody can see
+        // the versions between, and a run of ops on one large record would otherwise hold
+        // a copy of it per op. A record created in this batch stays `created`.
+        let mut kind = event;
+        if let Some(earlier) = self.event_of.get(&slot).copied() {
+            if let Some(Some(superseded)) = self.events.get_mut(earlier).map(Option::take) {
+                if superseded.kind == EventKind::Created && kind == EventKind::Updated {
+                    kind = EventKind::Created;
                 }
             }
-            self.event_of.insert(slot.clone(), self.events.len());
-            self.events.push(Some(RawEvent {
-                owner: self.owner.clone(),
-                kind,
-                collection: op.collection.clone(),
-                id: op.id.clone(),
-                version: self.version,
-                record: result.record.clone().unwrap_or_default(),
-            }));
         }
+        self.event_of.insert(slot.clone(), self.events.len());
+        self.events.push(Some(RawEvent {
+            owner: self.owner.clone(),
+            kind,
+            collection: op.collection.clone(),
+            id: op.id.clone(),
+            version: self.version,
+            record: result.record.clone().unwrap_or_default(),
+        }));
         if self.dirty_set.insert(slot.clone()) {
             self.dirty.push(slot.clone());
         }
@@ -562,7 +556,6 @@ mod tests {
     fn planner(loaded: Vec<RecordRow>) -> Planner {
         let keys = loaded.iter().filter_map(RecordRow::held_key).collect();
         let settings = WriteSettings {
-            want_events: true,
             answer_budget: usize::MAX,
             quota: None,
         };
@@ -768,7 +761,6 @@ mod tests {
     #[test]
     fn records_past_the_answer_budget_are_omitted_but_the_first_always_goes() {
         let settings = WriteSettings {
-            want_events: false,
             answer_budget: 10,
             quota: None,
         };
@@ -795,7 +787,6 @@ mod tests {
     #[test]
     fn the_quota_refuses_growth_only_and_the_usage_change_adds_up() {
         let settings = WriteSettings {
-            want_events: false,
             answer_budget: usize::MAX,
             quota: Some(30),
         };
