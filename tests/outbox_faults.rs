@@ -375,6 +375,9 @@ impl LocalStore for EditAfterReady {
     fn set_metadata(&self, user: Option<&str>, key: &str, value: &str) -> StoreResult<()> {
         self.inner.set_metadata(user, key, value)
     }
+    fn claim_owner(&self, user: Option<&str>) -> StoreResult<Option<String>> {
+        self.inner.claim_owner(user)
+    }
     fn quarantine(
         &self,
         schema: &'static ModelSchema,

@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+mod accounts;
 mod connectivity;
 mod crypto;
 mod disposition;
@@ -37,6 +38,7 @@ mod ws_remote;
 /// uses too.
 pub use sync_protocol as protocol;
 
+pub use crate::accounts::{AccountStores, Credentials, SignOut, SyncAccounts};
 pub use crate::connectivity::{
     Connectivity, ManualConnectivity, Observation, ProbeConnectivity, RemoteConnectivity,
 };
@@ -44,7 +46,9 @@ pub use crate::crypto::{
     CryptoError, EncryptedField, FieldKey, KeyProvider, NotQueryable, ReencryptReport, StaticKeys,
 };
 pub use crate::error::{Error, JsonKind, RestError, Result};
-pub use crate::events::{SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncStatus};
+pub use crate::events::{
+    SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncState, SyncStatus,
+};
 pub use crate::http::{HttpRemote, HttpRemoteBuilder, DEFAULT_MAX_RESPONSE_BYTES};
 pub use crate::manager::{
     LiveQuery, ModelConfig, RealtimeHandle, SyncManager, SyncManagerBuilder, SyncRun,

@@ -625,6 +625,13 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
 
     /// Sets a value of `_sync_metadata`.
     fn set_metadata(&self, user_id: Option<&str>, key: &str, value: &str) -> StoreResult<()>;
+
+    /// Binds the store to the user whose data it holds, in one transaction: a store that
+    /// belongs to nobody yet is recorded as `user`'s (when `user` is `Some`); a store that
+    /// belongs to someone else is left as it is and that owner returned, so that one user's
+    /// rows and queued ops never go out with another user's credentials. A store from before
+    /// owners were recorded belongs to the users its ops, cursors and metadata name.
+    fn claim_owner(&self, user: Option<&str>) -> StoreResult<Option<String>>;
 }
 
 #[allow(dead_code)]

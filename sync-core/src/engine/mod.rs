@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connectivity::Connectivity;
 use crate::error::{Error, Result};
-use crate::events::{SyncEvent, SyncProgress, SyncReport, SyncStatus};
+use crate::events::{SyncEvent, SyncProgress, SyncReport, SyncState, SyncStatus};
 use crate::model::SyncModel;
 use crate::options::{SyncDirection, SyncOptions, WriteOptions};
 use crate::query::Query;
@@ -266,6 +266,7 @@ impl Inner {
         self.status.send_modify(|s| {
             s.syncing = true;
             s.progress = Some(SyncProgress::default());
+            s.state = SyncState::Syncing;
         });
         self.emit(SyncEvent::SyncStarted);
 
@@ -298,6 +299,11 @@ impl Inner {
                     s.syncing = false;
                     s.progress = None;
                     s.last_sync_time = Some(Utc::now());
+                    s.state = if report.failed == 0 && report.retried == 0 {
+                        SyncState::Completed
+                    } else {
+                        SyncState::Failed
+                    };
                     // The last error stays while any op it failed is still failed.
                     if report.failed == 0 && counts.is_none_or(|c| c.failed == 0) {
                         s.last_error = None;
@@ -318,6 +324,7 @@ impl Inner {
                     s.syncing = false;
                     s.progress = None;
                     s.last_error = Some(message.clone());
+                    s.state = SyncState::Failed;
                     if let Some(c) = counts {
                         s.pending_changes = c.pending;
                         s.failed_changes = c.failed;

@@ -247,7 +247,12 @@ impl SyncManagerBuilder {
         self
     }
 
-    /// Owner recorded on local rows, ops and cursors.
+    /// The user whose data the store holds: recorded on local rows, ops and cursors, and the
+    /// store's owner. A store that already belongs to another user (or is opened without a
+    /// user id once it belongs to one) is refused at [`build`](Self::build) with
+    /// [`Error::StoreOwnedByAnotherUser`]; data saved before any user id was given goes to the
+    /// first user who opens the store with one. Several users on one device each get their own
+    /// store through [`SyncAccounts`](crate::SyncAccounts).
     pub fn user_id(mut self, user: impl Into<String>) -> Self {
         self.user_id = Some(user.into());
         self
@@ -324,6 +329,15 @@ impl SyncManagerBuilder {
             inner: remote,
             connectivity: Arc::clone(&connectivity),
         });
+        // Before anything reads or sends the store's data: is it this user's?
+        let user = self.user_id.clone();
+        let claim = blocking(&store, move |s| s.claim_owner(user.as_deref())).await?;
+        if let Some(owner) = claim {
+            return Err(Error::StoreOwnedByAnotherUser {
+                owner,
+                requested: self.user_id,
+            });
+        }
         let mut models = HashMap::new();
         let mut endpoints = HashMap::new();
         let mut priorities = HashMap::new();

@@ -230,13 +230,21 @@ impl SyncManager {
     /// Pauses sync: runs are skipped (local reads and writes go on) until [`resume`](Self::resume).
     pub fn pause(&self) {
         self.inner.paused.store(true, Ordering::SeqCst);
-        self.inner.status.send_modify(|s| s.paused = true);
+        self.inner.status.send_modify(|s| {
+            s.paused = true;
+            s.state = crate::events::SyncState::Paused;
+        });
     }
 
     /// Resumes sync and pushes what queued up meanwhile.
     pub fn resume(&self) {
         self.inner.paused.store(false, Ordering::SeqCst);
-        self.inner.status.send_modify(|s| s.paused = false);
+        self.inner.status.send_modify(|s| {
+            s.paused = false;
+            if s.state == crate::events::SyncState::Paused {
+                s.state = crate::events::SyncState::Idle;
+            }
+        });
         self.inner.wake.notify_one();
     }
 

@@ -1614,6 +1614,39 @@ pub(crate) fn set_metadata(
     Ok(())
 }
 
+/// The `_sync_metadata` key (under the empty user) naming the user a store belongs to.
+const OWNER_KEY: &str = "store_owner";
+
+/// Binds the store to `user` (see [`LocalStore::claim_owner`]): the recorded owner, else the
+/// users named by rows of a store from before owners were recorded (ops, cursors, metadata).
+///
+/// [`LocalStore::claim_owner`]: sync_core::store::LocalStore::claim_owner
+pub(crate) fn claim_owner(
+    db: &mut dyn Db,
+    user: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    if let Some(owner) = metadata(db, None, OWNER_KEY)? {
+        return Ok((user != Some(owner.as_str())).then_some(owner));
+    }
+    let others = db.load(Sql::new(
+        "SELECT user_id FROM _sync_outbox WHERE user_id IS NOT NULL AND user_id <> '' \
+         UNION SELECT user_id FROM _sync_state WHERE user_id <> '' \
+         UNION SELECT user_id FROM _sync_metadata WHERE user_id <> ''",
+    ))?;
+    let mut named: Vec<String> = others
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().and_then(|v| v.into_text()))
+        .collect();
+    named.sort();
+    if let Some(other) = named.into_iter().find(|n| Some(n.as_str()) != user) {
+        return Ok(Some(other));
+    }
+    if let Some(user) = user {
+        set_metadata(db, None, OWNER_KEY, user)?;
+    }
+    Ok(None)
+}
+
 pub(crate) fn quarantine(
     db: &mut dyn Db,
     schema: &'static ModelSchema,

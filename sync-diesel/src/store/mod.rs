@@ -893,6 +893,10 @@ impl LocalStore for DieselStore {
         self.write(|db| logic::set_metadata(db, user_id, key, value))
     }
 
+    fn claim_owner(&self, user: Option<&str>) -> StoreResult<Option<String>> {
+        self.write(|db| logic::claim_owner(db, user))
+    }
+
     fn quarantine(
         &self,
         schema: &'static ModelSchema,
