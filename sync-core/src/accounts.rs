@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::TokenProvider;
 use crate::error::{Error, Result};
 use crate::events::{SyncReport, SyncState, SyncStatus};
 use crate::manager::{SyncManager, SyncManagerBuilder, SyncRun};
@@ -47,6 +48,7 @@ pub trait AccountStores: Send + Sync + fmt::Debug + 'static {
 #[derive(Clone, Default)]
 pub struct Credentials {
     headers: Vec<(String, String)>,
+    provider: Option<Arc<dyn TokenProvider>>,
 }
 
 impl fmt::Debug for Credentials {
@@ -55,6 +57,7 @@ impl fmt::Debug for Credentials {
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("Credentials")
             .field("headers", &names)
+            .field("token_provider", &self.provider.is_some())
             .finish()
     }
 }
@@ -77,9 +80,21 @@ impl Credentials {
         self
     }
 
+    /// Expiring bearer tokens from `provider` (see
+    /// [`SyncManagerBuilder::token_provider`]).
+    pub fn token_provider(provider: impl TokenProvider) -> Credentials {
+        Credentials {
+            headers: Vec::new(),
+            provider: Some(Arc::new(provider)),
+        }
+    }
+
     fn apply(&self, mut builder: SyncManagerBuilder) -> SyncManagerBuilder {
         for (name, value) in &self.headers {
             builder = builder.header(name.clone(), value.clone());
+        }
+        if let Some(provider) = &self.provider {
+            builder = builder.token_provider_shared(Arc::clone(provider));
         }
         builder
     }

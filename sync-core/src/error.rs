@@ -131,6 +131,14 @@ pub enum Error {
         requested: Option<String>,
     },
 
+    /// The remote refused the credentials and the token provider gave no token it takes:
+    /// nothing was sent, the queue is kept (see `SyncManagerBuilder::token_provider`).
+    #[error("the remote needs new credentials: {reason}")]
+    NeedsAuth {
+        /// Why: the provider's error, or the remote's refusal.
+        reason: String,
+    },
+
     /// The user is not signed in (see `SyncAccounts`): their sync is paused.
     #[error("user {user:?} is not signed in")]
     NotSignedIn {

@@ -2,6 +2,7 @@
 //! by a model's [`RestRequests`](crate::RestRequests).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 use sync_protocol::{PushRequest, PushResponse, IDEMPOTENCY_KEY_HEADER};
 
+use crate::auth::TokenAuth;
 use crate::disposition::Disposition;
 use crate::protocol::OpKind;
 use crate::remote::{
@@ -31,6 +33,7 @@ pub struct HttpRemoteBuilder {
     max_batch: usize,
     health_path: String,
     max_response_bytes: u64,
+    auth: Option<Arc<TokenAuth>>,
 }
 
 /// Default of [`HttpRemoteBuilder::max_response_bytes`]: 64 MiB.
@@ -114,7 +117,15 @@ impl HttpRemoteBuilder {
             max_response_bytes: self.max_response_bytes,
             max_batch: self.max_batch,
             health_path: self.health_path,
+            auth: self.auth,
         })
+    }
+
+    /// Bearer tokens from `auth` on every request (the manager's token provider), renewed
+    /// once when the remote answers 401.
+    pub(crate) fn token_auth(mut self, auth: Arc<TokenAuth>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 }
 
@@ -129,6 +140,7 @@ pub struct HttpRemote {
     max_batch: usize,
     health_path: String,
     max_response_bytes: u64,
+    auth: Option<Arc<TokenAuth>>,
 }
 
 /// One request to send.
@@ -206,6 +218,7 @@ impl HttpRemote {
             max_batch: 500,
             health_path: "health".to_owned(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            auth: None,
         }
     }
 
@@ -243,12 +256,21 @@ impl HttpRemote {
         let timeout = timeout
             .unwrap_or_else(|| config.map_or(self.timeout, |c| c.effective_timeout(self.timeout)));
         let mut attempt = 0u32;
+        let mut renewed = false;
         loop {
             let mut request = self
                 .client
                 .request(method.clone(), url)
                 .timeout(timeout)
                 .header("Accept", "application/json");
+            let token = match &self.auth {
+                Some(auth) => {
+                    let token = auth.token().await?;
+                    request = request.bearer_auth(&token.value);
+                    Some(token)
+                }
+                None => None,
+            };
             if !query.is_empty() {
                 request = request.query(query);
             }
@@ -266,6 +288,17 @@ impl HttpRemote {
                     .body(payload.clone());
             }
             let result = self.read(request, raw_success).await;
+            if let (Some(auth), Some(token), Ok(response)) = (&self.auth, &token, &result) {
+                let unauthorized = response.status == StatusCode::UNAUTHORIZED;
+                if unauthorized && !renewed {
+                    // Expired? One fresh token and one more try; a provider that fails
+                    // leaves the manager needing authentication.
+                    renewed = true;
+                    auth.renew(Some(token)).await?;
+                    continue;
+                }
+                auth.answered(unauthorized);
+            }
             let transient = match &result {
                 Ok(response) => is_transient(response.status),
                 Err(err) => err.is_transient(),

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 mod accounts;
+mod auth;
 mod connectivity;
 mod crypto;
 mod disposition;
@@ -39,6 +40,7 @@ mod ws_remote;
 pub use sync_protocol as protocol;
 
 pub use crate::accounts::{AccountStores, Credentials, SignOut, SyncAccounts};
+pub use crate::auth::{TokenError, TokenProvider};
 pub use crate::connectivity::{
     Connectivity, ManualConnectivity, Observation, ProbeConnectivity, RemoteConnectivity,
 };

@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::SyncManager;
+use crate::auth::{TokenAuth, TokenProvider};
 use crate::connectivity::{Connectivity, ManualConnectivity, ObservedRemote, RemoteConnectivity};
 use crate::crypto::{EncryptingRemote, FieldCrypto, KeyProvider};
 use crate::engine::{blocking, worker, Inner};
@@ -88,6 +89,7 @@ pub struct SyncManagerBuilder {
     batch_push: bool,
     websocket: Option<WebSocketConfig>,
     field_keys: Option<Arc<dyn KeyProvider>>,
+    token_provider: Option<Arc<dyn TokenProvider>>,
     auto_start: bool,
     errors: Vec<String>,
 }
@@ -132,6 +134,24 @@ impl SyncManagerBuilder {
     pub fn bearer_token(self, token: impl AsRef<str>) -> Self {
         let value = format!("Bearer {}", token.as_ref());
         self.header("Authorization", value)
+    }
+
+    /// Expiring credentials: `Authorization: Bearer <token>` from `provider` on every request
+    /// of the default remote and on the WebSocket upgrade. On a 401 the provider is asked for
+    /// a fresh token once and the request retried; when that fails the status says
+    /// [`SyncState::NeedsAuth`](crate::SyncState::NeedsAuth), the queue is kept and nothing is
+    /// sent automatically until a sync call or
+    /// [`refresh_credentials`](SyncManager::refresh_credentials) gets a token the remote takes.
+    /// Replaces a [`bearer_token`](Self::bearer_token). Not for a custom
+    /// [`remote`](Self::remote), which handles its own credentials.
+    pub fn token_provider(self, provider: impl TokenProvider) -> Self {
+        self.token_provider_shared(Arc::new(provider))
+    }
+
+    pub(crate) fn token_provider_shared(mut self, provider: Arc<dyn TokenProvider>) -> Self {
+        self.headers.remove("Authorization");
+        self.token_provider = Some(provider);
+        self
     }
 
     /// A header on every request of the default remote (other auth schemes).
@@ -260,7 +280,7 @@ impl SyncManagerBuilder {
 
     /// Checks the configuration, prepares the model tables, recovers ops left
     /// in flight by a crash, and starts the background tasks.
-    pub async fn build(self) -> Result<SyncManager> {
+    pub async fn build(mut self) -> Result<SyncManager> {
         if let Some(first) = self.errors.into_iter().next() {
             return Err(Error::Config(first));
         }
@@ -270,7 +290,18 @@ impl SyncManagerBuilder {
         if self.options.batch_size == 0 {
             return Err(Error::Config("batch_size must be at least 1".into()));
         }
+        let auth = self.token_provider.map(TokenAuth::new);
+        if auth.is_some() {
+            // The provider's token is the one credential.
+            self.headers.remove("Authorization");
+        }
         let remote: Arc<dyn Remote> = match self.remote {
+            Some(_) if auth.is_some() => {
+                return Err(Error::Config(
+                    "token_provider applies to the default remote; a custom remote handles its own credentials"
+                        .into(),
+                ))
+            }
             Some(remote) => remote,
             None => {
                 let base = self.base_url.ok_or_else(|| {
@@ -282,6 +313,9 @@ impl SyncManagerBuilder {
                 }
                 if !self.batch_push {
                     builder = builder.batch_push(None);
+                }
+                if let Some(auth) = &auth {
+                    builder = builder.token_auth(Arc::clone(auth));
                 }
                 Arc::new(builder.build()?)
             }
@@ -368,7 +402,7 @@ impl SyncManagerBuilder {
                 .await;
         }
         let realtime = self.websocket.map(|config| {
-            let realtime = Realtime::new(config, self.headers.clone());
+            let realtime = Realtime::new(config, self.headers.clone(), auth.clone());
             if realtime.config().subscribe_all_models {
                 for endpoint in endpoints.keys() {
                     realtime.driver.subscribe(endpoint, Map::new());
@@ -397,6 +431,7 @@ impl SyncManagerBuilder {
             periodic: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             crypto,
+            auth,
         });
         inner.refresh_counts().await?;
         connectivity.start(probed, inner.cancel.child_token());
@@ -458,6 +493,7 @@ impl SyncManager {
             websocket: None,
             field_keys: None,
             auto_start: false,
+            token_provider: None,
             errors: Vec::new(),
         }
     }

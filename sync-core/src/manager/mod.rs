@@ -248,6 +248,38 @@ impl SyncManager {
         self.inner.wake.notify_one();
     }
 
+    /// Asks the token provider (see
+    /// [`SyncManagerBuilder::token_provider`](crate::SyncManagerBuilder::token_provider)) for
+    /// a fresh token and, when it gives one, lets automatic sync go on (a state of
+    /// [`NeedsAuth`](crate::SyncState::NeedsAuth) turns back to idle). An error with no
+    /// provider, or when the provider fails.
+    pub async fn refresh_credentials(&self) -> Result<()> {
+        self.check_open()?;
+        let auth = self.inner.auth.as_ref().ok_or_else(|| {
+            Error::Config("no token provider: see SyncManagerBuilder::token_provider".into())
+        })?;
+        match auth.force_renew().await {
+            Ok(_) => {
+                auth.answered(false);
+                self.inner.status.send_modify(|s| {
+                    if s.state == crate::events::SyncState::NeedsAuth {
+                        s.state = crate::events::SyncState::Idle;
+                    }
+                });
+                self.inner.wake.notify_one();
+                Ok(())
+            }
+            Err(err) => {
+                self.inner
+                    .status
+                    .send_modify(|s| s.state = crate::events::SyncState::NeedsAuth);
+                Err(Error::NeedsAuth {
+                    reason: err.to_string(),
+                })
+            }
+        }
+    }
+
     /// The status, as a watch channel.
     pub fn status(&self) -> watch::Receiver<SyncStatus> {
         self.inner.status.subscribe()
