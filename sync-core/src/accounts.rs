@@ -295,16 +295,34 @@ impl SyncAccounts {
     /// Runs a sync of `user`'s data with `user`'s manager; an error if they are signed out
     /// (a signed-out user's sync is paused).
     pub async fn synchronize_user(&self, user: &str, run: SyncRun) -> Result<SyncReport> {
-        let manager = self.manager(user).await.ok_or_else(|| Error::NotSignedIn {
-            user: user.to_owned(),
-        })?;
-        manager.synchronize(run).await
+        self.signed_in_manager(user).await?.synchronize(run).await
     }
 
     /// `user`'s status as a watch channel that lives across sign-ins: the manager's status
     /// while they are signed in, [`SyncState::Paused`] while they are not.
     pub fn status_for_user(&self, user: &str) -> watch::Receiver<SyncStatus> {
         self.status_sender(user).subscribe()
+    }
+
+    /// `user`'s local sync metadata (see [`SyncManager::sync_metadata`]); they must be
+    /// signed in.
+    pub async fn sync_metadata(&self, user: &str) -> Result<crate::SyncMetadata> {
+        self.signed_in_manager(user).await?.sync_metadata().await
+    }
+
+    /// Clears `user`'s local sync metadata: their next sync is a full one (see
+    /// [`SyncManager::clear_sync_metadata`]); they must be signed in.
+    pub async fn clear_sync_metadata(&self, user: &str) -> Result<()> {
+        self.signed_in_manager(user)
+            .await?
+            .clear_sync_metadata()
+            .await
+    }
+
+    async fn signed_in_manager(&self, user: &str) -> Result<SyncManager> {
+        self.manager(user).await.ok_or_else(|| Error::NotSignedIn {
+            user: user.to_owned(),
+        })
     }
 
     /// True if `user` has local data (a store) on this device.

@@ -661,6 +661,46 @@ impl HttpRemote {
             .collect()
     }
 
+    /// A call of the default protocol's own endpoints (`sync/...`): the answer read as `T` (an
+    /// empty body as JSON `null`), a status other than 2xx as the error.
+    async fn protocol_call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<T, RemoteError> {
+        let url = self.absolute(path);
+        let response = self
+            .send(Outgoing {
+                method,
+                url: &url,
+                config: None,
+                extra_headers: &[],
+                query,
+                body: None,
+                timeout: None,
+                raw_success: false,
+                retries: 0,
+            })
+            .await?;
+        let status = response.status.as_u16();
+        if !response.status.is_success() {
+            let message = error_message(&response.body, response.status);
+            return Err(if crate::disposition::is_outage(status) {
+                RemoteError::Unavailable {
+                    message,
+                    retry_after: response.retry_after,
+                    source: None,
+                }
+            } else {
+                RemoteError::Refused { status, message }
+            });
+        }
+        serde_json::from_value(response.body).map_err(|e| {
+            RemoteError::bad_response(format!("the answer of {path} cannot be read")).with_source(e)
+        })
+    }
+
     /// A GET of `url` with the `get` configuration: `query`, then the configuration's
     /// supplemental entries as query parameters (`id` fills their `{id}`).
     async fn get_json(
@@ -925,6 +965,45 @@ impl Remote for HttpRemote {
             bytes,
             ..RemotePage::default()
         })
+    }
+
+    async fn sync_metadata(&self) -> Result<crate::protocol::SyncMetadataResponse, RemoteError> {
+        self.protocol_call(Method::GET, "sync/metadata", &[]).await
+    }
+
+    async fn digest_page(
+        &self,
+        route: &ModelRoute,
+        after: &str,
+        limit: usize,
+    ) -> Result<crate::protocol::DigestPage, RemoteError> {
+        let path = format!(
+            "sync/digest/{}",
+            percent_encoding::utf8_percent_encode(
+                &route.endpoint,
+                percent_encoding::NON_ALPHANUMERIC
+            )
+        );
+        let query = [
+            ("after".to_owned(), after.to_owned()),
+            ("limit".to_owned(), limit.to_string()),
+        ];
+        self.protocol_call(Method::GET, &path, &query).await
+    }
+
+    async fn forget_device(&self, device: &str) -> Result<bool, RemoteError> {
+        let path = format!(
+            "sync/metadata/devices/{}",
+            percent_encoding::utf8_percent_encode(device, percent_encoding::NON_ALPHANUMERIC)
+        );
+        match self
+            .protocol_call::<serde::de::IgnoredAny>(Method::DELETE, &path, &[])
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(RemoteError::Refused { status: 404, .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     async fn health(&self) -> Result<(), RemoteError> {

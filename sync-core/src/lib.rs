@@ -53,7 +53,8 @@ pub use crate::events::{
 };
 pub use crate::http::{HttpRemote, HttpRemoteBuilder, DEFAULT_MAX_RESPONSE_BYTES};
 pub use crate::manager::{
-    LiveQuery, ModelConfig, RealtimeHandle, SyncManager, SyncManagerBuilder, SyncRun,
+    EntityMetadata, LiveQuery, MetadataComparison, ModelConfig, RealtimeHandle, RemoteSyncMetadata,
+    SyncManager, SyncManagerBuilder, SyncMetadata, SyncRun, VerifyReport,
 };
 pub use crate::mask::FieldMask;
 pub use crate::model::SyncModel;

@@ -284,6 +284,31 @@ pub trait Remote: Send + Sync + fmt::Debug + 'static {
     /// Cheap reachability check.
     async fn health(&self) -> Result<(), RemoteError>;
 
+    /// The user's sync metadata as the remote keeps it (sync-server's `GET /sync/metadata`:
+    /// devices, and per collection the record counts and checksum). A remote without it
+    /// answers a [`Config`](RemoteError::Config) error.
+    async fn sync_metadata(&self) -> Result<crate::protocol::SyncMetadataResponse, RemoteError> {
+        Err(RemoteError::config("this remote keeps no sync metadata"))
+    }
+
+    /// Up to `limit` records of `route`'s collection with an id after `after`, by id, as
+    /// (id, version, deleted) read from the records (sync-server's `GET /sync/digest/...`).
+    async fn digest_page(
+        &self,
+        route: &ModelRoute,
+        after: &str,
+        limit: usize,
+    ) -> Result<crate::protocol::DigestPage, RemoteError> {
+        let _ = (route, after, limit);
+        Err(RemoteError::config("this remote lists no record digests"))
+    }
+
+    /// Forgets the remote's record of `device`; `false` if it had none.
+    async fn forget_device(&self, device: &str) -> Result<bool, RemoteError> {
+        let _ = device;
+        Err(RemoteError::config("this remote keeps no device records"))
+    }
+
     /// The change events the remote delivers by itself, if it is also a realtime channel
     /// (as [`WebSocketRemote`](crate::WebSocketRemote) is); the manager applies them like
     /// pulled records.

@@ -632,6 +632,48 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
     /// rows and queued ops never go out with another user's credentials. A store from before
     /// owners were recorded belongs to the users its ops, cursors and metadata name.
     fn claim_owner(&self, user: Option<&str>) -> StoreResult<Option<String>>;
+
+    /// What the store knows of the remote's records of `schema` (see [`KnownVersions`]), for
+    /// checksums and `verify`.
+    fn known_versions(&self, schema: &'static ModelSchema) -> StoreResult<KnownVersions>;
+
+    /// Outbox ops per model type: (model type, pending or in flight, failed).
+    fn op_counts_by_model(&self) -> StoreResult<Vec<(String, u64, u64)>>;
+
+    /// Forgets `ids` of `schema` in one transaction: their rows and remembered tombstones
+    /// go, without an op, so that the next pull takes the remote's copy whatever its version
+    /// (a repair). Ids with outbox ops are left alone. Returns the ids forgotten.
+    fn forget_records(&self, schema: &'static ModelSchema, ids: &[String]) -> StoreResult<u64>;
+}
+
+/// What a store knows of the remote's records of one model: `(id, version, deleted)` of every
+/// row the remote has versioned and of every remembered tombstone, sorted; and the ids with
+/// outbox ops, whose local state is ahead of what the remote has (sorted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KnownVersions {
+    /// `(id, version, deleted)`, sorted.
+    pub known: Vec<(String, i64, bool)>,
+    /// Ids with outbox ops, sorted.
+    pub with_ops: Vec<String>,
+}
+
+impl KnownVersions {
+    /// `known` and `with_ops` (each sorted here).
+    pub fn new(mut known: Vec<(String, i64, bool)>, mut with_ops: Vec<String>) -> Self {
+        known.sort();
+        with_ops.sort();
+        KnownVersions { known, with_ops }
+    }
+
+    /// The collection checksum over [`known`](Self::known) (see `sync_protocol::metadata`).
+    pub fn checksum(&self) -> crate::protocol::Checksum {
+        self.known
+            .iter()
+            .fold(crate::protocol::Checksum::default(), |acc, (id, v, d)| {
+                acc.plus(crate::protocol::Checksum::of_record(id, *v, *d, 1))
+            })
+    }
 }
 
 #[allow(dead_code)]

@@ -39,6 +39,7 @@ mod pull;
 mod push;
 mod read;
 mod retry;
+pub(crate) mod stats;
 mod worker;
 mod write;
 
@@ -74,6 +75,8 @@ pub(crate) struct Inner {
     pub(crate) crypto: Option<Arc<crate::crypto::FieldCrypto>>,
     /// Tokens from the builder's token provider, shared with the remote and the WebSocket.
     pub(crate) auth: Option<Arc<crate::auth::TokenAuth>>,
+    /// This device's id (generated once per store), sent as `X-Sync-Device`.
+    pub(crate) device_id: String,
 }
 
 /// Runs a store call on the blocking pool. Generic over the store so that a test can run it
@@ -369,6 +372,13 @@ impl Inner {
                 });
             }
         }
+        let pulled: Vec<&'static str> = if pulls {
+            routes.iter().map(|r| r.schema.model_type).collect()
+        } else {
+            Vec::new()
+        };
+        let error = outcome.as_ref().err().map(|e| crate::error::chain_text(e));
+        self.record_run(&report, error, &pulled).await;
         if report.retried > 0 {
             // Let the worker re-arm its retry timer.
             self.wake.notify_one();

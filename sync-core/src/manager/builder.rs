@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::SyncManager;
 use crate::auth::{TokenAuth, TokenProvider};
+use crate::protocol::DEVICE_ID_HEADER;
+
+/// The `_sync_metadata` key (under the empty user) of this store's device id.
+const DEVICE_KEY: &str = "device_id";
 use crate::connectivity::{Connectivity, ManualConnectivity, ObservedRemote, RemoteConnectivity};
 use crate::crypto::{EncryptingRemote, FieldCrypto, KeyProvider};
 use crate::engine::{blocking, worker, Inner};
@@ -290,6 +294,24 @@ impl SyncManagerBuilder {
         if self.options.batch_size == 0 {
             return Err(Error::Config("batch_size must be at least 1".into()));
         }
+        // This device's id, made once per store, on every request and WebSocket upgrade.
+        let device_id = blocking(&store, |s| {
+            if let Some(id) = s.metadata(None, DEVICE_KEY)? {
+                return Ok(id);
+            }
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            s.set_metadata(None, DEVICE_KEY, &id)?;
+            Ok(id)
+        })
+        .await?;
+        if !self
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case(DEVICE_ID_HEADER))
+        {
+            self.headers
+                .insert(DEVICE_ID_HEADER.to_owned(), device_id.clone());
+        }
         let auth = self.token_provider.map(TokenAuth::new);
         if auth.is_some() {
             // The provider's token is the one credential.
@@ -432,6 +454,7 @@ impl SyncManagerBuilder {
             tasks: Mutex::new(Vec::new()),
             crypto,
             auth,
+            device_id,
         });
         inner.refresh_counts().await?;
         connectivity.start(probed, inner.cancel.child_token());

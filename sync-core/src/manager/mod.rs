@@ -21,6 +21,7 @@ use crate::store::{LocalStore, OutboxOp, RecordState};
 
 mod builder;
 mod live;
+mod metadata;
 mod quarantine;
 mod read;
 mod websocket;
@@ -28,6 +29,9 @@ mod write;
 
 pub use self::builder::{ModelConfig, SyncManagerBuilder};
 pub use self::live::LiveQuery;
+pub use self::metadata::{
+    EntityMetadata, MetadataComparison, RemoteSyncMetadata, SyncMetadata, VerifyReport,
+};
 pub use self::websocket::RealtimeHandle;
 
 /// What a [`SyncManager::synchronize`] run does.

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use sync_core::store::Filter;
 use sync_core::store::StoreError;
 use sync_core::store::{
-    Ack, ClaimedOp, DeleteOutcome, JsonObject, LocalWrite, OpKind, OpState, OutboxCounts, OutboxOp,
-    PendingConflict, QuarantinedRecord, RecordState, RemoteApplied, RemoteRecord, Resolution,
-    SaveOutcome, StoreQuery, StoredRecord,
+    Ack, ClaimedOp, DeleteOutcome, JsonObject, KnownVersions, LocalWrite, OpKind, OpState,
+    OutboxCounts, OutboxOp, PendingConflict, QuarantinedRecord, RecordState, RemoteApplied,
+    RemoteRecord, Resolution, SaveOutcome, StoreQuery, StoredRecord,
 };
 use sync_schema::ModelSchema;
 
@@ -1612,6 +1612,102 @@ pub(crate) fn set_metadata(
     .push(") ON CONFLICT (user_id, key) DO UPDATE SET value = excluded.value");
     db.execute(sql)?;
     Ok(())
+}
+
+/// What this store knows of the remote's records of `schema`: (id, version, deleted) of every
+/// row the remote has versioned (version above 0) and of every remembered tombstone, in id
+/// order, and the ids that have outbox ops (whose local state is ahead of the remote's).
+pub(crate) fn known_versions(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+) -> Result<KnownVersions, StoreError> {
+    let mut known = Vec::new();
+    let sql = Sql::new(format!(
+        "SELECT {id}, \"_version\", \"_deleted\" FROM {table} WHERE \"_version\" > 0",
+        id = ident(schema.id().column),
+        table = ident(schema.table)
+    ));
+    for row in db.load(sql)? {
+        let mut it = row.into_iter();
+        let Some(id) = it.next().and_then(raw_id) else {
+            continue;
+        };
+        let version = it.next().and_then(|r| r.as_i64()).unwrap_or(0);
+        let deleted = it.next().and_then(|r| r.as_bool()).unwrap_or(false);
+        known.push((id, version, deleted));
+    }
+    let mut sql = Sql::new("SELECT record_id, version FROM _sync_tombstones WHERE model_type = ");
+    sql.bind(Param::text(schema.model_type));
+    for row in db.load(sql)? {
+        let mut it = row.into_iter();
+        let Some(id) = it.next().and_then(|v| v.into_text()) else {
+            continue;
+        };
+        let version = it.next().and_then(|r| r.as_i64()).unwrap_or(0);
+        known.push((id, version, true));
+    }
+    known.sort();
+    let mut sql = Sql::new("SELECT DISTINCT record_id FROM _sync_outbox WHERE model_type = ");
+    sql.bind(Param::text(schema.model_type));
+    let mut with_ops: Vec<String> = db
+        .load(sql)?
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().and_then(|v| v.into_text()))
+        .collect();
+    with_ops.sort();
+    Ok(KnownVersions::new(known, with_ops))
+}
+
+/// Forgets the rows and remembered tombstones of `ids` that have no outbox ops (a repair:
+/// the next pull takes the remote's copy whatever its version).
+pub(crate) fn forget_records(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    ids: &[String],
+) -> Result<u64, StoreError> {
+    let keys: Vec<String> = ids.iter().map(|id| id_key(schema, id)).collect();
+    let busy = ids_with_ops(db, schema.model_type, &keys)?;
+    let mut forgotten = 0u64;
+    for (id, key) in ids.iter().zip(&keys) {
+        if busy.contains(key) {
+            continue;
+        }
+        delete_row(db, schema, id)?;
+        forget_tombstone(db, schema, id)?;
+        forgotten = forgotten.saturating_add(1);
+    }
+    Ok(forgotten)
+}
+
+/// An id read back from a model table: text, a UUID, or an integer id in decimal.
+fn raw_id(value: crate::value::Raw) -> Option<String> {
+    match value {
+        crate::value::Raw::Int(n) => Some(n.to_string()),
+        other => other.into_text(),
+    }
+}
+
+/// Ops per model and state class: (model type, pending or in flight, failed).
+pub(crate) fn op_counts_by_model(db: &mut dyn Db) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    let rows = db.load(Sql::new(
+        "SELECT model_type, SUM(CASE WHEN state = 'failed' THEN 0 ELSE 1 END), \
+         SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) FROM _sync_outbox GROUP BY model_type",
+    ))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let mut it = row.into_iter();
+            let model = it.next()?.into_text()?;
+            let count = |v: Option<crate::value::Raw>| {
+                v.and_then(|r| r.as_i64())
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0)
+            };
+            let pending = count(it.next());
+            let failed = count(it.next());
+            Some((model, pending, failed))
+        })
+        .collect())
 }
 
 /// The `_sync_metadata` key (under the empty user) naming the user a store belongs to.

@@ -21,8 +21,8 @@ use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use sync_core::store::StoreError;
 use sync_core::store::{
-    Ack, ClaimedOp, DeleteOutcome, JsonObject, LocalStore, LocalWrite, OutboxCounts, OutboxOp,
-    QuarantinedRecord, RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome,
+    Ack, ClaimedOp, DeleteOutcome, JsonObject, KnownVersions, LocalStore, LocalWrite, OutboxCounts,
+    OutboxOp, QuarantinedRecord, RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome,
     StoreQuery, StoreResult, StoredRecord,
 };
 use sync_schema::ModelSchema;
@@ -895,6 +895,20 @@ impl LocalStore for DieselStore {
 
     fn claim_owner(&self, user: Option<&str>) -> StoreResult<Option<String>> {
         self.write(|db| logic::claim_owner(db, user))
+    }
+
+    fn known_versions(&self, schema: &'static ModelSchema) -> StoreResult<KnownVersions> {
+        self.register(schema);
+        self.read(|db| logic::known_versions(db, schema))
+    }
+
+    fn op_counts_by_model(&self) -> StoreResult<Vec<(String, u64, u64)>> {
+        self.read(logic::op_counts_by_model)
+    }
+
+    fn forget_records(&self, schema: &'static ModelSchema, ids: &[String]) -> StoreResult<u64> {
+        self.register(schema);
+        self.write(|db| logic::forget_records(db, schema, ids))
     }
 
     fn quarantine(
