@@ -60,7 +60,10 @@ async fn local_metadata_fields_change_as_syncs_run() {
     let queued = a.sync_metadata().await.unwrap();
     assert_eq!(queued.entities["todo"].count, 2);
     assert_eq!(queued.entities["todo"].pending, 2);
-    assert_eq!(queued.data_hash, before.data_hash, "nothing the remote versioned yet");
+    assert_eq!(
+        queued.data_hash, before.data_hash,
+        "nothing the remote versioned yet"
+    );
 
     assert!(a.sync_all().await.unwrap().is_success());
     let synced = a.sync_metadata().await.unwrap();
@@ -182,7 +185,10 @@ async fn remote_metadata_lists_both_devices_of_a_user_and_compares() {
 
     // A forgets its server-side record; B's listing no longer has it.
     assert!(a.clear_remote_sync_metadata().await.unwrap());
-    assert!(!a.clear_remote_sync_metadata().await.unwrap(), "already gone");
+    assert!(
+        !a.clear_remote_sync_metadata().await.unwrap(),
+        "already gone"
+    );
     let remote = b.remote_sync_metadata().await.unwrap();
     let ids: Vec<&str> = remote.devices.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, vec![b.device_id()]);
@@ -259,7 +265,10 @@ async fn verify_finds_and_repairs_records_changed_behind_the_clients_back() {
     assert_eq!(report.differing, vec!["t3", "t5"], "{report:?}");
     assert_eq!(report.skipped_pending, 1);
     assert!(!report.repaired && !report.in_sync());
-    assert!(a.get::<Todo>("t5").await.unwrap().is_some(), "nothing changed");
+    assert!(
+        a.get::<Todo>("t5").await.unwrap().is_some(),
+        "nothing changed"
+    );
     a.resume();
     let report = a.verify::<Todo>().await.unwrap();
     assert_eq!(report.differing, vec!["t3", "t5"], "{report:?}");
@@ -275,6 +284,11 @@ async fn verify_finds_and_repairs_records_changed_behind_the_clients_back() {
         "edited here",
         "the queued edit stays"
     );
-    assert!(a.verify_all().await.unwrap().iter().all(|r| r.in_sync() && !r.repaired));
+    assert!(a
+        .verify_all()
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.in_sync() && !r.repaired));
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

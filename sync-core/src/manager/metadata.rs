@@ -342,8 +342,7 @@ impl SyncManager {
         if report.differing.is_empty() {
             return Ok(report);
         }
-        if self.inner.paused.load(std::sync::atomic::Ordering::SeqCst) || !self.inner.is_online()
-        {
+        if self.inner.paused.load(std::sync::atomic::Ordering::SeqCst) || !self.inner.is_online() {
             // No repair that cannot finish: nothing is changed, the report says what differs.
             report.remaining = report.differing.clone();
             return Ok(report);
