@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, dead_code, unreachable_pub, missing_docs)]
 
+#[path = "../examples/accounts.rs"]
+mod accounts;
 #[path = "../examples/custom_rest.rs"]
 mod custom_rest;
 #[cfg(feature = "encryption")]
@@ -14,6 +16,29 @@ mod encryption;
 mod generate_migrations;
 #[path = "../examples/model_basics.rs"]
 mod model_basics;
+
+/// The Datum patterns: the app shows local data before the first sync ends, the loading
+/// state goes syncing -> ready, users see only their own notes, and after the relogin the
+/// draft queued before the sign-out is on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_runs() {
+    let mut out = Vec::new();
+    let outcome = accounts::run(&mut out).await;
+    let text = out.join("\n");
+    let outcome = outcome.unwrap_or_else(|e| panic!("accounts example failed: {e}\n{text}"));
+    assert!(
+        outcome
+            .states
+            .contains(&offline_sync_kit::SyncState::Syncing)
+            && outcome.states.last() == Some(&offline_sync_kit::SyncState::Completed),
+        "{:?}\n{text}",
+        outcome.states
+    );
+    assert_eq!(outcome.bob_notes, vec!["b1"], "{text}");
+    assert_eq!(outcome.alice_notes.len(), 201, "{text}");
+    assert!(outcome.alice_notes.contains(&"draft".to_owned()));
+    assert_eq!(outcome.relogin_known, 201, "{text}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_rest_runs() {
