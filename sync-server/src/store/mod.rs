@@ -161,8 +161,14 @@ impl Store {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let (o1, d1, n1) = (owner.to_owned(), device.to_owned(), now.clone());
         let (o2, d2, n2) = (owner.to_owned(), device.to_owned(), now);
+        let lock = Arc::clone(&self.write_lock);
         self.with_conn(
-            move |c| meta::sqlite::touch_device(c, &o1, &d1, &n1, synced),
+            // SQLite has one writer: queue behind the other writers of this process, as
+            // `write` does, rather than meet them in SQLite's busy handler.
+            move |c| {
+                let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                meta::sqlite::touch_device(c, &o1, &d1, &n1, synced)
+            },
             move |c| meta::postgres::touch_device(c, &o2, &d2, &n2, synced),
         )
         .await
@@ -172,8 +178,12 @@ impl Store {
     pub(crate) async fn forget_device(&self, owner: &str, device: &str) -> Result<bool> {
         let (o1, d1) = (owner.to_owned(), device.to_owned());
         let (o2, d2) = (o1.clone(), d1.clone());
+        let lock = Arc::clone(&self.write_lock);
         self.with_conn(
-            move |c| meta::sqlite::forget_device(c, &o1, &d1),
+            move |c| {
+                let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                meta::sqlite::forget_device(c, &o1, &d1)
+            },
             move |c| meta::postgres::forget_device(c, &o2, &d2),
         )
         .await
