@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+mod backend;
 mod connectivity;
 mod crypto;
 mod disposition;
@@ -37,6 +38,10 @@ mod ws_remote;
 /// uses too.
 pub use sync_protocol as protocol;
 
+pub use crate::backend::{
+    AlreadyExists, Conditional, CountAt, NextPage, Paging, RestBackend, RestPull, ServerIds, Since,
+    TimeFormat, Tombstone, UpdatedAt, VersionSource,
+};
 pub use crate::connectivity::{
     Connectivity, ManualConnectivity, Observation, ProbeConnectivity, RemoteConnectivity,
 };

@@ -11,6 +11,8 @@
     clippy::expect_used
 )]
 
+pub mod npm;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

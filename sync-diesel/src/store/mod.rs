@@ -893,6 +893,16 @@ impl LocalStore for DieselStore {
         self.write(|db| logic::set_metadata(db, user_id, key, value))
     }
 
+    fn rekey_record(
+        &self,
+        schema: &'static ModelSchema,
+        from: &str,
+        to: &str,
+    ) -> StoreResult<bool> {
+        self.register(schema);
+        self.write(|db| logic::rekey_record(db, schema, from, to))
+    }
+
     fn quarantine(
         &self,
         schema: &'static ModelSchema,
