@@ -93,6 +93,10 @@ pub struct Since {
     pub template: Option<String>,
     /// The bound's form in the parameter.
     pub format: TimeFormat,
+    /// The bound of the first pull, before any record was seen (`None`: the first pull has
+    /// no bound). Some APIs count exactly only under a filter: Parse Server on PostgreSQL
+    /// answers an estimate (0 on a fresh table) to `count=1` without a `where`.
+    pub initial: Option<String>,
 }
 
 impl Since {
@@ -103,7 +107,15 @@ impl Since {
             param: param.into(),
             template: None,
             format: TimeFormat::AsReceived,
+            initial: None,
         }
+    }
+
+    /// The bound of the first pull (see [`initial`](Self::initial)).
+    #[must_use]
+    pub fn initial(mut self, bound: impl Into<String>) -> Since {
+        self.initial = Some(bound.into());
+        self
     }
 
     /// Writes the bound into a template (`{since}` is replaced).
@@ -310,6 +322,14 @@ impl RestPull {
                     "`RestPull::since` on `{}` names no query parameter to send the bound in",
                     since.field
                 ));
+            }
+            if let Some(initial) = &since.initial {
+                if since.format.render(initial).is_none() {
+                    return Err(format!(
+                        "the initial bound {initial:?} cannot be written as {:?}",
+                        since.format
+                    ));
+                }
             }
             if let Some(template) = &since.template {
                 if !template.contains("{since}") {
@@ -973,6 +993,11 @@ mod tests {
             RestPull::new().since(Since::new("updatedAt", "")),
             RestPull::new().since(Since::new("", "since")),
             RestPull::new().since(Since::new("u", "where").template("{\"u\": 1}")),
+            RestPull::new().since(
+                Since::new("u", "u_gte")
+                    .format(TimeFormat::Iso8601)
+                    .initial("yesterday"),
+            ),
             RestPull::new().next_page(NextPage::LinkHeader),
             RestPull::new().paging(Paging::NextUrl { limit_param: None }),
             RestPull::new()

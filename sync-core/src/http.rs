@@ -734,13 +734,15 @@ impl HttpRemote {
             Some(current) => Some(current),
             None => match self.fetch(route, &item.id).await {
                 Ok(found) => found,
-                Err(err) => return PushOutcome::Transient {
-                    message: format!(
+                Err(err) => {
+                    return PushOutcome::Transient {
+                        message: format!(
                         "HTTP {status}: a conflict whose current record could not be fetched: {}",
                         crate::error::chain_text(&err)
                     ),
-                    retry_after: None,
-                },
+                        retry_after: None,
+                    }
+                }
             },
         };
         match current {
@@ -908,7 +910,11 @@ impl HttpRemote {
         let config = route.rest.resolve(RestMethod::Get);
         let state = PullState::from_cursor(cursor);
         let mut query: Vec<(String, String)> = Vec::new();
-        if let (Some(since), Some(bound)) = (&pull.since, &state.since) {
+        let bound = state
+            .since
+            .as_ref()
+            .or(pull.since.as_ref().and_then(|s| s.initial.as_ref()));
+        if let (Some(since), Some(bound)) = (&pull.since, bound) {
             let parameter = since.parameter(bound).ok_or_else(|| {
                 RemoteError::config(format!(
                     "the pull bound {bound:?} cannot be written as {:?}",
