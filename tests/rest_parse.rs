@@ -20,20 +20,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use offline_sync_kit::prelude::*;
-use offline_sync_kit::remote::{
-    ModelRoute, PushItem, PushOutcome, Remote, RemoteError, RemotePage, Traffic,
-};
-use offline_sync_kit::store::RemoteRecord;
 use offline_sync_kit::{
     CountAt, HttpRemote, ManualConnectivity, ModelConfig, NextPage, Paging, PullMode, RestBackend,
     RestPull, Since, TimeFormat, VersionSource,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use support::counting::Counting;
 use support::npm::npm_bin;
 use support::*;
 
@@ -235,57 +231,6 @@ fn parse_config(server_ids: bool) -> ModelConfig {
         backend
     };
     ModelConfig::new().pull(parse_pull()).backend(backend)
-}
-
-/// Counts the records the server sent in pull pages.
-#[derive(Debug)]
-struct Counting {
-    inner: HttpRemote,
-    pulled: Arc<AtomicU64>,
-}
-
-#[async_trait]
-impl Remote for Counting {
-    fn max_batch(&self) -> usize {
-        self.inner.max_batch()
-    }
-    async fn push(
-        &self,
-        route: &ModelRoute,
-        items: &[PushItem],
-    ) -> Result<(Vec<PushOutcome>, Traffic), RemoteError> {
-        self.inner.push(route, items).await
-    }
-    async fn pull(
-        &self,
-        route: &ModelRoute,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<RemotePage, RemoteError> {
-        let page = self.inner.pull(route, cursor, limit).await?;
-        self.pulled
-            .fetch_add(page.records.len() as u64, Ordering::SeqCst);
-        Ok(page)
-    }
-    async fn fetch(
-        &self,
-        route: &ModelRoute,
-        id: &str,
-    ) -> Result<Option<RemoteRecord>, RemoteError> {
-        self.inner.fetch(route, id).await
-    }
-    async fn fetch_page(
-        &self,
-        route: &ModelRoute,
-        params: &[(String, String)],
-        limit: Option<u64>,
-        offset: Option<u64>,
-    ) -> Result<RemotePage, RemoteError> {
-        self.inner.fetch_page(route, params, limit, offset).await
-    }
-    async fn health(&self) -> Result<(), RemoteError> {
-        self.inner.health().await
-    }
 }
 
 /// A client of Parse Server at `url` (the server itself or a proxy in front of it), always

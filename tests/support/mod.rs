@@ -11,6 +11,7 @@
     clippy::expect_used
 )]
 
+pub mod counting;
 pub mod npm;
 
 use std::path::{Path, PathBuf};

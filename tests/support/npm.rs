@@ -9,6 +9,11 @@ use std::process::Stdio;
 /// install fails, unless `SYNC_TEST_REQUIRE_NPM` is set (as in CI): then the test fails
 /// rather than skipping.
 pub fn npm_bin(spec: &str, folder: &str, bin: &str) -> Option<PathBuf> {
+    // The tests of one binary run on threads: one install at a time.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join(folder);
