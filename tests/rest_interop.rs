@@ -882,8 +882,9 @@ async fn json_server_offline_writes_incremental_pulls_and_a_lost_create_answer()
     a.shutdown().await.unwrap();
 }
 
-/// Ids json-server assigns (a create without `id`): the local row and the update queued
-/// behind a create whose answer was lost go to the server's id; one copy.
+/// Ids json-server assigns (a create without `id`): the create's answer is lost and the
+/// process restarts before it learns the server's id; the replay finds the copy by `localId`,
+/// and the local row and the update queued behind the create go to the server's id; one copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_server_assigned_ids_rekey_the_record_and_its_queued_update() {
     let Some((_child, url, _dir)) = json_server().await else {
@@ -892,8 +893,13 @@ async fn json_server_assigned_ids_rekey_the_record_and_its_queued_update() {
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
     let proxy = FaultProxy::start(([127, 0, 0, 1], port).into()).await;
     let db = ClientDb::new();
-    let online = offline_sync_kit::ManualConnectivity::new(true);
-    let (a, _) = json_client(&proxy.url(), &db, true, online).await;
+    let (a, _) = json_client(
+        &proxy.url(),
+        &db,
+        true,
+        offline_sync_kit::ManualConnectivity::new(true),
+    )
+    .await;
     a.save(&memo("local-1", "answer lost")).await.unwrap();
     proxy.fault_next_settled(Fault::CutAfterResponse, 1).await;
     let _ = a
@@ -903,6 +909,11 @@ async fn json_server_assigned_ids_rekey_the_record_and_its_queued_update() {
         .await;
     let state = a.record_state::<Memo>("local-1").await.unwrap();
     assert!(state.ops.len() == 1 && state.ops[0].sent, "{state:?}");
+    // The process stops before it learns the server's id, and starts again on its database.
+    a.shutdown().await.unwrap();
+    drop(a);
+    let online = offline_sync_kit::ManualConnectivity::new(true);
+    let (a, _) = json_client(&proxy.url(), &db, true, online).await;
     let mut edited = a.get::<Memo>("local-1").await.unwrap().unwrap();
     edited.title = "edited".into();
     a.save(&edited).await.unwrap();
