@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use offline_sync_kit::prelude::*;
 use offline_sync_kit::{ModelConfig, PullMode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use support::npm::json_server;
 use support::*;
 
 /// A note for json-server: the app keeps `modifiedAt` (ms) so pulls can ask for changes since.
@@ -36,43 +36,6 @@ struct Note {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-/// Starts json-server 0.17 on a free loopback port; installs it into
-/// `target/npm` on first use. `None` (with the reason printed) if npm is missing, unless
-/// `SYNC_TEST_REQUIRE_NPM` is set (as in CI): then the test fails.
-async fn json_server() -> Option<(tokio::process::Child, String, tempfile::TempDir)> {
-    let bin = support::npm::npm_bin("json-server@0.17.4", "npm", "json-server")?;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("db.json");
-    std::fs::write(&db, r#"{"notes": []}"#).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = tokio::process::Command::new(&bin)
-        .arg(&db)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--quiet",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("json-server starts");
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "json-server answers", || {
-        let client = client.clone();
-        let url = url.clone();
-        async move { client.get(format!("{url}/notes")).send().await.is_ok() }
-    })
-    .await;
-    Some((child, url, dir))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,13 +15,10 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
 use offline_sync_kit::prelude::*;
 use offline_sync_kit::{
     CountAt, HttpRemote, ManualConnectivity, ModelConfig, NextPage, Paging, PullMode, RestBackend,
@@ -30,11 +27,8 @@ use offline_sync_kit::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use support::counting::Counting;
-use support::npm::npm_bin;
+use support::npm::{Parse, APP_ID, MASTER_KEY};
 use support::*;
-
-const APP_ID: &str = "sync-test";
-const MASTER_KEY: &str = "sync-test-master-key";
 
 /// A note as Parse Server keeps it: `objectId`, and `createdAt` / `updatedAt` that only the
 /// server writes. `localId` keeps the local id of a record whose id the server assigned.
@@ -72,115 +66,6 @@ fn note(id: &str, title: &str) -> Note {
         local_id: None,
         created_at: None,
         updated_at: None,
-    }
-}
-
-/// A Parse Server on a free loopback port, on a database of its own; the database is dropped
-/// with it.
-struct Parse {
-    child: tokio::process::Child,
-    url: String,
-    port: u16,
-    admin_url: String,
-    database: String,
-    _logs: tempfile::TempDir,
-}
-
-impl Drop for Parse {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        if let Ok(mut conn) = PgConnection::establish(&self.admin_url) {
-            let _ = conn.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.database
-            ));
-        }
-    }
-}
-
-impl Parse {
-    /// Starts Parse Server, with the client's ids (`--allowCustomObjectId`) or its own.
-    async fn start(custom_ids: bool) -> Option<Parse> {
-        let Ok(admin_url) = std::env::var(sync_testkit::POSTGRES_URL_ENV) else {
-            eprintln!(
-                "skipping Parse Server interop: set {} (e.g. postgres://postgres@127.0.0.1:5432/test)",
-                sync_testkit::POSTGRES_URL_ENV
-            );
-            return None;
-        };
-        let bin = npm_bin("parse-server@9.10.0", "npm-parse", "parse-server")?;
-        let database = format!("parse_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-        let mut conn = PgConnection::establish(&admin_url).unwrap();
-        conn.batch_execute(&format!("CREATE DATABASE \"{database}\""))
-            .unwrap();
-        let (server, _) = admin_url
-            .split_once('?')
-            .map_or((admin_url.as_str(), ""), |(a, b)| (a, b));
-        let (server, _) = server.rsplit_once('/').unwrap();
-        let database_uri = format!("{server}/{database}");
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let logs = tempfile::tempdir().unwrap();
-        let mut command = tokio::process::Command::new(&bin);
-        command
-            .args(["--appId", APP_ID, "--masterKey", MASTER_KEY])
-            .args(["--databaseURI", &database_uri])
-            .args(["--port", &port.to_string(), "--mountPath", "/parse"])
-            .arg("--logsFolder")
-            .arg(logs.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        if custom_ids {
-            command.arg("--allowCustomObjectId");
-        }
-        let child = command.spawn().expect("parse-server starts");
-        let url = format!("http://127.0.0.1:{port}/parse");
-        let parse = Parse {
-            child,
-            url,
-            port,
-            admin_url,
-            database,
-            _logs: logs,
-        };
-        let client = reqwest::Client::new();
-        eventually(Duration::from_secs(60), "Parse Server is healthy", || {
-            let client = client.clone();
-            let url = parse.url.clone();
-            async move {
-                match client.get(format!("{url}/health")).send().await {
-                    Ok(r) => r.json::<Value>().await.is_ok_and(|v| v["status"] == "ok"),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await;
-        Some(parse)
-    }
-
-    /// A request with the app's keys, as another client of the backend would send it.
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
-            .request(method, format!("{}/{path}", self.url))
-            .header("X-Parse-Application-Id", APP_ID)
-            .header("X-Parse-Master-Key", MASTER_KEY)
-    }
-
-    /// The notes on the server whose `field` is `value`.
-    async fn notes_where(&self, field: &str, value: &str) -> Vec<Value> {
-        let body: Value = self
-            .request(reqwest::Method::GET, "classes/Note")
-            .query(&[("where", json!({ field: value }).to_string())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["results"].as_array().unwrap().clone()
     }
 }
 
