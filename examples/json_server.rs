@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use offline_sync_kit::prelude::*;
 use offline_sync_kit::{
-    ModelConfig, NextPage, Paging, PullMode, RestBackend, RestPull, Since, VersionSource,
+    ModelConfig, NextPage, Paging, RestBackend, RestPull, Since, VersionSource,
 };
 use serde::{Deserialize, Serialize};
 
@@ -50,9 +50,7 @@ pub fn json_server_config() -> ModelConfig {
         // A create of an id that exists is answered 500 ("Insert failed, duplicate id"): the
         // record is read back, and a replay whose first answer was lost is applied.
         .already_exists(&[500], None);
-    ModelConfig::new()
-        .pull(PullMode::Rest(pull))
-        .backend(backend)
+    ModelConfig::new().pull(pull).backend(backend)
 }
 
 async fn device(url: &str, db: std::path::PathBuf) -> Result<SyncManager, BoxError> {

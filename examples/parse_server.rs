@@ -20,8 +20,8 @@ use std::process::ExitCode;
 
 use offline_sync_kit::prelude::*;
 use offline_sync_kit::{
-    CountAt, ManualConnectivity, ModelConfig, NextPage, Paging, PullMode, RestBackend, RestPull,
-    Since, TimeFormat, VersionSource,
+    CountAt, ManualConnectivity, ModelConfig, NextPage, Paging, RestBackend, RestPull, Since,
+    TimeFormat, VersionSource,
 };
 use serde::{Deserialize, Serialize};
 
@@ -86,9 +86,7 @@ pub fn parse_config() -> ModelConfig {
             "localId",
             ("where", r#"{"localId":"{local_id}"}"#),
         );
-    ModelConfig::new()
-        .pull(PullMode::Rest(pull))
-        .backend(backend)
+    ModelConfig::new().pull(pull).backend(backend)
 }
 
 async fn device(

@@ -364,9 +364,7 @@ fn items_config() -> ModelConfig {
         .tombstone("state", json!("deleted"))
         .updated_at("updatedAt", TimeFormat::Iso8601)
         .server_fields(&["rev", "updatedAt"]);
-    ModelConfig::new()
-        .pull(PullMode::Rest(pull))
-        .backend(backend)
+    ModelConfig::new().pull(pull).backend(backend)
 }
 
 async fn items_client(url: &str, db: &ClientDb, strategy: ConflictStrategy) -> SyncManager {

@@ -701,9 +701,7 @@ fn json_server_config(server_ids: bool) -> ModelConfig {
     } else {
         backend
     };
-    ModelConfig::new()
-        .pull(PullMode::Rest(pull))
-        .backend(backend)
+    ModelConfig::new().pull(pull).backend(backend)
 }
 
 async fn json_client(

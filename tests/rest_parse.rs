@@ -73,7 +73,7 @@ fn note(id: &str, title: &str) -> Note {
 /// `skip` + `limit`, and `count=1` makes it answer the total, which says whether more
 /// pages follow. The records are under `results`.
 fn parse_pull() -> PullMode {
-    PullMode::Rest(
+    PullMode::from(
         RestPull::new()
             .since(
                 Since::new("updatedAt", "where")

@@ -215,7 +215,7 @@ pub enum CountAt {
 }
 
 /// How a model is pulled from a REST API: the bound, the order, the paging scheme and its
-/// signal, where the records are, and which ones are tombstones. A [`PullMode::Rest`].
+/// signal, where the records are, and which ones are tombstones. A [`PullMode::Rest`](crate::PullMode::Rest).
 ///
 /// ```
 /// use sync_core::{NextPage, Paging, PullMode, RestPull, Since, TimeFormat};
@@ -229,7 +229,7 @@ pub enum CountAt {
 ///     .next_page(NextPage::TotalCount(sync_core::CountAt::Body("count".into())))
 ///     .parameter("count", "1")
 ///     .records_at("results");
-/// let mode = PullMode::Rest(pull);
+/// let mode = PullMode::from(pull);
 /// # let _ = mode;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]

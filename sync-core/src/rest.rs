@@ -521,8 +521,15 @@ pub enum PullMode {
     /// with `_page`/`_limit`; records missing from the remote are left alone.
     FullPaged,
     /// Any REST API: the bound, order, paging scheme and its signal, where the records are,
-    /// as configured (see [`RestPull`](crate::RestPull)).
-    Rest(crate::backend::RestPull),
+    /// as configured (see [`RestPull`](crate::RestPull)); `PullMode::from(rest_pull)` makes
+    /// one.
+    Rest(Box<crate::backend::RestPull>),
+}
+
+impl From<crate::backend::RestPull> for PullMode {
+    fn from(pull: crate::backend::RestPull) -> PullMode {
+        PullMode::Rest(Box::new(pull))
+    }
 }
 
 /// Per-method request configuration of a model. A method left `None` uses

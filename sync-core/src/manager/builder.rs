@@ -56,8 +56,8 @@ impl ModelConfig {
 
     /// How the model is pulled.
     #[must_use]
-    pub fn pull(mut self, pull: PullMode) -> Self {
-        self.pull = Some(pull);
+    pub fn pull(mut self, pull: impl Into<PullMode>) -> Self {
+        self.pull = Some(pull.into());
         self
     }
 
