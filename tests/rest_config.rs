@@ -569,3 +569,106 @@ async fn a_rest_pull_follows_next_page_applies_tombstones_and_asks_only_for_chan
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Guards against: a REST configuration that cannot work surfacing at the first sync (or
+/// never). Each of these is refused by `build()`, naming the model and what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configurations_that_cannot_work_are_refused_when_the_manager_is_built() {
+    use offline_sync_kit::{CountAt, RestMethod, RestRequest, RestRequests};
+    let cases: Vec<(&str, ModelConfig)> = vec![
+        (
+            "since parameter",
+            ModelConfig::new().pull(PullMode::UpdatedSince {
+                field: "rev".into(),
+                since_param: String::new(),
+            }),
+        ),
+        (
+            "query parameter to send the bound",
+            ModelConfig::new().pull(RestPull::new().since(Since::new("rev", ""))),
+        ),
+        (
+            "would never be followed",
+            ModelConfig::new().pull(RestPull::new().next_page(NextPage::LinkHeader)),
+        ),
+        (
+            "cannot follow the signal",
+            ModelConfig::new().pull(
+                RestPull::new()
+                    .paging(Paging::NextUrl { limit_param: None })
+                    .next_page(NextPage::TotalCount(CountAt::Header("X-Total-Count".into()))),
+            ),
+        ),
+        (
+            "needs versions",
+            ModelConfig::new().backend(RestBackend::new().version(VersionSource::None)),
+        ),
+        (
+            "`{version}`",
+            ModelConfig::new().backend(RestBackend::new().conditional(Some(("If-Match", "*")))),
+        ),
+        (
+            "`modifiedAt` is not a field",
+            ModelConfig::new().backend(
+                RestBackend::new().updated_at("modifiedAt", TimeFormat::EpochMillis),
+            ),
+        ),
+        (
+            "the server field `owner`",
+            ModelConfig::new().backend(RestBackend::new().server_fields(&["owner"])),
+        ),
+        (
+            "must be 4xx",
+            ModelConfig::new().backend(RestBackend::new().conflict_statuses(&[500])),
+        ),
+        (
+            "`{local_id}`",
+            ModelConfig::new().backend(RestBackend::new().server_ids(
+                "objectId",
+                "title",
+                ("where", "{}"),
+            )),
+        ),
+        (
+            "cannot be sent as DELETE",
+            ModelConfig::new().rest(
+                RestRequests::new()
+                    .with(RestRequest::new(RestMethod::Patch).send_as(RestMethod::Delete)),
+            ),
+        ),
+        (
+            "cannot go with `server_ids`",
+            ModelConfig::new()
+                .rest(
+                    RestRequests::new()
+                        .with(RestRequest::new(RestMethod::Post).send_as(RestMethod::Put)),
+                )
+                .backend(RestBackend::new().server_ids("id", "title", ("title", "{local_id}"))),
+        ),
+    ];
+    for (expected, config) in cases {
+        let db = ClientDb::new();
+        let err = SyncManager::builder()
+            .base_url("http://127.0.0.1:9")
+            .store(store_at(&db.path()).await)
+            .rest_only()
+            .model_with::<Item>(config)
+            .build()
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{expected}: built"));
+        let text = err.to_string();
+        assert!(
+            matches!(err, offline_sync_kit::Error::Config(_)),
+            "{expected}: {err:?}"
+        );
+        assert!(
+            text.contains("model `item`") && text.contains(expected),
+            "{expected}: {text}"
+        );
+    }
+    // The working configuration of this file builds.
+    let db = ClientDb::new();
+    let sync = items_client("http://127.0.0.1:9", &db, ConflictStrategy::ServerWins).await;
+    sync.shutdown().await.unwrap();
+}
