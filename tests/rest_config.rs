@@ -596,7 +596,9 @@ async fn configurations_that_cannot_work_are_refused_when_the_manager_is_built()
             ModelConfig::new().pull(
                 RestPull::new()
                     .paging(Paging::NextUrl { limit_param: None })
-                    .next_page(NextPage::TotalCount(CountAt::Header("X-Total-Count".into()))),
+                    .next_page(NextPage::TotalCount(CountAt::Header(
+                        "X-Total-Count".into(),
+                    ))),
             ),
         ),
         (
@@ -609,9 +611,8 @@ async fn configurations_that_cannot_work_are_refused_when_the_manager_is_built()
         ),
         (
             "`modifiedAt` is not a field",
-            ModelConfig::new().backend(
-                RestBackend::new().updated_at("modifiedAt", TimeFormat::EpochMillis),
-            ),
+            ModelConfig::new()
+                .backend(RestBackend::new().updated_at("modifiedAt", TimeFormat::EpochMillis)),
         ),
         (
             "the server field `owner`",
@@ -670,5 +671,217 @@ async fn configurations_that_cannot_work_are_refused_when_the_manager_is_built()
     // The working configuration of this file builds.
     let db = ClientDb::new();
     let sync = items_client("http://127.0.0.1:9", &db, ConflictStrategy::ServerWins).await;
+    sync.shutdown().await.unwrap();
+}
+
+/// A list API that pages five records every way at once: by a token (`cursor`, the next in
+/// `meta.next`), by offset (`skip`, total in `X-Total-Count`), by page number from 0 (`page`,
+/// the next page's URL in `links.next`), or not at all. A `PUT /pages/{id}` creates a record
+/// and notes its `X-Request-Id`.
+#[derive(Default)]
+struct Pages {
+    requests: Mutex<usize>,
+    created: Mutex<Vec<(String, Option<String>)>>,
+}
+
+async fn pages_api() -> (String, Arc<Pages>) {
+    use axum::extract::Path;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    let shared = Arc::new(Pages::default());
+    async fn list(
+        State(s): State<Arc<Pages>>,
+        UrlQuery(q): UrlQuery<HashMap<String, String>>,
+    ) -> axum::response::Response {
+        *s.requests.lock().unwrap() += 1;
+        let rows: Vec<Value> = (0..5)
+            .map(|n| json!({"id": format!("r{n}"), "title": format!("record {n}"), "mark": n}))
+            .collect();
+        let num = |name: &str| q.get(name).map(|v| v.parse::<usize>().unwrap());
+        let limit = num("limit").or(num("size")).unwrap_or(rows.len());
+        if let Some(page) = num("page") {
+            let slice: Vec<Value> = rows
+                .iter()
+                .skip(page * limit)
+                .take(limit)
+                .cloned()
+                .collect();
+            let next = ((page + 1) * limit < rows.len())
+                .then(|| format!("/pages?page={}&size={limit}", page + 1));
+            return Json(json!({"data": slice, "links": {"next": next}})).into_response();
+        }
+        let start = num("cursor").or(num("skip")).unwrap_or(0);
+        let slice: Vec<Value> = rows.iter().skip(start).take(limit).cloned().collect();
+        let end = start + slice.len();
+        let next = (end < rows.len()).then(|| end.to_string());
+        (
+            [("x-total-count", rows.len().to_string())],
+            Json(json!({"data": slice, "meta": {"next": next}})),
+        )
+            .into_response()
+    }
+    async fn put(
+        State(s): State<Arc<Pages>>,
+        Path(id): Path<String>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> axum::response::Response {
+        let key = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert!(
+            headers.get("idempotency-key").is_none(),
+            "the default header was sent"
+        );
+        s.created.lock().unwrap().push((id, key));
+        (StatusCode::CREATED, Json(body)).into_response()
+    }
+    let app = Router::new()
+        .route("/pages", get(list))
+        .route("/pages/{id}", axum::routing::put(put))
+        .with_state(Arc::clone(&shared));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, shared)
+}
+
+/// A record of the pages API.
+#[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[sync(endpoint = "pages")]
+struct Page {
+    #[sync(id)]
+    id: String,
+    title: String,
+    mark: i64,
+}
+
+/// Guards against: a paging scheme or signal that is configurable but not followed. Each
+/// scheme reads the five records in pages of two and stops when its signal says so: three
+/// requests, or one when there is no paging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_paging_scheme_follows_its_own_signal() {
+    use offline_sync_kit::CountAt;
+    let cases: Vec<(&str, RestPull, usize)> = vec![
+        (
+            "token in the body",
+            RestPull::new()
+                .paging(Paging::Cursor {
+                    cursor_param: "cursor".into(),
+                    limit_param: Some("limit".into()),
+                })
+                .next_page(NextPage::BodyCursor("meta.next".into())),
+            3,
+        ),
+        (
+            "offset and a total count header",
+            RestPull::new()
+                .paging(Paging::Offset {
+                    offset_param: "skip".into(),
+                    limit_param: "limit".into(),
+                })
+                .next_page(NextPage::TotalCount(CountAt::Header(
+                    "X-Total-Count".into(),
+                ))),
+            3,
+        ),
+        (
+            "page numbers from 0 and a next URL in the body",
+            RestPull::new()
+                .paging(Paging::PageNumber {
+                    page_param: "page".into(),
+                    size_param: "size".into(),
+                    first: 0,
+                })
+                .next_page(NextPage::BodyUrl("links.next".into())),
+            3,
+        ),
+        (
+            "offset and full pages",
+            RestPull::new()
+                .paging(Paging::Offset {
+                    offset_param: "skip".into(),
+                    limit_param: "limit".into(),
+                })
+                .next_page(NextPage::FullPage),
+            3,
+        ),
+        ("no paging", RestPull::new(), 1),
+    ];
+    for (name, pull, requests) in cases {
+        let (url, shared) = pages_api().await;
+        let db = ClientDb::new();
+        let mut options = fast_options();
+        options.auto_sync = false;
+        options.batch_size = 2;
+        let sync = SyncManager::builder()
+            .base_url(&url)
+            .store(store_at(&db.path()).await)
+            .rest_only()
+            .connectivity(ManualConnectivity::new(true))
+            .model_with::<Page>(ModelConfig::new().pull(pull.records_at("data")))
+            .options(options)
+            .build()
+            .await
+            .unwrap();
+        let report = sync.pull::<Page>().await.unwrap();
+        assert_eq!(report.pulled, 5, "{name}");
+        assert_eq!(*shared.requests.lock().unwrap(), requests, "{name}");
+        assert_eq!(
+            sync.get::<Page>("r4").await.unwrap().unwrap().mark,
+            4,
+            "{name}"
+        );
+        sync.shutdown().await.unwrap();
+    }
+}
+
+/// Guards against: the method and the idempotency header of a write that are configurable
+/// but not applied. A create sent as `PUT` to the item URL carries its key in `X-Request-Id`
+/// (not the default header).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_goes_by_put_with_the_configured_idempotency_header() {
+    use offline_sync_kit::{RestMethod, RestRequest, RestRequests};
+    let (url, shared) = pages_api().await;
+    let db = ClientDb::new();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let config = ModelConfig::new()
+        .rest(RestRequests::new().with(RestRequest::new(RestMethod::Post).send_as(RestMethod::Put)))
+        .backend(RestBackend::new().idempotency_header(Some("X-Request-Id")));
+    let sync = SyncManager::builder()
+        .base_url(&url)
+        .store(store_at(&db.path()).await)
+        .rest_only()
+        .connectivity(ManualConnectivity::new(true))
+        .model_with::<Page>(config)
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    sync.save(&Page {
+        id: "p1".into(),
+        title: "by put".into(),
+        mark: 1,
+    })
+    .await
+    .unwrap();
+    let report = sync
+        .synchronize(offline_sync_kit::SyncRun::new(
+            offline_sync_kit::SyncDirection::PushOnly,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(report.pushed, 1);
+    let created = shared.created.lock().unwrap().clone();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0].0, "p1");
+    let key = created[0]
+        .1
+        .clone()
+        .expect("the key travels in X-Request-Id");
+    let state = sync.record_state::<Page>("p1").await.unwrap();
+    assert!(state.ops.is_empty() && !key.is_empty());
     sync.shutdown().await.unwrap();
 }
