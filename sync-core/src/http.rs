@@ -1001,18 +1001,29 @@ impl HttpRemote {
         };
         let body = response.body;
         // The signal, read before the records are taken out of the body.
-        let signal: Option<Option<String>> = match &pull.next {
-            NextPage::Never => None,
-            NextPage::LinkHeader => header("link")
-                .and_then(|link| crate::backend::link_next(&link))
-                .map(Some),
-            NextPage::Header(name) => header(name).map(Some),
-            NextPage::BodyUrl(path) | NextPage::BodyCursor(path) => {
+        /// What the page says about the next one.
+        enum Signal {
+            /// No next page.
+            Last,
+            /// The next page's URL or token.
+            Named(String),
+            /// The total count of the pass's records.
+            Total(u64),
+            /// More follow while pages are full.
+            WhileFull,
+        }
+        let named = |text: Option<String>| text.map_or(Signal::Last, Signal::Named);
+        let signal = match &pull.next {
+            NextPage::Never => Signal::Last,
+            NextPage::LinkHeader => {
+                named(header("link").and_then(|link| crate::backend::link_next(&link)))
+            }
+            NextPage::Header(name) => named(header(name)),
+            NextPage::BodyUrl(path) | NextPage::BodyCursor(path) => named(
                 crate::backend::at_path(&body, path)
                     .and_then(field_text)
-                    .filter(|t| !t.is_empty())
-                    .map(Some)
-            }
+                    .filter(|t| !t.is_empty()),
+            ),
             NextPage::TotalCount(at) => {
                 let total = match at {
                     CountAt::Header(name) => header(name).and_then(|t| t.parse::<u64>().ok()),
@@ -1024,32 +1035,28 @@ impl HttpRemote {
                         })
                     }
                 };
-                let total = total.ok_or_else(|| {
+                Signal::Total(total.ok_or_else(|| {
                     RemoteError::bad_response(format!("the page has no total count at {at:?}"))
-                })?;
-                // Decided below, once the page's records are counted.
-                Some(Some(total.to_string()))
+                })?)
             }
-            NextPage::FullPage => Some(None),
+            NextPage::FullPage => Signal::WhileFull,
         };
         let records = self.list_records(route, &config, body)?;
         let read = records.len() as u64;
-        let more = match (&pull.next, &signal) {
-            (NextPage::TotalCount(_), Some(Some(total))) => {
-                let total: u64 = total.parse().unwrap_or(0);
-                read > 0 && state.read.saturating_add(read) < total
-            }
-            (NextPage::FullPage, _) => read >= limit as u64 && read > 0,
-            (_, signal) => signal.is_some(),
+        let more = match &signal {
+            Signal::Last => false,
+            Signal::Named(_) => true,
+            // An empty page ends the pass whatever the count says (records deleted meanwhile).
+            Signal::Total(total) => read > 0 && state.read.saturating_add(read) < *total,
+            Signal::WhileFull => read > 0 && read >= limit as u64,
         };
         let next = if more {
-            Some(match &pull.paging {
-                Paging::PageNumber { .. } => position.saturating_add(1).to_string(),
-                Paging::Offset { .. } => position.saturating_add(read).to_string(),
-                Paging::Cursor { .. } | Paging::NextUrl { .. } | Paging::None => signal
-                    .clone()
-                    .flatten()
-                    .ok_or_else(|| RemoteError::bad_response("the next page is not named"))?,
+            Some(match (&pull.paging, signal) {
+                (Paging::PageNumber { .. }, _) => position.saturating_add(1).to_string(),
+                (Paging::Offset { .. }, _) => position.saturating_add(read).to_string(),
+                (_, Signal::Named(next)) => next,
+                // `check` pairs a token or URL scheme with a signal that names the next page.
+                _ => return Err(RemoteError::bad_response("the next page is not named")),
             })
         } else {
             None
