@@ -991,6 +991,7 @@ impl SyncManager {
                 base_version: version,
                 data: Some(row.data.clone()),
                 idempotency_key: uuid::Uuid::new_v4().to_string(),
+                sent: false,
             };
             let (outcomes, _) = self
                 .inner

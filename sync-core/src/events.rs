@@ -41,6 +41,9 @@ pub enum SyncEventType {
     /// A remote copy of a record has an `#[sync(encrypted)]` value that does not decrypt; the
     /// local copy was left as it was.
     DecryptionFailed,
+    /// The remote assigned its own id to a record created locally; the record and its queued
+    /// changes now go by that id.
+    RecordRekeyed,
 }
 
 /// Something that happened in the engine, with what belongs to it.
@@ -177,6 +180,18 @@ pub enum SyncEvent {
         /// Why.
         error: String,
     },
+    /// The remote assigned its own id to a record created locally
+    /// ([`RestBackend::server_ids`](crate::RestBackend::server_ids)): the local row and every
+    /// queued change of it were re-keyed from `from` to `id` in one transaction, so reads,
+    /// updates and deletes use `id` from now on.
+    RecordRekeyed {
+        /// The model.
+        model_type: &'static str,
+        /// The local id it had.
+        from: String,
+        /// The remote's id, which it has now.
+        id: String,
+    },
 }
 
 impl SyncEvent {
@@ -197,6 +212,7 @@ impl SyncEvent {
             SyncEvent::RealtimeOverflow { .. } => SyncEventType::RealtimeOverflow,
             SyncEvent::RecordQuarantined { .. } => SyncEventType::RecordQuarantined,
             SyncEvent::DecryptionFailed { .. } => SyncEventType::DecryptionFailed,
+            SyncEvent::RecordRekeyed { .. } => SyncEventType::RecordRekeyed,
             SyncEvent::ServerEvent { kind, .. } => *kind,
         }
     }
@@ -207,6 +223,7 @@ impl SyncEvent {
             SyncEvent::OpFailed { model_type, .. }
             | SyncEvent::RecordQuarantined { model_type, .. }
             | SyncEvent::DecryptionFailed { model_type, .. }
+            | SyncEvent::RecordRekeyed { model_type, .. }
             | SyncEvent::ModelAdded { model_type, .. }
             | SyncEvent::ModelUpdated { model_type, .. }
             | SyncEvent::ModelDeleted { model_type, .. }
@@ -223,6 +240,7 @@ impl SyncEvent {
             SyncEvent::OpFailed { id, .. }
             | SyncEvent::RecordQuarantined { key: id, .. }
             | SyncEvent::DecryptionFailed { id, .. }
+            | SyncEvent::RecordRekeyed { id, .. }
             | SyncEvent::ModelAdded { id, .. }
             | SyncEvent::ModelUpdated { id, .. }
             | SyncEvent::ModelDeleted { id, .. }
@@ -501,6 +519,15 @@ mod tests {
                     error: "e".into(),
                 },
                 SyncEventType::DecryptionFailed,
+                Some("a"),
+            ),
+            (
+                SyncEvent::RecordRekeyed {
+                    model_type: "todo",
+                    from: "local-1".into(),
+                    id: "a".into(),
+                },
+                SyncEventType::RecordRekeyed,
                 Some("a"),
             ),
             (

@@ -15,6 +15,7 @@
 
 mod accounts;
 mod auth;
+mod backend;
 mod connectivity;
 mod crypto;
 mod disposition;
@@ -41,6 +42,10 @@ pub use sync_protocol as protocol;
 
 pub use crate::accounts::{AccountStores, Credentials, SignOut, SyncAccounts};
 pub use crate::auth::{TokenError, TokenProvider};
+pub use crate::backend::{
+    AlreadyExists, Conditional, CountAt, NextPage, Paging, RestBackend, RestPull, ServerIds, Since,
+    TimeFormat, Tombstone, UpdatedAt, VersionSource,
+};
 pub use crate::connectivity::{
     Connectivity, ManualConnectivity, Observation, ProbeConnectivity, RemoteConnectivity,
 };

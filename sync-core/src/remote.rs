@@ -32,6 +32,9 @@ pub struct ModelRoute {
     pub rest: RestRequests,
     /// How to pull this model.
     pub pull: PullMode,
+    /// How the backend versions, conflicts, replays and keys this model's records (REST
+    /// only; the default is sync-server's behaviour).
+    pub backend: crate::backend::RestBackend,
     /// Turns a received record into the model's full record JSON (fills
     /// serde defaults and `None`s, checks types); a record that does not fit comes back
     /// unchanged with the reason.
@@ -82,6 +85,9 @@ pub struct PushItem {
     pub data: Option<JsonObject>,
     /// Unique per change; the remote applies a key at most once.
     pub idempotency_key: String,
+    /// The change may have reached the remote already: it is sent again after an answer
+    /// that was lost, or after a restart while it was on its way.
+    pub sent: bool,
 }
 
 /// What the remote did with one push item.
@@ -665,6 +671,7 @@ mod tests {
             endpoint: "notes".into(),
             rest: RestRequests::default(),
             pull: PullMode::Cursor,
+            backend: crate::backend::RestBackend::default(),
             normalize: Ok,
         }
     }
@@ -679,6 +686,7 @@ mod tests {
                 base_version: 0,
                 data: Some(obj(json!({"key": "n1", "title": "a"}))),
                 idempotency_key: "k1".into(),
+                sent: false,
             },
             PushItem {
                 seq: 2,
@@ -687,6 +695,7 @@ mod tests {
                 base_version: 4,
                 data: None,
                 idempotency_key: "k2".into(),
+                sent: false,
             },
         ];
         let route = route();

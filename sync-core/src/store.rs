@@ -644,6 +644,28 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
     /// go, without an op, so that the next pull takes the remote's copy whatever its version
     /// (a repair). Ids with outbox ops are left alone. Returns the ids forgotten.
     fn forget_records(&self, schema: &'static ModelSchema, ids: &[String]) -> StoreResult<u64>;
+
+    /// Gives record `from` the id `to` that the remote assigned to it: the row (with its id
+    /// field) and every queued op of the record, in one transaction, so that the ops queued
+    /// behind its create go to `to`. A row already stored under `to` (the remote's copy,
+    /// pulled before the re-key) is replaced by the re-keyed one, which carries the local
+    /// changes. Returns whether there was a row `from`.
+    ///
+    /// Needed for backends that assign ids
+    /// ([`RestBackend::server_ids`](crate::RestBackend::server_ids)); a store without it
+    /// refuses, and the create stays queued.
+    fn rekey_record(
+        &self,
+        schema: &'static ModelSchema,
+        from: &str,
+        to: &str,
+    ) -> StoreResult<bool> {
+        let _ = (from, to);
+        Err(StoreError::Database(format!(
+            "this store cannot re-key records, so `{}` cannot be used with a backend that assigns ids",
+            schema.model_type
+        )))
+    }
 }
 
 /// What a store knows of the remote's records of one model: `(id, version, deleted)` of every

@@ -11,6 +11,9 @@
     clippy::expect_used
 )]
 
+pub mod counting;
+pub mod npm;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -41,6 +41,9 @@ pub struct ModelConfig {
     /// ([`SyncModel::PRIORITY`]); a write's [`WriteOptions::priority`](crate::WriteOptions)
     /// overrides both.
     pub priority: Option<i32>,
+    /// How a REST backend versions, conflicts, replays and keys the model's records
+    /// (default: sync-server's behaviour).
+    pub backend: Option<crate::backend::RestBackend>,
 }
 
 impl ModelConfig {
@@ -58,8 +61,8 @@ impl ModelConfig {
 
     /// How the model is pulled.
     #[must_use]
-    pub fn pull(mut self, pull: PullMode) -> Self {
-        self.pull = Some(pull);
+    pub fn pull(mut self, pull: impl Into<PullMode>) -> Self {
+        self.pull = Some(pull.into());
         self
     }
 
@@ -69,6 +72,60 @@ impl ModelConfig {
         self.priority = Some(priority);
         self
     }
+
+    /// How a REST backend treats the model's records (see [`RestBackend`](crate::RestBackend)).
+    #[must_use]
+    pub fn backend(mut self, backend: crate::backend::RestBackend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+}
+
+/// Why a pull mode cannot work, if it cannot.
+fn check_pull(pull: &PullMode) -> std::result::Result<(), String> {
+    match pull {
+        PullMode::Cursor | PullMode::FullPaged => Ok(()),
+        PullMode::UpdatedSince { field, since_param } => {
+            if field.is_empty() || since_param.is_empty() {
+                Err(format!(
+                    "`PullMode::UpdatedSince` needs a field and a since parameter (got {field:?} and {since_param:?})"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        PullMode::Rest(pull) => pull.check(),
+    }
+}
+
+/// Why the methods configured cannot work with the backend, if they cannot.
+fn check_methods(
+    rest: &RestRequests,
+    backend: &crate::backend::RestBackend,
+) -> std::result::Result<(), String> {
+    for method in RestMethod::ALL {
+        let Some(sent) = rest.get_for(method).and_then(|r| r.send_as) else {
+            continue;
+        };
+        let fits = match method {
+            RestMethod::Get => sent == RestMethod::Get,
+            RestMethod::Post => matches!(sent, RestMethod::Post | RestMethod::Put),
+            RestMethod::Put | RestMethod::Patch => {
+                matches!(sent, RestMethod::Put | RestMethod::Patch | RestMethod::Post)
+            }
+            RestMethod::Delete => matches!(sent, RestMethod::Delete | RestMethod::Post),
+        };
+        if !fits {
+            return Err(format!("`{method}` cannot be sent as {sent}"));
+        }
+        if method == RestMethod::Post && sent == RestMethod::Put && backend.server_ids.is_some() {
+            return Err(
+                "a create sent as PUT to the item URL uses the client's id, so it cannot go with `server_ids`"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
 }
 
 pub(crate) struct Registration {
@@ -220,13 +277,24 @@ impl SyncManagerBuilder {
             self.errors
                 .push(format!("model `{}`: {err}", schema.model_type));
         }
+        let pull = config.pull.unwrap_or(PullMode::Cursor);
+        let backend = config.backend.unwrap_or_default();
+        if let Err(err) = check_pull(&pull).and_then(|()| backend.check(schema)) {
+            self.errors
+                .push(format!("model `{}`: {err}", schema.model_type));
+        }
+        if let Err(err) = check_methods(&rest, &backend) {
+            self.errors
+                .push(format!("model `{}`: {err}", schema.model_type));
+        }
         self.models.push(Registration {
             schema,
             route: ModelRoute {
                 schema,
                 endpoint: T::ENDPOINT.to_owned(),
                 rest,
-                pull: config.pull.unwrap_or(PullMode::Cursor),
+                pull,
+                backend,
                 normalize: crate::remote::normalize_record::<T>,
             },
             encrypted: T::ENCRYPTED_FIELDS,

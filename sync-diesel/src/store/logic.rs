@@ -1139,6 +1139,40 @@ pub(crate) fn apply_remote(
     Ok(out)
 }
 
+/// [`LocalStore::rekey_record`](sync_core::store::LocalStore::rekey_record): the row (its id
+/// column) and the record's queued ops move from `from` to `to`; a row already under `to`
+/// (the remote's copy, pulled before the re-key) gives way to the re-keyed one.
+pub(crate) fn rekey_record(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    from: &str,
+    to: &str,
+) -> Result<bool, StoreError> {
+    let backend = db.backend();
+    let existed = load_row(db, schema, from)?.is_some();
+    if id_key(schema, from) == id_key(schema, to) {
+        return Ok(existed);
+    }
+    if existed {
+        delete_row(db, schema, to)?;
+        let id_column = ident(schema.id().column);
+        let mut sql = Sql::new(format!("UPDATE {} SET {id_column} = ", ident(schema.table)));
+        sql.bind(id_param(schema, to, backend)?)
+            .push(&format!(" WHERE {id_column} = "))
+            .bind(id_param(schema, from, backend)?);
+        db.execute(sql)?;
+    }
+    // The ops move even without a row: a delete queued behind the create goes to `to`.
+    let mut sql = Sql::new("UPDATE _sync_outbox SET record_id = ");
+    sql.bind(Param::text(id_key(schema, to)))
+        .push(" WHERE model_type = ")
+        .bind(Param::text(schema.model_type))
+        .push(" AND record_id = ")
+        .bind(Param::text(from));
+    db.execute(sql)?;
+    Ok(existed)
+}
+
 /// The id as the store writes it (UUIDs in their canonical form).
 fn id_key(schema: &ModelSchema, id: &str) -> String {
     if schema.id().sql_type == sync_schema::SqlType::Uuid {

@@ -911,6 +911,16 @@ impl LocalStore for DieselStore {
         self.write(|db| logic::forget_records(db, schema, ids))
     }
 
+    fn rekey_record(
+        &self,
+        schema: &'static ModelSchema,
+        from: &str,
+        to: &str,
+    ) -> StoreResult<bool> {
+        self.register(schema);
+        self.write(|db| logic::rekey_record(db, schema, from, to))
+    }
+
     fn quarantine(
         &self,
         schema: &'static ModelSchema,
