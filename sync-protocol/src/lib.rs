@@ -44,7 +44,7 @@ mod ws;
 pub use crate::error::{ErrorBody, ErrorCode};
 pub use crate::metadata::{
     is_valid_device_id, record_hash, Checksum, CollectionSummary, DeviceInfo, DigestEntry,
-    DigestPage, SyncMetadataResponse, DEVICE_ID_HEADER, MAX_DEVICE_ID_LEN,
+    DigestPage, SyncMetadataResponse, DEVICE_ID_HEADER, MAX_COLLECTIONS_LISTED, MAX_DEVICE_ID_LEN,
 };
 pub use crate::pull::PullPage;
 pub use crate::push::{OpKind, OpResult, OpStatus, PushOp, PushRequest, PushResponse};

@@ -25,6 +25,9 @@ use sha2::{Digest, Sha256};
 /// digits, `-`, `_` and `.`, at most [`MAX_DEVICE_ID_LEN`] of them.
 pub const DEVICE_ID_HEADER: &str = "x-sync-device";
 
+/// Most collections a metadata answer lists (by name); past it the answer says it is cut.
+pub const MAX_COLLECTIONS_LISTED: usize = 1_000;
+
 /// Longest device id a server accepts.
 pub const MAX_DEVICE_ID_LEN: usize = 64;
 
@@ -135,8 +138,12 @@ pub struct SyncMetadataResponse {
     pub user: String,
     /// Every device of the user, most recently seen first.
     pub devices: Vec<DeviceInfo>,
-    /// Every collection the user has records in.
+    /// The collections the user has records in, by name: all of them, or the first
+    /// [`MAX_COLLECTIONS_LISTED`] when `collections_truncated`.
     pub collections: BTreeMap<String, CollectionSummary>,
+    /// More collections exist than were listed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub collections_truncated: bool,
     /// The latest `last_successful_sync` of any device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_sync: Option<String>,

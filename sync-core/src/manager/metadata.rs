@@ -111,11 +111,12 @@ impl SyncMetadata {
     pub fn compare(&self, remote: &RemoteSyncMetadata) -> MetadataComparison {
         let zero = Checksum::default().hex();
         let same = self.entities.values().all(|entity| {
-            let theirs = remote
-                .collections
-                .get(&entity.collection)
-                .map_or(zero.as_str(), |c| c.checksum.as_str());
-            theirs == entity.checksum
+            match remote.collections.get(&entity.collection) {
+                Some(theirs) => theirs.checksum == entity.checksum,
+                // A cut listing says nothing of the collections it left out.
+                None if remote.collections_truncated => true,
+                None => entity.checksum == zero,
+            }
         });
         let pending = self
             .entities

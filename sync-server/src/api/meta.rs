@@ -18,6 +18,7 @@ use super::validate::check_collection;
 use super::{ApiError, AppState, AuthUser};
 use crate::protocol::{
     is_valid_device_id, DigestPage, ErrorCode, SyncMetadataResponse, DEVICE_ID_HEADER,
+    MAX_COLLECTIONS_LISTED,
 };
 
 /// How often a device's `last_seen` is written at most (a finished sync is always written).
@@ -90,7 +91,11 @@ pub(super) async fn metadata(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
 ) -> Result<Response, ApiError> {
-    let (devices, collections) = state.store.sync_metadata(&user).await?;
+    let (devices, mut collections) = state.store.sync_metadata(&user).await?;
+    // A user with very many collections gets the first ones and a flag, not an answer that
+    // grows without bound.
+    let collections_truncated = collections.len() > MAX_COLLECTIONS_LISTED;
+    collections.truncate(MAX_COLLECTIONS_LISTED);
     let last_successful_sync = devices
         .iter()
         .filter_map(|d| d.last_successful_sync.clone())
@@ -99,6 +104,7 @@ pub(super) async fn metadata(
         user,
         devices,
         collections: collections.into_iter().collect(),
+        collections_truncated,
         last_successful_sync,
     })
     .into_response())

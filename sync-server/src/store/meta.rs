@@ -74,7 +74,8 @@ macro_rules! meta_queries {
                 })
             }
 
-            /// `owner`'s collections with their counts and checksums.
+            /// `owner`'s collections with their counts and checksums, by name, at most
+            /// `MAX_COLLECTIONS_LISTED + 1` (one more says the list was cut).
             pub(crate) fn collections(
                 conn: &mut Conn,
                 owner: &str,
@@ -89,6 +90,11 @@ macro_rules! meta_queries {
                         usage::checksum_hi,
                     ))
                     .order(usage::collection)
+                    .limit(
+                        i64::try_from(crate::protocol::MAX_COLLECTIONS_LISTED)
+                            .unwrap_or(i64::MAX)
+                            .saturating_add(1),
+                    )
                     .load(conn)?;
                 Ok(rows
                     .into_iter()
