@@ -292,3 +292,148 @@ async fn verify_finds_and_repairs_records_changed_behind_the_clients_back() {
         .all(|r| r.in_sync() && !r.repaired));
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// Forwards to an [`HttpRemote`], counting pull requests and metadata requests.
+#[derive(Debug)]
+struct Requests {
+    inner: offline_sync_kit::HttpRemote,
+    pulls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    metadata: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl offline_sync_kit::remote::Remote for Requests {
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
+    async fn push(
+        &self,
+        route: &offline_sync_kit::remote::ModelRoute,
+        items: &[offline_sync_kit::remote::PushItem],
+    ) -> Result<
+        (
+            Vec<offline_sync_kit::remote::PushOutcome>,
+            offline_sync_kit::remote::Traffic,
+        ),
+        offline_sync_kit::remote::RemoteError,
+    > {
+        self.inner.push(route, items).await
+    }
+    async fn pull(
+        &self,
+        route: &offline_sync_kit::remote::ModelRoute,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<offline_sync_kit::remote::RemotePage, offline_sync_kit::remote::RemoteError> {
+        self.pulls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.pull(route, cursor, limit).await
+    }
+    async fn fetch(
+        &self,
+        route: &offline_sync_kit::remote::ModelRoute,
+        id: &str,
+    ) -> Result<Option<offline_sync_kit::store::RemoteRecord>, offline_sync_kit::remote::RemoteError>
+    {
+        self.inner.fetch(route, id).await
+    }
+    async fn fetch_page(
+        &self,
+        route: &offline_sync_kit::remote::ModelRoute,
+        params: &[(String, String)],
+        limit: Option<u64>,
+        offset: Option<u64>,
+    ) -> Result<offline_sync_kit::remote::RemotePage, offline_sync_kit::remote::RemoteError> {
+        self.inner.fetch_page(route, params, limit, offset).await
+    }
+    async fn health(&self) -> Result<(), offline_sync_kit::remote::RemoteError> {
+        self.inner.health().await
+    }
+    fn has_sync_metadata(&self) -> bool {
+        self.inner.has_sync_metadata()
+    }
+    async fn sync_metadata(
+        &self,
+    ) -> Result<offline_sync_kit::RemoteSyncMetadata, offline_sync_kit::remote::RemoteError> {
+        self.metadata
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.sync_metadata().await
+    }
+    async fn digest_page(
+        &self,
+        route: &offline_sync_kit::remote::ModelRoute,
+        after: &str,
+        limit: usize,
+    ) -> Result<offline_sync_kit::protocol::DigestPage, offline_sync_kit::remote::RemoteError> {
+        self.inner.digest_page(route, after, limit).await
+    }
+}
+
+/// An idle sync (nothing pending, checksums equal) is one metadata request and no pull,
+/// whatever the data size; a collection whose checksum differs is pulled.
+#[tokio::test]
+async fn an_idle_sync_is_one_metadata_request_and_no_pull() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let server = Server::start().await;
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let pulls = Arc::new(AtomicU64::new(0));
+    let metadata = Arc::new(AtomicU64::new(0));
+    let remote = Requests {
+        inner: offline_sync_kit::HttpRemote::builder(server.url())
+            .bearer_token(ALICE.1)
+            .build()
+            .unwrap(),
+        pulls: Arc::clone(&pulls),
+        metadata: Arc::clone(&metadata),
+    };
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let a = SyncManager::builder()
+        .remote(remote)
+        .store(support::store_at(&db_a.path()).await)
+        .connectivity(ManualConnectivity::new(true))
+        .options(options)
+        .user_id(ALICE.0)
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
+    let b = client(&server.url(), &db_b).await;
+    let many: Vec<Todo> = (0..300).map(|n| todo(&format!("t{n:03}"), "x")).collect();
+    b.save_all(&many).await.unwrap();
+    b.sync_all().await.unwrap();
+
+    // First sync: no cursor yet, so no metadata request; pages pulled.
+    assert_eq!(a.sync_all().await.unwrap().pulled, 300);
+    assert_eq!(metadata.load(Ordering::SeqCst), 0);
+    let first_pulls = pulls.load(Ordering::SeqCst);
+    assert!(first_pulls >= 1);
+
+    // Idle: one metadata request, no pull.
+    for n in 1..=3 {
+        let report = a.sync_all().await.unwrap();
+        assert!(report.is_success() && report.pulled == 0);
+        assert_eq!(metadata.load(Ordering::SeqCst), n);
+        assert_eq!(
+            pulls.load(Ordering::SeqCst),
+            first_pulls,
+            "an idle sync pulled"
+        );
+    }
+
+    // A change elsewhere: the checksums differ, the collection is pulled.
+    b.save(&todo("new", "one more")).await.unwrap();
+    b.sync_all().await.unwrap();
+    assert_eq!(a.sync_all().await.unwrap().pulled, 1);
+    assert_eq!(pulls.load(Ordering::SeqCst), first_pulls + 1);
+    let meta = a.sync_metadata().await.unwrap();
+    let remote = a.remote_sync_metadata().await.unwrap();
+    assert_eq!(meta.entities["todo"].known, 301);
+    assert_eq!(meta.compare(&remote), MetadataComparison::InSync);
+
+    // Idle again.
+    let before = pulls.load(Ordering::SeqCst);
+    a.sync_all().await.unwrap();
+    assert_eq!(pulls.load(Ordering::SeqCst), before);
+    b.shutdown().await.unwrap();
+}

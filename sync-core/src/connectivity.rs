@@ -347,6 +347,10 @@ impl Remote for ObservedRemote {
         self.seen(self.inner.health().await)
     }
 
+    fn has_sync_metadata(&self) -> bool {
+        self.inner.has_sync_metadata()
+    }
+
     async fn sync_metadata(&self) -> Result<crate::protocol::SyncMetadataResponse, RemoteError> {
         self.seen(self.inner.sync_metadata().await)
     }

@@ -819,6 +819,10 @@ impl Remote for EncryptingRemote {
         self.inner.health().await
     }
 
+    fn has_sync_metadata(&self) -> bool {
+        self.inner.has_sync_metadata()
+    }
+
     async fn sync_metadata(&self) -> Result<crate::protocol::SyncMetadataResponse, RemoteError> {
         self.inner.sync_metadata().await
     }

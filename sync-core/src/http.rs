@@ -1451,6 +1451,11 @@ impl Remote for HttpRemote {
         })
     }
 
+    fn has_sync_metadata(&self) -> bool {
+        // sync-server's protocol (its batch endpoint); a REST API has no metadata endpoint.
+        self.batch_push.is_some()
+    }
+
     async fn sync_metadata(&self) -> Result<crate::protocol::SyncMetadataResponse, RemoteError> {
         self.protocol_call(Method::GET, "sync/metadata", &[]).await
     }

@@ -290,6 +290,13 @@ pub trait Remote: Send + Sync + fmt::Debug + 'static {
     /// Cheap reachability check.
     async fn health(&self) -> Result<(), RemoteError>;
 
+    /// True if [`sync_metadata`](Self::sync_metadata) answers (sync-server's protocol): a run
+    /// with nothing to push then starts with that one request and pulls only the collections
+    /// whose checksum differs from the store's.
+    fn has_sync_metadata(&self) -> bool {
+        false
+    }
+
     /// The user's sync metadata as the remote keeps it (sync-server's `GET /sync/metadata`:
     /// devices, and per collection the record counts and checksum). A remote without it
     /// answers a [`Config`](RemoteError::Config) error.

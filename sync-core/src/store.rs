@@ -645,6 +645,21 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
     /// (a repair). Ids with outbox ops are left alone. Returns the ids forgotten.
     fn forget_records(&self, schema: &'static ModelSchema, ids: &[String]) -> StoreResult<u64>;
 
+    /// How many records the store knows the remote versioned for `schema` (rows and
+    /// remembered tombstones) and their checksum, kept write by write (equal to
+    /// [`KnownVersions::checksum`] of [`known_versions`](Self::known_versions), without the
+    /// scan). The default scans.
+    fn known_checksum(
+        &self,
+        schema: &'static ModelSchema,
+    ) -> StoreResult<(u64, crate::protocol::Checksum)> {
+        let known = self.known_versions(schema)?;
+        Ok((
+            u64::try_from(known.known.len()).unwrap_or(u64::MAX),
+            known.checksum(),
+        ))
+    }
+
     /// Gives record `from` the id `to` that the remote assigned to it: the row (with its id
     /// field) and every queued op of the record, in one transaction, so that the ops queued
     /// behind its create go to `to`. A row already stored under `to` (the remote's copy,

@@ -180,7 +180,7 @@ impl SyncManager {
             let mut per_model = Vec::new();
             for schema in schemas {
                 let count = s.count(schema, &StoreQuery::default())?;
-                let known = s.known_versions(schema)?;
+                let known = s.known_checksum(schema)?;
                 let cursor = s.cursor(schema, user.as_deref())?;
                 per_model.push((schema.model_type, count, known, cursor));
             }
@@ -196,8 +196,7 @@ impl SyncManager {
             .collect();
         let mut entities = BTreeMap::new();
         let mut all = Checksum::default();
-        for (route, (model, count, known, cursor)) in routes.iter().zip(entities_raw) {
-            let checksum = known.checksum();
+        for (route, (model, count, (known, checksum), cursor)) in routes.iter().zip(entities_raw) {
             // The data hash sums the collections' checksums, each salted by its name so that
             // the same records in two collections do not cancel out.
             all = all.plus(Checksum::of_hash(
@@ -214,7 +213,7 @@ impl SyncManager {
                     failed,
                     last_pulled_cursor: cursor,
                     last_pulled_at: stats.pulled_at.get(model).copied(),
-                    known: u64::try_from(known.known.len()).unwrap_or(u64::MAX),
+                    known,
                     checksum: checksum.hex(),
                 },
             );

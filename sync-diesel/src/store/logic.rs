@@ -644,7 +644,7 @@ pub(crate) fn ack_ops(
     // Rows with nothing left to send and no data to write: (id, version).
     let mut settled: Vec<(&str, i64)> = Vec::new();
     for ((ack, id), key) in acks.iter().zip(&ids).zip(&keys) {
-        let Some(&(_, deleted)) = metas.get(key) else {
+        let Some(&(old_version, deleted)) = metas.get(key) else {
             continue;
         };
         let op = &ops[&ack.seq];
@@ -657,7 +657,12 @@ pub(crate) fn ack_ops(
                     let fields = partial_params(schema, data, db.backend())?;
                     update_row(db, schema, id, fields, &synced_meta(ack.version))?;
                 }
-                None => settled.push((id, ack.version)),
+                None => {
+                    // `mark_synced` changes versions in bulk: count them here.
+                    super::records::note_known(db, schema, id, old_version, deleted, -1);
+                    super::records::note_known(db, schema, id, ack.version, deleted, 1);
+                    settled.push((id, ack.version));
+                }
             },
             Some(behind) => {
                 rebase_behind(db, schema, id, ack.version, behind)?;
@@ -1155,6 +1160,10 @@ pub(crate) fn rekey_record(
     }
     if existed {
         delete_row(db, schema, to)?;
+        if let Some((version, deleted)) = super::records::load_meta(db, schema, from)? {
+            super::records::note_known(db, schema, from, version, deleted, -1);
+            super::records::note_known(db, schema, to, version, deleted, 1);
+        }
         let id_column = ident(schema.id().column);
         let mut sql = Sql::new(format!("UPDATE {} SET {id_column} = ", ident(schema.table)));
         sql.bind(id_param(schema, to, backend)?)
@@ -1174,7 +1183,7 @@ pub(crate) fn rekey_record(
 }
 
 /// The id as the store writes it (UUIDs in their canonical form).
-fn id_key(schema: &ModelSchema, id: &str) -> String {
+pub(crate) fn id_key(schema: &ModelSchema, id: &str) -> String {
     if schema.id().sql_type == sync_schema::SqlType::Uuid {
         if let Ok(uuid) = uuid::Uuid::parse_str(id) {
             return uuid.to_string();
@@ -1232,6 +1241,17 @@ fn remember_tombstone(
     if version <= 0 {
         return Ok(());
     }
+    if db.checksums().is_some() {
+        match tombstone_version(db, schema, id)? {
+            Some(old) if old >= version => {}
+            old => {
+                if let Some(old) = old {
+                    super::records::note_known(db, schema, id, old, true, -1);
+                }
+                super::records::note_known(db, schema, id, version, true, 1);
+            }
+        }
+    }
     let mut sql =
         Sql::new("INSERT INTO _sync_tombstones (model_type, record_id, version) VALUES (");
     sql.bind_list([
@@ -1247,11 +1267,34 @@ fn remember_tombstone(
     Ok(())
 }
 
+/// The remembered tombstone version of `id`, if any.
+fn tombstone_version(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let mut sql = Sql::new("SELECT version FROM _sync_tombstones WHERE model_type = ");
+    sql.bind(Param::text(schema.model_type))
+        .push(" AND record_id = ")
+        .bind(Param::text(id_key(schema, id)));
+    Ok(db
+        .load(sql)?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .and_then(|r| r.as_i64()))
+}
+
 fn forget_tombstone(
     db: &mut dyn Db,
     schema: &'static ModelSchema,
     id: &str,
 ) -> Result<(), StoreError> {
+    if db.checksums().is_some() {
+        if let Some(old) = tombstone_version(db, schema, id)? {
+            super::records::note_known(db, schema, id, old, true, -1);
+        }
+    }
     let mut sql = Sql::new("DELETE FROM _sync_tombstones WHERE model_type = ");
     sql.bind(Param::text(schema.model_type))
         .push(" AND record_id = ")
@@ -1663,7 +1706,7 @@ pub(crate) fn known_versions(
     ));
     for row in db.load(sql)? {
         let mut it = row.into_iter();
-        let Some(id) = it.next().and_then(raw_id) else {
+        let Some(id) = it.next().and_then(raw_id).map(|id| id_key(schema, &id)) else {
             continue;
         };
         let version = it.next().and_then(|r| r.as_i64()).unwrap_or(0);
@@ -1711,6 +1754,67 @@ pub(crate) fn forget_records(
         forgotten = forgotten.saturating_add(1);
     }
     Ok(forgotten)
+}
+
+/// Adds a write transaction's checksum changes to `_sync_checksums` (models not counted yet
+/// have no row there and are counted by a scan when first read).
+pub(crate) fn add_checksums(
+    db: &mut dyn Db,
+    deltas: crate::sql::ChecksumDeltas,
+) -> Result<(), StoreError> {
+    for (model, (records, checksum)) in deltas.0 {
+        if records == 0 && checksum == sync_core::protocol::Checksum::default() {
+            continue;
+        }
+        let mut sql = Sql::new("UPDATE _sync_checksums SET records = records + ");
+        sql.bind(Param::I64(Some(records)))
+            .push(", checksum_lo = checksum_lo + ")
+            .bind(Param::I64(Some(checksum.lo)))
+            .push(", checksum_hi = checksum_hi + ")
+            .bind(Param::I64(Some(checksum.hi)))
+            .push(" WHERE model_type = ")
+            .bind(Param::text(model));
+        db.execute(sql)?;
+    }
+    Ok(())
+}
+
+/// The kept (records, checksum) of what the store knows of the remote's `schema` records;
+/// counted by a scan and kept from then on the first time (in a write transaction, so no
+/// write comes between the scan and the row).
+pub(crate) fn known_checksum(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+) -> Result<(u64, sync_core::protocol::Checksum), StoreError> {
+    let mut sql = Sql::new(
+        "SELECT records, checksum_lo, checksum_hi FROM _sync_checksums WHERE model_type = ",
+    );
+    sql.bind(Param::text(schema.model_type));
+    if let Some(row) = db.load(sql)?.into_iter().next() {
+        let mut it = row.into_iter();
+        let mut next = || it.next().and_then(|v| v.as_i64()).unwrap_or(0);
+        let records = next();
+        let checksum = sync_core::protocol::Checksum {
+            lo: next(),
+            hi: next(),
+        };
+        return Ok((u64::try_from(records).unwrap_or(0), checksum));
+    }
+    let known = known_versions(db, schema)?;
+    let checksum = known.checksum();
+    let records = i64::try_from(known.known.len()).unwrap_or(i64::MAX);
+    let mut sql = Sql::new(
+        "INSERT INTO _sync_checksums (model_type, records, checksum_lo, checksum_hi) VALUES (",
+    );
+    sql.bind_list([
+        Param::text(schema.model_type),
+        Param::I64(Some(records)),
+        Param::I64(Some(checksum.lo)),
+        Param::I64(Some(checksum.hi)),
+    ])
+    .push(")");
+    db.execute(sql)?;
+    Ok((u64::try_from(records).unwrap_or(0), checksum))
 }
 
 /// An id read back from a model table: text, a UUID, or an integer id in decimal.

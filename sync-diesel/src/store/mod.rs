@@ -29,11 +29,13 @@ use sync_schema::ModelSchema;
 
 use crate::ddl::{self, Backend};
 use crate::error::{Error, Result};
+use crate::sql::ChecksumDeltas;
 use crate::sql::{Db, Sql, SqliteWrite, TxError};
 use crate::value::Param;
+use sync_core::protocol::Checksum;
 
 /// Highest bookkeeping schema version this build knows (`_sync_schema_version`).
-pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 4;
+pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 6;
 
 // The bookkeeping migrations share Diesel's `__diesel_schema_migrations`
 // table with the application's own migrations. Their versions
@@ -601,8 +603,12 @@ impl DieselStore {
                     let mut tx = SqliteWrite {
                         conn: c,
                         next_seq: None,
+                        checksums: ChecksumDeltas::default(),
                     };
-                    f(&mut tx).map_err(TxError)
+                    let out = f(&mut tx).map_err(TxError)?;
+                    let deltas = std::mem::take(&mut tx.checksums);
+                    logic::add_checksums(&mut tx, deltas).map_err(TxError)?;
+                    Ok(out)
                 })
                 .map_err(|e: TxError| e.0)
             }
@@ -614,7 +620,14 @@ impl DieselStore {
                 let c: &mut diesel::PgConnection = &mut c;
                 c.transaction(|c: &mut diesel::PgConnection| {
                     pg::lock(c)?;
-                    f(c).map_err(TxError)
+                    let mut tx = crate::sql::PgWrite {
+                        conn: c,
+                        checksums: ChecksumDeltas::default(),
+                    };
+                    let out = f(&mut tx).map_err(TxError)?;
+                    let deltas = std::mem::take(&mut tx.checksums);
+                    logic::add_checksums(&mut tx, deltas).map_err(TxError)?;
+                    Ok(out)
                 })
                 .map_err(|e: TxError| e.0)
             }
@@ -909,6 +922,11 @@ impl LocalStore for DieselStore {
     fn forget_records(&self, schema: &'static ModelSchema, ids: &[String]) -> StoreResult<u64> {
         self.register(schema);
         self.write(|db| logic::forget_records(db, schema, ids))
+    }
+
+    fn known_checksum(&self, schema: &'static ModelSchema) -> StoreResult<(u64, Checksum)> {
+        self.register(schema);
+        self.write(|db| logic::known_checksum(db, schema))
     }
 
     fn rekey_record(
