@@ -144,6 +144,14 @@ impl Since {
 }
 
 /// How a pull asks for the next page.
+///
+/// Under a [`Since`] bound, every page of a pass asks from the pass's bound, sorted by the
+/// bound's field; the next pass starts from the largest value seen. With `PageNumber` or
+/// `Offset`, a record changed by someone else while a pass of several pages runs moves to the
+/// end of the order and shifts the records behind it back by one, so one of those can be
+/// missed by this pass and arrives with its next change; a pass of one page, `Cursor` and
+/// `NextUrl` paging whose tokens the server keeps stable, and pulls without a bound are not
+/// affected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Paging {
