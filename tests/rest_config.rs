@@ -885,3 +885,108 @@ async fn a_create_goes_by_put_with_the_configured_idempotency_header() {
     assert!(state.ops.is_empty() && !key.is_empty());
     sync.shutdown().await.unwrap();
 }
+
+/// A list of five records ordered by `mark` (`mark_gte`, `skip`, `limit`) in which the first
+/// record is changed by someone else (its `mark` becomes 10) just before the second page is
+/// answered.
+async fn moving_api() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let rows = Arc::new(Mutex::new(
+        (1..=5)
+            .map(|n| json!({"id": format!("r{n}"), "title": format!("record {n}"), "mark": n}))
+            .collect::<Vec<Value>>(),
+    ));
+    let requests = Arc::new(Mutex::new(0usize));
+    let (rows2, requests2) = (Arc::clone(&rows), Arc::clone(&requests));
+    let app = Router::new().route(
+        "/pages",
+        get(move |UrlQuery(q): UrlQuery<HashMap<String, String>>| {
+            let (rows, requests) = (Arc::clone(&rows2), Arc::clone(&requests2));
+            async move {
+                let n = {
+                    let mut r = requests.lock().unwrap();
+                    *r += 1;
+                    *r
+                };
+                let mut rows = rows.lock().unwrap();
+                if n == 2 {
+                    rows[0]["mark"] = json!(10);
+                    rows[0]["title"] = json!("moved");
+                }
+                let num = |k: &str| q.get(k).map(|v| v.parse::<i64>().unwrap());
+                let bound = num("mark_gte").unwrap_or(i64::MIN);
+                let mut list: Vec<Value> = rows
+                    .iter()
+                    .filter(|r| r["mark"].as_i64().unwrap() >= bound)
+                    .cloned()
+                    .collect();
+                list.sort_by_key(|r| r["mark"].as_i64().unwrap());
+                let skip = num("skip").unwrap_or(0) as usize;
+                let limit = num("limit").unwrap_or(100) as usize;
+                Json(Value::Array(
+                    list.into_iter().skip(skip).take(limit).collect(),
+                ))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rows)
+}
+
+/// Guards against: a record skipped for good when another one changes during a pull of
+/// several pages. Keyset paging (each page from the largest `mark` read, skipping the
+/// records of that value already read) reads all five, the moved one with its change; offset
+/// paging shifts the records behind the moved one and misses one, as `Paging`'s docs say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyset_paging_misses_no_record_that_moves_during_the_pass() {
+    let keyset = Paging::Keyset {
+        limit_param: "limit".into(),
+        skip_param: "skip".into(),
+    };
+    let offset = Paging::Offset {
+        offset_param: "skip".into(),
+        limit_param: "limit".into(),
+    };
+    for (paging, all) in [(keyset, true), (offset, false)] {
+        let (url, _rows) = moving_api().await;
+        let db = ClientDb::new();
+        let mut options = fast_options();
+        options.auto_sync = false;
+        options.batch_size = 2;
+        let pull = RestPull::new()
+            .since(Since::new("mark", "mark_gte"))
+            .paging(paging.clone())
+            .next_page(NextPage::FullPage);
+        let sync = SyncManager::builder()
+            .base_url(&url)
+            .store(store_at(&db.path()).await)
+            .rest_only()
+            .connectivity(ManualConnectivity::new(true))
+            .model_with::<Page>(ModelConfig::new().pull(pull))
+            .options(options)
+            .build()
+            .await
+            .unwrap();
+        sync.pull::<Page>().await.unwrap();
+        let moved = sync.get::<Page>("r1").await.unwrap().unwrap();
+        assert_eq!(
+            (moved.title.as_str(), moved.mark),
+            ("moved", 10),
+            "{paging:?}"
+        );
+        let have: Vec<String> = sync
+            .query(Query::<Page>::new())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        if all {
+            assert_eq!(have.len(), 5, "{paging:?}: {have:?}");
+        } else {
+            assert_eq!(have.len(), 4, "{paging:?} misses one: {have:?}");
+        }
+        sync.shutdown().await.unwrap();
+    }
+}

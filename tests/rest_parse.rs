@@ -69,9 +69,10 @@ fn note(id: &str, title: &str) -> Note {
     }
 }
 
-/// Parse Server's pull: `where` holds `updatedAt >= bound` as a Parse date, `order`,
-/// `skip` + `limit`, and `count=1` makes it answer the total, which says whether more
-/// pages follow. The records are under `results`.
+/// Parse Server's pull: `where` holds `updatedAt >= bound` as a Parse date, `order`, keyset
+/// pages (`skip` the records of the bound's value already read, `limit`), and `count=1`
+/// makes it answer the total of each page's query, which says whether more pages follow.
+/// The records are under `results`.
 fn parse_pull() -> PullMode {
     PullMode::from(
         RestPull::new()
@@ -83,9 +84,9 @@ fn parse_pull() -> PullMode {
                     .initial("1970-01-01T00:00:00Z"),
             )
             .sort("order", "updatedAt")
-            .paging(Paging::Offset {
-                offset_param: "skip".into(),
+            .paging(Paging::Keyset {
                 limit_param: "limit".into(),
+                skip_param: "skip".into(),
             })
             .next_page(NextPage::TotalCount(CountAt::Body("count".into())))
             .parameter("count", "1")
