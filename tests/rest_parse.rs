@@ -271,10 +271,36 @@ async fn parse_a_change_by_another_client_is_pulled_and_only_changes_are_sent_ag
     assert_eq!(report.pulled, 5);
     assert_eq!(pulled.swap(0, Ordering::SeqCst), 5);
 
-    // The other client changes one note.
+    // The notes at the bound now (notes made in the same millisecond share it).
+    let at_bound = |notes: &[Value]| -> u64 {
+        let newest = notes
+            .iter()
+            .filter_map(|n| n["updatedAt"].as_str())
+            .max()
+            .unwrap()
+            .to_owned();
+        notes
+            .iter()
+            .filter(|n| n["updatedAt"] == newest.as_str())
+            .count() as u64
+    };
+    let all = || async {
+        let body: Value = parse
+            .request(reqwest::Method::GET, "classes/Note")
+            .query(&[("where", r#"{"title":{"$exists":true}}"#)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["results"].as_array().unwrap().clone()
+    };
+    let before = at_bound(&all().await);
+    // The other client changes the oldest note (not at the bound), a moment later.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let status = parse
-        .request(reqwest::Method::PUT, "classes/Note/n2")
+        .request(reqwest::Method::PUT, "classes/Note/n0")
         .json(&json!({"title": "changed elsewhere"}))
         .send()
         .await
@@ -283,14 +309,18 @@ async fn parse_a_change_by_another_client_is_pulled_and_only_changes_are_sent_ag
     assert_eq!(status, 200);
     a.pull::<Note>().await.unwrap();
     assert_eq!(
-        a.get::<Note>("n2").await.unwrap().unwrap().title,
+        a.get::<Note>("n0").await.unwrap().unwrap().title,
         "changed elsewhere"
     );
-    // The bound is inclusive (`$gte`): the newest note of the last pull comes again with the
-    // changed one, and nothing else.
-    assert_eq!(pulled.swap(0, Ordering::SeqCst), 2);
+    // The bound is inclusive (`$gte`): the notes at the bound of the last pull come again with
+    // the changed one, and nothing else.
+    assert_eq!(pulled.swap(0, Ordering::SeqCst), before + 1);
     a.pull::<Note>().await.unwrap();
-    assert_eq!(pulled.load(Ordering::SeqCst), 1, "only the newest, again");
+    assert_eq!(
+        pulled.load(Ordering::SeqCst),
+        at_bound(&all().await),
+        "only the newest, again"
+    );
     a.shutdown().await.unwrap();
 }
 
