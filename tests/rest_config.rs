@@ -163,6 +163,10 @@ struct Items {
     writes: Mutex<Vec<u16>>,
     /// Records sent in list pages.
     listed: Mutex<usize>,
+    /// Answer a stale write 409 with the current record under `current` (else 412, no body).
+    conflict_with_record: std::sync::atomic::AtomicBool,
+    /// Single reads answered.
+    fetched: Mutex<usize>,
 }
 
 impl Items {
@@ -222,6 +226,7 @@ mod items_api {
     }
 
     pub(super) async fn one(State(s): State<Arc<Items>>, Path(id): Path<String>) -> Response {
+        *s.fetched.lock().unwrap() += 1;
         match s.live(&id) {
             Some(row) => with_etag(StatusCode::OK, &row),
             None => StatusCode::NOT_FOUND.into_response(),
@@ -275,6 +280,18 @@ mod items_api {
     ) -> Response {
         let current = match precondition(&s, &id, &headers) {
             Ok(row) => row,
+            Err(StatusCode::PRECONDITION_FAILED)
+                if s.conflict_with_record
+                    .load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                s.writes.lock().unwrap().push(409);
+                let current = s.live(&id).unwrap();
+                return (
+                    StatusCode::CONFLICT,
+                    Json(json!({"error": "stale", "current": current})),
+                )
+                    .into_response();
+            }
             Err(status) => {
                 s.writes.lock().unwrap().push(status.as_u16());
                 return status.into_response();
@@ -989,4 +1006,71 @@ async fn keyset_paging_misses_no_record_that_moves_during_the_pass() {
         }
         sync.shutdown().await.unwrap();
     }
+}
+
+/// Guards against: `conflict_record_at` parsed but not read. A backend that answers a stale
+/// write 409 with the current record under `current` settles the conflict from that answer,
+/// without reading the record again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_answer_with_the_record_at_the_configured_path_needs_no_read() {
+    let (url, shared) = items_backend().await;
+    shared
+        .conflict_with_record
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let mut options = fast_options();
+    options.conflict_strategy = ConflictStrategy::ServerWins;
+    options.auto_sync = false;
+    let mut config = items_config();
+    config.backend = config.backend.map(|b| {
+        b.conflict_statuses(&[409])
+            .conflict_record_at(Some("current"))
+    });
+    let a = SyncManager::builder()
+        .base_url(&url)
+        .store(store_at(&db_a.path()).await)
+        .rest_only()
+        .connectivity(ManualConnectivity::new(true))
+        .model_with::<Item>(config)
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let b = items_client(&url, &db_b, ConflictStrategy::ServerWins).await;
+    a.save(&Item {
+        id: "i1".into(),
+        title: "first".into(),
+        done: false,
+        rev: 0,
+        updated_at: None,
+    })
+    .await
+    .unwrap();
+    a.sync_all().await.unwrap();
+    b.sync_all().await.unwrap();
+    let mut theirs = b.get::<Item>("i1").await.unwrap().unwrap();
+    theirs.title = "from B".into();
+    b.save(&theirs).await.unwrap();
+    b.sync_all().await.unwrap();
+    let mut mine = a.get::<Item>("i1").await.unwrap().unwrap();
+    mine.title = "from A".into();
+    a.save(&mine).await.unwrap();
+    *shared.fetched.lock().unwrap() = 0;
+    let report = a
+        .synchronize(offline_sync_kit::SyncRun::new(
+            offline_sync_kit::SyncDirection::PushOnly,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(report.conflicts, 1, "{report:?}");
+    assert_eq!(
+        *shared.fetched.lock().unwrap(),
+        0,
+        "the answer carried the record"
+    );
+    assert!(shared.writes.lock().unwrap().contains(&409));
+    assert_eq!(a.get::<Item>("i1").await.unwrap().unwrap().title, "from B");
+    assert_eq!(shared.live("i1").unwrap()["title"], "from B");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
