@@ -1,8 +1,8 @@
 //! Syncing with a real Parse Server, configured only (no code against its API): URLs and
 //! a delta sent as `PUT` from the derive's `rest(...)`, a `RestPull` (the bound inside a
-//! JSON `where`, `order`, `skip` + `limit`, the total count as the paging signal, records
-//! under `results`) and a `RestBackend` (ids the server assigns, `createdAt` / `updatedAt`
-//! kept by the server, no versions, "exists" answered as code 137).
+//! JSON `where`, `order`, keyset pages by `skip` + `limit`, the total count as the paging
+//! signal, records under `results`) and a `RestBackend` (ids the server assigns, `createdAt`
+//! / `updatedAt` kept by the server, no versions, "exists" answered as code 137).
 //!
 //! Device A saves a note while offline under a local id; its sync creates the note and the
 //! server's `objectId` replaces the local id (a `RecordRekeyed` event); an edit goes out as a
@@ -66,9 +66,9 @@ pub fn parse_config() -> ModelConfig {
                 .initial("1970-01-01T00:00:00Z"),
         )
         .sort("order", "updatedAt")
-        .paging(Paging::Offset {
-            offset_param: "skip".into(),
+        .paging(Paging::Keyset {
             limit_param: "limit".into(),
+            skip_param: "skip".into(),
         })
         .next_page(NextPage::TotalCount(CountAt::Body("count".into())))
         .parameter("count", "1")

@@ -163,6 +163,10 @@ struct Items {
     writes: Mutex<Vec<u16>>,
     /// Records sent in list pages.
     listed: Mutex<usize>,
+    /// Answer a stale write 409 with the current record under `current` (else 412, no body).
+    conflict_with_record: std::sync::atomic::AtomicBool,
+    /// Single reads answered.
+    fetched: Mutex<usize>,
 }
 
 impl Items {
@@ -222,6 +226,7 @@ mod items_api {
     }
 
     pub(super) async fn one(State(s): State<Arc<Items>>, Path(id): Path<String>) -> Response {
+        *s.fetched.lock().unwrap() += 1;
         match s.live(&id) {
             Some(row) => with_etag(StatusCode::OK, &row),
             None => StatusCode::NOT_FOUND.into_response(),
@@ -275,6 +280,18 @@ mod items_api {
     ) -> Response {
         let current = match precondition(&s, &id, &headers) {
             Ok(row) => row,
+            Err(StatusCode::PRECONDITION_FAILED)
+                if s.conflict_with_record
+                    .load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                s.writes.lock().unwrap().push(409);
+                let current = s.live(&id).unwrap();
+                return (
+                    StatusCode::CONFLICT,
+                    Json(json!({"error": "stale", "current": current})),
+                )
+                    .into_response();
+            }
             Err(status) => {
                 s.writes.lock().unwrap().push(status.as_u16());
                 return status.into_response();
@@ -884,4 +901,176 @@ async fn a_create_goes_by_put_with_the_configured_idempotency_header() {
     let state = sync.record_state::<Page>("p1").await.unwrap();
     assert!(state.ops.is_empty() && !key.is_empty());
     sync.shutdown().await.unwrap();
+}
+
+/// A list of five records ordered by `mark` (`mark_gte`, `skip`, `limit`) in which the first
+/// record is changed by someone else (its `mark` becomes 10) just before the second page is
+/// answered.
+async fn moving_api() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let rows = Arc::new(Mutex::new(
+        (1..=5)
+            .map(|n| json!({"id": format!("r{n}"), "title": format!("record {n}"), "mark": n}))
+            .collect::<Vec<Value>>(),
+    ));
+    let requests = Arc::new(Mutex::new(0usize));
+    let (rows2, requests2) = (Arc::clone(&rows), Arc::clone(&requests));
+    let app = Router::new().route(
+        "/pages",
+        get(move |UrlQuery(q): UrlQuery<HashMap<String, String>>| {
+            let (rows, requests) = (Arc::clone(&rows2), Arc::clone(&requests2));
+            async move {
+                let n = {
+                    let mut r = requests.lock().unwrap();
+                    *r += 1;
+                    *r
+                };
+                let mut rows = rows.lock().unwrap();
+                if n == 2 {
+                    rows[0]["mark"] = json!(10);
+                    rows[0]["title"] = json!("moved");
+                }
+                let num = |k: &str| q.get(k).map(|v| v.parse::<i64>().unwrap());
+                let bound = num("mark_gte").unwrap_or(i64::MIN);
+                let mut list: Vec<Value> = rows
+                    .iter()
+                    .filter(|r| r["mark"].as_i64().unwrap() >= bound)
+                    .cloned()
+                    .collect();
+                list.sort_by_key(|r| r["mark"].as_i64().unwrap());
+                let skip = num("skip").unwrap_or(0) as usize;
+                let limit = num("limit").unwrap_or(100) as usize;
+                Json(Value::Array(
+                    list.into_iter().skip(skip).take(limit).collect(),
+                ))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rows)
+}
+
+/// Guards against: a record skipped for good when another one changes during a pull of
+/// several pages. Keyset paging (each page from the largest `mark` read, skipping the
+/// records of that value already read) reads all five, the moved one with its change; offset
+/// paging shifts the records behind the moved one and misses one, as `Paging`'s docs say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyset_paging_misses_no_record_that_moves_during_the_pass() {
+    let keyset = Paging::Keyset {
+        limit_param: "limit".into(),
+        skip_param: "skip".into(),
+    };
+    let offset = Paging::Offset {
+        offset_param: "skip".into(),
+        limit_param: "limit".into(),
+    };
+    for (paging, all) in [(keyset, true), (offset, false)] {
+        let (url, _rows) = moving_api().await;
+        let db = ClientDb::new();
+        let mut options = fast_options();
+        options.auto_sync = false;
+        options.batch_size = 2;
+        let pull = RestPull::new()
+            .since(Since::new("mark", "mark_gte"))
+            .paging(paging.clone())
+            .next_page(NextPage::FullPage);
+        let sync = SyncManager::builder()
+            .base_url(&url)
+            .store(store_at(&db.path()).await)
+            .rest_only()
+            .connectivity(ManualConnectivity::new(true))
+            .model_with::<Page>(ModelConfig::new().pull(pull))
+            .options(options)
+            .build()
+            .await
+            .unwrap();
+        sync.pull::<Page>().await.unwrap();
+        let moved = sync.get::<Page>("r1").await.unwrap().unwrap();
+        assert_eq!(
+            (moved.title.as_str(), moved.mark),
+            ("moved", 10),
+            "{paging:?}"
+        );
+        let have: Vec<String> = sync
+            .query(Query::<Page>::new())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        if all {
+            assert_eq!(have.len(), 5, "{paging:?}: {have:?}");
+        } else {
+            assert_eq!(have.len(), 4, "{paging:?} misses one: {have:?}");
+        }
+        sync.shutdown().await.unwrap();
+    }
+}
+
+/// Guards against: `conflict_record_at` parsed but not read. A backend that answers a stale
+/// write 409 with the current record under `current` settles the conflict from that answer,
+/// without reading the record again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_answer_with_the_record_at_the_configured_path_needs_no_read() {
+    let (url, shared) = items_backend().await;
+    shared
+        .conflict_with_record
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
+    let mut options = fast_options();
+    options.conflict_strategy = ConflictStrategy::ServerWins;
+    options.auto_sync = false;
+    let mut config = items_config();
+    config.backend = config.backend.map(|b| {
+        b.conflict_statuses(&[409])
+            .conflict_record_at(Some("current"))
+    });
+    let a = SyncManager::builder()
+        .base_url(&url)
+        .store(store_at(&db_a.path()).await)
+        .rest_only()
+        .connectivity(ManualConnectivity::new(true))
+        .model_with::<Item>(config)
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let b = items_client(&url, &db_b, ConflictStrategy::ServerWins).await;
+    a.save(&Item {
+        id: "i1".into(),
+        title: "first".into(),
+        done: false,
+        rev: 0,
+        updated_at: None,
+    })
+    .await
+    .unwrap();
+    a.sync_all().await.unwrap();
+    b.sync_all().await.unwrap();
+    let mut theirs = b.get::<Item>("i1").await.unwrap().unwrap();
+    theirs.title = "from B".into();
+    b.save(&theirs).await.unwrap();
+    b.sync_all().await.unwrap();
+    let mut mine = a.get::<Item>("i1").await.unwrap().unwrap();
+    mine.title = "from A".into();
+    a.save(&mine).await.unwrap();
+    *shared.fetched.lock().unwrap() = 0;
+    let report = a
+        .synchronize(offline_sync_kit::SyncRun::new(
+            offline_sync_kit::SyncDirection::PushOnly,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(report.conflicts, 1, "{report:?}");
+    assert_eq!(
+        *shared.fetched.lock().unwrap(),
+        0,
+        "the answer carried the record"
+    );
+    assert!(shared.writes.lock().unwrap().contains(&409));
+    assert_eq!(a.get::<Item>("i1").await.unwrap().unwrap().title, "from B");
+    assert_eq!(shared.live("i1").unwrap()["title"], "from B");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

@@ -69,9 +69,10 @@ fn note(id: &str, title: &str) -> Note {
     }
 }
 
-/// Parse Server's pull: `where` holds `updatedAt >= bound` as a Parse date, `order`,
-/// `skip` + `limit`, and `count=1` makes it answer the total, which says whether more
-/// pages follow. The records are under `results`.
+/// Parse Server's pull: `where` holds `updatedAt >= bound` as a Parse date, `order`, keyset
+/// pages (`skip` the records of the bound's value already read, `limit`), and `count=1`
+/// makes it answer the total of each page's query, which says whether more pages follow.
+/// The records are under `results`.
 fn parse_pull() -> PullMode {
     PullMode::from(
         RestPull::new()
@@ -83,9 +84,9 @@ fn parse_pull() -> PullMode {
                     .initial("1970-01-01T00:00:00Z"),
             )
             .sort("order", "updatedAt")
-            .paging(Paging::Offset {
-                offset_param: "skip".into(),
+            .paging(Paging::Keyset {
                 limit_param: "limit".into(),
+                skip_param: "skip".into(),
             })
             .next_page(NextPage::TotalCount(CountAt::Body("count".into())))
             .parameter("count", "1")
@@ -270,10 +271,36 @@ async fn parse_a_change_by_another_client_is_pulled_and_only_changes_are_sent_ag
     assert_eq!(report.pulled, 5);
     assert_eq!(pulled.swap(0, Ordering::SeqCst), 5);
 
-    // The other client changes one note.
+    // The notes at the bound now (notes made in the same millisecond share it).
+    let at_bound = |notes: &[Value]| -> u64 {
+        let newest = notes
+            .iter()
+            .filter_map(|n| n["updatedAt"].as_str())
+            .max()
+            .unwrap()
+            .to_owned();
+        notes
+            .iter()
+            .filter(|n| n["updatedAt"] == newest.as_str())
+            .count() as u64
+    };
+    let all = || async {
+        let body: Value = parse
+            .request(reqwest::Method::GET, "classes/Note")
+            .query(&[("where", r#"{"title":{"$exists":true}}"#)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["results"].as_array().unwrap().clone()
+    };
+    let before = at_bound(&all().await);
+    // The other client changes the oldest note (not at the bound), a moment later.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let status = parse
-        .request(reqwest::Method::PUT, "classes/Note/n2")
+        .request(reqwest::Method::PUT, "classes/Note/n0")
         .json(&json!({"title": "changed elsewhere"}))
         .send()
         .await
@@ -282,14 +309,18 @@ async fn parse_a_change_by_another_client_is_pulled_and_only_changes_are_sent_ag
     assert_eq!(status, 200);
     a.pull::<Note>().await.unwrap();
     assert_eq!(
-        a.get::<Note>("n2").await.unwrap().unwrap().title,
+        a.get::<Note>("n0").await.unwrap().unwrap().title,
         "changed elsewhere"
     );
-    // The bound is inclusive (`$gte`): the newest note of the last pull comes again with the
-    // changed one, and nothing else.
-    assert_eq!(pulled.swap(0, Ordering::SeqCst), 2);
+    // The bound is inclusive (`$gte`): the notes at the bound of the last pull come again with
+    // the changed one, and nothing else.
+    assert_eq!(pulled.swap(0, Ordering::SeqCst), before + 1);
     a.pull::<Note>().await.unwrap();
-    assert_eq!(pulled.load(Ordering::SeqCst), 1, "only the newest, again");
+    assert_eq!(
+        pulled.load(Ordering::SeqCst),
+        at_bound(&all().await),
+        "only the newest, again"
+    );
     a.shutdown().await.unwrap();
 }
 

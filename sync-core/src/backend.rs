@@ -144,6 +144,14 @@ impl Since {
 }
 
 /// How a pull asks for the next page.
+///
+/// Under a [`Since`] bound, every page of a pass asks from the pass's bound, sorted by the
+/// bound's field; the next pass starts from the largest value seen. With `PageNumber` or
+/// `Offset`, a record changed by someone else while a pass of several pages runs moves to the
+/// end of the order and shifts the records behind it back by one, so one of those can be
+/// missed by this pass and arrives with its next change; `Keyset` paging has no such gap,
+/// and a pass of one page, `Cursor` and `NextUrl` paging whose tokens the server keeps
+/// stable, and pulls without a bound are not affected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Paging {
@@ -178,6 +186,17 @@ pub enum Paging {
     NextUrl {
         /// Parameter of the page size on the first request, if the API takes one.
         limit_param: Option<String>,
+    },
+    /// Keyset paging on the [`Since`] field (which it needs, with an inclusive bound such as
+    /// `$gte` and the order by that field): each page asks from the largest value read so
+    /// far, skipping the records of exactly that value already read. A record changed during
+    /// the pass moves past the bound and is read later in it; none is skipped. Follows
+    /// [`NextPage::FullPage`] or [`NextPage::TotalCount`] (the count of each page's query).
+    Keyset {
+        /// Parameter of the page size.
+        limit_param: String,
+        /// Parameter of the records to skip (those of the bound's value already read).
+        skip_param: String,
     },
 }
 
@@ -380,6 +399,12 @@ impl RestPull {
                 next,
                 NextPage::LinkHeader | NextPage::Header(_) | NextPage::BodyUrl(_)
             ),
+            (Paging::Keyset { .. }, next) => {
+                if self.since.is_none() {
+                    return Err("`Paging::Keyset` pages on the `since` field: set `RestPull::since`".into());
+                }
+                matches!(next, NextPage::FullPage | NextPage::TotalCount(_))
+            }
         };
         if !fits {
             return Err(format!(
@@ -419,6 +444,10 @@ impl RestPull {
                 .chain(limit_param.as_deref())
                 .collect(),
             Paging::NextUrl { limit_param } => limit_param.iter().map(String::as_str).collect(),
+            Paging::Keyset {
+                limit_param,
+                skip_param,
+            } => vec![limit_param, skip_param],
         }
     }
 }
@@ -1016,6 +1045,19 @@ mod tests {
                 })
                 .next_page(NextPage::FullPage),
             RestPull::new().records_at("a..b"),
+            RestPull::new()
+                .paging(Paging::Keyset {
+                    limit_param: "limit".into(),
+                    skip_param: "skip".into(),
+                })
+                .next_page(NextPage::FullPage),
+            RestPull::new()
+                .since(Since::new("u", "u_gte"))
+                .paging(Paging::Keyset {
+                    limit_param: "limit".into(),
+                    skip_param: "skip".into(),
+                })
+                .next_page(NextPage::LinkHeader),
         ];
         for pull in bad {
             assert!(pull.check().is_err(), "{pull:?}");

@@ -983,10 +983,17 @@ impl HttpRemote {
         let config = route.rest.resolve(RestMethod::Get);
         let state = PullState::from_cursor(cursor);
         let mut query: Vec<(String, String)> = Vec::new();
-        let bound = state
-            .since
-            .as_ref()
-            .or(pull.since.as_ref().and_then(|s| s.initial.as_ref()));
+        // Keyset pages after the first ask from the largest value read, skipping the records
+        // of that value already read (kept in `next`).
+        let keyset_skip: Option<u64> = match (&pull.paging, &state.next) {
+            (Paging::Keyset { .. }, Some(ties)) => Some(ties.parse().unwrap_or(0)),
+            _ => None,
+        };
+        let bound = match keyset_skip {
+            Some(_) => state.newest.as_ref(),
+            None => state.since.as_ref(),
+        }
+        .or(pull.since.as_ref().and_then(|s| s.initial.as_ref()));
         if let (Some(since), Some(bound)) = (&pull.since, bound) {
             let parameter = since.parameter(bound).ok_or_else(|| {
                 RemoteError::config(format!(
@@ -1039,6 +1046,13 @@ impl HttpRemote {
                 if let Some(name) = limit_param {
                     query.push((name.clone(), limit.to_string()));
                 }
+            }
+            Paging::Keyset {
+                limit_param,
+                skip_param,
+            } => {
+                query.push((limit_param.clone(), limit.to_string()));
+                query.push((skip_param.clone(), keyset_skip.unwrap_or(0).to_string()));
             }
             Paging::NextUrl { limit_param } => match &state.next {
                 // The page the previous one named, as it named it.
@@ -1120,11 +1134,40 @@ impl HttpRemote {
             Signal::Last => false,
             Signal::Named(_) => true,
             // An empty page ends the pass whatever the count says (records deleted meanwhile).
-            Signal::Total(total) => read > 0 && state.read.saturating_add(read) < *total,
+            // A keyset page's count is of its own query, which skipped `keyset_skip`.
+            Signal::Total(total) => match keyset_skip {
+                Some(skip) => read > 0 && skip.saturating_add(read) < *total,
+                None if matches!(pull.paging, Paging::Keyset { .. }) => read > 0 && read < *total,
+                None => read > 0 && state.read.saturating_add(read) < *total,
+            },
             Signal::WhileFull => read > 0 && read >= limit as u64,
         };
+        let values: Vec<String> = pull.since.as_ref().map_or_else(Vec::new, |since| {
+            records
+                .iter()
+                .filter_map(|r| r.data.get(&since.field).and_then(field_text))
+                .collect()
+        });
         let next = if more {
             Some(match (&pull.paging, signal) {
+                (Paging::Keyset { .. }, _) => {
+                    // Records of the largest value read so far, in this pass.
+                    let newest = crate::rest::newest_cursor(
+                        values.iter().cloned().chain(state.newest.clone()),
+                        None,
+                    );
+                    let same = |v: &String| {
+                        newest.as_deref().is_some_and(|n| {
+                            crate::rest::cursor_order(v, n) == std::cmp::Ordering::Equal
+                        })
+                    };
+                    let before = match (&state.newest, keyset_skip) {
+                        (Some(old), Some(skip)) if same(old) => skip,
+                        _ => 0,
+                    };
+                    let on_page = values.iter().filter(|v| same(v)).count() as u64;
+                    before.saturating_add(on_page).to_string()
+                }
                 (Paging::PageNumber { .. }, _) => position.saturating_add(1).to_string(),
                 (Paging::Offset { .. }, _) => position.saturating_add(read).to_string(),
                 (_, Signal::Named(next)) => next,
@@ -1134,12 +1177,6 @@ impl HttpRemote {
         } else {
             None
         };
-        let values = pull.since.as_ref().map_or_else(Vec::new, |since| {
-            records
-                .iter()
-                .filter_map(|r| r.data.get(&since.field).and_then(field_text))
-                .collect()
-        });
         let after = state.after_page(values.into_iter(), read, next);
         Ok(RemotePage {
             records,

@@ -164,7 +164,7 @@ impl Parse {
             _logs: logs,
         };
         let client = reqwest::Client::new();
-        eventually(Duration::from_secs(60), "Parse Server is healthy", || {
+        eventually(Duration::from_secs(120), "Parse Server is healthy", || {
             let client = client.clone();
             let url = parse.url.clone();
             async move {
