@@ -587,9 +587,34 @@ pub(crate) fn ack_op(
             None => Vec::new(),
         };
         update_row(db, schema, id, fields, &synced_meta(version))?;
+        return supersede_tombstones(db, schema, &[(id, version)]);
+    }
+    rebase_behind(db, schema, id, version, rest)?;
+    supersede_tombstones(db, schema, &[(id, version)])
+}
+
+/// Forgets the remembered tombstones of records that now have a row at a newer version (a
+/// record re-created over its tombstone and acknowledged): the row's version guards against
+/// stale copies from then on, and the store knows one version per record.
+fn supersede_tombstones(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    rows: &[(&str, i64)],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
         return Ok(());
     }
-    rebase_behind(db, schema, id, version, rest)
+    let keys: Vec<String> = rows.iter().map(|(id, _)| id_key(schema, id)).collect();
+    let tombstones = tombstones_of(db, schema.model_type, &keys)?;
+    if tombstones.is_empty() {
+        return Ok(());
+    }
+    for ((id, version), key) in rows.iter().zip(&keys) {
+        if tombstones.get(key).is_some_and(|t| t < version) {
+            forget_tombstone(db, schema, id)?;
+        }
+    }
+    Ok(())
 }
 
 /// [`ack_op`] for a chunk of one model's ops in a few statements per chunk instead of five
@@ -643,11 +668,16 @@ pub(crate) fn ack_ops(
     let metas = metas_of(db, schema, &keys)?;
     // Rows with nothing left to send and no data to write: (id, version).
     let mut settled: Vec<(&str, i64)> = Vec::new();
+    // Rows that now have the acknowledged version.
+    let mut versioned: Vec<(&str, i64)> = Vec::new();
     for ((ack, id), key) in acks.iter().zip(&ids).zip(&keys) {
         let Some(&(old_version, deleted)) = metas.get(key) else {
             continue;
         };
         let op = &ops[&ack.seq];
+        if !(op.op.op == OpKind::Delete || deleted) {
+            versioned.push((id, ack.version));
+        }
         match rest.remove(id) {
             None if op.op.op == OpKind::Delete || deleted => {
                 remove_deleted(db, schema, id, ack.version)?;
@@ -669,7 +699,8 @@ pub(crate) fn ack_ops(
             }
         }
     }
-    mark_synced(db, schema, &settled)
+    mark_synced(db, schema, &settled)?;
+    supersede_tombstones(db, schema, &versioned)
 }
 
 /// An op may be acknowledged: it exists (checked by the caller), belongs to `schema`'s model
@@ -1454,6 +1485,21 @@ fn take_remote(
 }
 
 pub(crate) fn resolve_conflict(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    remote: &RemoteRecord,
+    resolution: &Resolution,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    resolve_conflict_rows(db, schema, remote, resolution, now)?;
+    if remote.deleted {
+        return Ok(());
+    }
+    // Whatever the resolution, the row is now at (or rebased on) the remote's version.
+    supersede_tombstones(db, schema, &[(remote.id.as_str(), remote.version)])
+}
+
+fn resolve_conflict_rows(
     db: &mut dyn Db,
     schema: &'static ModelSchema,
     remote: &RemoteRecord,
