@@ -219,7 +219,8 @@ impl ChecksumDeltas {
 pub(crate) struct SqliteWrite<'a> {
     pub(crate) conn: &'a mut SqliteConnection,
     pub(crate) next_seq: Option<i64>,
-    pub(crate) checksums: ChecksumDeltas,
+    /// `None` when the store keeps no checksums.
+    pub(crate) checksums: Option<ChecksumDeltas>,
 }
 
 impl Db for SqliteWrite<'_> {
@@ -259,7 +260,7 @@ impl Db for SqliteWrite<'_> {
     }
 
     fn checksums(&mut self) -> Option<&mut ChecksumDeltas> {
-        Some(&mut self.checksums)
+        self.checksums.as_mut()
     }
 }
 
@@ -267,7 +268,7 @@ impl Db for SqliteWrite<'_> {
 #[cfg(feature = "postgres")]
 pub(crate) struct PgWrite<'a> {
     pub(crate) conn: &'a mut diesel::pg::PgConnection,
-    pub(crate) checksums: ChecksumDeltas,
+    pub(crate) checksums: Option<ChecksumDeltas>,
 }
 
 #[cfg(feature = "postgres")]
@@ -285,7 +286,7 @@ impl Db for PgWrite<'_> {
     }
 
     fn checksums(&mut self) -> Option<&mut ChecksumDeltas> {
-        Some(&mut self.checksums)
+        self.checksums.as_mut()
     }
 }
 

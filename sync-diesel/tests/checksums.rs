@@ -17,6 +17,58 @@ sync_testkit::backend_matrix!(
     a_record_re_created_over_its_tombstone_is_known_once,
 );
 
+/// A store opened without kept checksums scans instead, and one that keeps them again after
+/// writes made without counts afresh (no stale sums).
+#[test]
+fn a_store_without_checksums_scans_and_a_later_one_counts_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = sync_diesel::DieselStore::open_sqlite_blocking(&path).unwrap();
+    prepare(&store);
+    store
+        .apply_remote(
+            Todo::SCHEMA,
+            None,
+            &[remote("a", 1, Some(&todo("a", "a", 1)))],
+            None,
+        )
+        .unwrap();
+    let kept = store.known_checksum(Todo::SCHEMA).unwrap();
+    assert_eq!(kept.0, 1);
+    drop(store);
+    let store = sync_diesel::DieselStore::open_sqlite_blocking(&path)
+        .unwrap()
+        .without_checksums()
+        .unwrap();
+    prepare(&store);
+    store
+        .apply_remote(
+            Todo::SCHEMA,
+            None,
+            &[remote("b", 2, Some(&todo("b", "b", 1)))],
+            None,
+        )
+        .unwrap();
+    let scanned = store.known_checksum(Todo::SCHEMA).unwrap();
+    assert_eq!(scanned.0, 2, "scanned, with b");
+    drop(store);
+    let store = sync_diesel::DieselStore::open_sqlite_blocking(&path).unwrap();
+    prepare(&store);
+    assert_eq!(
+        store.known_checksum(Todo::SCHEMA).unwrap(),
+        scanned,
+        "counted afresh"
+    );
+    store
+        .apply_remote(Todo::SCHEMA, None, &[remote("c", 3, None)], None)
+        .unwrap();
+    let known = store.known_versions(Todo::SCHEMA).unwrap();
+    assert_eq!(
+        store.known_checksum(Todo::SCHEMA).unwrap(),
+        (3, known.checksum())
+    );
+}
+
 /// Guards against: a record deleted (tombstone remembered), created again here and
 /// acknowledged, known twice (the live row and the old tombstone), so the store's checksum
 /// never equals the server's, which knows each record once (found by the convergence suite's

@@ -77,6 +77,9 @@ pub struct DieselStore {
     /// (`enable_encryption`, `rekey`, ...); `None` on Postgres.
     #[cfg_attr(not(feature = "encryption"), allow(dead_code))]
     sqlite: Option<SqliteFile>,
+    /// Keep the checksum of what the store knows of the remote write by write (default);
+    /// see [`DieselStore::without_checksums`].
+    keep_checksums: std::sync::atomic::AtomicBool,
 }
 
 /// The SQLite file behind a store and whether it is encrypted now.
@@ -226,6 +229,7 @@ fn open_sqlite(options: &SqliteOptions) -> Result<DieselStore> {
             encrypted: std::sync::atomic::AtomicBool::new(false),
             options: options.clone(),
         }),
+        keep_checksums: std::sync::atomic::AtomicBool::new(true),
     })
 }
 
@@ -439,6 +443,7 @@ mod pg {
             location: shown,
             models: std::sync::RwLock::new(std::collections::HashMap::new()),
             sqlite: None,
+            keep_checksums: std::sync::atomic::AtomicBool::new(true),
         })
     }
 }
@@ -463,6 +468,21 @@ impl DieselStore {
     /// ```
     pub fn sqlite(path: impl AsRef<Path>) -> SqliteOptions {
         SqliteOptions::new(path)
+    }
+
+    /// Stops keeping the checksum of what the store knows of the remote write by write: a
+    /// little less work per write that changes a version (a hash and, for updates, a read of
+    /// the old version), and [`known_checksum`](LocalStore::known_checksum) (sync metadata,
+    /// the one-request idle sync) scans the model instead. The kept sums are dropped, so a
+    /// later opening that keeps them again counts each model afresh.
+    pub fn without_checksums(self) -> Result<DieselStore> {
+        self.keep_checksums
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.write(|db| {
+            db.execute(crate::sql::Sql::new("DELETE FROM _sync_checksums"))?;
+            Ok(())
+        })?;
+        Ok(self)
     }
 
     /// Opens (creating if needed) the SQLite store at `path` with default options.
@@ -596,6 +616,9 @@ impl DieselStore {
 
     /// Runs `f` in one write transaction.
     fn write<T>(&self, f: impl FnOnce(&mut dyn Db) -> StoreResult<T>) -> StoreResult<T> {
+        let keep = self
+            .keep_checksums
+            .load(std::sync::atomic::Ordering::SeqCst);
         match &self.conn {
             Conn::Sqlite(m) => {
                 let mut c = m.lock().unwrap_or_else(PoisonError::into_inner);
@@ -603,11 +626,12 @@ impl DieselStore {
                     let mut tx = SqliteWrite {
                         conn: c,
                         next_seq: None,
-                        checksums: ChecksumDeltas::default(),
+                        checksums: keep.then(ChecksumDeltas::default),
                     };
                     let out = f(&mut tx).map_err(TxError)?;
-                    let deltas = std::mem::take(&mut tx.checksums);
-                    logic::add_checksums(&mut tx, deltas).map_err(TxError)?;
+                    if let Some(deltas) = tx.checksums.take() {
+                        logic::add_checksums(&mut tx, deltas).map_err(TxError)?;
+                    }
                     Ok(out)
                 })
                 .map_err(|e: TxError| e.0)
@@ -622,11 +646,12 @@ impl DieselStore {
                     pg::lock(c)?;
                     let mut tx = crate::sql::PgWrite {
                         conn: c,
-                        checksums: ChecksumDeltas::default(),
+                        checksums: keep.then(ChecksumDeltas::default),
                     };
                     let out = f(&mut tx).map_err(TxError)?;
-                    let deltas = std::mem::take(&mut tx.checksums);
-                    logic::add_checksums(&mut tx, deltas).map_err(TxError)?;
+                    if let Some(deltas) = tx.checksums.take() {
+                        logic::add_checksums(&mut tx, deltas).map_err(TxError)?;
+                    }
                     Ok(out)
                 })
                 .map_err(|e: TxError| e.0)
@@ -926,6 +951,16 @@ impl LocalStore for DieselStore {
 
     fn known_checksum(&self, schema: &'static ModelSchema) -> StoreResult<(u64, Checksum)> {
         self.register(schema);
+        if !self
+            .keep_checksums
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let known = self.read_tx(|db| logic::known_versions(db, schema))?;
+            return Ok((
+                u64::try_from(known.known.len()).unwrap_or(u64::MAX),
+                known.checksum(),
+            ));
+        }
         self.write(|db| logic::known_checksum(db, schema))
     }
 
