@@ -198,22 +198,37 @@ async fn remote_metadata_lists_both_devices_of_a_user_and_compares() {
 async fn clear_sync_metadata_makes_the_next_sync_full() {
     let server = Server::start().await;
     let (db_a, db_b) = (ClientDb::new(), ClientDb::new());
-    let a = client(&server.url(), &db_a).await;
+    let remote = Requests::to(&server.url());
+    let items = std::sync::Arc::clone(&remote.items);
+    let count = || items.swap(0, std::sync::atomic::Ordering::SeqCst);
+    let mut options = fast_options();
+    options.auto_sync = false;
+    let a = SyncManager::builder()
+        .remote(remote)
+        .store(support::store_at(&db_a.path()).await)
+        .connectivity(ManualConnectivity::new(true))
+        .options(options)
+        .user_id(ALICE.0)
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap();
     let b = client(&server.url(), &db_b).await;
     let many: Vec<Todo> = (0..50).map(|n| todo(&format!("t{n:02}"), "x")).collect();
     b.save_all(&many).await.unwrap();
     b.sync_all().await.unwrap();
     assert_eq!(a.sync_all().await.unwrap().pulled, 50);
+    assert_eq!(count(), 50);
     b.save(&todo("late", "one more")).await.unwrap();
     b.sync_all().await.unwrap();
     let incremental = a.sync_all().await.unwrap();
     assert_eq!(incremental.pulled, 1, "incremental");
-    assert!(incremental.bytes_received < 1_000, "{incremental:?}");
+    assert_eq!(count(), 1, "the server sent only the change");
     a.clear_sync_metadata().await.unwrap();
-    // Records already here at the same version are not counted as pulled; what the server
-    // sent is: 51 records of at least 60 bytes each.
-    let full = a.sync_all().await.unwrap();
-    assert!(full.bytes_received >= 51 * 60, "{full:?}");
+    // Records already here at the same version are not counted as pulled; the server sent
+    // every one of them again.
+    a.sync_all().await.unwrap();
+    assert_eq!(count(), 51, "full after clearing");
     assert_eq!(a.sync_metadata().await.unwrap().entities["todo"].known, 51);
 }
 
@@ -293,18 +308,38 @@ async fn verify_finds_and_repairs_records_changed_behind_the_clients_back() {
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
-/// Forwards to an [`HttpRemote`], counting pull requests and metadata requests.
-#[derive(Debug)]
+/// Forwards to an [`HttpRemote`], counting pull requests, the records they brought, and
+/// metadata requests.
+#[derive(Debug, Default)]
 struct Requests {
-    inner: offline_sync_kit::HttpRemote,
+    inner: Option<offline_sync_kit::HttpRemote>,
     pulls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    items: std::sync::Arc<std::sync::atomic::AtomicU64>,
     metadata: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Requests {
+    fn to(url: &str) -> Requests {
+        Requests {
+            inner: Some(
+                offline_sync_kit::HttpRemote::builder(url)
+                    .bearer_token(ALICE.1)
+                    .build()
+                    .unwrap(),
+            ),
+            ..Requests::default()
+        }
+    }
+
+    fn http(&self) -> &offline_sync_kit::HttpRemote {
+        self.inner.as_ref().expect("a remote")
+    }
 }
 
 #[async_trait::async_trait]
 impl offline_sync_kit::remote::Remote for Requests {
     fn max_batch(&self) -> usize {
-        self.inner.max_batch()
+        self.http().max_batch()
     }
     async fn push(
         &self,
@@ -317,7 +352,7 @@ impl offline_sync_kit::remote::Remote for Requests {
         ),
         offline_sync_kit::remote::RemoteError,
     > {
-        self.inner.push(route, items).await
+        self.http().push(route, items).await
     }
     async fn pull(
         &self,
@@ -326,7 +361,12 @@ impl offline_sync_kit::remote::Remote for Requests {
         limit: usize,
     ) -> Result<offline_sync_kit::remote::RemotePage, offline_sync_kit::remote::RemoteError> {
         self.pulls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.pull(route, cursor, limit).await
+        let page = self.http().pull(route, cursor, limit).await?;
+        self.items.fetch_add(
+            page.records.len() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        Ok(page)
     }
     async fn fetch(
         &self,
@@ -334,7 +374,7 @@ impl offline_sync_kit::remote::Remote for Requests {
         id: &str,
     ) -> Result<Option<offline_sync_kit::store::RemoteRecord>, offline_sync_kit::remote::RemoteError>
     {
-        self.inner.fetch(route, id).await
+        self.http().fetch(route, id).await
     }
     async fn fetch_page(
         &self,
@@ -343,20 +383,20 @@ impl offline_sync_kit::remote::Remote for Requests {
         limit: Option<u64>,
         offset: Option<u64>,
     ) -> Result<offline_sync_kit::remote::RemotePage, offline_sync_kit::remote::RemoteError> {
-        self.inner.fetch_page(route, params, limit, offset).await
+        self.http().fetch_page(route, params, limit, offset).await
     }
     async fn health(&self) -> Result<(), offline_sync_kit::remote::RemoteError> {
-        self.inner.health().await
+        self.http().health().await
     }
     fn has_sync_metadata(&self) -> bool {
-        self.inner.has_sync_metadata()
+        self.http().has_sync_metadata()
     }
     async fn sync_metadata(
         &self,
     ) -> Result<offline_sync_kit::RemoteSyncMetadata, offline_sync_kit::remote::RemoteError> {
         self.metadata
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.sync_metadata().await
+        self.http().sync_metadata().await
     }
     async fn digest_page(
         &self,
@@ -364,7 +404,7 @@ impl offline_sync_kit::remote::Remote for Requests {
         after: &str,
         limit: usize,
     ) -> Result<offline_sync_kit::protocol::DigestPage, offline_sync_kit::remote::RemoteError> {
-        self.inner.digest_page(route, after, limit).await
+        self.http().digest_page(route, after, limit).await
     }
 }
 
@@ -379,12 +419,9 @@ async fn an_idle_sync_is_one_metadata_request_and_no_pull() {
     let pulls = Arc::new(AtomicU64::new(0));
     let metadata = Arc::new(AtomicU64::new(0));
     let remote = Requests {
-        inner: offline_sync_kit::HttpRemote::builder(server.url())
-            .bearer_token(ALICE.1)
-            .build()
-            .unwrap(),
         pulls: Arc::clone(&pulls),
         metadata: Arc::clone(&metadata),
+        ..Requests::to(&server.url())
     };
     let mut options = fast_options();
     options.auto_sync = false;
