@@ -33,7 +33,7 @@ use crate::sql::{Db, Sql, SqliteWrite, TxError};
 use crate::value::Param;
 
 /// Highest bookkeeping schema version this build knows (`_sync_schema_version`).
-pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 4;
+pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 5;
 
 // The bookkeeping migrations share Diesel's `__diesel_schema_migrations`
 // table with the application's own migrations. Their versions
