@@ -21,6 +21,12 @@
 //! - framework pull: `pull::<Todo>()` into a fresh store (`batch_size` 1000 = page size);
 //! - raw pull: `GET /todos?since=&limit=1000` pages, each page inserted with Diesel into a plain
 //!   table in one transaction.
+//!
+//! Bytes: the `SyncReport` counts HTTP bodies (a compressed request body as sent, a response
+//! body as decoded). The framework phases also go through a counting TCP relay in the parent
+//! (`WireMeter`), which counts what crosses the socket both ways, headers and compression
+//! included: the "on the wire" figures. The raw baseline sends and asks for plain JSON, as
+//! `../shared/peers/limits` does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -160,8 +166,13 @@ fn raw_row(t: &Todo) -> RawRow {
     }
 }
 
+/// The raw baseline's client: plain JSON both ways, whatever reqwest features the build has.
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
+        .no_gzip()
+        .no_zstd()
+        .no_brotli()
+        .no_deflate()
         .timeout(Duration::from_secs(300))
         .build()
         .unwrap()
@@ -474,6 +485,72 @@ async fn run_child(args: &[&str]) -> PhaseResult {
 // ---------------------------------------------------------------------------------------------
 // Parent.
 
+/// A TCP relay in front of a server that counts the bytes crossing it each way.
+struct WireMeter {
+    url: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    down: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl WireMeter {
+    async fn start(server_url: &str) -> WireMeter {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = server_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let up = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicU64::new(0));
+        let (up2, down2) = (Arc::clone(&up), Arc::clone(&down));
+        async fn copy(
+            mut from: tokio::net::tcp::OwnedReadHalf,
+            mut to: tokio::net::tcp::OwnedWriteHalf,
+            count: Arc<AtomicU64>,
+        ) {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        count.fetch_add(n as u64, Ordering::Relaxed);
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = to.shutdown().await;
+        }
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(copy(client_read, server_write, Arc::clone(&up2)));
+                tokio::spawn(copy(server_read, client_write, Arc::clone(&down2)));
+            }
+        });
+        WireMeter { url, up, down }
+    }
+
+    /// Bytes sent up and down since the last call.
+    fn take(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.up.swap(0, Ordering::Relaxed),
+            self.down.swap(0, Ordering::Relaxed),
+        )
+    }
+}
+
 async fn start_server(dir: &Path, name: &str) -> RunningServer {
     let db = format!("sqlite://{}", dir.join(format!("{name}.db")).display());
     SyncServer::builder()
@@ -565,6 +642,40 @@ async fn update_bytes(url: &str, dir: &Path, delta: bool, rest: bool) -> (u64, u
     (created.bytes_sent, updated.bytes_sent)
 }
 
+/// Request bytes on the wire (TCP, headers included) per op of a `/sync/push` batch of
+/// `m` one-field updates, with `use_delta_sync` on or off: the records are created and pushed
+/// first, then `isCompleted` flipped on all of them and that push metered alone.
+async fn batch_update_wire(meter: &WireMeter, dir: &Path, delta: bool, m: usize) -> f64 {
+    let mut options = push_options();
+    options.use_delta_sync = delta;
+    let label = if delta { "wire-delta" } else { "wire-full" };
+    let sync = SyncManager::builder()
+        .base_url(&meter.url)
+        .store(
+            DieselStore::open_sqlite(dir.join(format!("{label}.db")))
+                .await
+                .unwrap(),
+        )
+        .bearer_token(TOKEN)
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let mut todos: Vec<Todo> = (0..m).map(|i| todo(i, label)).collect();
+    sync.save_all(&todos).await.unwrap();
+    assert_eq!(sync.sync_all().await.unwrap().pushed, m as u64);
+    for t in &mut todos {
+        t.is_completed = !t.is_completed;
+    }
+    sync.save_all(&todos).await.unwrap();
+    meter.take();
+    assert_eq!(sync.sync_all().await.unwrap().pushed, m as u64);
+    let (up, _) = meter.take();
+    sync.shutdown().await.unwrap();
+    up as f64 / m as f64
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "PASS"
@@ -589,11 +700,18 @@ async fn parent(n: usize) {
     let n_arg = n.to_string();
     let db = |name: &str| d.join(name).display().to_string();
 
-    let raw_push = run_child(&["raw-push", &raw_server.url(), &db("raw-push.db"), &n_arg]).await;
-    let fw_push = run_child(&["push", &fw_server.url(), &db("fw-push.db"), &n_arg]).await;
-    let raw_pull = run_child(&["raw-pull", &raw_server.url(), &db("raw-pull.db")]).await;
+    let raw_meter = WireMeter::start(&raw_server.url()).await;
+    let fw_meter = WireMeter::start(&fw_server.url()).await;
+    let raw_push = run_child(&["raw-push", &raw_meter.url, &db("raw-push.db"), &n_arg]).await;
+    let raw_push_wire = raw_meter.take();
+    let fw_push = run_child(&["push", &fw_meter.url, &db("fw-push.db"), &n_arg]).await;
+    let fw_push_wire = fw_meter.take();
+    let raw_pull = run_child(&["raw-pull", &raw_meter.url, &db("raw-pull.db")]).await;
+    let raw_pull_wire = raw_meter.take();
     let page = PULL_PAGE.to_string();
-    let fw_pull = run_child(&["pull", &fw_server.url(), &db("fw-pull.db"), &page]).await;
+    let fw_pull = run_child(&["pull", &fw_meter.url, &db("fw-pull.db"), &page]).await;
+    let fw_pull_wire = fw_meter.take();
+    let per = |bytes: u64, r: &PhaseResult| bytes as f64 / r.records.max(1) as f64;
 
     println!("push (time of sync_all / the POST loop; local seeding untimed):");
     print_phase("offline-sync-kit", &fw_push, fw_push.bytes_sent);
@@ -606,9 +724,24 @@ async fn parent(n: usize) {
         fw_push.seed_rate,
         raw_push.seed_rate
     );
+    println!(
+        "  on the wire (TCP, headers included), per record: framework up {:.0} B, down {:.0} B; \
+         raw (plain JSON) up {:.0} B, down {:.0} B",
+        per(fw_push_wire.0, &fw_push),
+        per(fw_push_wire.1, &fw_push),
+        per(raw_push_wire.0, &raw_push),
+        per(raw_push_wire.1, &raw_push)
+    );
     println!("pull into a fresh store:");
     print_phase("offline-sync-kit", &fw_pull, fw_pull.bytes_received);
     print_phase("raw reqwest+Diesel", &raw_pull, raw_pull.bytes_received);
+    let fw_pull_down = per(fw_pull_wire.1, &fw_pull);
+    println!(
+        "  on the wire (TCP, headers included), per record received: framework {fw_pull_down:.0} B \
+         (compressed), raw {:.0} B (plain JSON); goal < 141 B (PouchDB, gzip) [{}]",
+        per(raw_pull_wire.1, &raw_pull),
+        verdict(fw_pull_down < 141.0)
+    );
 
     let push_ratio = rate(&fw_push) / rate(&raw_push);
     let pull_ratio = rate(&fw_pull) / rate(&raw_pull);
@@ -633,6 +766,15 @@ async fn parent(n: usize) {
         "  same through /sync/push (one-op batch body): delta {delta} B, full {full} B \
          (create {create_d} B); ratio {:.2}: the op envelope the protocol fixes is in both",
         delta as f64 / full as f64
+    );
+    let wire_delta = batch_update_wire(&fw_meter, d, true, PUSH_BATCH).await;
+    let wire_full = batch_update_wire(&fw_meter, d, false, PUSH_BATCH).await;
+    let wire_ratio = wire_delta / wire_full;
+    println!(
+        "  inside a /sync/push batch of {PUSH_BATCH} such updates, on the wire (compressed, \
+         headers included) per op: delta {wire_delta:.0} B, full {wire_full:.0} B; ratio \
+         {wire_ratio:.2} — goal < 0.25 [{}]",
+        verdict(wire_ratio < 0.25)
     );
     let before = todo(1, "upd");
     let mut after = before.clone();
