@@ -66,6 +66,93 @@ struct Todo {
     due: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A record shaped like the peer harnesses' (`../shared/peers/README.md`, "Rows and docs"):
+/// a random UUIDv4 id, a 31-character title and a ~100-character description of random words,
+/// a flag, a number, two more UUIDs and three millisecond times. The `Todo` records above
+/// repeat most of their text, which flatters compression; the bytes compared with PouchDB
+/// are taken on these.
+#[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[sync(model_type = "item", endpoint = "items", table = "items")]
+#[serde(rename_all = "camelCase")]
+struct Item {
+    #[sync(id)]
+    id: String,
+    title: String,
+    description: String,
+    completed: bool,
+    priority: i32,
+    owner_id: String,
+    list_id: String,
+    due_at: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// xorshift64*, seeded: the same records every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn uuid(&mut self) -> String {
+        let (a, b) = (self.next(), self.next());
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:x}{:03x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            8 + (b >> 62),
+            (b >> 48) & 0xfff,
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    fn words(&mut self, len: usize) -> String {
+        const WORDS: [&str; 32] = [
+            "buy", "milk", "call", "mom", "fix", "the", "sink", "book", "flight", "to", "Lisbon",
+            "write", "report", "for", "Q3", "review", "pull", "request", "water", "plants",
+            "renew", "passport", "pay", "rent", "plan", "trip", "clean", "garage", "order",
+            "parts", "send", "invoice",
+        ];
+        let mut out = String::new();
+        while out.len() < len {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(WORDS[(self.next() % WORDS.len() as u64) as usize]);
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+fn items(n: usize, seed: u64) -> Vec<Item> {
+    let mut rng = Rng(seed | 1);
+    let base = 1_767_225_600_000i64;
+    (0..n)
+        .map(|_| {
+            let created = base + (rng.next() % 86_400_000) as i64;
+            Item {
+                id: rng.uuid(),
+                title: rng.words(31),
+                description: rng.words(100),
+                completed: rng.next() % 2 == 0,
+                priority: (rng.next() % 5) as i32,
+                owner_id: rng.uuid(),
+                list_id: rng.uuid(),
+                due_at: created + (rng.next() % 604_800_000) as i64,
+                created_at: created,
+                updated_at: created,
+            }
+        })
+        .collect()
+}
+
 fn todo(n: usize, prefix: &str) -> Todo {
     Todo {
         id: format!("{prefix}-{n:08}"),
@@ -676,6 +763,104 @@ async fn batch_update_wire(meter: &WireMeter, dir: &Path, delta: bool, m: usize)
     up as f64 / m as f64
 }
 
+/// Peer-shaped records through the counting relay: bytes on the wire per record pushed
+/// (`n` records, batches of 500), pulled into a fresh store (pages of 1,000), and per op of a
+/// batch of 500 one-field updates (`completed`) with deltas and with full records.
+async fn peer_shaped_wire(meter: &WireMeter, dir: &Path, n: usize) {
+    let client = |name: &str, delta: bool| {
+        let mut options = push_options();
+        options.use_delta_sync = delta;
+        let path = dir.join(format!("{name}.db"));
+        let url = meter.url.clone();
+        async move {
+            SyncManager::builder()
+                .base_url(url)
+                .store(DieselStore::open_sqlite(path).await.unwrap())
+                .bearer_token(TOKEN)
+                .model::<Item>()
+                .options(options)
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    let records = items(n, 7);
+    let plain: usize = records
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap().len())
+        .sum();
+    let writer = client("items-writer", true).await;
+    for chunk in records.chunks(SEED_CHUNK) {
+        writer.save_all(chunk).await.unwrap();
+    }
+    meter.take();
+    let pushed = writer.sync_all().await.unwrap();
+    let (push_up, push_down) = meter.take();
+    assert_eq!(pushed.pushed, n as u64);
+    let mut options = SyncOptions::default();
+    options.auto_sync = false;
+    options.batch_size = PULL_PAGE;
+    let reader = SyncManager::builder()
+        .base_url(&meter.url)
+        .store(
+            DieselStore::open_sqlite(dir.join("items-reader.db"))
+                .await
+                .unwrap(),
+        )
+        .bearer_token(TOKEN)
+        .model::<Item>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    meter.take();
+    let pulled = reader.pull::<Item>().await.unwrap();
+    let (pull_up, pull_down) = meter.take();
+    assert_eq!(pulled.pulled, n as u64);
+    reader.shutdown().await.unwrap();
+    let per = |b: u64| b as f64 / n as f64;
+    println!(
+        "peer-shaped records ({n}, random UUIDs and words, {:.0} B of JSON each, as \
+         ../shared/peers): on the wire (TCP, headers included) per record",
+        plain as f64 / n as f64
+    );
+    println!(
+        "  push: up {:.0} B, down {:.0} B (PouchDB push: 565 B sent per doc); pull: down {:.0} B, \
+         up {:.0} B — goal < 141 B (PouchDB, gzip) [{}]",
+        per(push_up),
+        per(push_down),
+        per(pull_down),
+        per(pull_up),
+        verdict(per(pull_down) < 141.0)
+    );
+    // A batch of 500 one-field updates, deltas (the writer) against full records.
+    let m = PUSH_BATCH.min(n);
+    let full_writer = client("items-full", false).await;
+    let mut full_records = items(m, 11);
+    full_writer.save_all(&full_records).await.unwrap();
+    assert_eq!(full_writer.sync_all().await.unwrap().pushed, m as u64);
+    let mut delta_records = records[..m].to_vec();
+    for r in delta_records.iter_mut().chain(full_records.iter_mut()) {
+        r.completed = !r.completed;
+    }
+    writer.save_all(&delta_records).await.unwrap();
+    full_writer.save_all(&full_records).await.unwrap();
+    meter.take();
+    assert_eq!(writer.sync_all().await.unwrap().pushed, m as u64);
+    let (delta_up, _) = meter.take();
+    assert_eq!(full_writer.sync_all().await.unwrap().pushed, m as u64);
+    let (full_up, _) = meter.take();
+    let (delta, full) = (delta_up as f64 / m as f64, full_up as f64 / m as f64);
+    println!(
+        "  a batch of {m} one-field updates (completed) on the wire per op: delta {delta:.0} B, full \
+         {full:.0} B; ratio {:.2} — goal < 0.25 [{}] (PouchDB: 601 B per doc)",
+        delta / full,
+        verdict(delta / full < 0.25)
+    );
+    writer.shutdown().await.unwrap();
+    full_writer.shutdown().await.unwrap();
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "PASS"
@@ -776,6 +961,7 @@ async fn parent(n: usize) {
          {wire_ratio:.2} — goal < 0.25 [{}]",
         verdict(wire_ratio < 0.25)
     );
+    peer_shaped_wire(&fw_meter, d, 20_000.min(n.max(PUSH_BATCH))).await;
     let before = todo(1, "upd");
     let mut after = before.clone();
     after.is_completed = !after.is_completed;
