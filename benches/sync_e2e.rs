@@ -141,7 +141,7 @@ fn items(n: usize, seed: u64) -> Vec<Item> {
                 id: rng.uuid(),
                 title: rng.words(31),
                 description: rng.words(100),
-                completed: rng.next() % 2 == 0,
+                completed: rng.next().is_multiple_of(2),
                 priority: (rng.next() % 5) as i32,
                 owner_id: rng.uuid(),
                 list_id: rng.uuid(),

@@ -102,7 +102,7 @@ pub(crate) const REQUEST_ENCODINGS: &str = "zstd, gzip";
 /// at the fastest level of each: on pages of records it takes most of the bytes for little
 /// CPU. Bodies under 256 bytes (most single-record answers) go out as they are, and plain
 /// clients get plain bodies.
-fn compression_layer() -> CompressionLayer<impl Predicate + Clone> {
+fn compression_layer() -> CompressionLayer<impl Predicate> {
     CompressionLayer::new()
         .gzip(true)
         .zstd(true)
