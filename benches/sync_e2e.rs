@@ -22,6 +22,12 @@
 //! - raw pull: `GET /todos?since=&limit=1000` pages, each page inserted with Diesel into a plain
 //!   table in one transaction.
 //!
+//! The bare limit: with `SYNC_BENCH_LIMITS_BIN` set to a built binary of
+//! `../shared/peers/limits` (its own `cargo build --release`), the bench runs it after its own
+//! phases, with `HTTP_N` = N, and prints the framework's push and pull beside its bare pair
+//! (a plain table read by reqwest -> a bare axum + Diesel upsert server; pages into a plain
+//! table), so the ratios of issue 18 come from one run.
+//!
 //! Bytes: the `SyncReport` counts HTTP bodies (a compressed request body as sent, a response
 //! body as decoded). The framework phases also go through a counting TCP relay in the parent
 //! (`WireMeter`), which counts what crosses the socket both ways, headers and compression
@@ -861,6 +867,53 @@ async fn peer_shaped_wire(meter: &WireMeter, dir: &Path, n: usize) {
     full_writer.shutdown().await.unwrap();
 }
 
+/// Runs `../shared/peers/limits` (the binary named by `SYNC_BENCH_LIMITS_BIN`) and prints its
+/// bare push and pull beside the framework's.
+async fn bare_limit(n: usize, push: f64, pull: f64) {
+    let Some(bin) = std::env::var_os("SYNC_BENCH_LIMITS_BIN") else {
+        println!(
+            "bare limit skipped: set SYNC_BENCH_LIMITS_BIN to a release build of \
+             ../shared/peers/limits"
+        );
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(&bin)
+        .env("DATA_DIR", data.path())
+        .env("HTTP_N", n.to_string())
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {}: {e}", bin.to_string_lossy()));
+    assert!(output.status.success(), "the limits harness failed");
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let rate_of = |bench: &str, variant: &str| {
+        lines
+            .iter()
+            .find(|v| v["bench"] == bench && v["variant"] == variant)
+            .and_then(|v| v["rows_per_s"].as_f64())
+    };
+    let (Some(bare_push), Some(bare_pull)) = (
+        rate_of("http_push", "batch500"),
+        rate_of("http_pull", "page1000_tx_per_page"),
+    ) else {
+        println!("bare limit: the limits harness printed no push or pull figure");
+        return;
+    };
+    println!(
+        "bare limit (../shared/peers/limits, {n} rows, run now): push {bare_push:.0} rows/s -> \
+         framework {:.2}x — goal >= 0.5 [{}]; pull {bare_pull:.0} rows/s -> framework {:.2}x — \
+         goal >= 0.9 [{}]",
+        push / bare_push,
+        verdict(push / bare_push >= 0.5),
+        pull / bare_pull,
+        verdict(pull / bare_pull >= 0.9)
+    );
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "PASS"
@@ -928,6 +981,7 @@ async fn parent(n: usize) {
         verdict(fw_pull_down < 141.0)
     );
 
+    bare_limit(n, rate(&fw_push), rate(&fw_pull)).await;
     let push_ratio = rate(&fw_push) / rate(&raw_push);
     let pull_ratio = rate(&fw_pull) / rate(&raw_pull);
     println!(
