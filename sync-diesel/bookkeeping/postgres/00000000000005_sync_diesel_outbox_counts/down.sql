@@ -6,4 +6,4 @@ DROP TRIGGER _sync_outbox_counts_delete ON _sync_outbox;
 DROP TRIGGER _sync_outbox_counts_insert ON _sync_outbox;
 DROP FUNCTION _sync_outbox_counts_add();
 DROP TABLE _sync_outbox_counts;
-UPDATE _sync_schema_version SET version = 4 WHERE id = 1;
+UPDATE _sync_schema_version SET version = 4 WHERE id = 1 AND version = 5;

@@ -80,4 +80,5 @@ CREATE TRIGGER _sync_quarantine_counts_delete AFTER DELETE ON _sync_quarantine
     REFERENCING OLD TABLE AS _sync_counts_old
     FOR EACH STATEMENT EXECUTE FUNCTION _sync_quarantine_counts_add();
 
-UPDATE _sync_schema_version SET version = 5 WHERE id = 1;
+-- Guarded: a store may already have a later migration (6) applied when this one runs.
+UPDATE _sync_schema_version SET version = 5 WHERE id = 1 AND version < 5;

@@ -52,4 +52,5 @@ BEGIN
     UPDATE _sync_outbox_counts SET quarantined = quarantined - 1 WHERE id = 1;
 END;
 
-UPDATE _sync_schema_version SET version = 5 WHERE id = 1;
+-- Guarded: a store may already have a later migration (6) applied when this one runs.
+UPDATE _sync_schema_version SET version = 5 WHERE id = 1 AND version < 5;
