@@ -34,7 +34,8 @@ pub use sync_diesel::Error as DieselStoreError;
 #[cfg(feature = "encryption")]
 pub use sync_diesel::StoreKey;
 pub use sync_diesel::{
-    Backend, DieselStore, GeneratedMigration, MigrationGenerator, SqliteOptions,
+    Backend, DieselStore, GeneratedMigration, MigrationGenerator, SqliteAccountStores,
+    SqliteOptions,
 };
 
 /// `#[derive(SyncModel)]`: implements the [`SyncModel`](trait@sync_core::SyncModel) trait for a struct.
@@ -48,7 +49,7 @@ pub mod prelude {
         Condition, ConflictStrategy, DeleteStrategy, Direction, FetchStrategy, FieldMask,
         ModelSchema, Query, RestMethod, RestRequest, RestRequests, RetryPolicy, SaveStrategy,
         SyncDirection, SyncEvent, SyncEventType, SyncManager, SyncModel, SyncOptions, SyncReport,
-        SyncRun, SyncStatus, WebSocketConfig, WriteOptions,
+        SyncRun, SyncState, SyncStatus, WebSocketConfig, WriteOptions,
     };
     pub use sync_derive::SyncModel;
     pub use sync_diesel::DieselStore;

@@ -40,7 +40,7 @@ pub struct Address {
             header = "X-Trace: on"
         ),
         put(url = "https://other.example/v2/samples", retry_count = 0),
-        patch(retry_count = 5),
+        patch(retry_count = 5, send_as = "put"),
         delete(url = "trash/{id}")
     )
 )]
@@ -257,6 +257,16 @@ fn all_rest_options_are_generated() {
         "https://other.example/v2/samples/x"
     );
     assert_eq!(rest.patch.as_ref().unwrap().retry_count, Some(5));
+    // `send_as` (any case) sends the delta as PUT; the others go as their own method.
+    assert_eq!(rest.patch.as_ref().unwrap().send_as, Some(RestMethod::Put));
+    assert_eq!(
+        rest.resolve(RestMethod::Patch).method_sent(),
+        RestMethod::Put
+    );
+    assert_eq!(
+        rest.resolve(RestMethod::Post).method_sent(),
+        RestMethod::Post
+    );
     assert_eq!(
         rest.delete
             .as_ref()

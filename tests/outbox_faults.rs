@@ -375,6 +375,21 @@ impl LocalStore for EditAfterReady {
     fn set_metadata(&self, user: Option<&str>, key: &str, value: &str) -> StoreResult<()> {
         self.inner.set_metadata(user, key, value)
     }
+    fn claim_owner(&self, user: Option<&str>) -> StoreResult<Option<String>> {
+        self.inner.claim_owner(user)
+    }
+    fn known_versions(
+        &self,
+        schema: &'static ModelSchema,
+    ) -> StoreResult<offline_sync_kit::store::KnownVersions> {
+        self.inner.known_versions(schema)
+    }
+    fn op_counts_by_model(&self) -> StoreResult<Vec<(String, u64, u64)>> {
+        self.inner.op_counts_by_model()
+    }
+    fn forget_records(&self, schema: &'static ModelSchema, ids: &[String]) -> StoreResult<u64> {
+        self.inner.forget_records(schema, ids)
+    }
     fn quarantine(
         &self,
         schema: &'static ModelSchema,

@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use offline_sync_kit::prelude::*;
 use offline_sync_kit::{ModelConfig, PullMode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use support::npm::json_server;
 use support::*;
 
 /// A note for json-server: the app keeps `modifiedAt` (ms) so pulls can ask for changes since.
@@ -36,66 +36,6 @@ struct Note {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-/// Starts json-server 0.17 on a free loopback port; installs it into
-/// `target/npm` on first use. `None` (with the reason printed) if npm is missing, unless
-/// `SYNC_TEST_REQUIRE_NPM` is set (as in CI): then the test fails.
-async fn json_server() -> Option<(tokio::process::Child, String, tempfile::TempDir)> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm");
-    let bin = root.join("node_modules/.bin/json-server");
-    if !bin.exists() {
-        std::fs::create_dir_all(&root).unwrap();
-        let status = std::process::Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&root)
-            .arg("json-server@0.17.4")
-            .stdout(Stdio::null())
-            .status();
-        match status {
-            Ok(s) if s.success() => {}
-            other => {
-                let reason = format!("`npm install json-server@0.17.4` failed ({other:?})");
-                // CI (`.ci/run`) sets this so that the test can never pass by skipping.
-                assert!(
-                    std::env::var_os("SYNC_TEST_REQUIRE_NPM").is_none(),
-                    "{reason}; SYNC_TEST_REQUIRE_NPM is set, so this fails instead of skipping"
-                );
-                eprintln!("skipping json-server interop: {reason}");
-                return None;
-            }
-        }
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("db.json");
-    std::fs::write(&db, r#"{"notes": []}"#).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = tokio::process::Command::new(&bin)
-        .arg(&db)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--quiet",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("json-server starts");
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "json-server answers", || {
-        let client = client.clone();
-        let url = url.clone();
-        async move { client.get(format!("{url}/notes")).send().await.is_ok() }
-    })
-    .await;
-    Some((child, url, dir))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -709,4 +649,250 @@ async fn rest_request_timeout_and_retry_count_are_applied() {
     sync.shutdown().await.unwrap();
     fresh.shutdown().await.unwrap();
     server.abort();
+}
+
+/// A note for json-server whose id the server may assign: `localId` keeps the local id.
+#[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[sync(endpoint = "notes")]
+#[serde(rename_all = "camelCase")]
+struct Memo {
+    #[sync(id)]
+    id: String,
+    title: String,
+    done: bool,
+    modified_at: i64,
+    #[serde(default)]
+    local_id: Option<String>,
+}
+
+fn memo(id: &str, title: &str) -> Memo {
+    Memo {
+        id: id.into(),
+        title: title.into(),
+        done: false,
+        modified_at: now_ms(),
+        local_id: None,
+    }
+}
+
+/// json-server 0.17 as a `RestPull` and a `RestBackend`: `modifiedAt_gte` (the field the app
+/// keeps), `_sort`, `_page` + `_limit` followed by the `Link: rel="next"` header; no versions
+/// or idempotency keys; a create of an existing id answered 500 ("Insert failed, duplicate
+/// id"), so a 500 to a create is checked by reading the record; with `server_ids`, the
+/// server's `id` and the local id in `localId`.
+fn json_server_config(server_ids: bool) -> ModelConfig {
+    let pull = offline_sync_kit::RestPull::new()
+        .since(offline_sync_kit::Since::new("modifiedAt", "modifiedAt_gte"))
+        .sort("_sort", "modifiedAt")
+        .paging(offline_sync_kit::Paging::PageNumber {
+            page_param: "_page".into(),
+            size_param: "_limit".into(),
+            first: 1,
+        })
+        .next_page(offline_sync_kit::NextPage::LinkHeader);
+    let backend = offline_sync_kit::RestBackend::new()
+        .idempotency_header(None)
+        .version(offline_sync_kit::VersionSource::None)
+        .conditional(None)
+        .conflict_statuses(&[])
+        .already_exists(&[500], None);
+    let backend = if server_ids {
+        backend.server_ids("id", "localId", ("localId", "{local_id}"))
+    } else {
+        backend
+    };
+    ModelConfig::new().pull(pull).backend(backend)
+}
+
+async fn json_client(
+    url: &str,
+    db: &ClientDb,
+    server_ids: bool,
+    online: offline_sync_kit::ManualConnectivity,
+) -> (SyncManager, Arc<std::sync::atomic::AtomicU64>) {
+    let pulled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let remote = offline_sync_kit::HttpRemote::builder(url)
+        .batch_push(None)
+        .build()
+        .unwrap();
+    let mut options = fast_options();
+    options.auto_sync = false;
+    options.batch_size = 2;
+    let sync = SyncManager::builder()
+        .remote(support::counting::Counting {
+            inner: remote,
+            pulled: Arc::clone(&pulled),
+        })
+        .connectivity(online)
+        .store(store_at(&db.path()).await)
+        .model_with::<Memo>(json_server_config(server_ids))
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    (sync, pulled)
+}
+
+async fn push_until_settled(sync: &SyncManager) {
+    for _ in 0..100 {
+        let _ = sync
+            .synchronize(offline_sync_kit::SyncRun::new(
+                offline_sync_kit::SyncDirection::PushOnly,
+            ))
+            .await;
+        if sync.status().borrow().pending_changes == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("changes still queued: {:?}", sync.status().borrow());
+}
+
+async fn memos_where(url: &str, field: &str, value: &str) -> Vec<Value> {
+    reqwest::Client::new()
+        .get(format!("{url}/notes"))
+        .query(&[(field, value)])
+        .send()
+        .await
+        .unwrap()
+        .json::<Vec<Value>>()
+        .await
+        .unwrap()
+}
+
+/// The issue's checks against json-server 0.17 with the client's ids: a create made offline
+/// lands once, a delete made offline reaches it, another client's change is pulled by
+/// `modifiedAt_gte` through `Link` pages and an incremental pull gets only what changed
+/// (counted at the remote), and a create whose answer a proxy drops ends as one copy with
+/// the op settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_server_offline_writes_incremental_pulls_and_a_lost_create_answer() {
+    use std::sync::atomic::Ordering;
+    let Some((_child, url, _dir)) = json_server().await else {
+        return;
+    };
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], port).into()).await;
+    let online = offline_sync_kit::ManualConnectivity::new(false);
+    let db = ClientDb::new();
+    let (a, pulled) = json_client(&proxy.url(), &db, false, online.clone()).await;
+
+    // Offline create, then sync: one copy.
+    a.save(&memo("m1", "made offline")).await.unwrap();
+    online.set_online(true);
+    push_until_settled(&a).await;
+    assert_eq!(memos_where(&url, "title", "made offline").await.len(), 1);
+
+    // Offline delete.
+    online.set_online(false);
+    a.delete::<Memo>("m1").await.unwrap();
+    online.set_online(true);
+    push_until_settled(&a).await;
+    assert!(memos_where(&url, "title", "made offline").await.is_empty());
+
+    // Another client writes five notes (after the bound the reconnect's pull left); the pull
+    // follows `Link` pages of 2.
+    let http = reqwest::Client::new();
+    for n in 0..5 {
+        let status = http
+            .post(format!("{url}/notes"))
+            .json(&json!({"id": format!("o{n}"), "title": format!("other {n}"), "done": false, "modifiedAt": now_ms() + n}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 201);
+    }
+    pulled.store(0, Ordering::SeqCst);
+    a.pull::<Memo>().await.unwrap();
+    assert_eq!(pulled.swap(0, Ordering::SeqCst), 5);
+    assert!(a.get::<Memo>("o4").await.unwrap().is_some());
+    // It changes one; the next pull asks from the largest `modifiedAt` (inclusive): the
+    // newest note again and the changed one.
+    let status = http
+        .patch(format!("{url}/notes/o1"))
+        .json(&json!({"title": "changed elsewhere", "modifiedAt": now_ms() + 1000}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    a.pull::<Memo>().await.unwrap();
+    assert_eq!(pulled.swap(0, Ordering::SeqCst), 2);
+    assert_eq!(
+        a.get::<Memo>("o1").await.unwrap().unwrap().title,
+        "changed elsewhere"
+    );
+
+    // A create whose answer is lost: the replay is answered 500 (duplicate id), the record is
+    // read back, it holds what was sent: applied, one copy.
+    a.save(&memo("m2", "answer lost")).await.unwrap();
+    proxy.fault_next_settled(Fault::CutAfterResponse, 1).await;
+    let _ = a
+        .synchronize(offline_sync_kit::SyncRun::new(
+            offline_sync_kit::SyncDirection::PushOnly,
+        ))
+        .await;
+    let state = a.record_state::<Memo>("m2").await.unwrap();
+    assert!(state.ops.len() == 1 && state.ops[0].sent, "{state:?}");
+    push_until_settled(&a).await;
+    assert_eq!(memos_where(&url, "title", "answer lost").await.len(), 1);
+    let state = a.record_state::<Memo>("m2").await.unwrap();
+    assert!(state.ops.is_empty() && state.meta.unwrap().synced);
+    assert!(a.failed_ops().await.unwrap().is_empty());
+    a.shutdown().await.unwrap();
+}
+
+/// Ids json-server assigns (a create without `id`): the create's answer is lost and the
+/// process restarts before it learns the server's id; the replay finds the copy by `localId`,
+/// and the local row and the update queued behind the create go to the server's id; one copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_server_assigned_ids_rekey_the_record_and_its_queued_update() {
+    let Some((_child, url, _dir)) = json_server().await else {
+        return;
+    };
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], port).into()).await;
+    let db = ClientDb::new();
+    let (a, _) = json_client(
+        &proxy.url(),
+        &db,
+        true,
+        offline_sync_kit::ManualConnectivity::new(true),
+    )
+    .await;
+    a.save(&memo("local-1", "answer lost")).await.unwrap();
+    proxy.fault_next_settled(Fault::CutAfterResponse, 1).await;
+    let _ = a
+        .synchronize(offline_sync_kit::SyncRun::new(
+            offline_sync_kit::SyncDirection::PushOnly,
+        ))
+        .await;
+    let state = a.record_state::<Memo>("local-1").await.unwrap();
+    assert!(state.ops.len() == 1 && state.ops[0].sent, "{state:?}");
+    // The process stops before it learns the server's id, and starts again on its database.
+    a.shutdown().await.unwrap();
+    drop(a);
+    let online = offline_sync_kit::ManualConnectivity::new(true);
+    let (a, _) = json_client(&proxy.url(), &db, true, online).await;
+    let mut edited = a.get::<Memo>("local-1").await.unwrap().unwrap();
+    edited.title = "edited".into();
+    a.save(&edited).await.unwrap();
+    push_until_settled(&a).await;
+    let copies = memos_where(&url, "localId", "local-1").await;
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0]["title"], "edited");
+    // json-server numbers the ids it assigns; the engine keeps ids as text.
+    let server_id = match &copies[0]["id"] {
+        Value::Number(n) => n.to_string(),
+        other => other.as_str().unwrap().to_owned(),
+    };
+    assert_ne!(server_id, "local-1");
+    let local = a.get::<Memo>(&server_id).await.unwrap().unwrap();
+    assert_eq!(
+        (local.title.as_str(), local.local_id.as_deref()),
+        ("edited", Some("local-1"))
+    );
+    assert_eq!(a.get::<Memo>("local-1").await.unwrap(), None);
+    a.shutdown().await.unwrap();
 }

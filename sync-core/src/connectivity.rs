@@ -347,6 +347,27 @@ impl Remote for ObservedRemote {
         self.seen(self.inner.health().await)
     }
 
+    fn has_sync_metadata(&self) -> bool {
+        self.inner.has_sync_metadata()
+    }
+
+    async fn sync_metadata(&self) -> Result<crate::protocol::SyncMetadataResponse, RemoteError> {
+        self.seen(self.inner.sync_metadata().await)
+    }
+
+    async fn digest_page(
+        &self,
+        route: &ModelRoute,
+        after: &str,
+        limit: usize,
+    ) -> Result<crate::protocol::DigestPage, RemoteError> {
+        self.seen(self.inner.digest_page(route, after, limit).await)
+    }
+
+    async fn forget_device(&self, device: &str) -> Result<bool, RemoteError> {
+        self.seen(self.inner.forget_device(device).await)
+    }
+
     fn change_feed(&self) -> Option<&dyn ChangeFeed> {
         self.inner.change_feed()
     }

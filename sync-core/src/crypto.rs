@@ -819,6 +819,27 @@ impl Remote for EncryptingRemote {
         self.inner.health().await
     }
 
+    fn has_sync_metadata(&self) -> bool {
+        self.inner.has_sync_metadata()
+    }
+
+    async fn sync_metadata(&self) -> Result<crate::protocol::SyncMetadataResponse, RemoteError> {
+        self.inner.sync_metadata().await
+    }
+
+    async fn digest_page(
+        &self,
+        route: &crate::remote::ModelRoute,
+        after: &str,
+        limit: usize,
+    ) -> Result<crate::protocol::DigestPage, RemoteError> {
+        self.inner.digest_page(route, after, limit).await
+    }
+
+    async fn forget_device(&self, device: &str) -> Result<bool, RemoteError> {
+        self.inner.forget_device(device).await
+    }
+
     fn change_feed(&self) -> Option<&dyn crate::remote::ChangeFeed> {
         // Events are opened where they are applied (`realtime::apply_event`).
         self.inner.change_feed()
@@ -974,6 +995,7 @@ impl SyncManager {
                 base_version: version,
                 data: Some(row.data.clone()),
                 idempotency_key: uuid::Uuid::new_v4().to_string(),
+                sent: false,
             };
             let (outcomes, _) = self
                 .inner

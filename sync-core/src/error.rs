@@ -120,6 +120,32 @@ pub enum Error {
     #[error("the sync manager has been shut down")]
     Shutdown,
 
+    /// The local store holds another user's data: opening it as `requested` (`None`: without a
+    /// user id) would show that user's rows and send that user's queued changes with these
+    /// credentials. Each user needs a store of their own (see `SyncAccounts`).
+    #[error("the local store belongs to user {owner:?}, not {}", requested.as_deref().map_or_else(|| "an anonymous session".to_owned(), |u| format!("{u:?}")))]
+    StoreOwnedByAnotherUser {
+        /// The user the store belongs to.
+        owner: String,
+        /// The user the manager was built for.
+        requested: Option<String>,
+    },
+
+    /// The remote refused the credentials and the token provider gave no token it takes:
+    /// nothing was sent, the queue is kept (see `SyncManagerBuilder::token_provider`).
+    #[error("the remote needs new credentials: {reason}")]
+    NeedsAuth {
+        /// Why: the provider's error, or the remote's refusal.
+        reason: String,
+    },
+
+    /// The user is not signed in (see `SyncAccounts`): their sync is paused.
+    #[error("user {user:?} is not signed in")]
+    NotSignedIn {
+        /// The user asked for.
+        user: String,
+    },
+
     /// A task the manager ran in the background panicked or was cancelled (a store call on
     /// the blocking pool, a prefetched pull page). The [`JoinError`](tokio::task::JoinError)
     /// says which, and carries the panic's payload.

@@ -41,6 +41,9 @@ pub enum SyncEventType {
     /// A remote copy of a record has an `#[sync(encrypted)]` value that does not decrypt; the
     /// local copy was left as it was.
     DecryptionFailed,
+    /// The remote assigned its own id to a record created locally; the record and its queued
+    /// changes now go by that id.
+    RecordRekeyed,
 }
 
 /// Something that happened in the engine, with what belongs to it.
@@ -177,6 +180,18 @@ pub enum SyncEvent {
         /// Why.
         error: String,
     },
+    /// The remote assigned its own id to a record created locally
+    /// ([`RestBackend::server_ids`](crate::RestBackend::server_ids)): the local row and every
+    /// queued change of it were re-keyed from `from` to `id` in one transaction, so reads,
+    /// updates and deletes use `id` from now on.
+    RecordRekeyed {
+        /// The model.
+        model_type: &'static str,
+        /// The local id it had.
+        from: String,
+        /// The remote's id, which it has now.
+        id: String,
+    },
 }
 
 impl SyncEvent {
@@ -197,6 +212,7 @@ impl SyncEvent {
             SyncEvent::RealtimeOverflow { .. } => SyncEventType::RealtimeOverflow,
             SyncEvent::RecordQuarantined { .. } => SyncEventType::RecordQuarantined,
             SyncEvent::DecryptionFailed { .. } => SyncEventType::DecryptionFailed,
+            SyncEvent::RecordRekeyed { .. } => SyncEventType::RecordRekeyed,
             SyncEvent::ServerEvent { kind, .. } => *kind,
         }
     }
@@ -207,6 +223,7 @@ impl SyncEvent {
             SyncEvent::OpFailed { model_type, .. }
             | SyncEvent::RecordQuarantined { model_type, .. }
             | SyncEvent::DecryptionFailed { model_type, .. }
+            | SyncEvent::RecordRekeyed { model_type, .. }
             | SyncEvent::ModelAdded { model_type, .. }
             | SyncEvent::ModelUpdated { model_type, .. }
             | SyncEvent::ModelDeleted { model_type, .. }
@@ -223,6 +240,7 @@ impl SyncEvent {
             SyncEvent::OpFailed { id, .. }
             | SyncEvent::RecordQuarantined { key: id, .. }
             | SyncEvent::DecryptionFailed { id, .. }
+            | SyncEvent::RecordRekeyed { id, .. }
             | SyncEvent::ModelAdded { id, .. }
             | SyncEvent::ModelUpdated { id, .. }
             | SyncEvent::ModelDeleted { id, .. }
@@ -277,6 +295,46 @@ pub struct SyncProgress {
     pub total: u64,
 }
 
+impl SyncProgress {
+    /// `done / total` in `0.0..=1.0`; 0 while nothing is known to be due.
+    pub fn fraction(&self) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        // u64 -> f64 loses precision only past 2^53 items, far beyond any run.
+        #[allow(clippy::cast_precision_loss)]
+        let fraction = self.done as f64 / self.total as f64;
+        fraction.clamp(0.0, 1.0)
+    }
+}
+
+/// Where sync stands, as an application shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SyncState {
+    /// No run has ended since the manager started (or since [`resume`]).
+    ///
+    /// [`resume`]: crate::SyncManager::resume
+    #[default]
+    Idle,
+    /// A run is in progress; see [`SyncStatus::progress`].
+    Syncing,
+    /// The last run ended with every op it sent accepted and everything pulled.
+    Completed,
+    /// The last run stopped on an error, or ops in it failed or were put back for a retry
+    /// (the remote was unreachable, say); see [`SyncStatus::last_error`] and
+    /// [`SyncStatus::failed_changes`].
+    Failed,
+    /// Sync is paused ([`pause`], or the user is signed out): runs are skipped.
+    ///
+    /// [`pause`]: crate::SyncManager::pause
+    Paused,
+    /// The remote refused the credentials and no fresh ones could be had (the token provider
+    /// failed or gave a token the remote refused too): runs stop sending until new credentials
+    /// arrive; the queue is kept.
+    NeedsAuth,
+}
+
 /// What an application shows about sync.
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
@@ -300,6 +358,19 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     /// Progress of the current run.
     pub progress: Option<SyncProgress>,
+    /// Where sync stands (idle, syncing, completed, failed, paused, needs auth).
+    pub state: SyncState,
+}
+
+impl SyncStatus {
+    /// Progress of the current run in `0.0..=1.0`: 1 once a run completed, 0 before any.
+    pub fn progress_fraction(&self) -> f64 {
+        match (self.state, self.progress) {
+            (SyncState::Completed, _) => 1.0,
+            (_, Some(progress)) => progress.fraction(),
+            _ => 0.0,
+        }
+    }
 }
 
 /// What one sync run did.
@@ -448,6 +519,15 @@ mod tests {
                     error: "e".into(),
                 },
                 SyncEventType::DecryptionFailed,
+                Some("a"),
+            ),
+            (
+                SyncEvent::RecordRekeyed {
+                    model_type: "todo",
+                    from: "local-1".into(),
+                    id: "a".into(),
+                },
+                SyncEventType::RecordRekeyed,
                 Some("a"),
             ),
             (

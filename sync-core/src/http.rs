@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ETAG, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use sync_protocol::{PushRequest, PushResponse, IDEMPOTENCY_KEY_HEADER};
+use sync_protocol::{PushRequest, PushResponse};
 
+use crate::auth::TokenAuth;
+use crate::backend::{CountAt, NextPage, Paging, PullState, RestPull};
 use crate::disposition::Disposition;
 use crate::protocol::OpKind;
 use crate::remote::{
@@ -33,6 +35,7 @@ pub struct HttpRemoteBuilder {
     max_batch: usize,
     health_path: String,
     max_response_bytes: u64,
+    auth: Option<Arc<TokenAuth>>,
 }
 
 /// Default of [`HttpRemoteBuilder::max_response_bytes`]: 64 MiB.
@@ -117,7 +120,15 @@ impl HttpRemoteBuilder {
             max_response_bytes: self.max_response_bytes,
             max_batch: self.max_batch,
             health_path: self.health_path,
+            auth: self.auth,
         })
+    }
+
+    /// Bearer tokens from `auth` on every request (the manager's token provider), renewed
+    /// once when the remote answers 401.
+    pub(crate) fn token_auth(mut self, auth: Arc<TokenAuth>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 }
 
@@ -135,6 +146,7 @@ pub struct HttpRemote {
     max_batch: usize,
     health_path: String,
     max_response_bytes: u64,
+    auth: Option<Arc<TokenAuth>>,
 }
 
 /// One request to send.
@@ -162,6 +174,7 @@ enum Payload<'a> {
 
 struct Response {
     status: StatusCode,
+    headers: HeaderMap,
     retry_after: Option<Duration>,
     body: Value,
     /// The body as received.
@@ -215,6 +228,7 @@ impl HttpRemote {
             max_batch: 500,
             health_path: "health".to_owned(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            auth: None,
         }
     }
 
@@ -256,12 +270,21 @@ impl HttpRemote {
         let timeout = timeout
             .unwrap_or_else(|| config.map_or(self.timeout, |c| c.effective_timeout(self.timeout)));
         let mut attempt = 0u32;
+        let mut renewed = false;
         loop {
             let mut request = self
                 .client
                 .request(method.clone(), url)
                 .timeout(timeout)
                 .header("Accept", "application/json");
+            let token = match &self.auth {
+                Some(auth) => {
+                    let token = auth.token().await?;
+                    request = request.bearer_auth(&token.value);
+                    Some(token)
+                }
+                None => None,
+            };
             if !query.is_empty() {
                 request = request.query(query);
             }
@@ -291,6 +314,17 @@ impl HttpRemote {
                 self.request_zstd.store(false, Ordering::Relaxed);
                 encoded = None;
                 continue;
+            }
+            if let (Some(auth), Some(token), Ok(response)) = (&self.auth, &token, &result) {
+                let unauthorized = response.status == StatusCode::UNAUTHORIZED;
+                if unauthorized && !renewed {
+                    // Expired? One fresh token and one more try; a provider that fails
+                    // leaves the manager needing authentication.
+                    renewed = true;
+                    auth.renew(Some(token)).await?;
+                    continue;
+                }
+                auth.answered(unauthorized);
             }
             let transient = match &result {
                 Ok(response) => is_transient(response.status),
@@ -331,8 +365,8 @@ impl HttpRemote {
             .await
             .map_err(|e| transport_error(e, Stage::Request))?;
         let status = response.status();
-        let reads_zstd = response
-            .headers()
+        let headers = response.headers().clone();
+        let reads_zstd = headers
             .get_all(reqwest::header::ACCEPT_ENCODING)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -344,7 +378,7 @@ impl HttpRemote {
                     .is_some_and(|c| c.trim().eq_ignore_ascii_case("zstd"))
             });
         self.request_zstd.store(reads_zstd, Ordering::Relaxed);
-        let retry_after = retry_after(response.headers());
+        let retry_after = retry_after(&headers);
         let cap = self.max_response_bytes;
         let too_large = || {
             RemoteError::bad_response(format!(
@@ -386,6 +420,7 @@ impl HttpRemote {
         };
         Ok(Response {
             status,
+            headers,
             retry_after,
             body,
             bytes: bytes.len() as u64,
@@ -514,16 +549,50 @@ impl HttpRemote {
     }
 
     async fn push_rest(&self, route: &ModelRoute, item: &PushItem) -> (PushOutcome, Traffic) {
+        let backend = &route.backend;
         let rest_method = rest_method(item.kind);
-        let method = match rest_method {
+        let config = route.rest.resolve(rest_method);
+        let sent_method = config.method_sent();
+        let method = match sent_method {
             RestMethod::Get => Method::GET,
             RestMethod::Post => Method::POST,
             RestMethod::Patch => Method::PATCH,
             RestMethod::Put => Method::PUT,
             RestMethod::Delete => Method::DELETE,
         };
-        let config = route.rest.resolve(rest_method);
-        let id = rest_method.targets_item().then_some(item.id.as_str());
+        let server_ids = backend
+            .server_ids
+            .as_ref()
+            .filter(|_| item.kind == OpKind::Create);
+        if let Some(ids) = server_ids.filter(|_| item.sent) {
+            // The create was sent before (its answer lost, or the process stopped before the
+            // re-key): the copy it made is found by the local id, never made twice.
+            match self.lookup_local_id(route, ids, &item.id).await {
+                Ok(Some(found)) => {
+                    return (
+                        PushOutcome::Applied {
+                            version: found.version,
+                            record: Some(found),
+                        },
+                        Traffic::default(),
+                    )
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    return (
+                        PushOutcome::Transient {
+                            message: format!(
+                                "looking up an earlier copy of the create: {}",
+                                crate::error::chain_text(&err)
+                            ),
+                            retry_after: None,
+                        },
+                        Traffic::default(),
+                    )
+                }
+            }
+        }
+        let id = sent_method.targets_item().then_some(item.id.as_str());
         let url = match config.build_url(&self.base_url, &route.endpoint, id, item.data.as_ref()) {
             Ok(url) => url,
             Err(err) => {
@@ -536,14 +605,29 @@ impl HttpRemote {
                 )
             }
         };
-        let body = item
-            .data
+        // What is sent: without the server's fields (and the id, when the server assigns it),
+        // with the local id in its field when it does.
+        let data = item.data.clone().map(|mut data| {
+            backend.outgoing(route.schema, &mut data);
+            if let Some(ids) = server_ids {
+                data.insert(ids.local_id_field.clone(), Value::String(item.id.clone()));
+            }
+            data
+        });
+        let body = data
             .clone()
             .map(|data| config.shape_body_for(data, Some(&item.id)));
-        let mut headers = vec![(IDEMPOTENCY_KEY_HEADER, item.idempotency_key.clone())];
-        if item.base_version > 0 && item.kind != OpKind::Create {
-            headers.push(("If-Match", item.base_version.to_string()));
+        let mut owned_headers: Vec<(String, String)> = Vec::new();
+        if let Some(name) = &backend.idempotency_header {
+            owned_headers.push((name.clone(), item.idempotency_key.clone()));
         }
+        if item.kind != OpKind::Create {
+            owned_headers.extend(backend.conditional_header(item.base_version));
+        }
+        let headers: Vec<(&str, String)> = owned_headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.clone()))
+            .collect();
         let sent = body
             .as_ref()
             .and_then(|b| serde_json::to_vec(b).ok())
@@ -584,6 +668,7 @@ impl HttpRemote {
             received: response.bytes.saturating_sub(response.sent),
         };
         let status = response.status;
+        let etag = etag_of(&response.headers).map(str::to_owned);
         let outcome = if status.is_success() {
             // The write was accepted; a body that is empty, not JSON or not a record only means
             // there is no server copy to take (resending would apply the write twice on an
@@ -599,30 +684,49 @@ impl HttpRemote {
                     }
                 }
             };
-            let record = match parsed.map(|body| config.extract_response(body)) {
-                Some(Ok(Value::Object(object))) => parse_remote_record(route.schema, object).ok(),
+            let answer = match parsed.map(|body| config.extract_response(body)) {
+                Some(Ok(Value::Object(object))) => Some(object),
                 _ => None,
             };
-            PushOutcome::Applied {
-                version: record.as_ref().map_or(0, |r| r.version),
-                record,
+            match server_ids {
+                Some(ids) => self.created_with_server_id(route, ids, item, data, answer, etag),
+                None => {
+                    let record = answer.and_then(|object| {
+                        // An answer that is part of a record (`{"updatedAt": ...}`) is laid
+                        // over what was sent.
+                        let mut merged = data.clone().unwrap_or_default();
+                        merged.extend(object);
+                        if !merged.contains_key(route.schema.id().wire_name) {
+                            merged.insert(
+                                route.schema.id().wire_name.to_owned(),
+                                Value::String(item.id.clone()),
+                            );
+                        }
+                        read_record(route, merged, etag.as_deref()).ok()
+                    });
+                    let version = match (&record, etag.as_deref()) {
+                        (Some(r), _) => r.version,
+                        (None, Some(tag))
+                            if backend.version == crate::backend::VersionSource::ETag =>
+                        {
+                            crate::backend::etag_version(tag).unwrap_or(0)
+                        }
+                        _ => 0,
+                    };
+                    PushOutcome::Applied { version, record }
+                }
             }
-        } else if status == StatusCode::CONFLICT {
-            let current = match response.body.get("record") {
-                Some(Value::Object(object)) => Some(object.clone()),
-                _ => match response.body {
-                    Value::Object(object) => Some(object),
-                    _ => None,
-                },
-            }
-            .and_then(|object| parse_remote_record(route.schema, object).ok());
-            match current {
-                Some(current) => PushOutcome::Conflict { current },
-                None => PushOutcome::Rejected {
-                    status: 409,
-                    message: "conflict without the current record".to_owned(),
-                },
-            }
+        } else if backend.conflict_statuses.contains(&status.as_u16())
+            && !(item.kind == OpKind::Create
+                && backend.is_already_exists(status.as_u16(), &response.body))
+        {
+            self.conflict_outcome(route, item, status, response.body, etag)
+                .await
+        } else if item.kind == OpKind::Create
+            && backend.is_already_exists(status.as_u16(), &response.body)
+        {
+            self.already_exists_outcome(route, item, data.as_ref())
+                .await
         } else if (status == StatusCode::NOT_FOUND || status == StatusCode::GONE)
             && item.kind == OpKind::Delete
         {
@@ -646,50 +750,195 @@ impl HttpRemote {
         (outcome, traffic)
     }
 
+    /// The outcome of a create the backend answered with its own id: the record under that
+    /// id (what was sent, with the answer laid over it). An answer without the id is taken
+    /// as unknown: the create is tried again, and that try finds the copy by its local id.
+    fn created_with_server_id(
+        &self,
+        route: &ModelRoute,
+        ids: &crate::backend::ServerIds,
+        item: &PushItem,
+        data: Option<serde_json::Map<String, Value>>,
+        answer: Option<serde_json::Map<String, Value>>,
+        etag: Option<String>,
+    ) -> PushOutcome {
+        let answer_value = answer.clone().map(Value::Object).unwrap_or(Value::Null);
+        let Some(server_id) =
+            crate::backend::at_path(&answer_value, &ids.id_at).and_then(field_text)
+        else {
+            return PushOutcome::Transient {
+                message: format!(
+                    "the create of `{}` was answered without an id at `{}`",
+                    item.id, ids.id_at
+                ),
+                retry_after: None,
+            };
+        };
+        let mut merged = data.unwrap_or_default();
+        merged.extend(answer.unwrap_or_default());
+        merged.insert(
+            route.schema.id().wire_name.to_owned(),
+            Value::String(server_id),
+        );
+        match read_record(route, merged, etag.as_deref()) {
+            Ok(record) => PushOutcome::Applied {
+                version: record.version,
+                record: Some(record),
+            },
+            Err(err) => PushOutcome::Transient {
+                message: crate::error::chain_text(&err),
+                retry_after: None,
+            },
+        }
+    }
+
+    /// A stale base version: the current record from the answer (where the backend
+    /// configuration says) or, when the answer has none, fetched.
+    async fn conflict_outcome(
+        &self,
+        route: &ModelRoute,
+        item: &PushItem,
+        status: StatusCode,
+        body: Value,
+        etag: Option<String>,
+    ) -> PushOutcome {
+        let from_body = route
+            .backend
+            .conflict_record_at
+            .as_deref()
+            .and_then(|path| crate::backend::at_path(&body, path))
+            .or(Some(&body))
+            .and_then(Value::as_object)
+            .filter(|object| {
+                object.contains_key(route.schema.id().wire_name)
+                    || object.contains_key(sync_protocol::ID_KEY)
+            })
+            .and_then(|object| read_record(route, object.clone(), etag.as_deref()).ok());
+        let current = match from_body {
+            Some(current) => Some(current),
+            None => match self.fetch(route, &item.id).await {
+                Ok(found) => found,
+                Err(err) => {
+                    return PushOutcome::Transient {
+                        message: format!(
+                        "HTTP {status}: a conflict whose current record could not be fetched: {}",
+                        crate::error::chain_text(&err)
+                    ),
+                        retry_after: None,
+                    }
+                }
+            },
+        };
+        match current {
+            Some(current) => PushOutcome::Conflict { current },
+            None => PushOutcome::Rejected {
+                status: status.as_u16(),
+                message: "conflict, and the record is gone from the remote".to_owned(),
+            },
+        }
+    }
+
+    /// A create answered "exists already": a replay whose first answer was lost when the
+    /// record holds what was sent (applied), else a record of the same id made by someone
+    /// else (a conflict).
+    async fn already_exists_outcome(
+        &self,
+        route: &ModelRoute,
+        item: &PushItem,
+        sent: Option<&serde_json::Map<String, Value>>,
+    ) -> PushOutcome {
+        match self.fetch(route, &item.id).await {
+            Ok(Some(found)) => {
+                let id_key = route.schema.id().wire_name;
+                let same = sent.is_none_or(|sent| {
+                    sent.iter()
+                        .filter(|(key, _)| key.as_str() != id_key)
+                        .all(|(key, value)| found.data.get(key) == Some(value))
+                });
+                if same {
+                    PushOutcome::Applied {
+                        version: found.version,
+                        record: Some(found),
+                    }
+                } else {
+                    PushOutcome::Conflict { current: found }
+                }
+            }
+            Ok(None) => PushOutcome::Transient {
+                message: format!(
+                    "the create of `{}` was answered \"exists already\" but the record cannot be read",
+                    item.id
+                ),
+                retry_after: None,
+            },
+            Err(err) => PushOutcome::Transient {
+                message: format!(
+                    "reading the record a create found existing: {}",
+                    crate::error::chain_text(&err)
+                ),
+                retry_after: None,
+            },
+        }
+    }
+
     fn records_of(
         &self,
         route: &ModelRoute,
         value: Value,
     ) -> Result<Vec<RemoteRecord>, RemoteError> {
-        let items = match value {
-            Value::Array(items) => items,
-            Value::Object(mut object) => {
-                match object.remove("items").or_else(|| object.remove("data")) {
-                    Some(Value::Array(items)) => items,
-                    _ => {
-                        return Err(RemoteError::bad_response(
-                            "expected an array of records (or an object with `items`)",
-                        ))
-                    }
-                }
-            }
-            other => {
-                return Err(RemoteError::bad_response(format!(
-                    "expected an array of records, got {}",
-                    crate::error::JsonKind::of(&other)
-                )))
-            }
-        };
-        items
-            .into_iter()
-            .map(|item| match item {
-                Value::Object(object) => parse_remote_record(route.schema, object),
-                other => Err(RemoteError::bad_response(format!(
-                    "a record is not a JSON object: {other}"
-                ))),
-            })
-            .collect()
+        records_of(route, value)
     }
 
-    /// A GET of `url` with the `get` configuration: `query`, then the configuration's
-    /// supplemental entries as query parameters (`id` fills their `{id}`).
-    async fn get_json(
+    /// A call of the default protocol's own endpoints (`sync/...`): the answer read as `T` (an
+    /// empty body as JSON `null`), a status other than 2xx as the error.
+    async fn protocol_call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<T, RemoteError> {
+        let url = self.absolute(path);
+        let response = self
+            .send(Outgoing {
+                method,
+                url: &url,
+                config: None,
+                extra_headers: &[],
+                query,
+                body: None,
+                timeout: None,
+                raw_success: false,
+                retries: 0,
+            })
+            .await?;
+        let status = response.status.as_u16();
+        if !response.status.is_success() {
+            let message = error_message(&response.body, response.status);
+            return Err(if crate::disposition::is_outage(status) {
+                RemoteError::Unavailable {
+                    message,
+                    retry_after: response.retry_after,
+                    source: None,
+                }
+            } else {
+                RemoteError::Refused { status, message }
+            });
+        }
+        serde_json::from_value(response.body).map_err(|e| {
+            RemoteError::bad_response(format!("the answer of {path} cannot be read")).with_source(e)
+        })
+    }
+
+    /// A GET of `url` with the `get` configuration, the body whole (no extraction): `query`,
+    /// then the configuration's supplemental entries as query parameters (`id` fills their
+    /// `{id}`).
+    async fn get_body(
         &self,
         url: &str,
         config: &RestRequest,
         query: &[(String, String)],
         id: Option<&str>,
-    ) -> Result<(Value, u64), RemoteError> {
+    ) -> Result<Response, RemoteError> {
         let mut query = query.to_vec();
         let extra = config.supplemental_query(id, &query);
         query.extend(extra);
@@ -723,6 +972,282 @@ impl HttpRemote {
                 message: error_message(&response.body, response.status),
             });
         }
+        Ok(response)
+    }
+
+    /// The records of a list read's body: at `records_at` when set, else where the `get`
+    /// configuration says.
+    fn list_records(
+        &self,
+        route: &ModelRoute,
+        config: &RestRequest,
+        body: Value,
+    ) -> Result<Vec<RemoteRecord>, RemoteError> {
+        let value = match list_path(route) {
+            Some(path) => crate::backend::take_path(body, path).ok_or_else(|| {
+                RemoteError::bad_response(format!(
+                    "the records are not at `{path}` (RestPull::records_at)"
+                ))
+            })?,
+            None => config.extract_response(body).map_err(|e| {
+                RemoteError::bad_response(
+                    "the records are not where the request configuration says",
+                )
+                .with_source(e)
+            })?,
+        };
+        self.records_of(route, value)
+    }
+
+    /// Finds the copy an earlier send of a create made on a backend that assigns ids (by the
+    /// field that keeps the local id).
+    async fn lookup_local_id(
+        &self,
+        route: &ModelRoute,
+        ids: &crate::backend::ServerIds,
+        local_id: &str,
+    ) -> Result<Option<RemoteRecord>, RemoteError> {
+        let config = route.rest.resolve(RestMethod::Get);
+        let url = config
+            .build_url(&self.base_url, &route.endpoint, None, None)
+            .map_err(|e| RemoteError::config("the request URL cannot be built").with_source(e))?;
+        let query = vec![(
+            ids.lookup.0.clone(),
+            ids.lookup.1.replace("{local_id}", local_id),
+        )];
+        let response = self.get_body(&url, &config, &query, None).await?;
+        let records = self.list_records(route, &config, response.body)?;
+        Ok(records
+            .into_iter()
+            .find(|r| r.data.get(&ids.local_id_field).and_then(Value::as_str) == Some(local_id)))
+    }
+
+    /// Reads one page of a [`PullMode::Rest`] pull.
+    async fn pull_rest(
+        &self,
+        route: &ModelRoute,
+        pull: &RestPull,
+        url: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<RemotePage, RemoteError> {
+        let config = route.rest.resolve(RestMethod::Get);
+        let state = PullState::from_cursor(cursor);
+        let mut query: Vec<(String, String)> = Vec::new();
+        // Keyset pages after the first ask from the largest value read, skipping the records
+        // of that value already read (kept in `next`).
+        let keyset_skip: Option<u64> = match (&pull.paging, &state.next) {
+            (Paging::Keyset { .. }, Some(ties)) => Some(ties.parse().unwrap_or(0)),
+            _ => None,
+        };
+        let bound = match keyset_skip {
+            Some(_) => state.newest.as_ref(),
+            None => state.since.as_ref(),
+        }
+        .or(pull.since.as_ref().and_then(|s| s.initial.as_ref()));
+        if let (Some(since), Some(bound)) = (&pull.since, bound) {
+            let parameter = since.parameter(bound).ok_or_else(|| {
+                RemoteError::config(format!(
+                    "the pull bound {bound:?} cannot be written as {:?}",
+                    since.format
+                ))
+            })?;
+            query.push(parameter);
+        }
+        if let Some((name, value)) = &pull.sort {
+            query.push((name.clone(), value.clone()));
+        }
+        query.extend(pull.parameters.iter().cloned());
+        let mut target = url.to_owned();
+        let mut position: u64 = 0;
+        match &pull.paging {
+            Paging::None => {}
+            Paging::PageNumber {
+                page_param,
+                size_param,
+                first,
+            } => {
+                position = state
+                    .next
+                    .as_deref()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(*first);
+                query.push((page_param.clone(), position.to_string()));
+                query.push((size_param.clone(), limit.to_string()));
+            }
+            Paging::Offset {
+                offset_param,
+                limit_param,
+            } => {
+                position = state
+                    .next
+                    .as_deref()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                query.push((offset_param.clone(), position.to_string()));
+                query.push((limit_param.clone(), limit.to_string()));
+            }
+            Paging::Cursor {
+                cursor_param,
+                limit_param,
+            } => {
+                if let Some(token) = &state.next {
+                    query.push((cursor_param.clone(), token.clone()));
+                }
+                if let Some(name) = limit_param {
+                    query.push((name.clone(), limit.to_string()));
+                }
+            }
+            Paging::Keyset {
+                limit_param,
+                skip_param,
+            } => {
+                query.push((limit_param.clone(), limit.to_string()));
+                query.push((skip_param.clone(), keyset_skip.unwrap_or(0).to_string()));
+            }
+            Paging::NextUrl { limit_param } => match &state.next {
+                // The page the previous one named, as it named it.
+                Some(next) => {
+                    target = reqwest::Url::parse(url)
+                        .and_then(|base| base.join(next))
+                        .map_err(|e| {
+                            RemoteError::bad_response(format!(
+                                "the next page's URL {next:?} is not a URL"
+                            ))
+                            .with_source(e)
+                        })?
+                        .to_string();
+                    query.clear();
+                }
+                None => {
+                    if let Some(name) = limit_param {
+                        query.push((name.clone(), limit.to_string()));
+                    }
+                }
+            },
+        }
+        let response = self.get_body(&target, &config, &query, None).await?;
+        let bytes = response.bytes;
+        let header = |name: &str| {
+            response
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let body = response.body;
+        // The signal, read before the records are taken out of the body.
+        /// What the page says about the next one.
+        enum Signal {
+            /// No next page.
+            Last,
+            /// The next page's URL or token.
+            Named(String),
+            /// The total count of the pass's records.
+            Total(u64),
+            /// More follow while pages are full.
+            WhileFull,
+        }
+        let named = |text: Option<String>| text.map_or(Signal::Last, Signal::Named);
+        let signal = match &pull.next {
+            NextPage::Never => Signal::Last,
+            NextPage::LinkHeader => {
+                named(header("link").and_then(|link| crate::backend::link_next(&link)))
+            }
+            NextPage::Header(name) => named(header(name)),
+            NextPage::BodyUrl(path) | NextPage::BodyCursor(path) => named(
+                crate::backend::at_path(&body, path)
+                    .and_then(field_text)
+                    .filter(|t| !t.is_empty()),
+            ),
+            NextPage::TotalCount(at) => {
+                let total = match at {
+                    CountAt::Header(name) => header(name).and_then(|t| t.parse::<u64>().ok()),
+                    CountAt::Body(path) => {
+                        crate::backend::at_path(&body, path).and_then(|v| match v {
+                            Value::Number(n) => n.as_u64(),
+                            Value::String(s) => s.parse().ok(),
+                            _ => None,
+                        })
+                    }
+                };
+                Signal::Total(total.ok_or_else(|| {
+                    RemoteError::bad_response(format!("the page has no total count at {at:?}"))
+                })?)
+            }
+            NextPage::FullPage => Signal::WhileFull,
+        };
+        let records = self.list_records(route, &config, body)?;
+        let read = records.len() as u64;
+        let more = match &signal {
+            Signal::Last => false,
+            Signal::Named(_) => true,
+            // An empty page ends the pass whatever the count says (records deleted meanwhile).
+            // A keyset page's count is of its own query, which skipped `keyset_skip`.
+            Signal::Total(total) => match keyset_skip {
+                Some(skip) => read > 0 && skip.saturating_add(read) < *total,
+                None if matches!(pull.paging, Paging::Keyset { .. }) => read > 0 && read < *total,
+                None => read > 0 && state.read.saturating_add(read) < *total,
+            },
+            Signal::WhileFull => read > 0 && read >= limit as u64,
+        };
+        let values: Vec<String> = pull.since.as_ref().map_or_else(Vec::new, |since| {
+            records
+                .iter()
+                .filter_map(|r| r.data.get(&since.field).and_then(field_text))
+                .collect()
+        });
+        let next = if more {
+            Some(match (&pull.paging, signal) {
+                (Paging::Keyset { .. }, _) => {
+                    // Records of the largest value read so far, in this pass.
+                    let newest = crate::rest::newest_cursor(
+                        values.iter().cloned().chain(state.newest.clone()),
+                        None,
+                    );
+                    let same = |v: &String| {
+                        newest.as_deref().is_some_and(|n| {
+                            crate::rest::cursor_order(v, n) == std::cmp::Ordering::Equal
+                        })
+                    };
+                    let before = match (&state.newest, keyset_skip) {
+                        (Some(old), Some(skip)) if same(old) => skip,
+                        _ => 0,
+                    };
+                    let on_page = values.iter().filter(|v| same(v)).count() as u64;
+                    before.saturating_add(on_page).to_string()
+                }
+                (Paging::PageNumber { .. }, _) => position.saturating_add(1).to_string(),
+                (Paging::Offset { .. }, _) => position.saturating_add(read).to_string(),
+                (_, Signal::Named(next)) => next,
+                // `check` pairs a token or URL scheme with a signal that names the next page.
+                _ => return Err(RemoteError::bad_response("the next page is not named")),
+            })
+        } else {
+            None
+        };
+        let after = state.after_page(values.into_iter(), read, next);
+        Ok(RemotePage {
+            records,
+            next_cursor: Some(after.to_cursor()),
+            has_more: more,
+            bytes,
+            ..RemotePage::default()
+        })
+    }
+
+    /// A GET of `url` with the `get` configuration: `query`, then the configuration's
+    /// supplemental entries as query parameters (`id` fills their `{id}`).
+    async fn get_json(
+        &self,
+        url: &str,
+        config: &RestRequest,
+        query: &[(String, String)],
+        id: Option<&str>,
+    ) -> Result<(Value, u64), RemoteError> {
+        let response = self.get_body(url, config, query, id).await?;
         let value = config.extract_response(response.body).map_err(|e| {
             RemoteError::bad_response("the records are not where the request configuration says")
                 .with_source(e)
@@ -796,6 +1321,61 @@ fn outcome_of_failed_request(err: &RemoteError) -> PushOutcome {
     }
 }
 
+/// The records of a list body (an array, or an object with `items` or `data`), each read
+/// through the model's [`RestBackend`](crate::RestBackend) into the protocol's keys.
+fn records_of(route: &ModelRoute, value: Value) -> Result<Vec<RemoteRecord>, RemoteError> {
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Object(mut object) => match object.remove("items").or_else(|| object.remove("data"))
+        {
+            Some(Value::Array(items)) => items,
+            _ => {
+                return Err(RemoteError::bad_response(
+                    "expected an array of records (or an object with `items`)",
+                ))
+            }
+        },
+        other => {
+            return Err(RemoteError::bad_response(format!(
+                "expected an array of records, got {}",
+                crate::error::JsonKind::of(&other)
+            )))
+        }
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::Object(object) => read_record(route, object, None),
+            other => Err(RemoteError::bad_response(format!(
+                "a record is not a JSON object: {other}"
+            ))),
+        })
+        .collect()
+}
+
+/// One received record through the model's backend configuration (`etag`: the answer's
+/// `ETag`, for a single record).
+fn read_record(
+    route: &ModelRoute,
+    mut object: serde_json::Map<String, Value>,
+    etag: Option<&str>,
+) -> Result<RemoteRecord, RemoteError> {
+    route.backend.to_wire(&mut object, etag);
+    parse_remote_record(route.schema, object)
+}
+
+/// Where a list read's records are, when the pull configuration says.
+fn list_path(route: &ModelRoute) -> Option<&str> {
+    match &route.pull {
+        PullMode::Rest(pull) => pull.records_at.as_deref(),
+        _ => None,
+    }
+}
+
+fn etag_of(headers: &HeaderMap) -> Option<&str> {
+    headers.get(ETAG).and_then(|v| v.to_str().ok())
+}
+
 fn field_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
@@ -862,11 +1442,13 @@ impl Remote for HttpRemote {
                 }
                 let (value, bytes) = self.get_json(&url, &config, &query, None).await?;
                 let records = self.records_of(route, value)?;
-                let newest = records
-                    .iter()
-                    .filter_map(|r| r.data.get(field).and_then(field_text))
-                    .max();
-                let next_cursor = newest.or_else(|| cursor.map(str::to_owned));
+                // The largest value by number or time, never as text ("9" < "10").
+                let next_cursor = crate::rest::newest_cursor(
+                    records
+                        .iter()
+                        .filter_map(|r| r.data.get(field).and_then(field_text)),
+                    cursor,
+                );
                 // A full page whose newest value is the cursor again makes no progress.
                 let has_more = records.len() >= limit && next_cursor.as_deref() != cursor;
                 Ok(RemotePage {
@@ -877,6 +1459,7 @@ impl Remote for HttpRemote {
                     ..RemotePage::default()
                 })
             }
+            PullMode::Rest(pull) => self.pull_rest(route, pull, &url, cursor, limit).await,
             PullMode::FullPaged => {
                 let page: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(1);
                 let query = vec![
@@ -906,14 +1489,22 @@ impl Remote for HttpRemote {
         let url = config
             .build_url(&self.base_url, &route.endpoint, Some(id), None)
             .map_err(|e| RemoteError::config("the request URL cannot be built").with_source(e))?;
-        match self.get_json(&url, &config, &[], Some(id)).await {
-            Ok((Value::Object(object), _)) => parse_remote_record(route.schema, object).map(Some),
-            Ok((other, _)) => Err(RemoteError::bad_response(format!(
+        let response = match self.get_body(&url, &config, &[], Some(id)).await {
+            Ok(response) => response,
+            Err(RemoteError::Refused { status: 404, .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let etag = etag_of(&response.headers).map(str::to_owned);
+        let value = config.extract_response(response.body).map_err(|e| {
+            RemoteError::bad_response("the record is not where the request configuration says")
+                .with_source(e)
+        })?;
+        match value {
+            Value::Object(object) => read_record(route, object, etag.as_deref()).map(Some),
+            other => Err(RemoteError::bad_response(format!(
                 "expected a record object, got {}",
                 crate::error::JsonKind::of(&other)
             ))),
-            Err(RemoteError::Refused { status: 404, .. }) => Ok(None),
-            Err(err) => Err(err),
         }
     }
 
@@ -936,8 +1527,9 @@ impl Remote for HttpRemote {
         if let Some(offset) = offset {
             query.push(("_offset".to_owned(), offset.to_string()));
         }
-        let (value, bytes) = self.get_json(&url, &config, &query, None).await?;
-        let records = self.records_of(route, value)?;
+        let response = self.get_body(&url, &config, &query, None).await?;
+        let bytes = response.bytes;
+        let records = self.list_records(route, &config, response.body)?;
         Ok(RemotePage {
             records,
             next_cursor: None,
@@ -945,6 +1537,50 @@ impl Remote for HttpRemote {
             bytes,
             ..RemotePage::default()
         })
+    }
+
+    fn has_sync_metadata(&self) -> bool {
+        // sync-server's protocol (its batch endpoint); a REST API has no metadata endpoint.
+        self.batch_push.is_some()
+    }
+
+    async fn sync_metadata(&self) -> Result<crate::protocol::SyncMetadataResponse, RemoteError> {
+        self.protocol_call(Method::GET, "sync/metadata", &[]).await
+    }
+
+    async fn digest_page(
+        &self,
+        route: &ModelRoute,
+        after: &str,
+        limit: usize,
+    ) -> Result<crate::protocol::DigestPage, RemoteError> {
+        let path = format!(
+            "sync/digest/{}",
+            percent_encoding::utf8_percent_encode(
+                &route.endpoint,
+                percent_encoding::NON_ALPHANUMERIC
+            )
+        );
+        let query = [
+            ("after".to_owned(), after.to_owned()),
+            ("limit".to_owned(), limit.to_string()),
+        ];
+        self.protocol_call(Method::GET, &path, &query).await
+    }
+
+    async fn forget_device(&self, device: &str) -> Result<bool, RemoteError> {
+        let path = format!(
+            "sync/metadata/devices/{}",
+            percent_encoding::utf8_percent_encode(device, percent_encoding::NON_ALPHANUMERIC)
+        );
+        match self
+            .protocol_call::<serde::de::IgnoredAny>(Method::DELETE, &path, &[])
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(RemoteError::Refused { status: 404, .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     async fn health(&self) -> Result<(), RemoteError> {

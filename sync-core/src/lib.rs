@@ -13,6 +13,9 @@
 
 #![warn(missing_docs)]
 
+mod accounts;
+mod auth;
+mod backend;
 mod connectivity;
 mod crypto;
 mod disposition;
@@ -37,6 +40,12 @@ mod ws_remote;
 /// uses too.
 pub use sync_protocol as protocol;
 
+pub use crate::accounts::{AccountStores, Credentials, SignOut, SyncAccounts};
+pub use crate::auth::{TokenError, TokenProvider};
+pub use crate::backend::{
+    AlreadyExists, Conditional, CountAt, NextPage, Paging, RestBackend, RestPull, ServerIds, Since,
+    TimeFormat, Tombstone, UpdatedAt, VersionSource,
+};
 pub use crate::connectivity::{
     Connectivity, ManualConnectivity, Observation, ProbeConnectivity, RemoteConnectivity,
 };
@@ -44,10 +53,13 @@ pub use crate::crypto::{
     CryptoError, EncryptedField, FieldKey, KeyProvider, NotQueryable, ReencryptReport, StaticKeys,
 };
 pub use crate::error::{Error, JsonKind, RestError, Result};
-pub use crate::events::{SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncStatus};
+pub use crate::events::{
+    SyncEvent, SyncEventType, SyncProgress, SyncReport, SyncState, SyncStatus,
+};
 pub use crate::http::{HttpRemote, HttpRemoteBuilder, DEFAULT_MAX_RESPONSE_BYTES};
 pub use crate::manager::{
-    LiveQuery, ModelConfig, RealtimeHandle, SyncManager, SyncManagerBuilder, SyncRun,
+    EntityMetadata, LiveQuery, MetadataComparison, ModelConfig, RealtimeHandle, RemoteSyncMetadata,
+    SyncManager, SyncManagerBuilder, SyncMetadata, SyncRun, VerifyReport,
 };
 pub use crate::mask::FieldMask;
 pub use crate::model::SyncModel;

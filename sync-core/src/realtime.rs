@@ -363,9 +363,14 @@ impl fmt::Debug for Realtime {
 
 impl Realtime {
     /// `headers` (the manager's auth headers) go on every upgrade request, before the config's.
-    pub(crate) fn new(config: WebSocketConfig, headers: BTreeMap<String, String>) -> Self {
+    /// `auth`: the manager's token provider, if any (a bearer token on every upgrade).
+    pub(crate) fn new(
+        config: WebSocketConfig,
+        headers: BTreeMap<String, String>,
+        auth: Option<Arc<crate::auth::TokenAuth>>,
+    ) -> Self {
         Realtime {
-            driver: Arc::new(Driver::new(config, headers)),
+            driver: Arc::new(Driver::new(config, headers).with_auth(auth)),
             handlers: Mutex::new(HashMap::new()),
             running: Mutex::new(None),
         }

@@ -32,6 +32,9 @@ pub struct ModelRoute {
     pub rest: RestRequests,
     /// How to pull this model.
     pub pull: PullMode,
+    /// How the backend versions, conflicts, replays and keys this model's records (REST
+    /// only; the default is sync-server's behaviour).
+    pub backend: crate::backend::RestBackend,
     /// Turns a received record into the model's full record JSON (fills
     /// serde defaults and `None`s, checks types); a record that does not fit comes back
     /// unchanged with the reason.
@@ -82,6 +85,9 @@ pub struct PushItem {
     pub data: Option<JsonObject>,
     /// Unique per change; the remote applies a key at most once.
     pub idempotency_key: String,
+    /// The change may have reached the remote already: it is sent again after an answer
+    /// that was lost, or after a restart while it was on its way.
+    pub sent: bool,
 }
 
 /// What the remote did with one push item.
@@ -283,6 +289,38 @@ pub trait Remote: Send + Sync + fmt::Debug + 'static {
 
     /// Cheap reachability check.
     async fn health(&self) -> Result<(), RemoteError>;
+
+    /// True if [`sync_metadata`](Self::sync_metadata) answers (sync-server's protocol): a run
+    /// with nothing to push then starts with that one request and pulls only the collections
+    /// whose checksum differs from the store's.
+    fn has_sync_metadata(&self) -> bool {
+        false
+    }
+
+    /// The user's sync metadata as the remote keeps it (sync-server's `GET /sync/metadata`:
+    /// devices, and per collection the record counts and checksum). A remote without it
+    /// answers a [`Config`](RemoteError::Config) error.
+    async fn sync_metadata(&self) -> Result<crate::protocol::SyncMetadataResponse, RemoteError> {
+        Err(RemoteError::config("this remote keeps no sync metadata"))
+    }
+
+    /// Up to `limit` records of `route`'s collection with an id after `after`, by id, as
+    /// (id, version, deleted) read from the records (sync-server's `GET /sync/digest/...`).
+    async fn digest_page(
+        &self,
+        route: &ModelRoute,
+        after: &str,
+        limit: usize,
+    ) -> Result<crate::protocol::DigestPage, RemoteError> {
+        let _ = (route, after, limit);
+        Err(RemoteError::config("this remote lists no record digests"))
+    }
+
+    /// Forgets the remote's record of `device`; `false` if it had none.
+    async fn forget_device(&self, device: &str) -> Result<bool, RemoteError> {
+        let _ = device;
+        Err(RemoteError::config("this remote keeps no device records"))
+    }
 
     /// The change events the remote delivers by itself, if it is also a realtime channel
     /// (as [`WebSocketRemote`](crate::WebSocketRemote) is); the manager applies them like
@@ -640,6 +678,7 @@ mod tests {
             endpoint: "notes".into(),
             rest: RestRequests::default(),
             pull: PullMode::Cursor,
+            backend: crate::backend::RestBackend::default(),
             normalize: Ok,
         }
     }
@@ -654,6 +693,7 @@ mod tests {
                 base_version: 0,
                 data: Some(obj(json!({"key": "n1", "title": "a"}))),
                 idempotency_key: "k1".into(),
+                sent: false,
             },
             PushItem {
                 seq: 2,
@@ -662,6 +702,7 @@ mod tests {
                 base_version: 4,
                 data: None,
                 idempotency_key: "k2".into(),
+                sent: false,
             },
         ];
         let route = route();

@@ -143,6 +143,10 @@ pub struct RestRequest {
     pub retry_count: Option<u32>,
     /// Applied to the response after `response_data_key`.
     pub response_transformer: Option<ResponseTransformer>,
+    /// Send this operation with another HTTP method: a delta as `Put` where the API has no
+    /// `PATCH`, a create as `Put` to the item URL where the API takes the client's id there.
+    /// The URL follows the method sent (a `Put`/`Patch`/`Delete` addresses the item).
+    pub send_as: Option<RestMethod>,
 }
 
 impl fmt::Debug for RestRequest {
@@ -160,6 +164,7 @@ impl fmt::Debug for RestRequest {
             .field("response_data_key", &self.response_data_key)
             .field("timeout", &self.timeout)
             .field("retry_count", &self.retry_count)
+            .field("send_as", &self.send_as)
             .field(
                 "response_transformer",
                 &self
@@ -185,7 +190,20 @@ impl RestRequest {
             timeout: None,
             retry_count: None,
             response_transformer: None,
+            send_as: None,
         }
+    }
+
+    /// Sends this operation with `method` instead (see [`send_as`](Self::send_as)).
+    #[must_use]
+    pub fn send_as(mut self, method: RestMethod) -> Self {
+        self.send_as = Some(method);
+        self
+    }
+
+    /// The HTTP method this request goes out with.
+    pub fn method_sent(&self) -> RestMethod {
+        self.send_as.unwrap_or(self.method)
     }
 
     /// Sets the URL template.
@@ -479,6 +497,7 @@ impl RestRequest {
             self.response_transformer
                 .clone_from(&other.response_transformer);
         }
+        self.send_as = other.send_as.or(self.send_as);
         self
     }
 }
@@ -501,6 +520,16 @@ pub enum PullMode {
     /// A REST API without versions or timestamps: page through everything
     /// with `_page`/`_limit`; records missing from the remote are left alone.
     FullPaged,
+    /// Any REST API: the bound, order, paging scheme and its signal, where the records are,
+    /// as configured (see [`RestPull`](crate::RestPull)); `PullMode::from(rest_pull)` makes
+    /// one.
+    Rest(Box<crate::backend::RestPull>),
+}
+
+impl From<crate::backend::RestPull> for PullMode {
+    fn from(pull: crate::backend::RestPull) -> PullMode {
+        PullMode::Rest(Box::new(pull))
+    }
 }
 
 /// Per-method request configuration of a model. A method left `None` uses
@@ -580,6 +609,37 @@ impl RestRequests {
             RestMethod::Delete => &mut self.delete,
         }
     }
+}
+
+/// The order of two values of a max-of-field pull cursor: as numbers when both read as
+/// numbers, as instants when both read as RFC 3339 timestamps, else as text.
+pub(crate) fn cursor_order(a: &str, b: &str) -> std::cmp::Ordering {
+    if let (Ok(x), Ok(y)) = (a.trim().parse::<i128>(), b.trim().parse::<i128>()) {
+        return x.cmp(&y);
+    }
+    if let (Ok(x), Ok(y)) = (a.trim().parse::<f64>(), b.trim().parse::<f64>()) {
+        if x.is_finite() && y.is_finite() {
+            return x.total_cmp(&y);
+        }
+    }
+    if let (Ok(x), Ok(y)) = (
+        chrono::DateTime::parse_from_rfc3339(a.trim()),
+        chrono::DateTime::parse_from_rfc3339(b.trim()),
+    ) {
+        return x.cmp(&y);
+    }
+    a.cmp(b)
+}
+
+/// The cursor after a page: the largest of the page's `values` and the cursor before it, by
+/// [`cursor_order`]; `None` when there is neither.
+pub(crate) fn newest_cursor(
+    values: impl Iterator<Item = String>,
+    before: Option<&str>,
+) -> Option<String> {
+    values
+        .chain(before.map(str::to_owned))
+        .max_by(|a, b| cursor_order(a, b))
 }
 
 /// A scalar as query-parameter text.
@@ -938,6 +998,30 @@ mod tests {
             merged.resolve(RestMethod::Delete).url.as_deref(),
             Some("trash/{id}")
         );
+    }
+
+    #[test]
+    fn cursor_values_are_ordered_by_number_then_time_then_text() {
+        use std::cmp::Ordering::*;
+        for (a, b, order) in [
+            ("9", "10", Less),
+            ("-1", "0", Less),
+            ("1.5", "10", Less),
+            ("1e3", "999", Greater),
+            ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.500Z", Less),
+            ("2026-01-01T01:00:00+02:00", "2026-01-01T00:00:00Z", Less),
+            ("b", "a", Greater),
+        ] {
+            assert_eq!(cursor_order(a, b), order, "{a} vs {b}");
+            assert_eq!(cursor_order(b, a), order.reverse(), "{b} vs {a}");
+        }
+        let values = ["9", "10", "8"].map(str::to_owned).into_iter();
+        assert_eq!(newest_cursor(values, Some("2")).as_deref(), Some("10"));
+        assert_eq!(
+            newest_cursor(std::iter::empty(), Some("7")).as_deref(),
+            Some("7")
+        );
+        assert_eq!(newest_cursor(std::iter::empty(), None), None);
     }
 
     #[test]

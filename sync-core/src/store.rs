@@ -625,6 +625,92 @@ pub trait LocalStore: Send + Sync + fmt::Debug + 'static {
 
     /// Sets a value of `_sync_metadata`.
     fn set_metadata(&self, user_id: Option<&str>, key: &str, value: &str) -> StoreResult<()>;
+
+    /// Binds the store to the user whose data it holds, in one transaction: a store that
+    /// belongs to nobody yet is recorded as `user`'s (when `user` is `Some`); a store that
+    /// belongs to someone else is left as it is and that owner returned, so that one user's
+    /// rows and queued ops never go out with another user's credentials. A store from before
+    /// owners were recorded belongs to the users its ops, cursors and metadata name.
+    fn claim_owner(&self, user: Option<&str>) -> StoreResult<Option<String>>;
+
+    /// What the store knows of the remote's records of `schema` (see [`KnownVersions`]), for
+    /// checksums and `verify`.
+    fn known_versions(&self, schema: &'static ModelSchema) -> StoreResult<KnownVersions>;
+
+    /// Outbox ops per model type: (model type, pending or in flight, failed).
+    fn op_counts_by_model(&self) -> StoreResult<Vec<(String, u64, u64)>>;
+
+    /// Forgets `ids` of `schema` in one transaction: their rows and remembered tombstones
+    /// go, without an op, so that the next pull takes the remote's copy whatever its version
+    /// (a repair). Ids with outbox ops are left alone. Returns the ids forgotten.
+    fn forget_records(&self, schema: &'static ModelSchema, ids: &[String]) -> StoreResult<u64>;
+
+    /// How many records the store knows the remote versioned for `schema` (rows and
+    /// remembered tombstones) and their checksum, kept write by write (equal to
+    /// [`KnownVersions::checksum`] of [`known_versions`](Self::known_versions), without the
+    /// scan). The default scans.
+    fn known_checksum(
+        &self,
+        schema: &'static ModelSchema,
+    ) -> StoreResult<(u64, crate::protocol::Checksum)> {
+        let known = self.known_versions(schema)?;
+        Ok((
+            u64::try_from(known.known.len()).unwrap_or(u64::MAX),
+            known.checksum(),
+        ))
+    }
+
+    /// Gives record `from` the id `to` that the remote assigned to it: the row (with its id
+    /// field) and every queued op of the record, in one transaction, so that the ops queued
+    /// behind its create go to `to`. A row already stored under `to` (the remote's copy,
+    /// pulled before the re-key) is replaced by the re-keyed one, which carries the local
+    /// changes. Returns whether there was a row `from`.
+    ///
+    /// Needed for backends that assign ids
+    /// ([`RestBackend::server_ids`](crate::RestBackend::server_ids)); a store without it
+    /// refuses, and the create stays queued.
+    fn rekey_record(
+        &self,
+        schema: &'static ModelSchema,
+        from: &str,
+        to: &str,
+    ) -> StoreResult<bool> {
+        let _ = (from, to);
+        Err(StoreError::Database(format!(
+            "this store cannot re-key records, so `{}` cannot be used with a backend that assigns ids",
+            schema.model_type
+        )))
+    }
+}
+
+/// What a store knows of the remote's records of one model: `(id, version, deleted)` of every
+/// row the remote has versioned and of every remembered tombstone, sorted; and the ids with
+/// outbox ops, whose local state is ahead of what the remote has (sorted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KnownVersions {
+    /// `(id, version, deleted)`, sorted.
+    pub known: Vec<(String, i64, bool)>,
+    /// Ids with outbox ops, sorted.
+    pub with_ops: Vec<String>,
+}
+
+impl KnownVersions {
+    /// `known` and `with_ops` (each sorted here).
+    pub fn new(mut known: Vec<(String, i64, bool)>, mut with_ops: Vec<String>) -> Self {
+        known.sort();
+        with_ops.sort();
+        KnownVersions { known, with_ops }
+    }
+
+    /// The collection checksum over [`known`](Self::known) (see `sync_protocol::metadata`).
+    pub fn checksum(&self) -> crate::protocol::Checksum {
+        self.known
+            .iter()
+            .fold(crate::protocol::Checksum::default(), |acc, (id, v, d)| {
+                acc.plus(crate::protocol::Checksum::of_record(id, *v, *d, 1))
+            })
+    }
 }
 
 #[allow(dead_code)]

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::TokenAuth;
 use crate::realtime::WebSocketConfig;
 
 /// How long a connection attempt (TCP, TLS and the upgrade) may take.
@@ -48,6 +49,9 @@ pub(crate) enum ConnectError {
         #[source]
         source: tokio_tungstenite::tungstenite::http::header::InvalidHeaderValue,
     },
+    /// The token provider gave no token.
+    #[error("no credentials for the WebSocket: {0}")]
+    NoCredentials(String),
     /// TCP, TLS or the upgrade failed (refused, a non-101 answer such as 401 ...).
     #[error("cannot connect to {url}")]
     Connect {
@@ -88,6 +92,8 @@ pub(crate) struct Driver {
     connected: watch::Sender<bool>,
     /// Why the last connection attempt failed; cleared when a connection opens.
     last_failure: Mutex<Option<Arc<ConnectError>>>,
+    /// Bearer tokens from the manager's token provider, on every upgrade request.
+    auth: Option<Arc<TokenAuth>>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -108,7 +114,16 @@ impl Driver {
             outgoing: Mutex::new(None),
             connected: watch::channel(false).0,
             last_failure: Mutex::new(None),
+            auth: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer` with `auth`'s token on every upgrade request, and asks
+    /// for a fresh token when the server refuses one with 401.
+    #[must_use]
+    pub(crate) fn with_auth(mut self, auth: Option<Arc<TokenAuth>>) -> Driver {
+        self.auth = auth;
+        self
     }
 
     pub(crate) fn config(&self) -> &WebSocketConfig {
@@ -229,16 +244,52 @@ impl Driver {
                 })?;
             request.headers_mut().insert(header, value);
         }
+        let token = match &self.auth {
+            Some(auth) => match auth.token().await {
+                Ok(token) => {
+                    let value = HeaderValue::from_str(&format!("Bearer {}", token.value)).map_err(
+                        |source| ConnectError::HeaderValue {
+                            name: "Authorization".to_owned(),
+                            source,
+                        },
+                    )?;
+                    request.headers_mut().insert(
+                        tokio_tungstenite::tungstenite::http::header::AUTHORIZATION,
+                        value,
+                    );
+                    Some(token)
+                }
+                // No token: the connection would be refused; the reconnect backoff retries.
+                Err(err) => return Err(ConnectError::NoCredentials(err.to_string())),
+            },
+            None => None,
+        };
         let limits = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(self.config.max_message_bytes))
             .max_frame_size(Some(self.config.max_message_bytes));
         let connect = tokio_tungstenite::connect_async_with_config(request, Some(limits), true);
         match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok((socket, _))) => Ok(socket),
-            Ok(Err(source)) => Err(ConnectError::Connect {
-                url: url.clone(),
-                source,
-            }),
+            Ok(Ok((socket, _))) => {
+                if let Some(auth) = &self.auth {
+                    auth.answered(false);
+                }
+                Ok(socket)
+            }
+            Ok(Err(source)) => {
+                if let (Some(auth), Some(token)) = (&self.auth, &token) {
+                    if let tokio_tungstenite::tungstenite::Error::Http(response) = &source {
+                        if response.status() == 401 {
+                            // The next attempt goes with a fresh token, if there is one.
+                            // (A provider that fails marks the manager as needing auth.)
+                            let _ = auth.renew(Some(token)).await;
+                        }
+                    }
+                }
+                Err(ConnectError::Connect {
+                    url: url.clone(),
+                    source,
+                })
+            }
             Err(_) => Err(ConnectError::Timeout {
                 url: url.clone(),
                 after: CONNECT_TIMEOUT,

@@ -79,6 +79,7 @@
 
 #![warn(missing_docs)]
 
+mod accounts;
 mod ddl;
 mod error;
 mod migrate;
@@ -86,6 +87,7 @@ mod sql;
 mod store;
 mod value;
 
+pub use crate::accounts::SqliteAccountStores;
 pub use crate::ddl::Backend;
 pub use crate::error::{Error, Result};
 pub use crate::migrate::{GeneratedMigration, MigrationGenerator, SNAPSHOT_FILE};

@@ -1,6 +1,8 @@
 //! Dynamic statements with bound parameters, and the small database
 //! abstraction the store logic is written against once for both backends.
 
+use std::collections::HashMap;
+
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{
@@ -9,6 +11,7 @@ use diesel::sql_types::{
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{QueryResult, RunQueryDsl};
 use diesel_dynamic_schema::dynamic_value::DynamicRow;
+use sync_core::protocol::Checksum;
 use sync_core::store::StoreError;
 
 use crate::ddl::Backend;
@@ -189,6 +192,25 @@ pub(crate) trait Db {
     fn next_seq(&mut self) -> Result<Option<i64>, StoreError> {
         Ok(None)
     }
+
+    /// The checksum changes of a write transaction, added to `_sync_checksums` before it
+    /// commits; `None` outside one (reads change nothing).
+    fn checksums(&mut self) -> Option<&mut ChecksumDeltas> {
+        None
+    }
+}
+
+/// What a write transaction changes in each model's (records, checksum) of what the store
+/// knows of the remote (rows the remote versioned, remembered tombstones).
+#[derive(Debug, Default)]
+pub(crate) struct ChecksumDeltas(pub(crate) HashMap<&'static str, (i64, Checksum)>);
+
+impl ChecksumDeltas {
+    pub(crate) fn add(&mut self, model: &'static str, records: i64, checksum: Checksum) {
+        let entry = self.0.entry(model).or_default();
+        entry.0 = entry.0.saturating_add(records);
+        entry.1 = entry.1.plus(checksum);
+    }
 }
 
 /// A SQLite write transaction. It holds the database's write lock, so it can
@@ -197,6 +219,8 @@ pub(crate) trait Db {
 pub(crate) struct SqliteWrite<'a> {
     pub(crate) conn: &'a mut SqliteConnection,
     pub(crate) next_seq: Option<i64>,
+    /// `None` when the store keeps no checksums.
+    pub(crate) checksums: Option<ChecksumDeltas>,
 }
 
 impl Db for SqliteWrite<'_> {
@@ -233,6 +257,36 @@ impl Db for SqliteWrite<'_> {
         };
         self.next_seq = Some(next + 1);
         Ok(Some(next))
+    }
+
+    fn checksums(&mut self) -> Option<&mut ChecksumDeltas> {
+        self.checksums.as_mut()
+    }
+}
+
+/// A Postgres write transaction (see [`SqliteWrite`]).
+#[cfg(feature = "postgres")]
+pub(crate) struct PgWrite<'a> {
+    pub(crate) conn: &'a mut diesel::pg::PgConnection,
+    pub(crate) checksums: Option<ChecksumDeltas>,
+}
+
+#[cfg(feature = "postgres")]
+impl Db for PgWrite<'_> {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    fn execute(&mut self, sql: Sql) -> Result<usize, StoreError> {
+        Db::execute(&mut *self.conn, sql)
+    }
+
+    fn load(&mut self, sql: Sql) -> Result<Vec<Vec<Raw>>, StoreError> {
+        Db::load(&mut *self.conn, sql)
+    }
+
+    fn checksums(&mut self) -> Option<&mut ChecksumDeltas> {
+        self.checksums.as_mut()
     }
 }
 

@@ -42,6 +42,7 @@ sync_testkit::backend_matrix!(
     prepare_model_reports_a_missing_table_without_auto_migration,
     a_stored_value_that_no_longer_deserialises_names_model_id_and_field,
     user_ids_are_kept_on_rows_and_ops,
+    a_rekey_moves_the_row_and_every_queued_op_of_the_record,
 );
 
 fn gadget(n: u128) -> Gadget {
@@ -1709,4 +1710,71 @@ fn user_ids_are_kept_on_rows_and_ops(f: &Fixture) {
     assert_eq!(state.ops[0].user_id.as_deref(), Some("alice"));
     assert_eq!(state.ops[0].priority, 3);
     let _: JsonObject = data;
+}
+
+/// A record whose id the remote assigned (`RestBackend::server_ids`): the row and every op
+/// of the record move to the new id together, so the update queued behind the create goes
+/// to the remote's id; a copy pulled under the new id gives way to the local row, and other
+/// records are untouched.
+fn a_rekey_moves_the_row_and_every_queued_op_of_the_record(f: &Fixture) {
+    prepare(&f.store);
+    let mut t = todo("local-1", "first", 1);
+    save(&f.store, &t);
+    let create = ops(f, "local-1")[0].seq;
+    f.store.mark_inflight(&[create]).unwrap();
+    t.title = "edited".into();
+    save(&f.store, &t);
+    save(&f.store, &todo("other", "x", 2));
+    // The remote's copy arrived by a pull before the create's answer.
+    let pulled = todo("srv-9", "first", 1);
+    f.store
+        .apply_remote(
+            Todo::SCHEMA,
+            None,
+            &[remote("srv-9", 1, Some(&pulled))],
+            None,
+        )
+        .unwrap();
+    let before: Vec<(OpKind, OpState)> =
+        ops(f, "local-1").iter().map(|o| (o.op, o.state)).collect();
+    assert_eq!(
+        before,
+        [
+            (OpKind::Create, OpState::Inflight),
+            (OpKind::Update, OpState::Pending)
+        ]
+    );
+
+    assert!(f
+        .store
+        .rekey_record(Todo::SCHEMA, "local-1", "srv-9")
+        .unwrap());
+    assert!(f.store.get(Todo::SCHEMA, "local-1").unwrap().is_none());
+    assert!(ops(f, "local-1").is_empty());
+    let row = f.store.get(Todo::SCHEMA, "srv-9").unwrap().unwrap();
+    assert_eq!(row.id, "srv-9");
+    assert_eq!(row.data["id"], "srv-9", "the id field moved with the row");
+    assert_eq!(
+        row.data["title"], "edited",
+        "the local row, not the pulled copy"
+    );
+    let after: Vec<(OpKind, OpState)> = ops(f, "srv-9").iter().map(|o| (o.op, o.state)).collect();
+    assert_eq!(after, before);
+    assert_eq!(ops(f, "other").len(), 1);
+    assert_eq!(
+        f.store.get(Todo::SCHEMA, "other").unwrap().unwrap().data["title"],
+        "x"
+    );
+
+    // The create is acknowledged under the new id; the update behind it is what is left.
+    f.store.ack_op(Todo::SCHEMA, create, 1, None).unwrap();
+    let left = ops(f, "srv-9");
+    assert_eq!(left.len(), 1);
+    assert_eq!((left[0].op, left[0].base_version), (OpKind::Update, 1));
+    // No row: nothing to move, and nothing else changes.
+    assert!(!f
+        .store
+        .rekey_record(Todo::SCHEMA, "nope", "srv-10")
+        .unwrap());
+    assert!(f.store.get(Todo::SCHEMA, "srv-10").unwrap().is_none());
 }

@@ -145,6 +145,9 @@ error_codes! {
     InvalidPath => "invalid_path",
     /// The collection name is one of the server's own routes (`health`, `ws`, `sync`).
     ReservedCollection => "reserved_collection",
+    /// The `X-Sync-Device` header is not a device id (letters, digits, `-`, `_`, `.`; at most
+    /// 64).
+    InvalidDeviceId => "invalid_device_id",
     /// The request (its body) did not arrive in time (408); retry.
     RequestTimeout => "request_timeout",
     /// The write would take the user's stored records past the server's storage quota (413

@@ -36,11 +36,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 mod error;
+mod metadata;
 mod pull;
 mod push;
 mod ws;
 
 pub use crate::error::{ErrorBody, ErrorCode};
+pub use crate::metadata::{
+    is_valid_device_id, record_hash, Checksum, CollectionSummary, DeviceInfo, DigestEntry,
+    DigestPage, SyncMetadataResponse, DEVICE_ID_HEADER, MAX_COLLECTIONS_LISTED, MAX_DEVICE_ID_LEN,
+};
 pub use crate::pull::PullPage;
 pub use crate::push::{OpKind, OpResult, OpStatus, PushOp, PushRequest, PushResponse};
 pub use crate::ws::{

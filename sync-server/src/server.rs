@@ -415,6 +415,7 @@ impl SyncServerBuilder {
                 cancel: cancel.clone(),
                 throttle,
                 ws_users: crate::ws::WsUsers::default(),
+                devices: Arc::default(),
             },
             guard: cancel.clone().drop_guard(),
             cancel,

@@ -63,6 +63,15 @@ pub(crate) async fn upgrade(
         Ok(session) => session,
         Err(err) => return err.into_response(),
     };
+    if let Some(session) = &session {
+        match crate::api::device_of(&headers) {
+            Ok(Some(device)) => {
+                crate::api::note_device(&state, &session.user, &device, false).await
+            }
+            Ok(None) => {}
+            Err(err) => return err.into_response(),
+        }
+    }
     let peer = peer.map(|Extension(info)| info.0.ip());
     let max = state.limits.max_ws_connections_per_user;
     let slot = match &session {

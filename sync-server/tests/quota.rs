@@ -135,6 +135,12 @@ async fn the_count_survives_a_restart(db: TestDb) {
     assert_eq!(statuses(&reply.body), vec![applied(); 3]);
     server.shutdown().await.unwrap();
     let server = support::start(db.builder().max_user_bytes(QUOTA)).await;
+    // The checksums of what was there were counted when the server opened the database.
+    assert_eq!(
+        checksum_mismatches(&db),
+        Vec::<String>::new(),
+        "counted at open"
+    );
     let alice = Client::new(&server, ALICE.1);
     let reply = alice.push(json!([create_op("a4")])).await;
     assert_eq!(statuses(&reply.body), vec![over_quota()]);
@@ -215,6 +221,93 @@ fn mismatches(db: &TestDb) -> i64 {
     rows[0].n
 }
 
+#[derive(diesel::QueryableByName)]
+struct RecordKey {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    owner: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    collection: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    version: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    deleted: bool,
+}
+
+#[derive(diesel::QueryableByName)]
+struct UsageSums {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    owner: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    collection: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    total: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    checksum_lo: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    checksum_hi: Option<i64>,
+}
+
+/// (owner, collection) pairs whose kept record total or checksum differs from one computed
+/// from `sync_records` (the checksum as sync-protocol defines it).
+fn checksum_mismatches(db: &TestDb) -> Vec<String> {
+    use std::collections::BTreeMap;
+    use sync_server::protocol::Checksum;
+    let records_sql = "SELECT owner, collection, id, version, deleted FROM sync_records";
+    let usage_sql = "SELECT owner, collection, total, checksum_lo, checksum_hi FROM sync_usage";
+    let (records, usage): (Vec<RecordKey>, Vec<UsageSums>) = match db.sqlite_path() {
+        Some(path) => {
+            let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+            (
+                diesel::sql_query(records_sql).load(&mut conn).unwrap(),
+                diesel::sql_query(usage_sql).load(&mut conn).unwrap(),
+            )
+        }
+        None => {
+            let mut conn = diesel::PgConnection::establish(&db.url).unwrap();
+            (
+                diesel::sql_query(records_sql).load(&mut conn).unwrap(),
+                diesel::sql_query(usage_sql).load(&mut conn).unwrap(),
+            )
+        }
+    };
+    let mut expected: BTreeMap<(String, String), (i64, u64)> = BTreeMap::new();
+    for r in records {
+        let entry = expected.entry((r.owner, r.collection)).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 = entry
+            .1
+            .wrapping_add(Checksum::of_record(&r.id, r.version, r.deleted, 1).value());
+    }
+    let mut kept: BTreeMap<(String, String), (i64, u64)> = BTreeMap::new();
+    for u in usage {
+        let checksum = Checksum {
+            lo: u.checksum_lo.unwrap_or(-1),
+            hi: u.checksum_hi.unwrap_or(-1),
+        };
+        kept.insert(
+            (u.owner, u.collection),
+            (u.total.unwrap_or(-1), checksum.value()),
+        );
+    }
+    let mut out = Vec::new();
+    for (key, want) in &expected {
+        if kept.get(key) != Some(want) {
+            out.push(format!(
+                "{key:?}: kept {:?}, recounted {want:?}",
+                kept.get(key)
+            ));
+        }
+    }
+    for (key, have) in &kept {
+        if !expected.contains_key(key) && *have != (0, 0) {
+            out.push(format!("{key:?}: kept {have:?} with no records"));
+        }
+    }
+    out
+}
+
 async fn the_count_matches_a_recount_after_every_kind_of_write(db: TestDb) {
     let server = db.start().await;
     let alice = Client::new(&server, ALICE.1);
@@ -233,6 +326,11 @@ async fn the_count_matches_a_recount_after_every_kind_of_write(db: TestDb) {
         ]))
         .await;
     assert_eq!(mismatches(&db), 0, "after fresh creates");
+    assert_eq!(
+        checksum_mismatches(&db),
+        Vec::<String>::new(),
+        "after fresh creates"
+    );
     alice
         .push(json!([
             // A replay of a key: answered from the store, changes nothing.
@@ -247,6 +345,11 @@ async fn the_count_matches_a_recount_after_every_kind_of_write(db: TestDb) {
         ]))
         .await;
     assert_eq!(mismatches(&db), 0, "after mixed ops");
+    assert_eq!(
+        checksum_mismatches(&db),
+        Vec::<String>::new(),
+        "after mixed ops"
+    );
     alice
         .push(json!([
             // A create over a tombstone brings the record back.
@@ -273,6 +376,11 @@ async fn the_count_matches_a_recount_after_every_kind_of_write(db: TestDb) {
         .unwrap();
     assert!(reply.status().is_success());
     assert_eq!(mismatches(&db), 0, "after tombstones and REST writes");
+    assert_eq!(
+        checksum_mismatches(&db),
+        Vec::<String>::new(),
+        "after tombstones and REST writes"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -292,11 +400,18 @@ async fn records_stored_before_the_count_existed_are_counted(db: TestDb) {
     execute(
         &db,
         &[
+            "DROP TABLE sync_devices",
             "DROP TABLE sync_usage",
-            "DELETE FROM __diesel_schema_migrations WHERE version = '20261203000000'",
+            "DELETE FROM __diesel_schema_migrations WHERE version IN ('20261203000000', '20261204000000')",
         ],
     );
     let server = support::start(db.builder().max_user_bytes(QUOTA)).await;
+    // The checksums of what was there were counted when the server opened the database.
+    assert_eq!(
+        checksum_mismatches(&db),
+        Vec::<String>::new(),
+        "counted at open"
+    );
     let alice = Client::new(&server, ALICE.1);
     let reply = alice.push(json!([create_op("a4")])).await;
     assert_eq!(statuses(&reply.body), vec![over_quota()]);

@@ -269,9 +269,23 @@ async fn dump(sync: &SyncManager, n: &Value) -> Value {
         Err(e) => vec![format!("failed_ops: {e}")],
     };
     let last_error = sync.status().borrow().last_error.clone();
+    // The checksum the store keeps write by write, and a recount of what it knows.
+    let store = sync.store();
+    let sums = tokio::task::spawn_blocking(move || {
+        let kept = store.known_checksum(<Todo as offline_sync_kit::SyncModel>::SCHEMA)?;
+        let known = store.known_versions(<Todo as offline_sync_kit::SyncModel>::SCHEMA)?;
+        Ok::<_, offline_sync_kit::store::StoreError>((kept, known.checksum(), known.known))
+    })
+    .await;
+    let (kept, recount, known) = match sums {
+        Ok(Ok(((_, kept), recount, known))) => (kept.hex(), recount.hex(), known),
+        Ok(Err(e)) => return json!({ "n": n, "ok": false, "error": e.to_string() }),
+        Err(e) => return json!({ "n": n, "ok": false, "error": e.to_string() }),
+    };
     json!({
         "n": n, "ok": true, "records": records, "pending": pending, "failed": failed,
         "failed_ops": failed_ops, "last_error": last_error,
+        "checksum": kept, "checksum_recount": recount, "known": known,
     })
 }
 

@@ -591,12 +591,67 @@ impl Ctx<'_> {
             self.problems.push(broken(text));
         }
         let server = self.server_records().await?;
+        let server_checksum = self.server_checksum().await?;
+        // Each device's checksum equals the server's: it knows the same versions of the same
+        // records, tombstones included (field-by-field equality does not see versions).
+        // `CONVERGENCE_SKIP_CHECKSUMS` turns the comparison off, for a backend that differs.
+        let compare_with_server = std::env::var_os("CONVERGENCE_SKIP_CHECKSUMS").is_none();
 
         // Every device equals the server, with nothing left queued.
         for client in 0..self.clients.len() {
             let dump = self.ask(client, json!({ "op": "dump" })).await?;
             if dump["ok"] != true {
                 return Err(format!("dump of client {client}: {dump}"));
+            }
+            // The checksum the device keeps equals its recount and the server's.
+            if dump["checksum"] != dump["checksum_recount"] {
+                self.problems.push(problem(
+                    Kind::Divergent,
+                    format!(
+                        "client {client} keeps checksum {} but a recount gives {}",
+                        dump["checksum"], dump["checksum_recount"]
+                    ),
+                ));
+            } else if compare_with_server
+                && dump["checksum"].as_str() != Some(server_checksum.as_str())
+            {
+                let digest = self.server_digest().await?;
+                let mine: BTreeSet<String> = dump["known"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e.to_string())
+                    .collect();
+                let only_mine: Vec<&String> = mine.difference(&digest).collect();
+                let only_theirs: Vec<&String> = digest.difference(&mine).collect();
+                let history: Vec<String> = self
+                    .writes
+                    .iter()
+                    .filter(|w| {
+                        only_mine
+                            .iter()
+                            .any(|e| e.contains(&format!("\"{}\"", w.id)))
+                    })
+                    .map(|w| {
+                        let outcome = match &w.outcome {
+                            WriteOutcome::Waiting(_) => "waiting",
+                            WriteOutcome::Acked(_) => "saved",
+                            WriteOutcome::InFlightAtKill => "killed",
+                            WriteOutcome::Refused => "refused",
+                        };
+                        let what = if w.set.is_some() { "save" } else { "delete" };
+                        format!("c{} {what} {} {outcome}", w.client, w.id)
+                    })
+                    .collect();
+                self.problems.push(problem(
+                    Kind::Divergent,
+                    format!(
+                        "client {client} has checksum {}, the server {server_checksum}: \
+                         only on the client {only_mine:?}, only on the server {only_theirs:?}; \
+                         writes: {history:?}",
+                        dump["checksum"]
+                    ),
+                ));
             }
             if dump["pending"].as_u64() != Some(0) || dump["failed"].as_u64() != Some(0) {
                 self.problems.push(problem(
@@ -709,6 +764,52 @@ impl Ctx<'_> {
     }
 
     /// Live records of the server by id, checked as `pull_server` says.
+    /// The server's (id, version, deleted) of every record, as JSON arrays like the dump's.
+    async fn server_digest(&mut self) -> Result<BTreeSet<String>, String> {
+        let addr = self.server.as_ref().map(|s| s.addr).ok_or("no server")?;
+        let http = reqwest::Client::new();
+        let mut out = BTreeSet::new();
+        let mut after = String::new();
+        for _ in 0..10_000 {
+            let page: Value = http
+                .get(format!("http://{addr}/sync/digest/todos"))
+                .query(&[("after", after.as_str()), ("limit", "1000")])
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .map_err(|e| format!("digest from the server: {e}"))?
+                .json()
+                .await
+                .map_err(|e| format!("digest from the server: {e}"))?;
+            for item in page["items"].as_array().into_iter().flatten() {
+                out.insert(json!([item["id"], item["version"], item["deleted"]]).to_string());
+            }
+            match page["next_after"].as_str() {
+                Some(next) => after = next.to_owned(),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The server's checksum of the collection (`GET /sync/metadata`).
+    async fn server_checksum(&mut self) -> Result<String, String> {
+        let addr = self.server.as_ref().map(|s| s.addr).ok_or("no server")?;
+        let meta: Value = reqwest::Client::new()
+            .get(format!("http://{addr}/sync/metadata"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .map_err(|e| format!("metadata from the server: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("metadata from the server: {e}"))?;
+        Ok(meta["collections"]["todos"]["checksum"]
+            .as_str()
+            .unwrap_or("0000000000000000")
+            .to_owned())
+    }
+
     async fn server_records(&mut self) -> Result<BTreeMap<String, Map<String, Value>>, String> {
         let (live, _) = self.pull_server().await?;
         Ok(live)

@@ -11,6 +11,9 @@
     clippy::expect_used
 )]
 
+pub mod counting;
+pub mod npm;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,6 +34,8 @@ pub struct Server {
     max_id_len: Option<usize>,
     push_answer_budget: Option<usize>,
     user_quota: Option<u64>,
+    /// (user, token) pairs the server accepts; ALICE and BOB unless set.
+    tokens: Option<Vec<(String, String)>>,
 }
 
 impl Server {
@@ -65,6 +70,7 @@ impl Server {
             max_id_len,
             push_answer_budget: None,
             user_quota: None,
+            tokens: None,
         };
         server.running = Some(server.spawn(listener).await);
         server
@@ -72,10 +78,15 @@ impl Server {
 
     async fn spawn(&self, listener: TcpListener) -> RunningServer {
         let db = format!("sqlite://{}", self.dir.path().join("server.db").display());
-        let mut builder = SyncServer::builder()
-            .database(db)
-            .token(ALICE.0, ALICE.1)
-            .token(BOB.0, BOB.1);
+        let mut builder = SyncServer::builder().database(db);
+        match &self.tokens {
+            Some(tokens) => {
+                for (user, token) in tokens {
+                    builder = builder.token(user, token);
+                }
+            }
+            None => builder = builder.token(ALICE.0, ALICE.1).token(BOB.0, BOB.1),
+        }
         if let Some(n) = self.max_id_len {
             builder = builder.max_id_len(n);
         }
@@ -113,6 +124,17 @@ impl Server {
             }
         };
         self.running = Some(self.spawn(listener).await);
+    }
+
+    /// Restarts accepting only `tokens` ((user, token) pairs): e.g. an expired token.
+    pub async fn restart_with_tokens(&mut self, tokens: &[(&str, &str)]) {
+        self.tokens = Some(
+            tokens
+                .iter()
+                .map(|(u, t)| ((*u).to_owned(), (*t).to_owned()))
+                .collect(),
+        );
+        self.restart().await;
     }
 
     pub async fn restart_with_max_id_len(&mut self, n: usize) {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connectivity::Connectivity;
 use crate::error::{Error, Result};
-use crate::events::{SyncEvent, SyncProgress, SyncReport, SyncStatus};
+use crate::events::{SyncEvent, SyncProgress, SyncReport, SyncState, SyncStatus};
 use crate::model::SyncModel;
 use crate::options::{SyncDirection, SyncOptions, WriteOptions};
 use crate::query::Query;
@@ -39,6 +39,7 @@ mod pull;
 mod push;
 mod read;
 mod retry;
+pub(crate) mod stats;
 mod worker;
 mod write;
 
@@ -72,6 +73,10 @@ pub(crate) struct Inner {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// End-to-end field encryption, when a model has `#[sync(encrypted)]` fields.
     pub(crate) crypto: Option<Arc<crate::crypto::FieldCrypto>>,
+    /// Tokens from the builder's token provider, shared with the remote and the WebSocket.
+    pub(crate) auth: Option<Arc<crate::auth::TokenAuth>>,
+    /// This device's id (generated once per store), sent as `X-Sync-Device`.
+    pub(crate) device_id: String,
 }
 
 /// Runs a store call on the blocking pool. Generic over the store so that a test can run it
@@ -130,6 +135,11 @@ pub(crate) struct RunSpec {
 impl Inner {
     pub(crate) fn options(&self) -> SyncOptions {
         self.options.read().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// The remote refused the credentials and no fresh token was had since.
+    pub(crate) fn needs_auth(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| a.needs_auth())
     }
 
     pub(crate) fn is_online(&self) -> bool {
@@ -255,6 +265,18 @@ impl Inner {
             report.skipped = true;
             return Ok(report);
         }
+        if let Some(auth) = self.auth.as_ref().filter(|a| a.needs_auth()) {
+            // Refused before: a fresh token first, or nothing is sent.
+            if let Err(err) = auth.force_renew().await {
+                self.status.send_modify(|s| {
+                    s.state = SyncState::NeedsAuth;
+                    s.last_error = Some(err.to_string());
+                });
+                return Err(Error::NeedsAuth {
+                    reason: err.to_string(),
+                });
+            }
+        }
         let options = self.options();
         let batch = spec.batch_size.unwrap_or(options.batch_size).max(1);
         let routes: Vec<Arc<ModelRoute>> = match spec.models {
@@ -272,6 +294,7 @@ impl Inner {
         self.status.send_modify(|s| {
             s.syncing = true;
             s.progress = Some(SyncProgress::default());
+            s.state = SyncState::Syncing;
         });
         self.emit(SyncEvent::SyncStarted);
 
@@ -296,6 +319,13 @@ impl Inner {
             }
         }
         report.duration = started.elapsed();
+        let needs_auth = self.needs_auth();
+        if needs_auth {
+            // The run stopped because the credentials were refused: say so, not how.
+            outcome = outcome.map_err(|err| Error::NeedsAuth {
+                reason: crate::error::chain_text(&err),
+            });
+        }
         let counts_guard = self.counts_lock.lock().await;
         let counts = blocking(&self.store, |s| s.counts()).await.ok();
         match &outcome {
@@ -304,6 +334,13 @@ impl Inner {
                     s.syncing = false;
                     s.progress = None;
                     s.last_sync_time = Some(Utc::now());
+                    s.state = if needs_auth {
+                        SyncState::NeedsAuth
+                    } else if report.failed == 0 && report.retried == 0 {
+                        SyncState::Completed
+                    } else {
+                        SyncState::Failed
+                    };
                     // The last error stays while any op it failed is still failed.
                     if report.failed == 0 && counts.is_none_or(|c| c.failed == 0) {
                         s.last_error = None;
@@ -324,6 +361,11 @@ impl Inner {
                     s.syncing = false;
                     s.progress = None;
                     s.last_error = Some(message.clone());
+                    s.state = if needs_auth {
+                        SyncState::NeedsAuth
+                    } else {
+                        SyncState::Failed
+                    };
                     if let Some(c) = counts {
                         s.pending_changes = c.pending;
                         s.failed_changes = c.failed;
@@ -336,6 +378,13 @@ impl Inner {
                 });
             }
         }
+        let pulled: Vec<&'static str> = if pulls {
+            routes.iter().map(|r| r.schema.model_type).collect()
+        } else {
+            Vec::new()
+        };
+        let error = outcome.as_ref().err().map(|e| crate::error::chain_text(e));
+        self.record_run(&report, error, &pulled).await;
         if report.retried > 0 {
             // Let the worker re-arm its retry timer.
             self.wake.notify_one();

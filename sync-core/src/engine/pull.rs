@@ -107,6 +107,58 @@ impl Inner {
         self.refresh_counts().await
     }
 
+    /// The routes a pull of `routes` needs: with a remote that keeps sync metadata and no
+    /// forced full pull, one request (`GET /sync/metadata`) tells which collections differ
+    /// from what the store knows (the kept checksums); the others have nothing to pull. Any
+    /// failure of that request pulls them all, as without metadata.
+    pub(crate) async fn routes_to_pull(
+        &self,
+        routes: &[Arc<ModelRoute>],
+        force_full: bool,
+    ) -> Result<Vec<Arc<ModelRoute>>> {
+        if force_full || !self.remote.has_sync_metadata() {
+            return Ok(routes.to_vec());
+        }
+        let mut local = Vec::with_capacity(routes.len());
+        for route in routes {
+            let schema = route.schema;
+            let user = self.user_id.clone();
+            let state = blocking(&self.store, move |s| {
+                Ok((
+                    s.cursor(schema, user.as_deref())?,
+                    s.known_checksum(schema)?.1,
+                ))
+            })
+            .await?;
+            local.push(state);
+        }
+        // No cursor (never pulled, or cleared): a full pull sets one, whatever the sums; with
+        // none anywhere the metadata request would decide nothing.
+        if local.iter().all(|(cursor, _)| cursor.is_none()) {
+            return Ok(routes.to_vec());
+        }
+        let remote = match self.remote.sync_metadata().await {
+            Ok(remote) => remote,
+            Err(err) => {
+                tracing::debug!(error = %crate::error::chain_text(&err), "no sync metadata; pulling every collection");
+                return Ok(routes.to_vec());
+            }
+        };
+        let mut differing = Vec::new();
+        for (route, (cursor, mine)) in routes.iter().zip(local) {
+            let same = cursor.is_some()
+                && match remote.collections.get(&route.endpoint) {
+                    Some(theirs) => theirs.checksum == mine.hex(),
+                    None if remote.collections_truncated => false,
+                    None => mine == crate::protocol::Checksum::default(),
+                };
+            if !same {
+                differing.push(Arc::clone(route));
+            }
+        }
+        Ok(differing)
+    }
+
     pub(crate) async fn pull_all(
         self: &Arc<Self>,
         routes: &[Arc<ModelRoute>],
@@ -114,6 +166,8 @@ impl Inner {
         batch: usize,
         report: &mut SyncReport,
     ) -> Result<()> {
+        let routes = self.routes_to_pull(routes, force_full).await?;
+        let routes = routes.as_slice();
         let user = self.user_id.clone();
         for route in routes {
             let schema = route.schema;

@@ -305,6 +305,31 @@ impl Inner {
         };
         report.bytes_sent = report.bytes_sent.saturating_add(traffic.sent);
         report.bytes_received = report.bytes_received.saturating_add(traffic.received);
+        // Creates the backend gave ids of its own: the row and the ops queued behind each are
+        // re-keyed (one store transaction each) before the create is acknowledged, so the ops
+        // behind go to the new id. Stopped between the two, the create is sent again, and
+        // the backend's copy is found by its local id (`ServerIds`), not made twice.
+        if route.backend.server_ids.is_some() {
+            for (op, outcome) in sendable.iter().zip(&outcomes) {
+                let PushOutcome::Applied {
+                    record: Some(record),
+                    ..
+                } = outcome
+                else {
+                    continue;
+                };
+                if op.op != OpKind::Create || record.id == op.record_id {
+                    continue;
+                }
+                let (from, to) = (op.record_id.clone(), record.id.clone());
+                blocking(&self.store, move |s| s.rekey_record(schema, &from, &to)).await?;
+                self.emit(SyncEvent::RecordRekeyed {
+                    model_type: schema.model_type,
+                    from: op.record_id.clone(),
+                    id: record.id.clone(),
+                });
+            }
+        }
         // Acknowledge the whole chunk in one store transaction first.
         let mut acks = Vec::new();
         let mut others = Vec::new();
@@ -459,6 +484,7 @@ pub(crate) fn push_item(
         base_version: op.base_version,
         data,
         idempotency_key: op.idempotency_key.clone(),
+        sent: op.sent,
     })
 }
 

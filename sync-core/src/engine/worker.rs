@@ -31,8 +31,12 @@ pub(crate) async fn worker(inner: Arc<Inner>) {
         let now = Utc::now();
         // Ops already due (their time passed while a run was going on) count as due now.
         // Without auto_sync the application drives pushes (sync calls, reconnects).
-        let idle =
-            inner.paused.load(Ordering::SeqCst) || !inner.is_online() || !inner.options().auto_sync;
+        // Nor while the credentials are refused: no retry storm, the queue waits for a sync
+        // call or `refresh_credentials`.
+        let idle = inner.paused.load(Ordering::SeqCst)
+            || !inner.is_online()
+            || !inner.options().auto_sync
+            || inner.needs_auth();
         let schedule = blocking(&inner.store, move |s| {
             if idle {
                 // Nothing can be sent now; a resume or reconnect wakes the worker.
@@ -75,7 +79,8 @@ pub(crate) async fn worker(inner: Arc<Inner>) {
         };
         let spec = match wake {
             Wake::Idle => continue,
-            Wake::Write if !inner.options().auto_sync => continue,
+            Wake::Write if !inner.options().auto_sync || inner.needs_auth() => continue,
+            Wake::Retry if inner.needs_auth() => continue,
             Wake::Write => {
                 let debounce = inner.options().auto_sync_debounce;
                 if !debounce.is_zero() {

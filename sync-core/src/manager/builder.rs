@@ -11,6 +11,11 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::SyncManager;
+use crate::auth::{TokenAuth, TokenProvider};
+use crate::protocol::DEVICE_ID_HEADER;
+
+/// The `_sync_metadata` key (under the empty user) of this store's device id.
+const DEVICE_KEY: &str = "device_id";
 use crate::connectivity::{Connectivity, ManualConnectivity, ObservedRemote, RemoteConnectivity};
 use crate::crypto::{EncryptingRemote, FieldCrypto, KeyProvider};
 use crate::engine::{blocking, worker, Inner};
@@ -36,6 +41,9 @@ pub struct ModelConfig {
     /// ([`SyncModel::PRIORITY`]); a write's [`WriteOptions::priority`](crate::WriteOptions)
     /// overrides both.
     pub priority: Option<i32>,
+    /// How a REST backend versions, conflicts, replays and keys the model's records
+    /// (default: sync-server's behaviour).
+    pub backend: Option<crate::backend::RestBackend>,
 }
 
 impl ModelConfig {
@@ -53,8 +61,8 @@ impl ModelConfig {
 
     /// How the model is pulled.
     #[must_use]
-    pub fn pull(mut self, pull: PullMode) -> Self {
-        self.pull = Some(pull);
+    pub fn pull(mut self, pull: impl Into<PullMode>) -> Self {
+        self.pull = Some(pull.into());
         self
     }
 
@@ -64,6 +72,60 @@ impl ModelConfig {
         self.priority = Some(priority);
         self
     }
+
+    /// How a REST backend treats the model's records (see [`RestBackend`](crate::RestBackend)).
+    #[must_use]
+    pub fn backend(mut self, backend: crate::backend::RestBackend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+}
+
+/// Why a pull mode cannot work, if it cannot.
+fn check_pull(pull: &PullMode) -> std::result::Result<(), String> {
+    match pull {
+        PullMode::Cursor | PullMode::FullPaged => Ok(()),
+        PullMode::UpdatedSince { field, since_param } => {
+            if field.is_empty() || since_param.is_empty() {
+                Err(format!(
+                    "`PullMode::UpdatedSince` needs a field and a since parameter (got {field:?} and {since_param:?})"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        PullMode::Rest(pull) => pull.check(),
+    }
+}
+
+/// Why the methods configured cannot work with the backend, if they cannot.
+fn check_methods(
+    rest: &RestRequests,
+    backend: &crate::backend::RestBackend,
+) -> std::result::Result<(), String> {
+    for method in RestMethod::ALL {
+        let Some(sent) = rest.get_for(method).and_then(|r| r.send_as) else {
+            continue;
+        };
+        let fits = match method {
+            RestMethod::Get => sent == RestMethod::Get,
+            RestMethod::Post => matches!(sent, RestMethod::Post | RestMethod::Put),
+            RestMethod::Put | RestMethod::Patch => {
+                matches!(sent, RestMethod::Put | RestMethod::Patch | RestMethod::Post)
+            }
+            RestMethod::Delete => matches!(sent, RestMethod::Delete | RestMethod::Post),
+        };
+        if !fits {
+            return Err(format!("`{method}` cannot be sent as {sent}"));
+        }
+        if method == RestMethod::Post && sent == RestMethod::Put && backend.server_ids.is_some() {
+            return Err(
+                "a create sent as PUT to the item URL uses the client's id, so it cannot go with `server_ids`"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
 }
 
 pub(crate) struct Registration {
@@ -88,6 +150,7 @@ pub struct SyncManagerBuilder {
     batch_push: bool,
     websocket: Option<WebSocketConfig>,
     field_keys: Option<Arc<dyn KeyProvider>>,
+    token_provider: Option<Arc<dyn TokenProvider>>,
     auto_start: bool,
     errors: Vec<String>,
 }
@@ -132,6 +195,24 @@ impl SyncManagerBuilder {
     pub fn bearer_token(self, token: impl AsRef<str>) -> Self {
         let value = format!("Bearer {}", token.as_ref());
         self.header("Authorization", value)
+    }
+
+    /// Expiring credentials: `Authorization: Bearer <token>` from `provider` on every request
+    /// of the default remote and on the WebSocket upgrade. On a 401 the provider is asked for
+    /// a fresh token once and the request retried; when that fails the status says
+    /// [`SyncState::NeedsAuth`](crate::SyncState::NeedsAuth), the queue is kept and nothing is
+    /// sent automatically until a sync call or
+    /// [`refresh_credentials`](SyncManager::refresh_credentials) gets a token the remote takes.
+    /// Replaces a [`bearer_token`](Self::bearer_token). Not for a custom
+    /// [`remote`](Self::remote), which handles its own credentials.
+    pub fn token_provider(self, provider: impl TokenProvider) -> Self {
+        self.token_provider_shared(Arc::new(provider))
+    }
+
+    pub(crate) fn token_provider_shared(mut self, provider: Arc<dyn TokenProvider>) -> Self {
+        self.headers.remove("Authorization");
+        self.token_provider = Some(provider);
+        self
     }
 
     /// A header on every request of the default remote (other auth schemes).
@@ -196,13 +277,24 @@ impl SyncManagerBuilder {
             self.errors
                 .push(format!("model `{}`: {err}", schema.model_type));
         }
+        let pull = config.pull.unwrap_or(PullMode::Cursor);
+        let backend = config.backend.unwrap_or_default();
+        if let Err(err) = check_pull(&pull).and_then(|()| backend.check(schema)) {
+            self.errors
+                .push(format!("model `{}`: {err}", schema.model_type));
+        }
+        if let Err(err) = check_methods(&rest, &backend) {
+            self.errors
+                .push(format!("model `{}`: {err}", schema.model_type));
+        }
         self.models.push(Registration {
             schema,
             route: ModelRoute {
                 schema,
                 endpoint: T::ENDPOINT.to_owned(),
                 rest,
-                pull: config.pull.unwrap_or(PullMode::Cursor),
+                pull,
+                backend,
                 normalize: crate::remote::normalize_record::<T>,
             },
             encrypted: T::ENCRYPTED_FIELDS,
@@ -247,7 +339,12 @@ impl SyncManagerBuilder {
         self
     }
 
-    /// Owner recorded on local rows, ops and cursors.
+    /// The user whose data the store holds: recorded on local rows, ops and cursors, and the
+    /// store's owner. A store that already belongs to another user (or is opened without a
+    /// user id once it belongs to one) is refused at [`build`](Self::build) with
+    /// [`Error::StoreOwnedByAnotherUser`]; data saved before any user id was given goes to the
+    /// first user who opens the store with one. Several users on one device each get their own
+    /// store through [`SyncAccounts`](crate::SyncAccounts).
     pub fn user_id(mut self, user: impl Into<String>) -> Self {
         self.user_id = Some(user.into());
         self
@@ -255,7 +352,7 @@ impl SyncManagerBuilder {
 
     /// Checks the configuration, prepares the model tables, recovers ops left
     /// in flight by a crash, and starts the background tasks.
-    pub async fn build(self) -> Result<SyncManager> {
+    pub async fn build(mut self) -> Result<SyncManager> {
         if let Some(first) = self.errors.into_iter().next() {
             return Err(Error::Config(first));
         }
@@ -265,7 +362,36 @@ impl SyncManagerBuilder {
         if self.options.batch_size == 0 {
             return Err(Error::Config("batch_size must be at least 1".into()));
         }
+        // This device's id, made once per store, on every request and WebSocket upgrade.
+        let device_id = blocking(&store, |s| {
+            if let Some(id) = s.metadata(None, DEVICE_KEY)? {
+                return Ok(id);
+            }
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            s.set_metadata(None, DEVICE_KEY, &id)?;
+            Ok(id)
+        })
+        .await?;
+        if !self
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case(DEVICE_ID_HEADER))
+        {
+            self.headers
+                .insert(DEVICE_ID_HEADER.to_owned(), device_id.clone());
+        }
+        let auth = self.token_provider.map(TokenAuth::new);
+        if auth.is_some() {
+            // The provider's token is the one credential.
+            self.headers.remove("Authorization");
+        }
         let remote: Arc<dyn Remote> = match self.remote {
+            Some(_) if auth.is_some() => {
+                return Err(Error::Config(
+                    "token_provider applies to the default remote; a custom remote handles its own credentials"
+                        .into(),
+                ))
+            }
             Some(remote) => remote,
             None => {
                 let base = self.base_url.ok_or_else(|| {
@@ -277,6 +403,9 @@ impl SyncManagerBuilder {
                 }
                 if !self.batch_push {
                     builder = builder.batch_push(None);
+                }
+                if let Some(auth) = &auth {
+                    builder = builder.token_auth(Arc::clone(auth));
                 }
                 Arc::new(builder.build()?)
             }
@@ -324,6 +453,15 @@ impl SyncManagerBuilder {
             inner: remote,
             connectivity: Arc::clone(&connectivity),
         });
+        // Before anything reads or sends the store's data: is it this user's?
+        let user = self.user_id.clone();
+        let claim = blocking(&store, move |s| s.claim_owner(user.as_deref())).await?;
+        if let Some(owner) = claim {
+            return Err(Error::StoreOwnedByAnotherUser {
+                owner,
+                requested: self.user_id,
+            });
+        }
         let mut models = HashMap::new();
         let mut endpoints = HashMap::new();
         let mut priorities = HashMap::new();
@@ -354,7 +492,7 @@ impl SyncManagerBuilder {
                 .await;
         }
         let realtime = self.websocket.map(|config| {
-            let realtime = Realtime::new(config, self.headers.clone());
+            let realtime = Realtime::new(config, self.headers.clone(), auth.clone());
             if realtime.config().subscribe_all_models {
                 for endpoint in endpoints.keys() {
                     realtime.driver.subscribe(endpoint, Map::new());
@@ -383,6 +521,8 @@ impl SyncManagerBuilder {
             periodic: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             crypto,
+            auth,
+            device_id,
         });
         inner.refresh_counts().await?;
         connectivity.start(probed, inner.cancel.child_token());
@@ -444,6 +584,7 @@ impl SyncManager {
             websocket: None,
             field_keys: None,
             auto_start: false,
+            token_provider: None,
             errors: Vec::new(),
         }
     }

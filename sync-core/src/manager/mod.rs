@@ -21,6 +21,7 @@ use crate::store::{LocalStore, OutboxOp, RecordState};
 
 mod builder;
 mod live;
+mod metadata;
 mod quarantine;
 mod read;
 mod websocket;
@@ -28,6 +29,9 @@ mod write;
 
 pub use self::builder::{ModelConfig, SyncManagerBuilder};
 pub use self::live::LiveQuery;
+pub use self::metadata::{
+    EntityMetadata, MetadataComparison, RemoteSyncMetadata, SyncMetadata, VerifyReport,
+};
 pub use self::websocket::RealtimeHandle;
 
 /// What a [`SyncManager::synchronize`] run does.
@@ -230,14 +234,54 @@ impl SyncManager {
     /// Pauses sync: runs are skipped (local reads and writes go on) until [`resume`](Self::resume).
     pub fn pause(&self) {
         self.inner.paused.store(true, Ordering::SeqCst);
-        self.inner.status.send_modify(|s| s.paused = true);
+        self.inner.status.send_modify(|s| {
+            s.paused = true;
+            s.state = crate::events::SyncState::Paused;
+        });
     }
 
     /// Resumes sync and pushes what queued up meanwhile.
     pub fn resume(&self) {
         self.inner.paused.store(false, Ordering::SeqCst);
-        self.inner.status.send_modify(|s| s.paused = false);
+        self.inner.status.send_modify(|s| {
+            s.paused = false;
+            if s.state == crate::events::SyncState::Paused {
+                s.state = crate::events::SyncState::Idle;
+            }
+        });
         self.inner.wake.notify_one();
+    }
+
+    /// Asks the token provider (see
+    /// [`SyncManagerBuilder::token_provider`](crate::SyncManagerBuilder::token_provider)) for
+    /// a fresh token and, when it gives one, lets automatic sync go on (a state of
+    /// [`NeedsAuth`](crate::SyncState::NeedsAuth) turns back to idle). An error with no
+    /// provider, or when the provider fails.
+    pub async fn refresh_credentials(&self) -> Result<()> {
+        self.check_open()?;
+        let auth = self.inner.auth.as_ref().ok_or_else(|| {
+            Error::Config("no token provider: see SyncManagerBuilder::token_provider".into())
+        })?;
+        match auth.force_renew().await {
+            Ok(_) => {
+                auth.answered(false);
+                self.inner.status.send_modify(|s| {
+                    if s.state == crate::events::SyncState::NeedsAuth {
+                        s.state = crate::events::SyncState::Idle;
+                    }
+                });
+                self.inner.wake.notify_one();
+                Ok(())
+            }
+            Err(err) => {
+                self.inner
+                    .status
+                    .send_modify(|s| s.state = crate::events::SyncState::NeedsAuth);
+                Err(Error::NeedsAuth {
+                    reason: err.to_string(),
+                })
+            }
+        }
     }
 
     /// The status, as a watch channel.

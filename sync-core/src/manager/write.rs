@@ -159,6 +159,7 @@ impl SyncManager {
             base_version,
             data: Some(data.clone()),
             idempotency_key: uuid::Uuid::new_v4().to_string(),
+            sent: false,
         };
         let (outcomes, _) = self
             .inner
@@ -233,6 +234,7 @@ impl SyncManager {
                         base_version: version,
                         data: None,
                         idempotency_key: uuid::Uuid::new_v4().to_string(),
+                        sent: false,
                     };
                     let (outcomes, _) = self
                         .inner

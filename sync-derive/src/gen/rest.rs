@@ -42,6 +42,19 @@ pub(crate) fn expand(cont: &Container<'_>, rt: &TokenStream) -> TokenStream {
         if let Some(n) = m.retry_count {
             sets.push(quote!(req.retry_count = ::std::option::Option::Some(#n);));
         }
+        if let Some(sent) = m.send_as {
+            let sent = Ident::new(
+                match sent {
+                    "GET" => "Get",
+                    "POST" => "Post",
+                    "PUT" => "Put",
+                    "PATCH" => "Patch",
+                    _ => "Delete",
+                },
+                Span::call_site(),
+            );
+            sets.push(quote!(req.send_as = ::std::option::Option::Some(#rt::RestMethod::#sent);));
+        }
         if let Some(path) = &m.response_transformer {
             sets.push(quote!(req.response_transformer = ::std::option::Option::Some(#rt::transformer(#path));));
         }

@@ -76,6 +76,8 @@ pub(crate) struct RestMethodAttr {
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) retry_count: Option<u32>,
     pub(crate) response_transformer: Option<syn::Path>,
+    /// `send_as = "PUT"`: the HTTP method this operation goes out with.
+    pub(crate) send_as: Option<&'static str>,
 }
 
 /// Field-level attributes.
@@ -424,6 +426,7 @@ fn parse_rest(
         let mut timeout_ms = Attr::none(cx, TIMEOUT_MS);
         let mut retry_count = Attr::none(cx, RETRY_COUNT);
         let mut transformer = Attr::none(cx, RESPONSE_TRANSFORMER);
+        let mut send_as = Attr::none(cx, SEND_AS);
         let mut url_parameters = Vec::new();
         let mut headers: Vec<(String, String)> = Vec::new();
         if !method_meta.input.peek(syn::token::Paren) {
@@ -504,6 +507,23 @@ fn parse_rest(
                     }
                     Ok(())
                 })?;
+            } else if opt.path == SEND_AS {
+                if let Some(s) = lit_str(cx, SEND_AS, "send_as = \"PUT\"", &opt)? {
+                    let sent = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+                        .into_iter()
+                        .find(|m| m.eq_ignore_ascii_case(&s.value()));
+                    let fits = |m: &str| match method.0 {
+                        "get" => m == "GET",
+                        "post" => m == "POST" || m == "PUT",
+                        "put" | "patch" => m == "PUT" || m == "PATCH" || m == "POST",
+                        _ => m == "DELETE" || m == "POST",
+                    };
+                    match sent {
+                        Some(m) if fits(m) => send_as.set(&opt.path, m),
+                        Some(m) => cx.error_spanned_by(&s, format!("`{method}` cannot be sent as {m}")),
+                        None => cx.error_spanned_by(&s, "`send_as` is an HTTP method: \"POST\", \"PUT\", \"PATCH\" or \"DELETE\""),
+                    }
+                }
             } else if opt.path == RESPONSE_TRANSFORMER {
                 if let Some(s) = lit_str(cx, RESPONSE_TRANSFORMER, "response_transformer = \"crate::api::unwrap_page\"", &opt)? {
                     match s.parse::<syn::Path>() {
@@ -535,6 +555,7 @@ fn parse_rest(
             timeout_ms: timeout_ms.get().map(|s| s.value),
             retry_count: retry_count.get().map(|s| s.value),
             response_transformer: transformer.get().map(|s| s.value),
+            send_as: send_as.get().map(|s| s.value),
         });
         Ok(())
     })

@@ -43,6 +43,7 @@ pub(crate) const SUPPLEMENTAL: Symbol = Symbol("supplemental");
 pub(crate) const RESPONSE_DATA_KEY: Symbol = Symbol("response_data_key");
 pub(crate) const TIMEOUT_MS: Symbol = Symbol("timeout_ms");
 pub(crate) const RETRY_COUNT: Symbol = Symbol("retry_count");
+pub(crate) const SEND_AS: Symbol = Symbol("send_as");
 pub(crate) const RESPONSE_TRANSFORMER: Symbol = Symbol("response_transformer");
 
 // serde keys that matter to the schema
@@ -79,6 +80,7 @@ pub(crate) const REST_KEYS: &[Symbol] = &[
     TIMEOUT_MS,
     RETRY_COUNT,
     RESPONSE_TRANSFORMER,
+    SEND_AS,
 ];
 
 /// "`a`, `b` or `c`", for "expected one of" messages.

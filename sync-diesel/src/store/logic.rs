@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use sync_core::store::Filter;
 use sync_core::store::StoreError;
 use sync_core::store::{
-    Ack, ClaimedOp, DeleteOutcome, JsonObject, LocalWrite, OpKind, OpState, OutboxCounts, OutboxOp,
-    PendingConflict, QuarantinedRecord, RecordState, RemoteApplied, RemoteRecord, Resolution,
-    SaveOutcome, StoreQuery, StoredRecord,
+    Ack, ClaimedOp, DeleteOutcome, JsonObject, KnownVersions, LocalWrite, OpKind, OpState,
+    OutboxCounts, OutboxOp, PendingConflict, QuarantinedRecord, RecordState, RemoteApplied,
+    RemoteRecord, Resolution, SaveOutcome, StoreQuery, StoredRecord,
 };
 use sync_schema::ModelSchema;
 
@@ -587,9 +587,34 @@ pub(crate) fn ack_op(
             None => Vec::new(),
         };
         update_row(db, schema, id, fields, &synced_meta(version))?;
+        return supersede_tombstones(db, schema, &[(id, version)]);
+    }
+    rebase_behind(db, schema, id, version, rest)?;
+    supersede_tombstones(db, schema, &[(id, version)])
+}
+
+/// Forgets the remembered tombstones of records that now have a row at a newer version (a
+/// record re-created over its tombstone and acknowledged): the row's version guards against
+/// stale copies from then on, and the store knows one version per record.
+fn supersede_tombstones(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    rows: &[(&str, i64)],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
         return Ok(());
     }
-    rebase_behind(db, schema, id, version, rest)
+    let keys: Vec<String> = rows.iter().map(|(id, _)| id_key(schema, id)).collect();
+    let tombstones = tombstones_of(db, schema.model_type, &keys)?;
+    if tombstones.is_empty() {
+        return Ok(());
+    }
+    for ((id, version), key) in rows.iter().zip(&keys) {
+        if tombstones.get(key).is_some_and(|t| t < version) {
+            forget_tombstone(db, schema, id)?;
+        }
+    }
+    Ok(())
 }
 
 /// [`ack_op`] for a chunk of one model's ops in a few statements per chunk instead of five
@@ -643,11 +668,16 @@ pub(crate) fn ack_ops(
     let metas = metas_of(db, schema, &keys)?;
     // Rows with nothing left to send and no data to write: (id, version).
     let mut settled: Vec<(&str, i64)> = Vec::new();
+    // Rows that now have the acknowledged version.
+    let mut versioned: Vec<(&str, i64)> = Vec::new();
     for ((ack, id), key) in acks.iter().zip(&ids).zip(&keys) {
-        let Some(&(_, deleted)) = metas.get(key) else {
+        let Some(&(old_version, deleted)) = metas.get(key) else {
             continue;
         };
         let op = &ops[&ack.seq];
+        if !(op.op.op == OpKind::Delete || deleted) {
+            versioned.push((id, ack.version));
+        }
         match rest.remove(id) {
             None if op.op.op == OpKind::Delete || deleted => {
                 remove_deleted(db, schema, id, ack.version)?;
@@ -657,14 +687,20 @@ pub(crate) fn ack_ops(
                     let fields = partial_params(schema, data, db.backend())?;
                     update_row(db, schema, id, fields, &synced_meta(ack.version))?;
                 }
-                None => settled.push((id, ack.version)),
+                None => {
+                    // `mark_synced` changes versions in bulk: count them here.
+                    super::records::note_known(db, schema, id, old_version, deleted, -1);
+                    super::records::note_known(db, schema, id, ack.version, deleted, 1);
+                    settled.push((id, ack.version));
+                }
             },
             Some(behind) => {
                 rebase_behind(db, schema, id, ack.version, behind)?;
             }
         }
     }
-    mark_synced(db, schema, &settled)
+    mark_synced(db, schema, &settled)?;
+    supersede_tombstones(db, schema, &versioned)
 }
 
 /// An op may be acknowledged: it exists (checked by the caller), belongs to `schema`'s model
@@ -1139,8 +1175,46 @@ pub(crate) fn apply_remote(
     Ok(out)
 }
 
+/// [`LocalStore::rekey_record`](sync_core::store::LocalStore::rekey_record): the row (its id
+/// column) and the record's queued ops move from `from` to `to`; a row already under `to`
+/// (the remote's copy, pulled before the re-key) gives way to the re-keyed one.
+pub(crate) fn rekey_record(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    from: &str,
+    to: &str,
+) -> Result<bool, StoreError> {
+    let backend = db.backend();
+    let existed = load_row(db, schema, from)?.is_some();
+    if id_key(schema, from) == id_key(schema, to) {
+        return Ok(existed);
+    }
+    if existed {
+        delete_row(db, schema, to)?;
+        if let Some((version, deleted)) = super::records::load_meta(db, schema, from)? {
+            super::records::note_known(db, schema, from, version, deleted, -1);
+            super::records::note_known(db, schema, to, version, deleted, 1);
+        }
+        let id_column = ident(schema.id().column);
+        let mut sql = Sql::new(format!("UPDATE {} SET {id_column} = ", ident(schema.table)));
+        sql.bind(id_param(schema, to, backend)?)
+            .push(&format!(" WHERE {id_column} = "))
+            .bind(id_param(schema, from, backend)?);
+        db.execute(sql)?;
+    }
+    // The ops move even without a row: a delete queued behind the create goes to `to`.
+    let mut sql = Sql::new("UPDATE _sync_outbox SET record_id = ");
+    sql.bind(Param::text(id_key(schema, to)))
+        .push(" WHERE model_type = ")
+        .bind(Param::text(schema.model_type))
+        .push(" AND record_id = ")
+        .bind(Param::text(from));
+    db.execute(sql)?;
+    Ok(existed)
+}
+
 /// The id as the store writes it (UUIDs in their canonical form).
-fn id_key(schema: &ModelSchema, id: &str) -> String {
+pub(crate) fn id_key(schema: &ModelSchema, id: &str) -> String {
     if schema.id().sql_type == sync_schema::SqlType::Uuid {
         if let Ok(uuid) = uuid::Uuid::parse_str(id) {
             return uuid.to_string();
@@ -1198,6 +1272,17 @@ fn remember_tombstone(
     if version <= 0 {
         return Ok(());
     }
+    if db.checksums().is_some() {
+        match tombstone_version(db, schema, id)? {
+            Some(old) if old >= version => {}
+            old => {
+                if let Some(old) = old {
+                    super::records::note_known(db, schema, id, old, true, -1);
+                }
+                super::records::note_known(db, schema, id, version, true, 1);
+            }
+        }
+    }
     let mut sql =
         Sql::new("INSERT INTO _sync_tombstones (model_type, record_id, version) VALUES (");
     sql.bind_list([
@@ -1213,11 +1298,34 @@ fn remember_tombstone(
     Ok(())
 }
 
+/// The remembered tombstone version of `id`, if any.
+fn tombstone_version(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let mut sql = Sql::new("SELECT version FROM _sync_tombstones WHERE model_type = ");
+    sql.bind(Param::text(schema.model_type))
+        .push(" AND record_id = ")
+        .bind(Param::text(id_key(schema, id)));
+    Ok(db
+        .load(sql)?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .and_then(|r| r.as_i64()))
+}
+
 fn forget_tombstone(
     db: &mut dyn Db,
     schema: &'static ModelSchema,
     id: &str,
 ) -> Result<(), StoreError> {
+    if db.checksums().is_some() {
+        if let Some(old) = tombstone_version(db, schema, id)? {
+            super::records::note_known(db, schema, id, old, true, -1);
+        }
+    }
     let mut sql = Sql::new("DELETE FROM _sync_tombstones WHERE model_type = ");
     sql.bind(Param::text(schema.model_type))
         .push(" AND record_id = ")
@@ -1377,6 +1485,21 @@ fn take_remote(
 }
 
 pub(crate) fn resolve_conflict(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    remote: &RemoteRecord,
+    resolution: &Resolution,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    resolve_conflict_rows(db, schema, remote, resolution, now)?;
+    if remote.deleted {
+        return Ok(());
+    }
+    // Whatever the resolution, the row is now at (or rebased on) the remote's version.
+    supersede_tombstones(db, schema, &[(remote.id.as_str(), remote.version)])
+}
+
+fn resolve_conflict_rows(
     db: &mut dyn Db,
     schema: &'static ModelSchema,
     remote: &RemoteRecord,
@@ -1613,6 +1736,196 @@ pub(crate) fn set_metadata(
     .push(") ON CONFLICT (user_id, key) DO UPDATE SET value = excluded.value");
     db.execute(sql)?;
     Ok(())
+}
+
+/// What this store knows of the remote's records of `schema`: (id, version, deleted) of every
+/// row the remote has versioned (version above 0) and of every remembered tombstone, in id
+/// order, and the ids that have outbox ops (whose local state is ahead of the remote's).
+pub(crate) fn known_versions(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+) -> Result<KnownVersions, StoreError> {
+    let mut known = Vec::new();
+    let sql = Sql::new(format!(
+        "SELECT {id}, \"_version\", \"_deleted\" FROM {table} WHERE \"_version\" > 0",
+        id = ident(schema.id().column),
+        table = ident(schema.table)
+    ));
+    for row in db.load(sql)? {
+        let mut it = row.into_iter();
+        let Some(id) = it.next().and_then(raw_id).map(|id| id_key(schema, &id)) else {
+            continue;
+        };
+        let version = it.next().and_then(|r| r.as_i64()).unwrap_or(0);
+        let deleted = it.next().and_then(|r| r.as_bool()).unwrap_or(false);
+        known.push((id, version, deleted));
+    }
+    let mut sql = Sql::new("SELECT record_id, version FROM _sync_tombstones WHERE model_type = ");
+    sql.bind(Param::text(schema.model_type));
+    for row in db.load(sql)? {
+        let mut it = row.into_iter();
+        let Some(id) = it.next().and_then(|v| v.into_text()) else {
+            continue;
+        };
+        let version = it.next().and_then(|r| r.as_i64()).unwrap_or(0);
+        known.push((id, version, true));
+    }
+    known.sort();
+    let mut sql = Sql::new("SELECT DISTINCT record_id FROM _sync_outbox WHERE model_type = ");
+    sql.bind(Param::text(schema.model_type));
+    let mut with_ops: Vec<String> = db
+        .load(sql)?
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().and_then(|v| v.into_text()))
+        .collect();
+    with_ops.sort();
+    Ok(KnownVersions::new(known, with_ops))
+}
+
+/// Forgets the rows and remembered tombstones of `ids` that have no outbox ops (a repair:
+/// the next pull takes the remote's copy whatever its version).
+pub(crate) fn forget_records(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    ids: &[String],
+) -> Result<u64, StoreError> {
+    let keys: Vec<String> = ids.iter().map(|id| id_key(schema, id)).collect();
+    let busy = ids_with_ops(db, schema.model_type, &keys)?;
+    let mut forgotten = 0u64;
+    for (id, key) in ids.iter().zip(&keys) {
+        if busy.contains(key) {
+            continue;
+        }
+        delete_row(db, schema, id)?;
+        forget_tombstone(db, schema, id)?;
+        forgotten = forgotten.saturating_add(1);
+    }
+    Ok(forgotten)
+}
+
+/// Adds a write transaction's checksum changes to `_sync_checksums` (models not counted yet
+/// have no row there and are counted by a scan when first read).
+pub(crate) fn add_checksums(
+    db: &mut dyn Db,
+    deltas: crate::sql::ChecksumDeltas,
+) -> Result<(), StoreError> {
+    for (model, (records, checksum)) in deltas.0 {
+        if records == 0 && checksum == sync_core::protocol::Checksum::default() {
+            continue;
+        }
+        let mut sql = Sql::new("UPDATE _sync_checksums SET records = records + ");
+        sql.bind(Param::I64(Some(records)))
+            .push(", checksum_lo = checksum_lo + ")
+            .bind(Param::I64(Some(checksum.lo)))
+            .push(", checksum_hi = checksum_hi + ")
+            .bind(Param::I64(Some(checksum.hi)))
+            .push(" WHERE model_type = ")
+            .bind(Param::text(model));
+        db.execute(sql)?;
+    }
+    Ok(())
+}
+
+/// The kept (records, checksum) of what the store knows of the remote's `schema` records;
+/// counted by a scan and kept from then on the first time (in a write transaction, so no
+/// write comes between the scan and the row).
+pub(crate) fn known_checksum(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+) -> Result<(u64, sync_core::protocol::Checksum), StoreError> {
+    let mut sql = Sql::new(
+        "SELECT records, checksum_lo, checksum_hi FROM _sync_checksums WHERE model_type = ",
+    );
+    sql.bind(Param::text(schema.model_type));
+    if let Some(row) = db.load(sql)?.into_iter().next() {
+        let mut it = row.into_iter();
+        let mut next = || it.next().and_then(|v| v.as_i64()).unwrap_or(0);
+        let records = next();
+        let checksum = sync_core::protocol::Checksum {
+            lo: next(),
+            hi: next(),
+        };
+        return Ok((u64::try_from(records).unwrap_or(0), checksum));
+    }
+    let known = known_versions(db, schema)?;
+    let checksum = known.checksum();
+    let records = i64::try_from(known.known.len()).unwrap_or(i64::MAX);
+    let mut sql = Sql::new(
+        "INSERT INTO _sync_checksums (model_type, records, checksum_lo, checksum_hi) VALUES (",
+    );
+    sql.bind_list([
+        Param::text(schema.model_type),
+        Param::I64(Some(records)),
+        Param::I64(Some(checksum.lo)),
+        Param::I64(Some(checksum.hi)),
+    ])
+    .push(")");
+    db.execute(sql)?;
+    Ok((u64::try_from(records).unwrap_or(0), checksum))
+}
+
+/// An id read back from a model table: text, a UUID, or an integer id in decimal.
+fn raw_id(value: crate::value::Raw) -> Option<String> {
+    match value {
+        crate::value::Raw::Int(n) => Some(n.to_string()),
+        other => other.into_text(),
+    }
+}
+
+/// Ops per model and state class: (model type, pending or in flight, failed).
+pub(crate) fn op_counts_by_model(db: &mut dyn Db) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    let rows = db.load(Sql::new(
+        "SELECT model_type, SUM(CASE WHEN state = 'failed' THEN 0 ELSE 1 END), \
+         SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) FROM _sync_outbox GROUP BY model_type",
+    ))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let mut it = row.into_iter();
+            let model = it.next()?.into_text()?;
+            let count = |v: Option<crate::value::Raw>| {
+                v.and_then(|r| r.as_i64())
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0)
+            };
+            let pending = count(it.next());
+            let failed = count(it.next());
+            Some((model, pending, failed))
+        })
+        .collect())
+}
+
+/// The `_sync_metadata` key (under the empty user) naming the user a store belongs to.
+const OWNER_KEY: &str = "store_owner";
+
+/// Binds the store to `user` (see [`LocalStore::claim_owner`]): the recorded owner, else the
+/// users named by rows of a store from before owners were recorded (ops, cursors, metadata).
+///
+/// [`LocalStore::claim_owner`]: sync_core::store::LocalStore::claim_owner
+pub(crate) fn claim_owner(
+    db: &mut dyn Db,
+    user: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    if let Some(owner) = metadata(db, None, OWNER_KEY)? {
+        return Ok((user != Some(owner.as_str())).then_some(owner));
+    }
+    let others = db.load(Sql::new(
+        "SELECT user_id FROM _sync_outbox WHERE user_id IS NOT NULL AND user_id <> '' \
+         UNION SELECT user_id FROM _sync_state WHERE user_id <> '' \
+         UNION SELECT user_id FROM _sync_metadata WHERE user_id <> ''",
+    ))?;
+    let mut named: Vec<String> = others
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().and_then(|v| v.into_text()))
+        .collect();
+    named.sort();
+    if let Some(other) = named.into_iter().find(|n| Some(n.as_str()) != user) {
+        return Ok(Some(other));
+    }
+    if let Some(user) = user {
+        set_metadata(db, None, OWNER_KEY, user)?;
+    }
+    Ok(None)
 }
 
 pub(crate) fn quarantine(

@@ -21,19 +21,21 @@ use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use sync_core::store::StoreError;
 use sync_core::store::{
-    Ack, ClaimedOp, DeleteOutcome, JsonObject, LocalStore, LocalWrite, OutboxCounts, OutboxOp,
-    QuarantinedRecord, RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome,
+    Ack, ClaimedOp, DeleteOutcome, JsonObject, KnownVersions, LocalStore, LocalWrite, OutboxCounts,
+    OutboxOp, QuarantinedRecord, RecordState, RemoteApplied, RemoteRecord, Resolution, SaveOutcome,
     StoreQuery, StoreResult, StoredRecord,
 };
 use sync_schema::ModelSchema;
 
 use crate::ddl::{self, Backend};
 use crate::error::{Error, Result};
+use crate::sql::ChecksumDeltas;
 use crate::sql::{Db, Sql, SqliteWrite, TxError};
 use crate::value::Param;
+use sync_core::protocol::Checksum;
 
 /// Highest bookkeeping schema version this build knows (`_sync_schema_version`).
-pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 5;
+pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 6;
 
 // The bookkeeping migrations share Diesel's `__diesel_schema_migrations`
 // table with the application's own migrations. Their versions
@@ -77,6 +79,9 @@ pub struct DieselStore {
     /// (`enable_encryption`, `rekey`, ...); `None` on Postgres.
     #[cfg_attr(not(feature = "encryption"), allow(dead_code))]
     sqlite: Option<SqliteFile>,
+    /// Keep the checksum of what the store knows of the remote write by write (default);
+    /// see [`DieselStore::without_checksums`].
+    keep_checksums: std::sync::atomic::AtomicBool,
 }
 
 /// The SQLite file behind a store and whether it is encrypted now.
@@ -226,6 +231,7 @@ fn open_sqlite(options: &SqliteOptions) -> Result<DieselStore> {
             encrypted: std::sync::atomic::AtomicBool::new(false),
             options: options.clone(),
         }),
+        keep_checksums: std::sync::atomic::AtomicBool::new(true),
     })
 }
 
@@ -439,6 +445,7 @@ mod pg {
             location: shown,
             models: std::sync::RwLock::new(std::collections::HashMap::new()),
             sqlite: None,
+            keep_checksums: std::sync::atomic::AtomicBool::new(true),
         })
     }
 }
@@ -463,6 +470,21 @@ impl DieselStore {
     /// ```
     pub fn sqlite(path: impl AsRef<Path>) -> SqliteOptions {
         SqliteOptions::new(path)
+    }
+
+    /// Stops keeping the checksum of what the store knows of the remote write by write: a
+    /// little less work per write that changes a version (a hash and, for updates, a read of
+    /// the old version), and [`known_checksum`](LocalStore::known_checksum) (sync metadata,
+    /// the one-request idle sync) scans the model instead. The kept sums are dropped, so a
+    /// later opening that keeps them again counts each model afresh.
+    pub fn without_checksums(self) -> Result<DieselStore> {
+        self.keep_checksums
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.write(|db| {
+            db.execute(crate::sql::Sql::new("DELETE FROM _sync_checksums"))?;
+            Ok(())
+        })?;
+        Ok(self)
     }
 
     /// Opens (creating if needed) the SQLite store at `path` with default options.
@@ -596,6 +618,9 @@ impl DieselStore {
 
     /// Runs `f` in one write transaction.
     fn write<T>(&self, f: impl FnOnce(&mut dyn Db) -> StoreResult<T>) -> StoreResult<T> {
+        let keep = self
+            .keep_checksums
+            .load(std::sync::atomic::Ordering::SeqCst);
         match &self.conn {
             Conn::Sqlite(m) => {
                 let mut c = m.lock().unwrap_or_else(PoisonError::into_inner);
@@ -603,8 +628,13 @@ impl DieselStore {
                     let mut tx = SqliteWrite {
                         conn: c,
                         next_seq: None,
+                        checksums: keep.then(ChecksumDeltas::default),
                     };
-                    f(&mut tx).map_err(TxError)
+                    let out = f(&mut tx).map_err(TxError)?;
+                    if let Some(deltas) = tx.checksums.take() {
+                        logic::add_checksums(&mut tx, deltas).map_err(TxError)?;
+                    }
+                    Ok(out)
                 })
                 .map_err(|e: TxError| e.0)
             }
@@ -616,7 +646,15 @@ impl DieselStore {
                 let c: &mut diesel::PgConnection = &mut c;
                 c.transaction(|c: &mut diesel::PgConnection| {
                     pg::lock(c)?;
-                    f(c).map_err(TxError)
+                    let mut tx = crate::sql::PgWrite {
+                        conn: c,
+                        checksums: keep.then(ChecksumDeltas::default),
+                    };
+                    let out = f(&mut tx).map_err(TxError)?;
+                    if let Some(deltas) = tx.checksums.take() {
+                        logic::add_checksums(&mut tx, deltas).map_err(TxError)?;
+                    }
+                    Ok(out)
                 })
                 .map_err(|e: TxError| e.0)
             }
@@ -893,6 +931,49 @@ impl LocalStore for DieselStore {
 
     fn set_metadata(&self, user_id: Option<&str>, key: &str, value: &str) -> StoreResult<()> {
         self.write(|db| logic::set_metadata(db, user_id, key, value))
+    }
+
+    fn claim_owner(&self, user: Option<&str>) -> StoreResult<Option<String>> {
+        self.write(|db| logic::claim_owner(db, user))
+    }
+
+    fn known_versions(&self, schema: &'static ModelSchema) -> StoreResult<KnownVersions> {
+        self.register(schema);
+        self.read(|db| logic::known_versions(db, schema))
+    }
+
+    fn op_counts_by_model(&self) -> StoreResult<Vec<(String, u64, u64)>> {
+        self.read(logic::op_counts_by_model)
+    }
+
+    fn forget_records(&self, schema: &'static ModelSchema, ids: &[String]) -> StoreResult<u64> {
+        self.register(schema);
+        self.write(|db| logic::forget_records(db, schema, ids))
+    }
+
+    fn known_checksum(&self, schema: &'static ModelSchema) -> StoreResult<(u64, Checksum)> {
+        self.register(schema);
+        if !self
+            .keep_checksums
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let known = self.read_tx(|db| logic::known_versions(db, schema))?;
+            return Ok((
+                u64::try_from(known.known.len()).unwrap_or(u64::MAX),
+                known.checksum(),
+            ));
+        }
+        self.write(|db| logic::known_checksum(db, schema))
+    }
+
+    fn rekey_record(
+        &self,
+        schema: &'static ModelSchema,
+        from: &str,
+        to: &str,
+    ) -> StoreResult<bool> {
+        self.register(schema);
+        self.write(|db| logic::rekey_record(db, schema, from, to))
     }
 
     fn quarantine(

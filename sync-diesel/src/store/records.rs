@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
+use sync_core::protocol::Checksum;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -189,6 +190,43 @@ pub(crate) struct NewMeta {
     pub(crate) user_id: Option<String>,
 }
 
+/// Counts `(id, version, deleted)` into (`sign` 1) or out of (`sign` -1) the checksum of
+/// what the store knows of the remote, when `db` is a write transaction. Rows the remote has
+/// not versioned (version 0) are not in it.
+pub(crate) fn note_known(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+    id: &str,
+    version: i64,
+    deleted: bool,
+    sign: i64,
+) {
+    if version <= 0 {
+        return;
+    }
+    if let Some(deltas) = db.checksums() {
+        let key = super::logic::id_key(schema, id);
+        deltas.add(
+            schema.model_type,
+            sign,
+            Checksum::of_record(&key, version, deleted, sign),
+        );
+    }
+}
+
+/// The id in the params of a row (at the id field's place), as text.
+fn id_of_params(schema: &'static ModelSchema, params: &[Param]) -> Option<String> {
+    let at = schema.fields.iter().position(|f| f.id)?;
+    match params.get(at)? {
+        Param::Text(Some(text)) => Some(text.clone()),
+        Param::Uuid(Some(uuid)) => Some(uuid.to_string()),
+        Param::I64(Some(n)) => Some(n.to_string()),
+        Param::I32(Some(n)) => Some(n.to_string()),
+        Param::I16(Some(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// Inserts a row; with `skip_existing`, an existing id is left alone and 0 is returned.
 pub(crate) fn insert_row(
     db: &mut dyn Db,
@@ -198,6 +236,11 @@ pub(crate) fn insert_row(
     skip_existing: bool,
 ) -> Result<usize, StoreError> {
     let backend = db.backend();
+    let known = if meta.version > 0 && db.checksums().is_some() {
+        id_of_params(schema, &params)
+    } else {
+        None
+    };
     let mut sql = Sql::new(format!(
         "INSERT INTO {} ({}) VALUES (",
         ident(schema.table),
@@ -210,7 +253,11 @@ pub(crate) fn insert_row(
             .push(&ident(schema.id().column))
             .push(") DO NOTHING");
     }
-    db.execute(sql)
+    let inserted = db.execute(sql)?;
+    if let (Some(id), 1) = (known, inserted) {
+        note_known(db, schema, &id, meta.version, meta.deleted, 1);
+    }
+    Ok(inserted)
 }
 
 /// The bookkeeping columns of a new row, in [`select_list`] order after the fields.
@@ -249,6 +296,15 @@ pub(crate) fn insert_rows(
         ident(schema.table),
         select_list(schema)
     );
+    if db.checksums().is_some() {
+        for (params, meta) in &rows {
+            if meta.version > 0 {
+                if let Some(id) = id_of_params(schema, params) {
+                    note_known(db, schema, &id, meta.version, meta.deleted, 1);
+                }
+            }
+        }
+    }
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let mut sql = Sql::new(head.clone());
@@ -312,6 +368,23 @@ pub(crate) fn update_row(
     if sets.is_empty() {
         return Ok(0);
     }
+    // A change of version or deletion changes what the store knows of the remote.
+    let before = if (meta.version.is_some() || meta.deleted.is_some()) && db.checksums().is_some() {
+        load_meta(db, schema, id)?
+    } else {
+        None
+    };
+    if let Some((version, deleted)) = before {
+        note_known(db, schema, id, version, deleted, -1);
+        note_known(
+            db,
+            schema,
+            id,
+            meta.version.unwrap_or(version),
+            meta.deleted.unwrap_or(deleted),
+            1,
+        );
+    }
     let mut sql = Sql::new(format!("UPDATE {} SET ", ident(schema.table)));
     for (i, (col, param)) in sets.into_iter().enumerate() {
         if i > 0 {
@@ -340,6 +413,11 @@ pub(crate) fn delete_row(
     id: &str,
 ) -> Result<usize, StoreError> {
     let backend = db.backend();
+    if db.checksums().is_some() {
+        if let Some((version, deleted)) = load_meta(db, schema, id)? {
+            note_known(db, schema, id, version, deleted, -1);
+        }
+    }
     let mut sql = Sql::new(format!(
         "DELETE FROM {} WHERE {} = ",
         ident(schema.table),

@@ -16,11 +16,15 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate_headers(&parts.headers, &state.auth)?
-            .map(|session| AuthUser(session.user))
+        let user = authenticate_headers(&parts.headers, &state.auth)?
+            .map(|session| session.user)
             .ok_or_else(|| {
                 ApiError::unauthorized("missing bearer token: send `Authorization: Bearer <token>`")
-            })
+            })?;
+        if let Some(device) = super::device_of(&parts.headers)? {
+            super::note_device(state, &user, &device, false).await;
+        }
+        Ok(AuthUser(user))
     }
 }
 

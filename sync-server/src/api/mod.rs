@@ -5,6 +5,7 @@
 
 mod auth;
 mod error;
+mod meta;
 mod push;
 mod records;
 mod validate;
@@ -32,6 +33,7 @@ use crate::throttle::AuthThrottle;
 
 pub(crate) use self::auth::{authenticate_headers, AuthUser};
 pub(crate) use self::error::ApiError;
+pub(crate) use self::meta::{device_of, note_device};
 pub(crate) use self::push::push_batch;
 pub(crate) use self::records::{list, read};
 
@@ -47,6 +49,8 @@ pub(crate) struct AppState {
     pub(crate) throttle: Arc<AuthThrottle>,
     /// WebSocket connections per user.
     pub(crate) ws_users: crate::ws::WsUsers,
+    /// When each device was last recorded (`meta.rs`).
+    pub(crate) devices: Arc<self::meta::DeviceSeen>,
 }
 
 /// Builds the router of the whole API.
@@ -56,6 +60,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ws", get(crate::ws::upgrade))
         .route("/sync/push", post(push::push))
+        .route("/sync/metadata", get(meta::metadata))
+        .route(
+            "/sync/metadata/devices/{device}",
+            axum::routing::delete(meta::forget_device),
+        )
+        .route("/sync/digest/{collection}", get(meta::digest))
         .route("/{collection}", get(records::pull).post(records::create))
         .route(
             "/{collection}/{id}",

@@ -22,11 +22,18 @@ pub(super) async fn pull(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     ApiPath(collection): ApiPath<String>,
+    headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) =
         query.map_err(|err| ApiError::bad_request(ErrorCode::InvalidQuery, err.body_text()))?;
-    let body = list(&state, &user, &collection, params).await?;
+    let (body, has_more) = list_page(&state, &user, &collection, params).await?;
+    if !has_more {
+        // The device has pulled everything: a finished sync.
+        if let Some(device) = super::device_of(&headers)? {
+            super::note_device(&state, &user, &device, true).await;
+        }
+    }
     Ok(json_text_response(StatusCode::OK, body))
 }
 
@@ -44,6 +51,16 @@ pub(crate) async fn list(
     collection: &str,
     params: Vec<(String, String)>,
 ) -> Result<Vec<u8>, ApiError> {
+    Ok(list_page(state, user, collection, params).await?.0)
+}
+
+/// [`list`], and whether more pages follow.
+async fn list_page(
+    state: &AppState,
+    user: &str,
+    collection: &str,
+    params: Vec<(String, String)>,
+) -> Result<(Vec<u8>, bool), ApiError> {
     let limits = &state.limits;
     check_collection(collection, limits)?;
     let mut since = 0i64;
@@ -128,7 +145,7 @@ pub(crate) async fn list(
     body.extend_from_slice(
         format!("],\"next_cursor\":\"{next_cursor}\",\"has_more\":{has_more}}}").as_bytes(),
     );
-    Ok(body)
+    Ok((body, has_more))
 }
 
 pub(super) async fn get_one(

@@ -8,6 +8,7 @@
 //! version lock, how filters read JSON, how rows are bound and inserted, and (Postgres) the
 //! NOTIFY that reaches other instances.
 
+pub(crate) mod meta;
 mod planner;
 pub(crate) mod postgres;
 mod rows;
@@ -112,6 +113,96 @@ impl Store {
                 url: url2,
             })
         })
+        .await
+    }
+
+    /// Runs `f` on a pooled connection of either backend, on the blocking pool.
+    async fn with_conn<T: Send + 'static>(
+        &self,
+        sqlite: impl FnOnce(&mut diesel::SqliteConnection) -> Result<T> + Send + 'static,
+        pg: impl FnOnce(&mut diesel::PgConnection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let backend = self.backend.clone();
+        blocking(move || match backend {
+            Backend::Sqlite(pool) => sqlite(&mut *pool.get().map_err(Error::Pool)?),
+            Backend::Pg(pool) => pg(&mut *pool.get().map_err(Error::Pool)?),
+        })
+        .await
+    }
+
+    /// `owner`'s devices (most recently seen first) and collections (counts and checksums).
+    pub(crate) async fn sync_metadata(
+        &self,
+        owner: &str,
+    ) -> Result<(
+        Vec<crate::protocol::DeviceInfo>,
+        Vec<(String, crate::protocol::CollectionSummary)>,
+    )> {
+        let (o1, o2) = (owner.to_owned(), owner.to_owned());
+        self.with_conn(
+            move |c| {
+                Ok((
+                    meta::sqlite::devices(c, &o1)?,
+                    meta::sqlite::collections(c, &o1)?,
+                ))
+            },
+            move |c| {
+                Ok((
+                    meta::postgres::devices(c, &o2)?,
+                    meta::postgres::collections(c, &o2)?,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Records a request of `device` of `owner` (a finished sync if `synced`).
+    pub(crate) async fn touch_device(&self, owner: &str, device: &str, synced: bool) -> Result<()> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let (o1, d1, n1) = (owner.to_owned(), device.to_owned(), now.clone());
+        let (o2, d2, n2) = (owner.to_owned(), device.to_owned(), now);
+        let lock = Arc::clone(&self.write_lock);
+        self.with_conn(
+            // SQLite has one writer: queue behind the other writers of this process, as
+            // `write` does, rather than meet them in SQLite's busy handler.
+            move |c| {
+                let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                meta::sqlite::touch_device(c, &o1, &d1, &n1, synced)
+            },
+            move |c| meta::postgres::touch_device(c, &o2, &d2, &n2, synced),
+        )
+        .await
+    }
+
+    /// Forgets `device` of `owner`; true if it was known.
+    pub(crate) async fn forget_device(&self, owner: &str, device: &str) -> Result<bool> {
+        let (o1, d1) = (owner.to_owned(), device.to_owned());
+        let (o2, d2) = (o1.clone(), d1.clone());
+        let lock = Arc::clone(&self.write_lock);
+        self.with_conn(
+            move |c| {
+                let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                meta::sqlite::forget_device(c, &o1, &d1)
+            },
+            move |c| meta::postgres::forget_device(c, &o2, &d2),
+        )
+        .await
+    }
+
+    /// Up to `limit` records of `owner`'s `collection` after the id `after`, by id.
+    pub(crate) async fn digest_page(
+        &self,
+        owner: &str,
+        collection: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<crate::protocol::DigestEntry>> {
+        let (o1, c1, a1) = (owner.to_owned(), collection.to_owned(), after.to_owned());
+        let (o2, c2, a2) = (o1.clone(), c1.clone(), a1.clone());
+        self.with_conn(
+            move |c| meta::sqlite::digest_page(c, &o1, &c1, &a1, limit),
+            move |c| meta::postgres::digest_page(c, &o2, &c2, &a2, limit),
+        )
         .await
     }
 

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::rows::{IdemRow, RawResult, RecordRow, WriteOp};
 use crate::error::{Error, Result};
 use crate::events::RawEvent;
-use crate::protocol::{EventKind, OpKind, OpStatus};
+use crate::protocol::{Checksum, EventKind, OpKind, OpStatus};
 
 /// How a batch is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,19 @@ pub(super) struct UsageDelta {
     pub(super) records: i64,
     /// Change in bytes of record data.
     pub(super) bytes: i64,
+    /// Change in records, tombstones included.
+    pub(super) total: i64,
+    /// Change of the collection checksum (see `sync_protocol::metadata`).
+    pub(super) checksum: Checksum,
+}
+
+/// What the ops planned so far change in one collection's `sync_usage` row.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    records: i64,
+    bytes: i64,
+    total: i64,
+    checksum: Checksum,
 }
 
 /// An idempotency key known to the planner.
@@ -104,8 +117,8 @@ pub(super) struct Planner {
     /// Bytes of record data the user stores, with the ops planned so far (meaningful only
     /// with a quota: the stored total is read only then).
     used_bytes: i64,
-    /// Changes to `sync_usage` so far, per collection (live records, bytes).
-    usage: HashMap<String, (i64, i64)>,
+    /// Changes to `sync_usage` so far, per collection.
+    usage: HashMap<String, Usage>,
 }
 
 fn rejected(code: &str, message: String) -> RawResult {
@@ -289,11 +302,17 @@ impl Planner {
         let records_delta =
             i64::from(!deleted) - i64::from(current.is_some_and(|cur| !cur.deleted));
         self.used_bytes = self.used_bytes.saturating_add(bytes_delta);
-        if bytes_delta != 0 || records_delta != 0 {
-            let entry = self.usage.entry(op.collection.clone()).or_default();
-            entry.0 = entry.0.saturating_add(records_delta);
-            entry.1 = entry.1.saturating_add(bytes_delta);
+        // The checksum swaps the record's old (id, version, deleted) for its new one.
+        let next_version = self.version.saturating_add(1);
+        let mut checksum = Checksum::of_record(&op.id, next_version, deleted, 1);
+        if let Some(cur) = current {
+            checksum = checksum.plus(Checksum::of_record(&cur.id, cur.version, cur.deleted, -1));
         }
+        let entry = self.usage.entry(op.collection.clone()).or_default();
+        entry.records = entry.records.saturating_add(records_delta);
+        entry.bytes = entry.bytes.saturating_add(bytes_delta);
+        entry.total = entry.total.saturating_add(i64::from(current.is_none()));
+        entry.checksum = entry.checksum.plus(checksum);
 
         // The row is about to change: a key whose result is rebuilt from it needs that result
         // stored first.
@@ -427,11 +446,12 @@ impl Planner {
         let mut usage: Vec<UsageDelta> = self
             .usage
             .into_iter()
-            .filter(|(_, (records, bytes))| *records != 0 || *bytes != 0)
-            .map(|(collection, (records, bytes))| UsageDelta {
+            .map(|(collection, u)| UsageDelta {
                 collection,
-                records,
-                bytes,
+                records: u.records,
+                bytes: u.bytes,
+                total: u.total,
+                checksum: u.checksum,
             })
             .collect();
         usage.sort_by(|a, b| a.collection.cmp(&b.collection));
@@ -818,13 +838,20 @@ mod tests {
             assert_eq!(result.code.as_deref(), *code, "{kind:?} {id}");
         }
         let plan = planner.finish();
-        // `b` is a new live record and `a` is gone: 0 records; 15 - 21 + 15 bytes.
+        // `b` is a new live record and `a` is gone: 0 records; 15 - 21 + 15 bytes; one more
+        // record with tombstones; the checksum swaps a@7 for the tombstone a@14 and adds b@12
+        // (versions 11..14: replace a, create b, update a, delete a).
+        let checksum = Checksum::of_record("b", 12, false, 1)
+            .plus(Checksum::of_record("a", 14, true, 1))
+            .plus(Checksum::of_record("a", 7, false, -1));
         assert_eq!(
             plan.usage,
             vec![UsageDelta {
                 collection: "todos".into(),
                 records: 0,
                 bytes: 9,
+                total: 1,
+                checksum,
             }]
         );
     }

@@ -190,12 +190,19 @@ impl WriteConn for PgConnection {
                     usage::collection.eq(&delta.collection),
                     usage::records.eq(delta.records),
                     usage::bytes.eq(delta.bytes),
+                    usage::total.eq(Some(delta.total)),
+                    usage::checksum_lo.eq(Some(delta.checksum.lo)),
+                    usage::checksum_hi.eq(Some(delta.checksum.hi)),
                 ))
                 .on_conflict((usage::owner, usage::collection))
                 .do_update()
                 .set((
                     usage::records.eq(usage::records + delta.records),
                     usage::bytes.eq(usage::bytes + delta.bytes),
+                    // NULL (not counted yet) stays NULL until the count at open.
+                    usage::total.eq(usage::total + delta.total),
+                    usage::checksum_lo.eq(usage::checksum_lo + delta.checksum.lo),
+                    usage::checksum_hi.eq(usage::checksum_hi + delta.checksum.hi),
                 ))
                 .execute(self)?;
         }
@@ -223,7 +230,9 @@ pub(super) fn open(url: &str, pool_size: u32) -> Result<(PgPool, String)> {
     let migrated = conn
         .run_pending_migrations(MIGRATIONS)
         .map(|_| ())
-        .map_err(|err| Error::Migration(err.to_string()));
+        .map_err(|err| Error::Migration(err.to_string()))
+        // Under the same lock: one instance counts the checksums a migration left to count.
+        .and_then(|()| super::meta::postgres::count_checksums(&mut conn).map(|_| ()));
     diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(&mut conn)?;
     migrated?;
     let schema: SchemaName =

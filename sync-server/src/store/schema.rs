@@ -40,5 +40,18 @@ diesel::table! {
         collection -> Text,
         records -> BigInt,
         bytes -> BigInt,
+        total -> Nullable<BigInt>,
+        checksum_lo -> Nullable<BigInt>,
+        checksum_hi -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    sync_devices (owner, device_id) {
+        owner -> Text,
+        device_id -> Text,
+        first_seen -> Text,
+        last_seen -> Text,
+        last_successful_sync -> Nullable<Text>,
     }
 }

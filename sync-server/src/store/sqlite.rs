@@ -185,12 +185,19 @@ impl WriteConn for SqliteConnection {
                     usage::collection.eq(&delta.collection),
                     usage::records.eq(delta.records),
                     usage::bytes.eq(delta.bytes),
+                    usage::total.eq(Some(delta.total)),
+                    usage::checksum_lo.eq(Some(delta.checksum.lo)),
+                    usage::checksum_hi.eq(Some(delta.checksum.hi)),
                 ))
                 .on_conflict((usage::owner, usage::collection))
                 .do_update()
                 .set((
                     usage::records.eq(usage::records + delta.records),
                     usage::bytes.eq(usage::bytes + delta.bytes),
+                    // NULL (not counted yet) stays NULL until the count at open.
+                    usage::total.eq(usage::total + delta.total),
+                    usage::checksum_lo.eq(usage::checksum_lo + delta.checksum.lo),
+                    usage::checksum_hi.eq(usage::checksum_hi + delta.checksum.hi),
                 ))
                 .execute(self)?;
         }
@@ -229,6 +236,7 @@ pub(super) fn open(path: &str, pool_size: u32) -> Result<SqlitePool> {
         .map_err(|err| Error::Migration(err.to_string()))?;
     conn.run_pending_migrations(MIGRATIONS)
         .map_err(|err| Error::Migration(err.to_string()))?;
+    super::meta::sqlite::count_checksums(&mut conn)?;
     drop(conn);
     pool_builder(pool_size)
         .connection_customizer(Box::new(Pragmas))

@@ -1,0 +1,2 @@
+DROP TABLE _sync_checksums;
+UPDATE _sync_schema_version SET version = 5 WHERE id = 1;
