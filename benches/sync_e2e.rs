@@ -21,6 +21,18 @@
 //! - framework pull: `pull::<Todo>()` into a fresh store (`batch_size` 1000 = page size);
 //! - raw pull: `GET /todos?since=&limit=1000` pages, each page inserted with Diesel into a plain
 //!   table in one transaction.
+//!
+//! The bare limit: with `SYNC_BENCH_LIMITS_BIN` set to a built binary of
+//! `../shared/peers/limits` (its own `cargo build --release`), the bench runs it after its own
+//! phases, with `HTTP_N` = N, and prints the framework's push and pull beside its bare pair
+//! (a plain table read by reqwest -> a bare axum + Diesel upsert server; pages into a plain
+//! table), so the ratios of issue 18 come from one run.
+//!
+//! Bytes: the `SyncReport` counts HTTP bodies (a compressed request body as sent, a response
+//! body as decoded). The framework phases also go through a counting TCP relay in the parent
+//! (`WireMeter`), which counts what crosses the socket both ways, headers and compression
+//! included: the "on the wire" figures. The raw baseline sends and asks for plain JSON, as
+//! `../shared/peers/limits` does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -58,6 +70,93 @@ struct Todo {
     #[sync(json)]
     tags: Vec<String>,
     due: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A record shaped like the peer harnesses' (`../shared/peers/README.md`, "Rows and docs"):
+/// a random UUIDv4 id, a 31-character title and a ~100-character description of random words,
+/// a flag, a number, two more UUIDs and three millisecond times. The `Todo` records above
+/// repeat most of their text, which flatters compression; the bytes compared with PouchDB
+/// are taken on these.
+#[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[sync(model_type = "item", endpoint = "items", table = "items")]
+#[serde(rename_all = "camelCase")]
+struct Item {
+    #[sync(id)]
+    id: String,
+    title: String,
+    description: String,
+    completed: bool,
+    priority: i32,
+    owner_id: String,
+    list_id: String,
+    due_at: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// xorshift64*, seeded: the same records every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn uuid(&mut self) -> String {
+        let (a, b) = (self.next(), self.next());
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:x}{:03x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            8 + (b >> 62),
+            (b >> 48) & 0xfff,
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    fn words(&mut self, len: usize) -> String {
+        const WORDS: [&str; 32] = [
+            "buy", "milk", "call", "mom", "fix", "the", "sink", "book", "flight", "to", "Lisbon",
+            "write", "report", "for", "Q3", "review", "pull", "request", "water", "plants",
+            "renew", "passport", "pay", "rent", "plan", "trip", "clean", "garage", "order",
+            "parts", "send", "invoice",
+        ];
+        let mut out = String::new();
+        while out.len() < len {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(WORDS[(self.next() % WORDS.len() as u64) as usize]);
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+fn items(n: usize, seed: u64) -> Vec<Item> {
+    let mut rng = Rng(seed | 1);
+    let base = 1_767_225_600_000i64;
+    (0..n)
+        .map(|_| {
+            let created = base + (rng.next() % 86_400_000) as i64;
+            Item {
+                id: rng.uuid(),
+                title: rng.words(31),
+                description: rng.words(100),
+                completed: rng.next().is_multiple_of(2),
+                priority: (rng.next() % 5) as i32,
+                owner_id: rng.uuid(),
+                list_id: rng.uuid(),
+                due_at: created + (rng.next() % 604_800_000) as i64,
+                created_at: created,
+                updated_at: created,
+            }
+        })
+        .collect()
 }
 
 fn todo(n: usize, prefix: &str) -> Todo {
@@ -160,8 +259,13 @@ fn raw_row(t: &Todo) -> RawRow {
     }
 }
 
+/// The raw baseline's client: plain JSON both ways, whatever reqwest features the build has.
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
+        .no_gzip()
+        .no_zstd()
+        .no_brotli()
+        .no_deflate()
         .timeout(Duration::from_secs(300))
         .build()
         .unwrap()
@@ -474,6 +578,72 @@ async fn run_child(args: &[&str]) -> PhaseResult {
 // ---------------------------------------------------------------------------------------------
 // Parent.
 
+/// A TCP relay in front of a server that counts the bytes crossing it each way.
+struct WireMeter {
+    url: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    down: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl WireMeter {
+    async fn start(server_url: &str) -> WireMeter {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = server_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let up = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicU64::new(0));
+        let (up2, down2) = (Arc::clone(&up), Arc::clone(&down));
+        async fn copy(
+            mut from: tokio::net::tcp::OwnedReadHalf,
+            mut to: tokio::net::tcp::OwnedWriteHalf,
+            count: Arc<AtomicU64>,
+        ) {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        count.fetch_add(n as u64, Ordering::Relaxed);
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = to.shutdown().await;
+        }
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(copy(client_read, server_write, Arc::clone(&up2)));
+                tokio::spawn(copy(server_read, client_write, Arc::clone(&down2)));
+            }
+        });
+        WireMeter { url, up, down }
+    }
+
+    /// Bytes sent up and down since the last call.
+    fn take(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.up.swap(0, Ordering::Relaxed),
+            self.down.swap(0, Ordering::Relaxed),
+        )
+    }
+}
+
 async fn start_server(dir: &Path, name: &str) -> RunningServer {
     let db = format!("sqlite://{}", dir.join(format!("{name}.db")).display());
     SyncServer::builder()
@@ -565,6 +735,185 @@ async fn update_bytes(url: &str, dir: &Path, delta: bool, rest: bool) -> (u64, u
     (created.bytes_sent, updated.bytes_sent)
 }
 
+/// Request bytes on the wire (TCP, headers included) per op of a `/sync/push` batch of
+/// `m` one-field updates, with `use_delta_sync` on or off: the records are created and pushed
+/// first, then `isCompleted` flipped on all of them and that push metered alone.
+async fn batch_update_wire(meter: &WireMeter, dir: &Path, delta: bool, m: usize) -> f64 {
+    let mut options = push_options();
+    options.use_delta_sync = delta;
+    let label = if delta { "wire-delta" } else { "wire-full" };
+    let sync = SyncManager::builder()
+        .base_url(&meter.url)
+        .store(
+            DieselStore::open_sqlite(dir.join(format!("{label}.db")))
+                .await
+                .unwrap(),
+        )
+        .bearer_token(TOKEN)
+        .model::<Todo>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let mut todos: Vec<Todo> = (0..m).map(|i| todo(i, label)).collect();
+    sync.save_all(&todos).await.unwrap();
+    assert_eq!(sync.sync_all().await.unwrap().pushed, m as u64);
+    for t in &mut todos {
+        t.is_completed = !t.is_completed;
+    }
+    sync.save_all(&todos).await.unwrap();
+    meter.take();
+    assert_eq!(sync.sync_all().await.unwrap().pushed, m as u64);
+    let (up, _) = meter.take();
+    sync.shutdown().await.unwrap();
+    up as f64 / m as f64
+}
+
+/// Peer-shaped records through the counting relay: bytes on the wire per record pushed
+/// (`n` records, batches of 500), pulled into a fresh store (pages of 1,000), and per op of a
+/// batch of 500 one-field updates (`completed`) with deltas and with full records.
+async fn peer_shaped_wire(meter: &WireMeter, dir: &Path, n: usize) {
+    let client = |name: &str, delta: bool| {
+        let mut options = push_options();
+        options.use_delta_sync = delta;
+        let path = dir.join(format!("{name}.db"));
+        let url = meter.url.clone();
+        async move {
+            SyncManager::builder()
+                .base_url(url)
+                .store(DieselStore::open_sqlite(path).await.unwrap())
+                .bearer_token(TOKEN)
+                .model::<Item>()
+                .options(options)
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    let records = items(n, 7);
+    let plain: usize = records
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap().len())
+        .sum();
+    let writer = client("items-writer", true).await;
+    for chunk in records.chunks(SEED_CHUNK) {
+        writer.save_all(chunk).await.unwrap();
+    }
+    meter.take();
+    let pushed = writer.sync_all().await.unwrap();
+    let (push_up, push_down) = meter.take();
+    assert_eq!(pushed.pushed, n as u64);
+    let mut options = SyncOptions::default();
+    options.auto_sync = false;
+    options.batch_size = PULL_PAGE;
+    let reader = SyncManager::builder()
+        .base_url(&meter.url)
+        .store(
+            DieselStore::open_sqlite(dir.join("items-reader.db"))
+                .await
+                .unwrap(),
+        )
+        .bearer_token(TOKEN)
+        .model::<Item>()
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    meter.take();
+    let pulled = reader.pull::<Item>().await.unwrap();
+    let (pull_up, pull_down) = meter.take();
+    assert_eq!(pulled.pulled, n as u64);
+    reader.shutdown().await.unwrap();
+    let per = |b: u64| b as f64 / n as f64;
+    println!(
+        "peer-shaped records ({n}, random UUIDs and words, {:.0} B of JSON each, as \
+         ../shared/peers): on the wire (TCP, headers included) per record",
+        plain as f64 / n as f64
+    );
+    println!(
+        "  push: up {:.0} B, down {:.0} B (PouchDB push: 565 B sent per doc); pull: down {:.0} B, \
+         up {:.0} B — goal < 141 B (PouchDB, gzip) [{}]",
+        per(push_up),
+        per(push_down),
+        per(pull_down),
+        per(pull_up),
+        verdict(per(pull_down) < 141.0)
+    );
+    // A batch of 500 one-field updates, deltas (the writer) against full records.
+    let m = PUSH_BATCH.min(n);
+    let full_writer = client("items-full", false).await;
+    let mut full_records = items(m, 11);
+    full_writer.save_all(&full_records).await.unwrap();
+    assert_eq!(full_writer.sync_all().await.unwrap().pushed, m as u64);
+    let mut delta_records = records[..m].to_vec();
+    for r in delta_records.iter_mut().chain(full_records.iter_mut()) {
+        r.completed = !r.completed;
+    }
+    writer.save_all(&delta_records).await.unwrap();
+    full_writer.save_all(&full_records).await.unwrap();
+    meter.take();
+    assert_eq!(writer.sync_all().await.unwrap().pushed, m as u64);
+    let (delta_up, _) = meter.take();
+    assert_eq!(full_writer.sync_all().await.unwrap().pushed, m as u64);
+    let (full_up, _) = meter.take();
+    let (delta, full) = (delta_up as f64 / m as f64, full_up as f64 / m as f64);
+    println!(
+        "  a batch of {m} one-field updates (completed) on the wire per op: delta {delta:.0} B, full \
+         {full:.0} B; ratio {:.2} — goal < 0.25 [{}] (PouchDB: 601 B per doc)",
+        delta / full,
+        verdict(delta / full < 0.25)
+    );
+    writer.shutdown().await.unwrap();
+    full_writer.shutdown().await.unwrap();
+}
+
+/// Runs `../shared/peers/limits` (the binary named by `SYNC_BENCH_LIMITS_BIN`) and prints its
+/// bare push and pull beside the framework's.
+async fn bare_limit(n: usize, push: f64, pull: f64) {
+    let Some(bin) = std::env::var_os("SYNC_BENCH_LIMITS_BIN") else {
+        println!(
+            "bare limit skipped: set SYNC_BENCH_LIMITS_BIN to a release build of \
+             ../shared/peers/limits"
+        );
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(&bin)
+        .env("DATA_DIR", data.path())
+        .env("HTTP_N", n.to_string())
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {}: {e}", bin.to_string_lossy()));
+    assert!(output.status.success(), "the limits harness failed");
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let rate_of = |bench: &str, variant: &str| {
+        lines
+            .iter()
+            .find(|v| v["bench"] == bench && v["variant"] == variant)
+            .and_then(|v| v["rows_per_s"].as_f64())
+    };
+    let (Some(bare_push), Some(bare_pull)) = (
+        rate_of("http_push", "batch500"),
+        rate_of("http_pull", "page1000_tx_per_page"),
+    ) else {
+        println!("bare limit: the limits harness printed no push or pull figure");
+        return;
+    };
+    println!(
+        "bare limit (../shared/peers/limits, {n} rows, run now): push {bare_push:.0} rows/s -> \
+         framework {:.2}x — goal >= 0.5 [{}]; pull {bare_pull:.0} rows/s -> framework {:.2}x — \
+         goal >= 0.9 [{}]",
+        push / bare_push,
+        verdict(push / bare_push >= 0.5),
+        pull / bare_pull,
+        verdict(pull / bare_pull >= 0.9)
+    );
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "PASS"
@@ -589,11 +938,18 @@ async fn parent(n: usize) {
     let n_arg = n.to_string();
     let db = |name: &str| d.join(name).display().to_string();
 
-    let raw_push = run_child(&["raw-push", &raw_server.url(), &db("raw-push.db"), &n_arg]).await;
-    let fw_push = run_child(&["push", &fw_server.url(), &db("fw-push.db"), &n_arg]).await;
-    let raw_pull = run_child(&["raw-pull", &raw_server.url(), &db("raw-pull.db")]).await;
+    let raw_meter = WireMeter::start(&raw_server.url()).await;
+    let fw_meter = WireMeter::start(&fw_server.url()).await;
+    let raw_push = run_child(&["raw-push", &raw_meter.url, &db("raw-push.db"), &n_arg]).await;
+    let raw_push_wire = raw_meter.take();
+    let fw_push = run_child(&["push", &fw_meter.url, &db("fw-push.db"), &n_arg]).await;
+    let fw_push_wire = fw_meter.take();
+    let raw_pull = run_child(&["raw-pull", &raw_meter.url, &db("raw-pull.db")]).await;
+    let raw_pull_wire = raw_meter.take();
     let page = PULL_PAGE.to_string();
-    let fw_pull = run_child(&["pull", &fw_server.url(), &db("fw-pull.db"), &page]).await;
+    let fw_pull = run_child(&["pull", &fw_meter.url, &db("fw-pull.db"), &page]).await;
+    let fw_pull_wire = fw_meter.take();
+    let per = |bytes: u64, r: &PhaseResult| bytes as f64 / r.records.max(1) as f64;
 
     println!("push (time of sync_all / the POST loop; local seeding untimed):");
     print_phase("offline-sync-kit", &fw_push, fw_push.bytes_sent);
@@ -606,10 +962,26 @@ async fn parent(n: usize) {
         fw_push.seed_rate,
         raw_push.seed_rate
     );
+    println!(
+        "  on the wire (TCP, headers included), per record: framework up {:.0} B, down {:.0} B; \
+         raw (plain JSON) up {:.0} B, down {:.0} B",
+        per(fw_push_wire.0, &fw_push),
+        per(fw_push_wire.1, &fw_push),
+        per(raw_push_wire.0, &raw_push),
+        per(raw_push_wire.1, &raw_push)
+    );
     println!("pull into a fresh store:");
     print_phase("offline-sync-kit", &fw_pull, fw_pull.bytes_received);
     print_phase("raw reqwest+Diesel", &raw_pull, raw_pull.bytes_received);
+    let fw_pull_down = per(fw_pull_wire.1, &fw_pull);
+    println!(
+        "  on the wire (TCP, headers included), per record received: framework {fw_pull_down:.0} B \
+         (compressed), raw {:.0} B (plain JSON); goal < 141 B (PouchDB, gzip) [{}]",
+        per(raw_pull_wire.1, &raw_pull),
+        verdict(fw_pull_down < 141.0)
+    );
 
+    bare_limit(n, rate(&fw_push), rate(&fw_pull)).await;
     let push_ratio = rate(&fw_push) / rate(&raw_push);
     let pull_ratio = rate(&fw_pull) / rate(&raw_pull);
     println!(
@@ -634,6 +1006,16 @@ async fn parent(n: usize) {
          (create {create_d} B); ratio {:.2}: the op envelope the protocol fixes is in both",
         delta as f64 / full as f64
     );
+    let wire_delta = batch_update_wire(&fw_meter, d, true, PUSH_BATCH).await;
+    let wire_full = batch_update_wire(&fw_meter, d, false, PUSH_BATCH).await;
+    let wire_ratio = wire_delta / wire_full;
+    println!(
+        "  inside a /sync/push batch of {PUSH_BATCH} such updates, on the wire (compressed, \
+         headers included) per op: delta {wire_delta:.0} B, full {wire_full:.0} B; ratio \
+         {wire_ratio:.2} — goal < 0.25 [{}]",
+        verdict(wire_ratio < 0.25)
+    );
+    peer_shaped_wire(&fw_meter, d, 20_000.min(n.max(PUSH_BATCH))).await;
     let before = todo(1, "upd");
     let mut after = before.clone();
     after.is_completed = !after.is_completed;

@@ -2,6 +2,7 @@
 //! by a model's [`RestRequests`](crate::RestRequests).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +113,7 @@ impl HttpRemoteBuilder {
             .map_err(|e| RemoteError::config("the HTTP client cannot be built").with_source(e))?;
         Ok(HttpRemote {
             client,
+            request_zstd: Arc::new(AtomicBool::new(false)),
             base_url: self.base_url.trim_end_matches('/').to_owned(),
             timeout: self.timeout,
             batch_push: self.batch_push,
@@ -135,6 +137,9 @@ impl HttpRemoteBuilder {
 #[derive(Debug, Clone)]
 pub struct HttpRemote {
     client: reqwest::Client,
+    /// Whether the server's last answer said it reads zstd request bodies
+    /// (`Accept-Encoding` in a response, RFC 7694); larger bodies are then compressed.
+    request_zstd: Arc<AtomicBool>,
     base_url: String,
     timeout: Duration,
     batch_push: Option<String>,
@@ -174,7 +179,10 @@ struct Response {
     body: Value,
     /// The body as received.
     raw: bytes::Bytes,
+    /// Request and response body bytes (the request as sent: compressed if it was).
     bytes: u64,
+    /// Request body bytes as sent.
+    sent: u64,
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -255,6 +263,10 @@ impl HttpRemote {
             Some(Payload::Bytes(bytes)) => Some(bytes::Bytes::from(bytes)),
             None => None,
         };
+        let mut encoded = payload
+            .as_ref()
+            .and_then(|p| self.compressed(p))
+            .map(bytes::Bytes::from);
         let timeout = timeout
             .unwrap_or_else(|| config.map_or(self.timeout, |c| c.effective_timeout(self.timeout)));
         let mut attempt = 0u32;
@@ -285,11 +297,24 @@ impl HttpRemote {
                 request = request.header(*name, value.as_str());
             }
             if let Some(payload) = &payload {
-                request = request
-                    .header("Content-Type", "application/json")
-                    .body(payload.clone());
+                request = request.header("Content-Type", "application/json");
+                request = match &encoded {
+                    Some(zstd) => request
+                        .header("Content-Encoding", "zstd")
+                        .body(zstd.clone()),
+                    None => request.body(payload.clone()),
+                };
             }
             let result = self.read(request, raw_success).await;
+            if encoded.is_some()
+                && matches!(&result, Ok(r) if r.status == StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            {
+                // The server no longer reads zstd (e.g. another instance behind the same
+                // address): the same request again, plain, not counted as a retry.
+                self.request_zstd.store(false, Ordering::Relaxed);
+                encoded = None;
+                continue;
+            }
             if let (Some(auth), Some(token), Ok(response)) = (&self.auth, &token, &result) {
                 let unauthorized = response.status == StatusCode::UNAUTHORIZED;
                 if unauthorized && !renewed {
@@ -306,14 +331,28 @@ impl HttpRemote {
                 Err(err) => err.is_transient(),
             };
             if !transient || attempt >= retries {
+                let sent = encoded.as_ref().or(payload.as_ref());
                 return result.map(|mut r| {
-                    r.bytes += payload.as_ref().map_or(0, |p| p.len() as u64);
+                    r.sent = sent.map_or(0, |p| p.len() as u64);
+                    r.bytes += r.sent;
                     r
                 });
             }
             attempt += 1;
             tokio::time::sleep(Duration::from_millis(100 * (1 << attempt.min(6)))).await;
         }
+    }
+
+    /// `body` compressed with zstd when the server reads it and the body is worth it.
+    fn compressed(&self, body: &[u8]) -> Option<Vec<u8>> {
+        /// Smaller bodies (one record, a short batch) gain too little to be worth a coding.
+        const MIN_COMPRESSED: usize = 1024;
+        if body.len() < MIN_COMPRESSED || !self.request_zstd.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Level 1: the fastest, and most of the gain on JSON. Compressing a buffer in memory
+        // does not fail in practice; if it does, the body goes out plain.
+        zstd::bulk::compress(body, 1).ok()
     }
 
     async fn read(
@@ -327,6 +366,18 @@ impl HttpRemote {
             .map_err(|e| transport_error(e, Stage::Request))?;
         let status = response.status();
         let headers = response.headers().clone();
+        let reads_zstd = headers
+            .get_all(reqwest::header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|coding| {
+                coding
+                    .split(';')
+                    .next()
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("zstd"))
+            });
+        self.request_zstd.store(reads_zstd, Ordering::Relaxed);
         let retry_after = retry_after(&headers);
         let cap = self.max_response_bytes;
         let too_large = || {
@@ -373,6 +424,7 @@ impl HttpRemote {
             retry_after,
             body,
             bytes: bytes.len() as u64,
+            sent: 0,
             raw: bytes,
         })
     }
@@ -453,7 +505,6 @@ impl HttpRemote {
             ops: wire_ops(route, items),
         })
         .map_err(|e| RemoteError::config("the push body cannot be serialised").with_source(e))?;
-        let sent = body.len() as u64;
         let url = self.absolute(path);
         let response = self
             .send(Outgoing {
@@ -469,8 +520,8 @@ impl HttpRemote {
             })
             .await?;
         let traffic = Traffic {
-            sent,
-            received: response.bytes.saturating_sub(sent),
+            sent: response.sent,
+            received: response.bytes.saturating_sub(response.sent),
         };
         if is_transient(response.status) {
             return Err(RemoteError::Unavailable {
@@ -613,8 +664,8 @@ impl HttpRemote {
             }
         };
         let traffic = Traffic {
-            sent,
-            received: response.bytes.saturating_sub(sent),
+            sent: response.sent,
+            received: response.bytes.saturating_sub(response.sent),
         };
         let status = response.status;
         let etag = etag_of(&response.headers).map(str::to_owned);

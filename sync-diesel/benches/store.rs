@@ -4,6 +4,15 @@
 //!
 //! (a) one save per transaction, (b) batches of 500 records per transaction.
 //!
+//! Two baselines, both in the same run: "raw" writes the store's own tables (the same
+//! indexes, constraints and the outbox-count triggers) with two prepared inserts per record,
+//! no reads; "bare" is `../shared/peers/limits`' `row_per_tx+outbox` and
+//! `batch_tx_row_stmts+outbox`: a 10-column table with no secondary index and a 4-column
+//! outbox (autoincrement id, record id, op, the row's JSON), in a deferred transaction, the
+//! least a row plus a queued op can cost on SQLite. `store / bare` is the figure issue 18
+//! sets a goal on (>= 2/3 for single saves); `store / raw` shows what the store's logic costs
+//! over its own schema, `raw / bare` what the schema costs (its indexes and triggers).
+//!
 //! ```text
 //! cargo bench -p sync-diesel
 //! ```
@@ -63,6 +72,99 @@ diesel::table! {
         created_at -> Text,
         sent -> Bool,
     }
+}
+
+diesel::table! {
+    bare_items (id) {
+        id -> Text,
+        title -> Text,
+        description -> Text,
+        completed -> Bool,
+        priority -> Integer,
+        owner_id -> Text,
+        list_id -> Text,
+        due_at -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    bare_outbox (id) {
+        id -> BigInt,
+        record_id -> Text,
+        op -> Text,
+        payload -> Text,
+    }
+}
+
+/// The bare limit's tables (`../shared/peers/limits`), in a file of their own.
+const BARE_SCHEMA: &str = "
+PRAGMA journal_mode=WAL;
+PRAGMA synchronous=NORMAL;
+PRAGMA busy_timeout=5000;
+CREATE TABLE bare_items (
+  id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL, description TEXT NOT NULL,
+  completed BOOLEAN NOT NULL, priority INTEGER NOT NULL, owner_id TEXT NOT NULL,
+  list_id TEXT NOT NULL, due_at BIGINT NOT NULL, created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL);
+CREATE TABLE bare_outbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT NOT NULL, op TEXT NOT NULL,
+  payload TEXT NOT NULL);
+";
+
+/// A row of the bare limit, built before the timing as the limits harness does.
+#[derive(Insertable, serde::Serialize)]
+#[diesel(table_name = bare_items)]
+struct BareItem {
+    id: String,
+    title: String,
+    description: String,
+    completed: bool,
+    priority: i32,
+    owner_id: String,
+    list_id: String,
+    due_at: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn bare_item(t: &Todo) -> BareItem {
+    let now = Utc::now().timestamp_millis();
+    BareItem {
+        id: t.id.clone(),
+        title: t.title.clone(),
+        description: t.description.clone(),
+        completed: t.is_completed,
+        priority: t.priority,
+        owner_id: "owner-0001".into(),
+        list_id: "list-0001".into(),
+        due_at: now,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// One row and its outbox row, two prepared inserts (the limits harness's statements).
+fn bare_save(conn: &mut SqliteConnection, item: &BareItem) -> QueryResult<()> {
+    diesel::insert_into(bare_items::table)
+        .values(item)
+        .execute(conn)?;
+    let payload = serde_json::to_string(item).expect("a row serialises");
+    diesel::insert_into(bare_outbox::table)
+        .values((
+            bare_outbox::record_id.eq(&item.id),
+            bare_outbox::op.eq("insert"),
+            bare_outbox::payload.eq(payload),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn open_bare(path: &std::path::Path) -> SqliteConnection {
+    let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    conn.batch_execute(BARE_SCHEMA).unwrap();
+    conn
 }
 
 fn todo(n: usize, run: &str) -> Todo {
@@ -184,11 +286,13 @@ fn best(rounds: usize, records: usize, mut f: impl FnMut(usize)) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn report(name: &str, store: f64, raw: f64) {
+fn report(name: &str, store: f64, raw: f64, bare: f64) {
     println!(
-        "{name:<32} store {store:>10.0} saves/s   raw diesel {raw:>10.0} saves/s   \
-         store cost per record = {:.2}x raw",
-        raw / store
+        "{name:<32} store {store:>9.0}/s   raw (store schema) {raw:>9.0}/s   bare limit \
+         {bare:>9.0}/s   store/raw {:.2}   store/bare {:.2}   raw/bare {:.2}",
+        store / raw,
+        store / bare,
+        raw / bare
     );
 }
 
@@ -197,6 +301,7 @@ fn main() {
     let store = DieselStore::open_sqlite_blocking(dir.path().join("store.db")).unwrap();
     store.prepare_model(Todo::SCHEMA, true).unwrap();
     let mut raw = open_raw(&dir.path().join("raw.db"));
+    let mut bare = open_bare(&dir.path().join("bare.db"));
 
     const SINGLE: usize = 2_000;
     const BATCH: usize = 500;
@@ -208,12 +313,16 @@ fn main() {
         store_save(&store, &todo(i, "warm"));
         let t = todo(i, "warm");
         raw.immediate_transaction(|c| raw_save(c, &t)).unwrap();
+        let item = bare_item(&t);
+        bare.transaction(|c| bare_save(c, &item)).unwrap();
     }
 
     let mut single_store = Vec::new();
     let mut single_raw = Vec::new();
     let mut batch_store = Vec::new();
     let mut batch_raw = Vec::new();
+    let mut single_bare = Vec::new();
+    let mut batch_bare = Vec::new();
     // Interleave the two sides so that machine noise hits both alike.
     for round in 0..ROUNDS {
         let records: Vec<Todo> = (0..SINGLE).map(|i| todo(i, &format!("s{round}"))).collect();
@@ -225,6 +334,12 @@ fn main() {
         single_raw.push(best(1, SINGLE, |_| {
             for t in &records {
                 raw.immediate_transaction(|c| raw_save(c, t)).unwrap();
+            }
+        }));
+        let items: Vec<BareItem> = records.iter().map(bare_item).collect();
+        single_bare.push(best(1, SINGLE, |_| {
+            for item in &items {
+                bare.transaction(|c| bare_save(c, item)).unwrap();
             }
         }));
         let batches: Vec<Vec<Todo>> = (0..BATCHES)
@@ -250,6 +365,21 @@ fn main() {
                 .unwrap();
             }
         }));
+        let bare_batches: Vec<Vec<BareItem>> = batches
+            .iter()
+            .map(|b| b.iter().map(bare_item).collect())
+            .collect();
+        batch_bare.push(best(1, BATCH * BATCHES, |_| {
+            for batch in &bare_batches {
+                bare.transaction(|c| {
+                    for item in batch {
+                        bare_save(c, item)?;
+                    }
+                    QueryResult::Ok(())
+                })
+                .unwrap();
+            }
+        }));
     }
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     println!(
@@ -259,10 +389,12 @@ fn main() {
         "(a) one save per transaction",
         max(&single_store),
         max(&single_raw),
+        max(&single_bare),
     );
     report(
         "(b) 500 saves per transaction",
         max(&batch_store),
         max(&batch_raw),
+        max(&batch_bare),
     );
 }

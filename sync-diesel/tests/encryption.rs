@@ -691,3 +691,40 @@ fn a_rewrite_stopped_before_or_after_its_rename_leaves_the_old_or_the_new_store(
         assert_eq!(dump(&path, key), original, "{step}");
     }
 }
+
+/// The outbox counts are kept by triggers (bookkeeping migration 5); a re-write copies the
+/// file with `sqlcipher_export`, which must carry the triggers and the counts row over, so
+/// the counts keep following writes on every new file.
+#[test]
+fn the_outbox_counts_follow_writes_after_every_re_write() {
+    type Rewrite = fn(&DieselStore);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = DieselStore::open_sqlite_blocking(&path).unwrap();
+    prepare(&store);
+    let mut expected = store.counts().unwrap();
+    let steps: [(&str, Rewrite); 3] = [
+        ("enable", |s| {
+            s.enable_encryption(StoreKey::raw(KEY_A)).unwrap()
+        }),
+        ("rekey", |s| s.rekey(StoreKey::raw(KEY_B)).unwrap()),
+        ("disable", |s| s.disable_encryption().unwrap()),
+    ];
+    for (i, (name, rewrite)) in steps.into_iter().enumerate() {
+        save(&store, &todo(&format!("before-{i}"), "x", 1));
+        expected.pending += 1;
+        assert_eq!(store.counts().unwrap(), expected, "before {name}");
+        rewrite(&store);
+        assert_eq!(store.counts().unwrap(), expected, "after {name}");
+        let id = format!("after-{i}");
+        save(&store, &todo(&id, "x", 1));
+        expected.pending += 1;
+        assert_eq!(store.counts().unwrap(), expected, "a save after {name}");
+        let seq = store.record_state(Todo::SCHEMA, &id).unwrap().ops[0].seq;
+        store.mark_inflight(&[seq]).unwrap();
+        store.fail_op(seq, "422").unwrap();
+        expected.pending -= 1;
+        expected.failed += 1;
+        assert_eq!(store.counts().unwrap(), expected, "a failure after {name}");
+    }
+}

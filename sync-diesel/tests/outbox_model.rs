@@ -644,11 +644,13 @@ impl Harness {
             .collect();
         let mut seen_inflight = HashSet::new();
         let mut seen_frozen = HashSet::new();
+        let mut queued = 0u64;
         for id in IDS {
             let state = self
                 .store()
                 .record_state(Todo::SCHEMA, id)
                 .ctx("record_state")?;
+            queued += state.ops.len() as u64;
             let last = state.ops.len().saturating_sub(1);
             for (i, op) in state.ops.iter().enumerate() {
                 match op.state {
@@ -713,6 +715,14 @@ impl Harness {
                     self.expected[id]
                 ));
             }
+        }
+        // The counts the store keeps (a row its triggers update) equal the ops there are; no
+        // op fails here and nothing is quarantined.
+        let counts = self.store().counts().ctx("counts")?;
+        if (counts.pending, counts.failed, counts.quarantined) != (queued, 0, 0) {
+            return fail(format!(
+                "after {after}: the store counts {counts:?}, the outbox holds {queued} ops"
+            ));
         }
         if let Some(seq) = held.difference(&seen_inflight).next() {
             return fail(format!(

@@ -158,8 +158,11 @@ fn a_save_writes_the_row_and_its_create_op_together(f: &Fixture) {
     assert_eq!(op.state, OpState::Pending);
     assert_eq!(Some(op.seq), outcome.op_seq);
     assert_eq!(op.model_type, "todo");
-    let key = uuid::Uuid::parse_str(&op.idempotency_key).unwrap();
-    assert_eq!(key.get_version_num(), 4);
+    // The key: this process's random prefix (32 hex digits) and a counter in hex.
+    let (prefix, n) = op.idempotency_key.rsplit_once('-').unwrap();
+    assert_eq!(prefix.len(), 32, "{}", op.idempotency_key);
+    assert!(prefix.chars().all(|c| c.is_ascii_hexdigit()));
+    assert!(u64::from_str_radix(n, 16).is_ok(), "{}", op.idempotency_key);
     assert_eq!(f.store.counts().unwrap().pending, 1);
     // Saving the same data again changes nothing.
     let again = save(&f.store, &t);

@@ -1,7 +1,8 @@
 //! Change events: the in-process hub that WebSocket connections listen to, and the NOTIFY
 //! payloads that carry events between instances on one Postgres database.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
@@ -9,8 +10,9 @@ use tokio::sync::broadcast;
 
 use crate::protocol::{EventKind, EventMessage, Record};
 
-/// Events a slow WebSocket connection may fall behind by before it is told it missed some.
-const HUB_CAPACITY: usize = 16 * 1024;
+/// Events of one user a slow WebSocket connection may fall behind by before it is told it
+/// missed some. Each user with a connection has a channel of this many slots.
+const HUB_CAPACITY: usize = 1024;
 
 /// Largest NOTIFY payload we send (Postgres' limit is 8000 bytes).
 pub(crate) const MAX_NOTIFY_PAYLOAD: usize = 7800;
@@ -59,25 +61,42 @@ pub(crate) struct Published {
     pub(crate) text: Utf8Bytes,
 }
 
-/// Fan-out of committed events to this instance's WebSocket connections.
-#[derive(Debug, Clone)]
+/// Fan-out of committed events to this instance's WebSocket connections: one channel per
+/// user, so an event wakes only the connections of its owner, however many other users are
+/// connected (with one channel for all, every event woke every connection).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Hub {
-    tx: broadcast::Sender<Arc<Published>>,
+    users: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<Published>>>>>,
 }
 
 impl Hub {
     pub(crate) fn new() -> Self {
-        let (tx, _) = broadcast::channel(HUB_CAPACITY);
-        Self { tx }
+        Self::default()
     }
 
-    /// Whether any connection listens (events need not be built otherwise).
+    fn users(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<Arc<Published>>>> {
+        self.users.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether any connection listens (events need not be built otherwise). A user whose
+    /// connections all closed keeps its entry until an event of theirs finds nobody.
     pub(crate) fn has_listeners(&self) -> bool {
-        self.tx.receiver_count() > 0
+        !self.users().is_empty()
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
-        self.tx.subscribe()
+    /// The events of `user` from now on.
+    pub(crate) fn subscribe(&self, user: &str) -> broadcast::Receiver<Arc<Published>> {
+        let mut users = self.users();
+        match users.get(user) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(HUB_CAPACITY);
+                users.insert(user.to_owned(), tx);
+                rx
+            }
+        }
     }
 
     /// Sends committed events; call only after the transaction that made them committed.
@@ -90,8 +109,15 @@ impl Hub {
                     continue;
                 }
             };
-            // An error only means nobody listens right now.
-            let _ = self.tx.send(Arc::new(Published { event, text }));
+            let mut users = self.users();
+            let Some(tx) = users.get(&event.owner) else {
+                continue;
+            };
+            // An error means nobody of this user listens any more.
+            let owner = event.owner.clone();
+            if tx.send(Arc::new(Published { event, text })).is_err() {
+                users.remove(&owner);
+            }
         }
     }
 }

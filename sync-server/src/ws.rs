@@ -35,6 +35,10 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 /// Messages the outgoing queue holds at most, whatever their size (bytes are bounded too).
 const QUEUE_MESSAGES: usize = 1024;
+/// Bytes a connection reads from its socket at a time. tungstenite zero-fills its read buffer
+/// to this size on the first read, so its default (128 KiB) made every idle connection hold
+/// 128 KiB; a larger message still arrives whole (the buffer grows for it).
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 /// `GET /ws`: authenticates by the `Authorization` header when present (a bad header is a 401
 /// before the upgrade), otherwise expects an `auth` message first.
@@ -89,7 +93,18 @@ pub(crate) async fn upgrade(
     };
     let max = state.limits.max_ws_message_bytes;
     ws.max_message_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| Connection::new(state, session, peer, slot).run(socket))
+}
+
+/// The next event of the connection's user; never, before it knows its user.
+async fn next_event(
+    events: &mut Option<tokio::sync::broadcast::Receiver<Arc<Published>>>,
+) -> Result<Arc<Published>, RecvError> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Source of connection ids (to skip a connection's own changes).
@@ -147,7 +162,12 @@ impl Connection {
             limits.ws_write_timeout,
             stop.clone(),
         );
-        let mut events = self.state.hub.subscribe();
+        // The user's events, from the moment the connection knows its user (the header, or
+        // the `auth` message, which comes before any subscription can).
+        let mut events = self
+            .user
+            .as_deref()
+            .map(|user| self.state.hub.subscribe(user));
         let mut requests = InFlight::new();
         let cancel = self.state.cancel.clone();
         let auth_deadline = tokio::time::sleep(limits.ws_auth_timeout);
@@ -197,7 +217,7 @@ impl Connection {
                     // Protocol pings are answered by the WebSocket layer.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Vec::new(),
                 },
-                event = events.recv() => match event {
+                event = next_event(&mut events) => match event {
                     Ok(event) => self.deliver(&event).into_iter().collect(),
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "a WebSocket connection fell behind the event stream");
@@ -208,6 +228,12 @@ impl Connection {
                     Err(RecvError::Closed) => break,
                 },
             };
+            if events.is_none() {
+                events = self
+                    .user
+                    .as_deref()
+                    .map(|user| self.state.hub.subscribe(user));
+            }
             let pushed = outgoing.into_iter().all(|message| outbox.push(message));
             if self.failed_auth {
                 outbox.close(close(CLOSE_POLICY, "authentication failed"));

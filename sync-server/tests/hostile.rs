@@ -32,6 +32,7 @@ sync_testkit::backend_matrix!(
     a_user_holds_at_most_max_ws_connections_per_user,
     a_websocket_that_answers_no_pings_is_closed,
     a_batch_of_ops_on_one_record_makes_one_event,
+    a_compressed_body_is_limited_by_its_decompressed_size,
 );
 
 /// `Limits::max_push_answer_bytes` by default (8 MiB).
@@ -758,5 +759,74 @@ async fn a_batch_of_ops_on_one_record_makes_one_event(db: TestDb) {
     );
     assert_eq!(events[0]["version"], last_e1);
     assert_eq!(events[0]["data"]["n"], 50);
+    server.shutdown().await.unwrap();
+}
+
+/// Issue 18: the server reads gzip and zstd request bodies. A small compressed body that
+/// inflates to far more than `max_body_bytes` (a "zip bomb") is cut off at the limit and
+/// answered 413, as a plain body of that size is; a corrupt one is answered 400, and a coding
+/// the server does not read 415.
+async fn a_compressed_body_is_limited_by_its_decompressed_size(db: TestDb) {
+    use std::io::Write;
+    let limit = 64 * 1024;
+    let server = support::start(db.builder().max_body_bytes(limit)).await;
+    let alice = Client::new(&server, ALICE.1);
+    // 16 MiB of JSON whitespace inside a push body: 256 times the limit, in a compressed
+    // body small enough (about 16 KiB of gzip) to be sent whole before the server answers, so
+    // the client reads the 413 rather than a connection closed under its upload.
+    let mut inflated = b"{\"ops\": [".to_vec();
+    inflated.resize(16 * 1024 * 1024, b' ');
+    inflated.extend_from_slice(b"]}");
+    let zstd_bomb = zstd::bulk::compress(&inflated, 19).unwrap();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gzip.write_all(&inflated).unwrap();
+    let gzip_bomb = gzip.finish().unwrap();
+    drop(inflated);
+    for (coding, body) in [("zstd", zstd_bomb), ("gzip", gzip_bomb)] {
+        assert!(body.len() < limit / 2, "{coding}: {} bytes", body.len());
+        let reply = Client::send(
+            alice
+                .request(Method::POST, "/sync/push")
+                .header("Content-Type", "application/json")
+                .header("Content-Encoding", coding)
+                .body(body),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{coding}: {}",
+            reply.body
+        );
+        assert_eq!(
+            reply.body["code"], "payload_too_large",
+            "{coding}: {}",
+            reply.body
+        );
+    }
+    // Not zstd at all, though it says so.
+    let reply = Client::send(
+        alice
+            .request(Method::POST, "/sync/push")
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", "zstd")
+            .body(b"{\"ops\": []}".to_vec()),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_eq!(reply.body["code"], "invalid_body", "{}", reply.body);
+    // A coding the server does not read.
+    let response = alice
+        .request(Method::POST, "/sync/push")
+        .header("Content-Type", "application/json")
+        .header("Content-Encoding", "br")
+        .body(b"{\"ops\": []}".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // The server stays up and reads plain bodies.
+    let reply = alice.push(json!([])).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     server.shutdown().await.unwrap();
 }

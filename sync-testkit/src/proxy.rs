@@ -163,14 +163,58 @@ impl Drop for FaultProxy {
     }
 }
 
+/// The length of the first whole response in `buf` (head and body), once it has all arrived:
+/// a body of `content-length` bytes, or a chunked one (compressed answers are streamed).
 fn response_len(buf: &[u8]) -> Option<usize> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
     let len = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())?;
-    Some(end + len)
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if let Some(len) = len {
+        return Some(end + len);
+    }
+    let chunked = head.lines().any(|l| {
+        l.strip_prefix("transfer-encoding:")
+            .is_some_and(|v| v.contains("chunked"))
+    });
+    if chunked {
+        return chunked_len(&buf[end..]).map(|len| end + len);
+    }
+    None
+}
+
+/// The length of a chunked body at the start of `body` (through its last chunk and
+/// trailers), once it has all arrived.
+fn chunked_len(body: &[u8]) -> Option<usize> {
+    let line_end = |from: usize| {
+        body.get(from..)?
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|p| from + p)
+    };
+    let mut at = 0;
+    loop {
+        let end = line_end(at)?;
+        let size_text = std::str::from_utf8(&body[at..end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        at = end + 2;
+        if size == 0 {
+            // Trailers, up to an empty line.
+            loop {
+                let end = line_end(at)?;
+                if end == at {
+                    return Some(at + 2);
+                }
+                at = end + 2;
+            }
+        }
+        at = at.checked_add(size)?.checked_add(2)?;
+        if at > body.len() {
+            return None;
+        }
+    }
 }
 
 async fn handle(

@@ -232,6 +232,13 @@ impl Inner {
     pub(crate) async fn refresh_counts(&self) -> Result<()> {
         let _counts = self.counts_lock.lock().await;
         let counts = blocking(&self.store, |s| s.counts()).await?;
+        self.publish_counts(counts);
+        Ok(())
+    }
+
+    /// Publishes outbox counts in the status (when they changed). The caller holds
+    /// `counts_lock` from reading them to here.
+    pub(crate) fn publish_counts(&self, counts: crate::store::OutboxCounts) {
         self.status.send_if_modified(|s| {
             let changed = s.pending_changes != counts.pending
                 || s.failed_changes != counts.failed
@@ -241,7 +248,6 @@ impl Inner {
             s.quarantined = counts.quarantined;
             changed
         });
-        Ok(())
     }
 
     /// One sync run under the run lock.

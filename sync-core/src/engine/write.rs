@@ -18,20 +18,25 @@ impl Inner {
     ) -> Result<()> {
         let schema = route.schema;
         let user = self.user_id.clone();
-        let data2 = data.clone();
-        let id2 = id.clone();
-        let outcome = blocking(&self.store, move |s| {
-            s.save(&LocalWrite {
+        // One hop to the blocking pool for the write and the counts read after it, under the
+        // counts lock so that no read taken earlier is published after this one. The data
+        // goes in and comes back out for the event instead of being copied.
+        let _counts = self.counts_lock.lock().await;
+        let (outcome, counts, data, id) = blocking(&self.store, move |s| {
+            let outcome = s.save(&LocalWrite {
                 schema,
-                id: &id2,
-                data: &data2,
+                id: &id,
+                data: &data,
                 user_id: user.as_deref(),
                 priority,
                 enqueue,
                 version,
-            })
+            })?;
+            let counts = s.counts()?;
+            Ok((outcome, counts, data, id))
         })
         .await?;
+        self.publish_counts(counts);
         if !outcome.changed_fields.is_empty() {
             self.emit(SyncEvent::written(
                 outcome.created,
@@ -40,6 +45,6 @@ impl Inner {
                 Some(data),
             ));
         }
-        self.refresh_counts().await
+        Ok(())
     }
 }

@@ -1680,27 +1680,28 @@ pub(crate) fn record_state(
     })
 }
 
+/// The status counts, read from the row the bookkeeping triggers keep (migration 5): one row
+/// read, whatever the length of the outbox.
 pub(crate) fn counts(db: &mut dyn Db) -> Result<OutboxCounts, StoreError> {
-    let rows = db.load(Sql::new(
-        "SELECT state, COUNT(*) FROM _sync_outbox GROUP BY state",
-    ))?;
-    let mut out = OutboxCounts::default();
-    for row in rows {
-        let mut it = row.into_iter();
-        let state = it.next().and_then(|r| r.into_text()).unwrap_or_default();
-        let n = it
-            .next()
+    let row = db
+        .load(Sql::new(
+            "SELECT pending, failed, quarantined FROM _sync_outbox_counts WHERE id = 1",
+        ))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Database("the outbox counts row is missing".into()))?;
+    let mut it = row.into_iter();
+    let mut count = |what: &str| {
+        it.next()
             .and_then(|r| r.as_i64())
             .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(0);
-        match OpState::parse(&state) {
-            Some(OpState::Failed) => out.failed += n,
-            Some(_) => out.pending += n,
-            None => {}
-        }
-    }
-    out.quarantined = quarantined_count(db)?;
-    Ok(out)
+            .ok_or_else(|| StoreError::Database(format!("the outbox count `{what}` is corrupt")))
+    };
+    Ok(OutboxCounts {
+        pending: count("pending")?,
+        failed: count("failed")?,
+        quarantined: count("quarantined")?,
+    })
 }
 
 pub(crate) fn metadata(
@@ -2002,15 +2003,4 @@ pub(crate) fn release_quarantined(
         released = released.saturating_add(db.execute(sql)? as u64);
     }
     Ok(released)
-}
-
-fn quarantined_count(db: &mut dyn Db) -> Result<u64, StoreError> {
-    Ok(db
-        .load(Sql::new("SELECT COUNT(*) FROM _sync_quarantine"))?
-        .into_iter()
-        .next()
-        .and_then(|row| row.into_iter().next())
-        .and_then(|n| n.as_i64())
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(0))
 }

@@ -56,7 +56,9 @@ const POSTGRES_BOOKKEEPING: EmbeddedMigrations =
 /// `_sync_error` and `_sync_attempts`; the outbox, pull cursors, metadata and
 /// the versions of remotely deleted records live in `_sync_outbox`,
 /// `_sync_state`, `_sync_metadata` and `_sync_tombstones`, created by
-/// embedded migrations when the store opens. Every change of a record and its
+/// embedded migrations when the store opens. The outbox and quarantine counts
+/// the status shows are kept in `_sync_outbox_counts` by triggers, in the
+/// transaction of each change. Every change of a record and its
 /// outbox entry happens in one transaction (`BEGIN IMMEDIATE` on SQLite).
 ///
 /// SQLite uses one connection (one writer) behind a mutex, in WAL mode with

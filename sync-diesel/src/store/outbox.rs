@@ -82,9 +82,19 @@ impl OpRow {
     }
 }
 
-/// A new idempotency key.
+/// A new idempotency key: a random prefix drawn once per process (a UUIDv4's 122 random bits,
+/// as 32 hex digits) and a counter of the keys this process made, in hex. Unique as long as
+/// the prefixes are, like a UUIDv4 per key, but the keys of one batch share their prefix, so a
+/// compressed push body carries it once: a one-field update's op in a batch of 500 went from
+/// 44 to about 28 bytes on the wire (issue 18; the record id is the other random part).
 pub(crate) fn new_key() -> String {
-    uuid::Uuid::new_v4().to_string()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{n:x}")
 }
 
 fn json_text<T: serde::Serialize>(value: &T) -> Param {

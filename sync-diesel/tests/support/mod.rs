@@ -85,3 +85,11 @@ pub fn save<M: SyncModel>(store: &dyn LocalStore, model: &M) -> sync_core::store
         })
         .unwrap()
 }
+
+/// A second store on the fixture's database (as another process would open it).
+pub fn reopen(f: &Fixture) -> DieselStore {
+    match f.backend {
+        "sqlite" => DieselStore::open_sqlite_blocking(&f.location).unwrap(),
+        _ => DieselStore::open_postgres_blocking(f.location.clone()).unwrap(),
+    }
+}
