@@ -41,6 +41,9 @@ impl SyncManager {
                 }
             }
             FetchStrategy::BackgroundSync => {
+                // The local answer first, then the refresh: started before the read, a quick
+                // refresh could land first and the "local now" answer would not be.
+                let answer = self.local_get::<T>(id).await;
                 let inner = Arc::clone(&self.inner);
                 let id2 = id.to_owned();
                 let handle = tokio::spawn(async move {
@@ -49,6 +52,7 @@ impl SyncManager {
                     }
                 });
                 self.inner.track(handle);
+                return answer;
             }
         }
         self.local_get::<T>(id).await
@@ -115,6 +119,8 @@ impl SyncManager {
                 self.inner.refresh_page(&route, params).await?;
             }
             FetchStrategy::BackgroundSync => {
+                // The local answer first, then the refresh (see `get_with`).
+                let answer = self.local_query::<T>(sq).await;
                 let inner = Arc::clone(&self.inner);
                 let handle = tokio::spawn(async move {
                     if let Err(err) = inner.refresh_page(&route, params).await {
@@ -122,6 +128,7 @@ impl SyncManager {
                     }
                 });
                 self.inner.track(handle);
+                return answer;
             }
         }
         self.local_query::<T>(sq).await
