@@ -201,18 +201,7 @@ async fn clear_sync_metadata_makes_the_next_sync_full() {
     let remote = Requests::to(&server.url());
     let items = std::sync::Arc::clone(&remote.items);
     let count = || items.swap(0, std::sync::atomic::Ordering::SeqCst);
-    let mut options = fast_options();
-    options.auto_sync = false;
-    let a = SyncManager::builder()
-        .remote(remote)
-        .store(support::store_at(&db_a.path()).await)
-        .connectivity(ManualConnectivity::new(true))
-        .options(options)
-        .user_id(ALICE.0)
-        .model::<Todo>()
-        .build()
-        .await
-        .unwrap();
+    let a = counted_client(remote, &db_a).await;
     let b = client(&server.url(), &db_b).await;
     let many: Vec<Todo> = (0..50).map(|n| todo(&format!("t{n:02}"), "x")).collect();
     b.save_all(&many).await.unwrap();
@@ -408,6 +397,22 @@ impl offline_sync_kit::remote::Remote for Requests {
     }
 }
 
+/// Alice's manager on `db` over the counting `remote`, syncing only when asked.
+async fn counted_client(remote: Requests, db: &ClientDb) -> SyncManager {
+    let mut options = fast_options();
+    options.auto_sync = false;
+    SyncManager::builder()
+        .remote(remote)
+        .store(support::store_at(&db.path()).await)
+        .connectivity(ManualConnectivity::new(true))
+        .options(options)
+        .user_id(ALICE.0)
+        .model::<Todo>()
+        .build()
+        .await
+        .unwrap()
+}
+
 /// An idle sync (nothing pending, checksums equal) is one metadata request and no pull,
 /// whatever the data size; a collection whose checksum differs is pulled.
 #[tokio::test]
@@ -423,18 +428,7 @@ async fn an_idle_sync_is_one_metadata_request_and_no_pull() {
         metadata: Arc::clone(&metadata),
         ..Requests::to(&server.url())
     };
-    let mut options = fast_options();
-    options.auto_sync = false;
-    let a = SyncManager::builder()
-        .remote(remote)
-        .store(support::store_at(&db_a.path()).await)
-        .connectivity(ManualConnectivity::new(true))
-        .options(options)
-        .user_id(ALICE.0)
-        .model::<Todo>()
-        .build()
-        .await
-        .unwrap();
+    let a = counted_client(remote, &db_a).await;
     let b = client(&server.url(), &db_b).await;
     let many: Vec<Todo> = (0..300).map(|n| todo(&format!("t{n:03}"), "x")).collect();
     b.save_all(&many).await.unwrap();

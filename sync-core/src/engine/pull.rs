@@ -119,19 +119,21 @@ impl Inner {
         if force_full || !self.remote.has_sync_metadata() {
             return Ok(routes.to_vec());
         }
-        let mut local = Vec::with_capacity(routes.len());
-        for route in routes {
-            let schema = route.schema;
-            let user = self.user_id.clone();
-            let state = blocking(&self.store, move |s| {
-                Ok((
-                    s.cursor(schema, user.as_deref())?,
-                    s.known_checksum(schema)?.1,
-                ))
-            })
-            .await?;
-            local.push(state);
-        }
+        // Every route's cursor and kept checksum in one trip to the blocking pool.
+        let schemas: Vec<_> = routes.iter().map(|r| r.schema).collect();
+        let user = self.user_id.clone();
+        let local = blocking(&self.store, move |s| {
+            schemas
+                .into_iter()
+                .map(|schema| {
+                    Ok((
+                        s.cursor(schema, user.as_deref())?,
+                        s.known_checksum(schema)?.1,
+                    ))
+                })
+                .collect::<crate::store::StoreResult<Vec<_>>>()
+        })
+        .await?;
         // No cursor (never pulled, or cleared): a full pull sets one, whatever the sums; with
         // none anywhere the metadata request would decide nothing.
         if local.iter().all(|(cursor, _)| cursor.is_none()) {

@@ -1826,18 +1826,16 @@ pub(crate) fn add_checksums(
     Ok(())
 }
 
-/// The kept (records, checksum) of what the store knows of the remote's `schema` records;
-/// counted by a scan and kept from then on the first time (in a write transaction, so no
-/// write comes between the scan and the row).
-pub(crate) fn known_checksum(
+/// The kept (records, checksum) of `schema`, if the model has been counted.
+pub(crate) fn kept_checksum(
     db: &mut dyn Db,
     schema: &'static ModelSchema,
-) -> Result<(u64, sync_core::protocol::Checksum), StoreError> {
+) -> Result<Option<(u64, sync_core::protocol::Checksum)>, StoreError> {
     let mut sql = Sql::new(
         "SELECT records, checksum_lo, checksum_hi FROM _sync_checksums WHERE model_type = ",
     );
     sql.bind(Param::text(schema.model_type));
-    if let Some(row) = db.load(sql)?.into_iter().next() {
+    Ok(db.load(sql)?.into_iter().next().map(|row| {
         let mut it = row.into_iter();
         let mut next = || it.next().and_then(|v| v.as_i64()).unwrap_or(0);
         let records = next();
@@ -1845,7 +1843,19 @@ pub(crate) fn known_checksum(
             lo: next(),
             hi: next(),
         };
-        return Ok((u64::try_from(records).unwrap_or(0), checksum));
+        (u64::try_from(records).unwrap_or(0), checksum)
+    }))
+}
+
+/// The kept (records, checksum) of what the store knows of the remote's `schema` records;
+/// counted by a scan and kept from then on the first time (in a write transaction, so no
+/// write comes between the scan and the row).
+pub(crate) fn known_checksum(
+    db: &mut dyn Db,
+    schema: &'static ModelSchema,
+) -> Result<(u64, sync_core::protocol::Checksum), StoreError> {
+    if let Some(kept) = kept_checksum(db, schema)? {
+        return Ok(kept);
     }
     let known = known_versions(db, schema)?;
     let checksum = known.checksum();

@@ -963,6 +963,10 @@ impl LocalStore for DieselStore {
                 known.checksum(),
             ));
         }
+        // Counted already (every time but the first): one read, no write transaction.
+        if let Some(kept) = self.read(|db| logic::kept_checksum(db, schema))? {
+            return Ok(kept);
+        }
         self.write(|db| logic::known_checksum(db, schema))
     }
 

@@ -36,7 +36,15 @@ const DIGEST_PAGE_MAX: i64 = 10_000;
 /// [`SEEN_EVERY`], not one per request.
 #[derive(Debug, Default)]
 pub(crate) struct DeviceSeen {
-    written: Mutex<HashMap<(String, String), Instant>>,
+    /// By user, then device: looked up by `&str` on every request, allocating only when a
+    /// write is due.
+    written: Mutex<Seen>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    by_user: HashMap<String, HashMap<String, Instant>>,
+    entries: usize,
 }
 
 impl DeviceSeen {
@@ -47,17 +55,26 @@ impl DeviceSeen {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        let key = (user.to_owned(), device.to_owned());
         let recent = written
-            .get(&key)
+            .by_user
+            .get(user)
+            .and_then(|devices| devices.get(device))
             .is_some_and(|at| now.saturating_duration_since(*at) < SEEN_EVERY);
         if recent && !synced {
             return false;
         }
-        if written.len() >= SEEN_CAPACITY {
-            written.clear();
+        if written.entries >= SEEN_CAPACITY {
+            *written = Seen::default();
         }
-        written.insert(key, now);
+        let new = written
+            .by_user
+            .entry(user.to_owned())
+            .or_default()
+            .insert(device.to_owned(), now)
+            .is_none();
+        if new {
+            written.entries = written.entries.saturating_add(1);
+        }
         true
     }
 }
