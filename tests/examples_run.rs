@@ -7,6 +7,8 @@
 
 #[path = "../examples/accounts.rs"]
 mod accounts;
+#[path = "../examples/conditional_writes.rs"]
+mod conditional_writes;
 #[path = "../examples/custom_rest.rs"]
 mod custom_rest;
 #[cfg(feature = "encryption")]
@@ -43,6 +45,23 @@ async fn accounts_runs() {
     assert_eq!(outcome.alice_notes.len(), 201, "{text}");
     assert!(outcome.alice_notes.contains(&"draft".to_owned()));
     assert_eq!(outcome.relogin_known, 201, "{text}");
+}
+
+/// The conditional-write backend, configured by the derive's attributes only: the stale
+/// write is refused (412) and merged, never applied over the other device's edit; the list is
+/// followed page by page; the delete reaches the other device as a tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_runs() {
+    let outcome = conditional_writes::run().await.unwrap();
+    assert_eq!(outcome.pulled, 3, "{outcome:?}");
+    assert!(outcome.refused >= 1, "{outcome:?}");
+    assert_eq!(outcome.conflicts, 1, "{outcome:?}");
+    assert_eq!(
+        outcome.merged,
+        ("item 1 (renamed on B)".to_owned(), true),
+        "both edits survive: {outcome:?}"
+    );
+    assert!(!outcome.deleted_item_on_b, "{outcome:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

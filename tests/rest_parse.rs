@@ -32,6 +32,11 @@ use support::*;
 
 /// A note as Parse Server keeps it: `objectId`, and `createdAt` / `updatedAt` that only the
 /// server writes. `localId` keeps the local id of a record whose id the server assigned.
+///
+/// The whole Parse Server configuration is in the derive's attributes (the same values as
+/// [`parse_pull`] and [`parse_backend`] build at run time; `derive_matches_the_runtime_values`
+/// holds them equal); only the server-assigned ids are added at run time, by
+/// [`ModelConfig::backend`], for the tests that start Parse without client ids.
 #[derive(SyncModel, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[sync(
     endpoint = "notes",
@@ -41,6 +46,29 @@ use support::*;
         put(url = "classes/Note"),
         patch(url = "classes/Note", send_as = "PUT"),
         delete(url = "classes/Note")
+    ),
+    pull(
+        since(
+            field = "updatedAt",
+            param = "where",
+            template = r#"{"updatedAt":{"$gte":{"__type":"Date","iso":"{since}"}}}"#,
+            format = "iso8601",
+            initial = "1970-01-01T00:00:00Z"
+        ),
+        sort(param = "order", value = "updatedAt"),
+        paging(keyset(limit = "limit", skip = "skip")),
+        next_page(total_count_body = "count"),
+        parameter(name = "count", value = "1"),
+        records_at = "results"
+    ),
+    backend(
+        idempotency_header = false,
+        version = "none",
+        conditional = false,
+        conflict_statuses(),
+        already_exists(statuses(400), code_at = "code", codes(137)),
+        updated_at(field = "updatedAt", format = "iso8601"),
+        server_fields("createdAt", "updatedAt")
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -98,25 +126,39 @@ fn parse_pull() -> PullMode {
 /// create of an existing `objectId` answered 400 with code 137, `createdAt` / `updatedAt`
 /// kept by the server; with `server_ids` the server's `objectId` and the local id in
 /// `localId`.
-fn parse_config(server_ids: bool) -> ModelConfig {
-    let backend = RestBackend::new()
+fn parse_backend() -> RestBackend {
+    RestBackend::new()
         .idempotency_header(None)
         .version(VersionSource::None)
         .conditional(None)
         .conflict_statuses(&[])
         .already_exists(&[400], Some(("code", vec![json!(137)])))
         .updated_at("updatedAt", TimeFormat::Iso8601)
-        .server_fields(&["createdAt", "updatedAt"]);
-    let backend = if server_ids {
-        backend.server_ids(
+        .server_fields(&["createdAt", "updatedAt"])
+}
+
+/// The derive's configuration, and with `server_ids` the backend's own ids (a `RestBackend`
+/// set at run time replaces the derive's whole).
+fn parse_config(server_ids: bool) -> ModelConfig {
+    if !server_ids {
+        return ModelConfig::new();
+    }
+    let backend = Note::rest_backend()
+        .expect("Note derives its backend")
+        .server_ids(
             "objectId",
             "localId",
             ("where", r#"{"localId":"{local_id}"}"#),
-        )
-    } else {
-        backend
-    };
-    ModelConfig::new().pull(parse_pull()).backend(backend)
+        );
+    ModelConfig::new().backend(backend)
+}
+
+/// Guards against: derive attributes that build other values than the same options set at
+/// run time (a key dropped or misread on the way through the macro).
+#[test]
+fn derive_matches_the_runtime_values() {
+    assert_eq!(Note::pull_mode(), Some(parse_pull()));
+    assert_eq!(Note::rest_backend(), Some(parse_backend()));
 }
 
 /// A client of Parse Server at `url` (the server itself or a proxy in front of it), always

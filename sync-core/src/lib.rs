@@ -78,12 +78,15 @@ pub use sync_schema::{FieldSpec, ModelSchema, RenameRule, ScalarKind, SqlType};
 /// Items used by the code `#[derive(SyncModel)]` generates. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::backend::{
+        CountAt, NextPage, Paging, RestBackend, RestPull, Since, TimeFormat, VersionSource,
+    };
     pub use crate::crypto::EncryptedField;
     pub use crate::error::Error;
     pub use crate::mask::FieldMask;
     pub use crate::model::SyncModel;
     pub use crate::query::Field;
-    pub use crate::rest::{RestMethod, RestRequest, RestRequests};
+    pub use crate::rest::{PullMode, RestMethod, RestRequest, RestRequests};
     pub use serde_json;
     pub use std::borrow::Cow;
     pub use std::result::Result;
@@ -97,6 +100,11 @@ pub mod __private {
             // The derive rejects anything but a JSON object at compile time.
             _ => serde_json::Map::new(),
         }
+    }
+
+    /// Parses a JSON scalar the derive wrote from a literal it checked at compile time.
+    pub fn json_value_literal(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
     }
 
     /// A field's value as JSON.

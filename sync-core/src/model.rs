@@ -75,6 +75,19 @@ pub trait SyncModel: Serialize + DeserializeOwned + Clone + Send + Sync + 'stati
     /// REST request configuration from the `#[sync(rest(...))]` attributes.
     fn rest_requests() -> RestRequests;
 
+    /// How the model is pulled, from `#[sync(pull(...))]`; `None`: sync-server's cursor
+    /// protocol. [`ModelConfig::pull`](crate::ModelConfig::pull) replaces it for one manager.
+    fn pull_mode() -> Option<crate::rest::PullMode> {
+        None
+    }
+
+    /// How a REST backend versions, conflicts, replays and keys the model's records, from
+    /// `#[sync(backend(...))]`; `None`: sync-server's behaviour.
+    /// [`ModelConfig::backend`](crate::ModelConfig::backend) replaces it for one manager.
+    fn rest_backend() -> Option<crate::backend::RestBackend> {
+        None
+    }
+
     /// Every stored field.
     fn all_fields() -> FieldMask {
         FieldMask::all(Self::SCHEMA.fields.len())

@@ -49,6 +49,29 @@ use syn::{parse_macro_input, DeriveInput};
 /// On the batch path, ops whose methods differ in `timeout_ms` or `retry_count` go in
 /// separate batch requests, so each is sent as its method says.
 ///
+/// A REST backend that is not sync-server (see `RestPull` and `RestBackend` in `sync_core`;
+/// every key below is the typed option of the same name there, checked here at compile time;
+/// `ModelConfig::pull` / `ModelConfig::backend` replace the derive's value whole):
+///
+/// - `pull = "cursor"` (sync-server's protocol, the default) or `pull = "full_paged"`, or
+///   `pull(...)` for a REST API's list: `since(field = "..", param = "..", template = "..{since}..",
+///   format = "as_received" | "iso8601" | "epoch_millis" | "epoch_seconds", initial = "..")`,
+///   `sort(param = "..", value = "..")`, `paging = "none"` or `paging(page_number(page = "..",
+///   size = "..", first = 1) | offset(offset = "..", limit = "..") | cursor(param = "..",
+///   limit = "..") | next_url(limit = "..") | keyset(limit = "..", skip = ".."))`,
+///   `next_page = "never" | "link_header" | "full_page"` or `next_page(header = ".." |
+///   body_url = "a.b" | body_cursor = "a.b" | total_count_header = ".." |
+///   total_count_body = "a.b")`, `parameter(name = "..", value = "..")` (repeatable),
+///   `records_at = "a.b"`. A paging scheme that cannot follow its signal is an error here.
+/// - `backend(...)`: `idempotency_header = ".." | false`, `version = "etag" | "none"` or
+///   `version(field = "..")`, `conditional(header = "..", template = "..{version}..") |
+///   conditional = false`, `conflict_statuses(409, 412)`, `conflict_record_at = "a.b" | false`,
+///   `already_exists(statuses(400), code_at = "a.b", codes(137))`, `updated_at(field = "..",
+///   format = "..")`, `tombstone(field = "..", value = true | "..")`, `server_fields("..", ..)`,
+///   `server_ids(id_at = "a.b", local_id_field = "..", lookup_param = "..",
+///   lookup_template = "..{local_id}..")`. Fields named here must be stored fields of the
+///   model, by wire name.
+///
 /// Field attributes: `id` (exactly one, `String` or `uuid::Uuid`), `index` (an SQL index),
 /// `json` (stored and compared as JSON), `skip` (not stored or sent; needs `#[serde(skip)]`
 /// and a default), `skip_delta` (never sent alone: a change to it sends the full record),

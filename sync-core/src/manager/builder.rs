@@ -35,14 +35,15 @@ use crate::store::LocalStore;
 pub struct ModelConfig {
     /// Request overrides merged over the derive's `rest(...)` configuration.
     pub rest: Option<RestRequests>,
-    /// How the model is pulled (default: the cursor protocol).
+    /// How the model is pulled, replacing the derive's `#[sync(pull(...))]` (default: the
+    /// cursor protocol).
     pub pull: Option<PullMode>,
     /// Queue priority of the model's changes, replacing the derive's `#[sync(priority = N)]`
     /// ([`SyncModel::PRIORITY`]); a write's [`WriteOptions::priority`](crate::WriteOptions)
     /// overrides both.
     pub priority: Option<i32>,
-    /// How a REST backend versions, conflicts, replays and keys the model's records
-    /// (default: sync-server's behaviour).
+    /// How a REST backend versions, conflicts, replays and keys the model's records,
+    /// replacing the derive's `#[sync(backend(...))]` (default: sync-server's behaviour).
     pub backend: Option<crate::backend::RestBackend>,
 }
 
@@ -277,8 +278,11 @@ impl SyncManagerBuilder {
             self.errors
                 .push(format!("model `{}`: {err}", schema.model_type));
         }
-        let pull = config.pull.unwrap_or(PullMode::Cursor);
-        let backend = config.backend.unwrap_or_default();
+        let pull = config
+            .pull
+            .or_else(T::pull_mode)
+            .unwrap_or(PullMode::Cursor);
+        let backend = config.backend.or_else(T::rest_backend).unwrap_or_default();
         if let Err(err) = check_pull(&pull).and_then(|()| backend.check(schema)) {
             self.errors
                 .push(format!("model `{}`: {err}", schema.model_type));

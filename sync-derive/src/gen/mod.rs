@@ -34,6 +34,7 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
     let apply_delta = delta::apply_delta(cont, &rt);
     let field_value = delta::field_value(cont, &rt);
     let rest_requests = rest::expand(cont, &rt);
+    let rest_backend = rest::expand_backend(cont, &rt);
     let table = diesel::expand(cont);
     let encrypted: Vec<&str> = cont
         .stored()
@@ -76,6 +77,7 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
                 #apply_delta
                 #field_value
                 #rest_requests
+                #rest_backend
             }
         };
     }

@@ -76,3 +76,30 @@ pub(crate) fn expand(cont: &Container<'_>, rt: &TokenStream) -> TokenStream {
         }
     }
 }
+
+/// `fn pull_mode()` and `fn rest_backend()` from `pull(...)` and `backend(...)`; absent when
+/// the attributes are (the trait's defaults say "none").
+pub(crate) fn expand_backend(cont: &Container<'_>, rt: &TokenStream) -> TokenStream {
+    let pull = cont.attrs.pull.as_ref().map(|pull| {
+        let expr = &pull.expr;
+        quote! {
+            fn pull_mode() -> ::std::option::Option<#rt::PullMode> {
+                use #rt as __rt;
+                ::std::option::Option::Some(#expr)
+            }
+        }
+    });
+    let backend = cont.attrs.backend.as_ref().map(|backend| {
+        let statements = &backend.statements;
+        quote! {
+            fn rest_backend() -> ::std::option::Option<#rt::RestBackend> {
+                use #rt as __rt;
+                #[allow(unused_mut)]
+                let mut backend = __rt::RestBackend::new();
+                #statements
+                ::std::option::Option::Some(backend)
+            }
+        }
+    });
+    quote!(#pull #backend)
+}

@@ -60,6 +60,10 @@ pub(crate) struct Container {
     /// `priority = N`: the queue priority of the model's changes.
     pub(crate) priority: Option<i32>,
     pub(crate) rest: Vec<RestMethodAttr>,
+    /// `pull = "..."` or `pull(...)`: how the model is pulled.
+    pub(crate) pull: Option<super::backend::PullAttr>,
+    /// `backend(...)`: how a REST backend treats the model's records.
+    pub(crate) backend: Option<super::backend::BackendAttr>,
     pub(crate) rename_all: Option<RenameRule>,
     pub(crate) serde_default: bool,
 }
@@ -294,6 +298,8 @@ impl Container {
         let mut diesel_table = Attr::none(cx, DIESEL_TABLE);
         let mut priority = Attr::none(cx, PRIORITY);
         let mut rest: Vec<RestMethodAttr> = Vec::new();
+        let mut pull = Attr::none(cx, PULL);
+        let mut backend = Attr::none(cx, BACKEND);
         let mut rename_all = None;
         let mut serde_default = false;
 
@@ -349,6 +355,36 @@ impl Container {
                     }
                 } else if meta.path == REST {
                     parse_rest(cx, &meta, &mut rest)?;
+                } else if meta.path == PULL {
+                    if meta.input.peek(Token![=]) {
+                        let lit: Lit = meta.value()?.parse()?;
+                        if let Some(mode) = super::backend::pull_mode_named(cx, &lit) {
+                            pull.set(&meta.path, mode);
+                        }
+                    } else if meta.input.peek(syn::token::Paren) {
+                        let content;
+                        syn::parenthesized!(content in meta.input);
+                        let items = super::backend::parse_list(&content)?;
+                        if let Some(ident) = meta.path.get_ident() {
+                            if let Some(mode) = super::backend::pull(cx, ident, &items) {
+                                pull.set(&meta.path, mode);
+                            }
+                        }
+                    } else {
+                        cx.error_spanned_by(&meta.path, "`pull` is `pull = \"cursor\"`, `pull = \"full_paged\"` or `pull(...)` with a REST pull's options");
+                    }
+                } else if meta.path == BACKEND {
+                    if meta.input.peek(syn::token::Paren) {
+                        let content;
+                        syn::parenthesized!(content in meta.input);
+                        let items = super::backend::parse_list(&content)?;
+                        if let Some(b) = super::backend::backend(cx, &items) {
+                            backend.set(&meta.path, b);
+                        }
+                    } else {
+                        cx.error_spanned_by(&meta.path, "`backend` takes its options in parentheses, e.g. `backend(version = \"etag\", conflict_statuses(412))`");
+                        skip_value(&meta)?;
+                    }
                 } else if meta.path == DIESEL_TABLE {
                     flag(cx, DIESEL_TABLE, &meta)?;
                     diesel_table.set(&meta.path, meta.path.to_token_stream());
@@ -378,6 +414,8 @@ impl Container {
             diesel_table: diesel_table.get().map(|s| s.value),
             priority: priority.get().map(|s| s.value),
             rest,
+            pull: pull.get().map(|s| s.value),
+            backend: backend.get().map(|s| s.value),
             rename_all,
             serde_default,
         }
@@ -561,7 +599,7 @@ fn parse_rest(
     })
 }
 
-fn is_header_name(name: &str) -> bool {
+pub(crate) fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

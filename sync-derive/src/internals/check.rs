@@ -19,6 +19,36 @@ pub(crate) fn check(cx: &Ctxt, cont: &Container<'_>) {
     check_id(cx, cont);
     check_fields(cx, cont);
     check_names(cx, cont);
+    check_backend_fields(cx, cont);
+}
+
+/// Fields named by `backend(...)` (updated-at, server fields, the local-id field) are fields
+/// of the model, by wire name; the id is neither a server field nor the local-id field.
+fn check_backend_fields(cx: &Ctxt, cont: &Container<'_>) {
+    let Some(backend) = &cont.attrs.backend else {
+        return;
+    };
+    let wire: Vec<&str> = cont.stored().map(|f| f.wire_name.as_str()).collect();
+    let id_wire = cont.id_field().map(|f| f.wire_name.as_str());
+    for field in &backend.fields {
+        if !wire.contains(&field.wire_name.as_str()) {
+            cx.error_spanned_by(
+                &field.tokens,
+                format!(
+                    "{} `{}` is not a stored field of the model (wire names: {})",
+                    field.what,
+                    field.wire_name,
+                    wire.join(", ")
+                ),
+            );
+        } else if id_wire == Some(field.wire_name.as_str()) && field.what != "the updated-at field"
+        {
+            cx.error_spanned_by(
+                &field.tokens,
+                format!("{} cannot be the id `{}`", field.what, field.wire_name),
+            );
+        }
+    }
 }
 
 fn check_generics(cx: &Ctxt, cont: &Container<'_>) {

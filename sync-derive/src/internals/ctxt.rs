@@ -23,6 +23,11 @@ impl Ctxt {
             .push(syn::Error::new_spanned(tokens.into_token_stream(), message));
     }
 
+    /// How many errors were recorded so far.
+    pub(crate) fn error_count(&self) -> usize {
+        self.errors.borrow().len()
+    }
+
     /// Records an error produced by syn.
     pub(crate) fn syn_error(&self, err: syn::Error) {
         self.errors.borrow_mut().push(err);

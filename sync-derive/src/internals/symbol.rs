@@ -17,6 +17,8 @@ pub(crate) const REST: Symbol = Symbol("rest");
 pub(crate) const CRATE: Symbol = Symbol("crate");
 pub(crate) const DIESEL_TABLE: Symbol = Symbol("diesel_table");
 pub(crate) const PRIORITY: Symbol = Symbol("priority");
+pub(crate) const PULL: Symbol = Symbol("pull");
+pub(crate) const BACKEND: Symbol = Symbol("backend");
 
 // field
 pub(crate) const ID: Symbol = Symbol("id");
@@ -65,6 +67,8 @@ pub(crate) const CONTAINER_KEYS: &[Symbol] = &[
     TABLE,
     PRIORITY,
     REST,
+    PULL,
+    BACKEND,
     CRATE,
     DIESEL_TABLE,
 ];
