@@ -95,4 +95,4 @@ pub use crate::migrate::{GeneratedMigration, MigrationGenerator, SNAPSHOT_FILE};
 pub use crate::store::PostgresOptions;
 #[cfg(feature = "encryption")]
 pub use crate::store::StoreKey;
-pub use crate::store::{DieselStore, SqliteOptions, BOOKKEEPING_SCHEMA_VERSION};
+pub use crate::store::{CheckpointStats, DieselStore, SqliteOptions, BOOKKEEPING_SCHEMA_VERSION};

@@ -397,6 +397,20 @@ impl DieselStore {
             ),
         };
         remove_rewrite_leftovers(&path, &shown)?;
+        // The checkpoint thread's connection would keep the file in WAL mode: closed for the
+        // re-write, opened again on whichever file is the store afterwards.
+        struct Resume<'a>(Option<&'a super::checkpoint::Checkpointer>, SqliteOptions);
+        impl Drop for Resume<'_> {
+            fn drop(&mut self) {
+                if let Some(checkpointer) = self.0 {
+                    checkpointer.resume(&self.1);
+                }
+            }
+        }
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.pause();
+        }
+        let mut resume = Resume(self.checkpointer.as_ref(), file.options.clone());
         // Fold the WAL into the file and delete it, so no WAL of the old file
         // can sit beside the new one after the rename.
         conn.load(Sql::new("PRAGMA journal_mode = DELETE").uncached())
@@ -446,6 +460,7 @@ impl DieselStore {
         // The old connection reads the replaced file (unlinked); closing it
         // touches no file of the new store (it is out of WAL mode).
         drop(std::mem::replace(&mut *conn, fresh));
+        resume.1 = options.clone();
         file.encrypted.store(encrypted, Ordering::SeqCst);
         Ok(())
     }

@@ -4,7 +4,10 @@
 mod cipher;
 #[cfg(feature = "encryption")]
 pub use self::cipher::StoreKey;
+mod checkpoint;
 mod logic;
+
+pub use checkpoint::CheckpointStats;
 mod outbox;
 mod query;
 mod records;
@@ -82,6 +85,8 @@ pub struct DieselStore {
     /// Keep the checksum of what the store knows of the remote write by write (default);
     /// see [`DieselStore::without_checksums`].
     keep_checksums: std::sync::atomic::AtomicBool,
+    /// SQLite: the thread that checkpoints the WAL off the commit path.
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 /// The SQLite file behind a store and whether it is encrypted now.
@@ -220,6 +225,7 @@ fn open_sqlite(options: &SqliteOptions) -> Result<DieselStore> {
     #[cfg(feature = "encryption")]
     cipher::remove_rewrite_leftovers(path, &shown)?;
     let conn = connect_sqlite(options, true)?;
+    let checkpointer = checkpoint::Checkpointer::start(options);
     Ok(DieselStore {
         conn: Conn::Sqlite(Mutex::new(conn)),
         location: shown,
@@ -232,6 +238,7 @@ fn open_sqlite(options: &SqliteOptions) -> Result<DieselStore> {
             options: options.clone(),
         }),
         keep_checksums: std::sync::atomic::AtomicBool::new(true),
+        checkpointer,
     })
 }
 
@@ -269,8 +276,12 @@ fn connect_sqlite(options: &SqliteOptions, requeue: bool) -> Result<SqliteConnec
     .map_err(|e| Error::Store(classify_sqlite(&shown, e.to_string())))?;
     conn.load(Sql::new("PRAGMA journal_mode = WAL"))
         .map_err(classify)?;
-    conn.batch_execute("PRAGMA synchronous = NORMAL;")
-        .map_err(|e| Error::Store(classify_sqlite(&shown, e.to_string())))?;
+    // The store's thread checkpoints (see `checkpoint`); the connection only as a backstop.
+    conn.batch_execute(&format!(
+        "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = {};",
+        checkpoint::BACKSTOP_PAGES
+    ))
+    .map_err(|e| Error::Store(classify_sqlite(&shown, e.to_string())))?;
     conn.immediate_transaction(|c| {
         let exists = c
             .load(Sql::new(
@@ -446,6 +457,7 @@ mod pg {
             models: std::sync::RwLock::new(std::collections::HashMap::new()),
             sqlite: None,
             keep_checksums: std::sync::atomic::AtomicBool::new(true),
+            checkpointer: None,
         })
     }
 }
@@ -485,6 +497,24 @@ impl DieselStore {
             Ok(())
         })?;
         Ok(self)
+    }
+
+    /// Folds the SQLite write-ahead log into the database file now (a passive checkpoint by
+    /// the store's checkpoint thread, which otherwise runs a moment after writes), and says
+    /// what the thread's checkpoints did so far. Commits are durable in the WAL either way;
+    /// this is for callers that copy the database file, or want the WAL small. `None` on
+    /// Postgres, or when the thread could not start (SQLite then checkpoints at commit).
+    pub fn checkpoint(&self) -> Option<std::result::Result<checkpoint::CheckpointStats, String>> {
+        self.checkpointer
+            .as_ref()
+            .map(checkpoint::Checkpointer::flush)
+    }
+
+    /// What the store's checkpoint thread did so far (`None` on Postgres).
+    pub fn checkpoint_stats(&self) -> Option<checkpoint::CheckpointStats> {
+        self.checkpointer
+            .as_ref()
+            .map(checkpoint::Checkpointer::stats)
     }
 
     /// Opens (creating if needed) the SQLite store at `path` with default options.
@@ -624,19 +654,25 @@ impl DieselStore {
         match &self.conn {
             Conn::Sqlite(m) => {
                 let mut c = m.lock().unwrap_or_else(PoisonError::into_inner);
-                c.immediate_transaction(|c| {
-                    let mut tx = SqliteWrite {
-                        conn: c,
-                        next_seq: None,
-                        checksums: keep.then(ChecksumDeltas::default),
-                    };
-                    let out = f(&mut tx).map_err(TxError)?;
-                    if let Some(deltas) = tx.checksums.take() {
-                        logic::add_checksums(&mut tx, deltas).map_err(TxError)?;
-                    }
-                    Ok(out)
-                })
-                .map_err(|e: TxError| e.0)
+                let out = c
+                    .immediate_transaction(|c| {
+                        let mut tx = SqliteWrite {
+                            conn: c,
+                            next_seq: None,
+                            checksums: keep.then(ChecksumDeltas::default),
+                        };
+                        let out = f(&mut tx).map_err(TxError)?;
+                        if let Some(deltas) = tx.checksums.take() {
+                            logic::add_checksums(&mut tx, deltas).map_err(TxError)?;
+                        }
+                        Ok(out)
+                    })
+                    .map_err(|e: TxError| e.0);
+                drop(c);
+                if let Some(checkpointer) = &self.checkpointer {
+                    checkpointer.wrote();
+                }
+                out
             }
             #[cfg(feature = "postgres")]
             Conn::Postgres(pool) => {
