@@ -65,7 +65,9 @@ const POSTGRES_BOOKKEEPING: EmbeddedMigrations =
 /// outbox entry happens in one transaction (`BEGIN IMMEDIATE` on SQLite).
 ///
 /// SQLite uses one connection (one writer) behind a mutex, in WAL mode with
-/// `synchronous=NORMAL`, a busy timeout and foreign keys on.
+/// `synchronous=NORMAL`, a busy timeout and foreign keys on; a thread of the store's own
+/// checkpoints the WAL with a second connection, off the commit path (see
+/// [`DieselStore::checkpoint`]).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), sync_diesel::Error> {
