@@ -214,8 +214,9 @@ impl ChecksumDeltas {
 }
 
 /// A SQLite write transaction. It holds the database's write lock, so it can
-/// hand out outbox seqs itself: one read of `sqlite_sequence` per transaction
-/// instead of one extra statement per inserted op.
+/// hand out outbox seqs itself: one read of the largest seq handed out
+/// (`_sync_outbox_counts.last_seq`) per transaction instead of one extra
+/// statement per inserted op.
 pub(crate) struct SqliteWrite<'a> {
     pub(crate) conn: &'a mut SqliteConnection,
     pub(crate) next_seq: Option<i64>,
@@ -240,12 +241,13 @@ impl Db for SqliteWrite<'_> {
         let next = match self.next_seq {
             Some(next) => next,
             None => {
-                // AUTOINCREMENT keeps the largest seq ever used here, so seqs
-                // of deleted ops are never handed out again.
+                // The counts row keeps the largest seq ever handed out (bookkeeping
+                // migration 7; the insert trigger refuses any seq at or below it), so
+                // seqs of deleted ops are never handed out again.
                 let last = self
                     .conn
                     .load(Sql::new(
-                        "SELECT seq FROM sqlite_sequence WHERE name = '_sync_outbox'",
+                        "SELECT last_seq FROM _sync_outbox_counts WHERE id = 1",
                     ))?
                     .into_iter()
                     .next()
