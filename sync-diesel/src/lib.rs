@@ -68,9 +68,10 @@
 //!   by construction (a random 122-bit prefix per process and a counter), not
 //!   by an index: no query looks an op up by its key.
 //! - Seqs are never handed out twice, also after the ops that held them are
-//!   gone: on SQLite the largest one handed out is kept in the counts row
-//!   (`_sync_outbox_counts.last_seq`) and the insert trigger refuses any seq
-//!   at or below it; on Postgres `seq` is a sequence.
+//!   gone: on SQLite every insert takes the seq after the largest handed out
+//!   (the larger of the largest present and `_sync_outbox_counts.last_seq`,
+//!   which deletes raise), enforced by the insert trigger, so the counts row
+//!   needs no write on an insert; on Postgres `seq` is a sequence.
 //! - A create that may have reached the remote (it was in flight once) is not
 //!   dropped by a delete; the delete is sent.
 //! - A deleted record is a tombstone row (`_deleted`) while an op needs it;

@@ -361,7 +361,8 @@ fn queued_ops_in_every_state_come_through_the_upgrade_intact(old: &Old) {
     let second_unsent = match old.backend {
         "sqlite" => {
             "INSERT INTO _sync_outbox (seq, model_type, record_id, op, idempotency_key, \
-             created_at) VALUES ((SELECT last_seq + 1 FROM _sync_outbox_counts), 'todo', 'a', \
+             created_at) VALUES ((SELECT MAX(last_seq, (SELECT MAX(seq) FROM _sync_outbox)) + 1 \
+             FROM _sync_outbox_counts), 'todo', 'a', \
              'update', 'key-a2', '2026-12-03T10:00:00.000000000Z')"
         }
         _ => {
@@ -369,7 +370,11 @@ fn queued_ops_in_every_state_come_through_the_upgrade_intact(old: &Old) {
              VALUES ('todo', 'a', 'update', 'key-a2', now())"
         }
     };
-    assert!(raw.exec(second_unsent).is_err());
+    let err = raw.exec(second_unsent).unwrap_err().to_string();
+    assert!(
+        err.contains("UNIQUE") || err.contains("duplicate key"),
+        "{err}"
+    );
     // ... and, on SQLite, a seq handed out before (the deleted op's).
     if old.backend == "sqlite" {
         let reused = format!(
@@ -378,7 +383,10 @@ fn queued_ops_in_every_state_come_through_the_upgrade_intact(old: &Old) {
              '2026-12-03T10:00:00.000000000Z')"
         );
         let err = raw.exec(&reused).unwrap_err().to_string();
-        assert!(err.contains("already handed out"), "{err}");
+        assert!(
+            err.contains("the seq after the largest handed out"),
+            "{err}"
+        );
     }
     assert_eq!(raw.outbox(), after, "the refused inserts left nothing");
 

@@ -22,7 +22,7 @@ use super::records::{
     MetaSet, NewMeta,
 };
 use crate::ddl::{ident, Backend};
-use crate::sql::{Db, Sql};
+use crate::sql::{Db, Sql, LARGEST_SEQ};
 use crate::value::{json_to_param, raw_to_time, time_param, Param};
 
 /// Local times are kept to the millisecond.
@@ -1708,10 +1708,19 @@ pub(crate) fn record_state(
 /// The status counts, read from the row the bookkeeping triggers keep (migration 5): one row
 /// read, whatever the length of the outbox.
 pub(crate) fn counts(db: &mut dyn Db) -> Result<OutboxCounts, StoreError> {
+    let sql = match db.backend() {
+        // No write on an insert (bookkeeping migration 7): the ops present are the largest
+        // seq handed out less the seqs that hold none.
+        Backend::Sqlite => format!(
+            "SELECT {LARGEST_SEQ} - gone - failed, failed, quarantined \
+             FROM _sync_outbox_counts WHERE id = 1"
+        ),
+        Backend::Postgres => {
+            "SELECT pending, failed, quarantined FROM _sync_outbox_counts WHERE id = 1".to_owned()
+        }
+    };
     let row = db
-        .load(Sql::new(
-            "SELECT pending, failed, quarantined FROM _sync_outbox_counts WHERE id = 1",
-        ))?
+        .load(Sql::new(sql))?
         .into_iter()
         .next()
         .ok_or_else(|| StoreError::Database("the outbox counts row is missing".into()))?;

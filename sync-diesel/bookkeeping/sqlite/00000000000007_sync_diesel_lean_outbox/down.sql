@@ -31,8 +31,13 @@ ALTER TABLE _sync_outbox_v6 RENAME TO _sync_outbox;
 
 DELETE FROM sqlite_sequence WHERE name = '_sync_outbox';
 INSERT INTO sqlite_sequence (name, seq)
-SELECT '_sync_outbox', last_seq FROM _sync_outbox_counts WHERE id = 1;
+SELECT '_sync_outbox', MAX(last_seq, COALESCE((SELECT MAX(seq) FROM _sync_outbox), 0))
+FROM _sync_outbox_counts WHERE id = 1;
+ALTER TABLE _sync_outbox_counts ADD COLUMN pending BIGINT NOT NULL DEFAULT 0;
+UPDATE _sync_outbox_counts SET pending = (SELECT COUNT(*) FROM _sync_outbox WHERE state <> 'failed')
+WHERE id = 1;
 ALTER TABLE _sync_outbox_counts DROP COLUMN last_seq;
+ALTER TABLE _sync_outbox_counts DROP COLUMN gone;
 
 CREATE INDEX _sync_outbox_record ON _sync_outbox (model_type, record_id, seq);
 CREATE UNIQUE INDEX _sync_outbox_one_unsent ON _sync_outbox (model_type, record_id)
