@@ -1706,7 +1706,8 @@ pub(crate) fn record_state(
 }
 
 /// The status counts, read from the row the bookkeeping triggers keep (migration 5): one row
-/// read, whatever the length of the outbox.
+/// read, whatever the length of the outbox (on SQLite, since migration 7, with the largest
+/// seq, one descent of the outbox's b-tree).
 pub(crate) fn counts(db: &mut dyn Db) -> Result<OutboxCounts, StoreError> {
     let sql = match db.backend() {
         // No write on an insert (bookkeeping migration 7): the ops present are the largest
