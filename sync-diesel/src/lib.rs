@@ -51,7 +51,10 @@
 //!
 //! # Outbox semantics (beyond the `LocalStore` docs)
 //!
-//! - At most one `pending` op per record, enforced by a unique partial index.
+//! - At most one `pending` op that was never sent per record, enforced by the
+//!   database: `_sync_outbox_record`, a unique index on (model type, record id,
+//!   0 for such an op and the seq for any other), which also serves every
+//!   lookup of a record's ops (bookkeeping migration 7).
 //!   A record's ops form a queue: an in-flight or failed op is never changed by
 //!   an edit; the edit goes into a pending op after it. When such an op comes
 //!   back to pending (`reschedule_op`, `requeue_inflight`, `retry_failed`), the
@@ -61,7 +64,14 @@
 //!   failed op holds back its own record, never others.
 //! - An op whose content changes (coalescing, rebasing) gets a new
 //!   idempotency key: the old key may have reached the remote with the old
-//!   content, and replaying it would return that old result.
+//!   content, and replaying it would return that old result. Keys are unique
+//!   by construction (a random 122-bit prefix per process and a counter), not
+//!   by an index: no query looks an op up by its key.
+//! - Seqs are never handed out twice, also after the ops that held them are
+//!   gone: on SQLite every insert takes the seq after the largest handed out
+//!   (the larger of the largest present and `_sync_outbox_counts.last_seq`,
+//!   which deletes raise), enforced by the insert trigger, so the counts row
+//!   needs no write on an insert; on Postgres `seq` is a sequence.
 //! - A create that may have reached the remote (it was in flight once) is not
 //!   dropped by a delete; the delete is sent.
 //! - A deleted record is a tombstone row (`_deleted`) while an op needs it;

@@ -213,9 +213,17 @@ impl ChecksumDeltas {
     }
 }
 
+/// On SQLite, the largest outbox seq ever handed out, as an expression over
+/// `_sync_outbox_counts` (bookkeeping migration 7): the largest seq present, or
+/// `last_seq`, which deletes raise to the seqs of the ops they remove. Every
+/// insert takes the seq after it (the insert trigger refuses any other).
+pub(crate) const LARGEST_SEQ: &str =
+    "MAX(last_seq, COALESCE((SELECT MAX(seq) FROM _sync_outbox), 0))";
+
 /// A SQLite write transaction. It holds the database's write lock, so it can
-/// hand out outbox seqs itself: one read of `sqlite_sequence` per transaction
-/// instead of one extra statement per inserted op.
+/// hand out outbox seqs itself: one read of the largest seq handed out
+/// ([`LARGEST_SEQ`]) per transaction instead of one extra statement per
+/// inserted op.
 pub(crate) struct SqliteWrite<'a> {
     pub(crate) conn: &'a mut SqliteConnection,
     pub(crate) next_seq: Option<i64>,
@@ -240,13 +248,12 @@ impl Db for SqliteWrite<'_> {
         let next = match self.next_seq {
             Some(next) => next,
             None => {
-                // AUTOINCREMENT keeps the largest seq ever used here, so seqs
-                // of deleted ops are never handed out again.
+                // Never a deleted op's seq: deletes keep the largest in `last_seq`.
                 let last = self
                     .conn
-                    .load(Sql::new(
-                        "SELECT seq FROM sqlite_sequence WHERE name = '_sync_outbox'",
-                    ))?
+                    .load(Sql::new(format!(
+                        "SELECT {LARGEST_SEQ} FROM _sync_outbox_counts WHERE id = 1"
+                    )))?
                     .into_iter()
                     .next()
                     .and_then(|r| r.into_iter().next())

@@ -563,17 +563,25 @@ fn ready_ops_by_priority_then_seq_and_due_time(f: &Fixture) {
     write("a", 0);
     write("b", 5);
     write("c", 0);
+    write("e", -3);
     write("d", 5);
+    write("f", 2);
     // Bookkeeping times are kept to the millisecond.
     let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis() + 1000).unwrap();
     let ids = |ops: Vec<sync_core::store::OutboxOp>| -> Vec<String> {
         ops.into_iter().map(|o| o.record_id).collect()
     };
+    // Priorities above 0 and below 0 come from the ready index, priority 0 from the table in
+    // seq order (bookkeeping migration 7): one order across the three.
     assert_eq!(
         ids(f.store.ready_ops(now, 10).unwrap()),
-        ["b", "d", "a", "c"]
+        ["b", "d", "f", "a", "c", "e"]
     );
     assert_eq!(ids(f.store.ready_ops(now, 2).unwrap()), ["b", "d"]);
+    assert_eq!(
+        ids(f.store.ready_ops(now, 4).unwrap()),
+        ["b", "d", "f", "a"]
+    );
     assert_eq!(ops(f, "a")[0].user_id.as_deref(), Some("alice"));
     // A rescheduled op waits for its time.
     let b = ops(f, "b")[0].seq;
@@ -583,17 +591,20 @@ fn ready_ops_by_priority_then_seq_and_due_time(f: &Fixture) {
     let b_op = &ops(f, "b")[0];
     assert_eq!(b_op.attempts, 1);
     assert_eq!(b_op.last_error.as_deref(), Some("503"));
-    assert_eq!(ids(f.store.ready_ops(now, 10).unwrap()), ["d", "a", "c"]);
+    assert_eq!(
+        ids(f.store.ready_ops(now, 10).unwrap()),
+        ["d", "f", "a", "c", "e"]
+    );
     assert_eq!(f.store.next_retry_at(now).unwrap(), Some(later));
     assert_eq!(
         ids(f.store.ready_ops(later, 10).unwrap()),
-        ["b", "d", "a", "c"]
+        ["b", "d", "f", "a", "c", "e"]
     );
     assert_eq!(f.store.next_retry_at(later).unwrap(), None);
     // mark_inflight only marks pending ops.
     let a = ops(f, "a")[0].seq;
     assert_eq!(f.store.mark_inflight(&[a, a, 999_999]).unwrap(), [a]);
-    assert_eq!(f.store.counts().unwrap().pending, 4);
+    assert_eq!(f.store.counts().unwrap().pending, 6);
 }
 
 fn ack_fail_retry_and_discard(f: &Fixture) {

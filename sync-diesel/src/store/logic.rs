@@ -22,7 +22,7 @@ use super::records::{
     MetaSet, NewMeta,
 };
 use crate::ddl::{ident, Backend};
-use crate::sql::{Db, Sql};
+use crate::sql::{Db, Sql, LARGEST_SEQ};
 use crate::value::{json_to_param, raw_to_time, time_param, Param};
 
 /// Local times are kept to the millisecond.
@@ -399,6 +399,12 @@ pub(crate) fn count(
 const FIRST_OF_RECORD: &str = " AND NOT EXISTS (SELECT 1 FROM _sync_outbox p \
      WHERE p.model_type = o.model_type AND p.record_id = o.record_id AND p.seq < o.seq)";
 
+/// The condition of the partial index `_sync_outbox_ready` (bookkeeping migration 7): every op
+/// but the pending ones of priority 0, so that a save at the default priority writes no page
+/// of it. A query meant to read through the index repeats it word for word (SQLite uses a
+/// partial index only for a WHERE clause that visibly implies the index's).
+const READY_INDEXED: &str = "(o.state <> 'pending' OR o.priority <> 0)";
+
 pub(crate) fn ready_ops(
     db: &mut dyn Db,
     now: DateTime<Utc>,
@@ -410,19 +416,34 @@ pub(crate) fn ready_ops(
         .map(|c| format!("o.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut sql = Sql::new(format!(
-        "SELECT {cols} FROM _sync_outbox o WHERE o.state = 'pending' \
-         AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= "
-    ));
-    sql.bind(time_param(backend, Some(now)))
-        .push(")")
-        .push(FIRST_OF_RECORD)
-        .push(" ORDER BY o.priority DESC, o.seq ASC LIMIT ")
-        .bind(Param::I64(Some(i64::try_from(limit).unwrap_or(i64::MAX))));
-    db.load(sql)?
-        .into_iter()
-        .map(|r| OpRow::decode(r).map(|o| o.op))
-        .collect()
+    // By priority, highest first, then seq: the priorities above 0 from the index, then those
+    // of priority 0 in seq order from the table (the rowid or primary key order), then the
+    // priorities below 0 from the index.
+    let parts = [
+        format!(" AND {READY_INDEXED} AND o.priority > 0 ORDER BY o.priority DESC, o.seq ASC"),
+        " AND o.priority = 0 ORDER BY o.seq ASC".to_owned(),
+        format!(" AND {READY_INDEXED} AND o.priority < 0 ORDER BY o.priority DESC, o.seq ASC"),
+    ];
+    let mut out = Vec::new();
+    for part in parts {
+        let Some(left) = limit.checked_sub(out.len()).filter(|left| *left > 0) else {
+            break;
+        };
+        let mut sql = Sql::new(format!(
+            "SELECT {cols} FROM _sync_outbox o WHERE o.state = 'pending' \
+             AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= "
+        ));
+        sql.bind(time_param(backend, Some(now)))
+            .push(")")
+            .push(FIRST_OF_RECORD)
+            .push(&part)
+            .push(" LIMIT ")
+            .bind(Param::I64(Some(i64::try_from(left).unwrap_or(i64::MAX))));
+        for row in db.load(sql)? {
+            out.push(OpRow::decode(row)?.op);
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn next_retry_at(
@@ -910,11 +931,15 @@ pub(crate) fn reschedule_op(
     Ok(())
 }
 
+/// Every op in `state` (in flight or failed: the ones `_sync_outbox_ready` holds), by seq.
 fn ops_in_state(db: &mut dyn Db, state: OpState) -> Result<Vec<OpRow>, StoreError> {
-    let mut sql = Sql::new(format!(
-        "SELECT {OP_COLUMNS} FROM _sync_outbox WHERE state = "
-    ));
-    sql.bind(Param::text(state.as_str())).push(" ORDER BY seq");
+    let mut sql = Sql::new(format!("SELECT {OP_COLUMNS} FROM _sync_outbox o WHERE "));
+    if state != OpState::Pending {
+        sql.push(READY_INDEXED).push(" AND ");
+    }
+    sql.push("o.state = ")
+        .bind(Param::text(state.as_str()))
+        .push(" ORDER BY o.seq");
     db.load(sql)?.into_iter().map(OpRow::decode).collect()
 }
 
@@ -1681,12 +1706,22 @@ pub(crate) fn record_state(
 }
 
 /// The status counts, read from the row the bookkeeping triggers keep (migration 5): one row
-/// read, whatever the length of the outbox.
+/// read, whatever the length of the outbox (on SQLite, since migration 7, with the largest
+/// seq, one descent of the outbox's b-tree).
 pub(crate) fn counts(db: &mut dyn Db) -> Result<OutboxCounts, StoreError> {
+    let sql = match db.backend() {
+        // No write on an insert (bookkeeping migration 7): the ops present are the largest
+        // seq handed out less the seqs that hold none.
+        Backend::Sqlite => format!(
+            "SELECT {LARGEST_SEQ} - gone - failed, failed, quarantined \
+             FROM _sync_outbox_counts WHERE id = 1"
+        ),
+        Backend::Postgres => {
+            "SELECT pending, failed, quarantined FROM _sync_outbox_counts WHERE id = 1".to_owned()
+        }
+    };
     let row = db
-        .load(Sql::new(
-            "SELECT pending, failed, quarantined FROM _sync_outbox_counts WHERE id = 1",
-        ))?
+        .load(Sql::new(sql))?
         .into_iter()
         .next()
         .ok_or_else(|| StoreError::Database("the outbox counts row is missing".into()))?;

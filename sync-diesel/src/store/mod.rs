@@ -38,7 +38,7 @@ use crate::value::Param;
 use sync_core::protocol::Checksum;
 
 /// Highest bookkeeping schema version this build knows (`_sync_schema_version`).
-pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 6;
+pub const BOOKKEEPING_SCHEMA_VERSION: i64 = 7;
 
 // The bookkeeping migrations share Diesel's `__diesel_schema_migrations`
 // table with the application's own migrations. Their versions

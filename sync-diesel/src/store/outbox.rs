@@ -6,7 +6,7 @@ use sync_core::store::StoreError;
 use sync_core::store::{JsonObject, OpKind, OpState, OutboxOp};
 
 use crate::ddl::Backend;
-use crate::sql::{Db, Sql};
+use crate::sql::{Db, Sql, LARGEST_SEQ};
 use crate::value::{raw_to_time, time_param, Param, Raw};
 
 /// Columns of `_sync_outbox`, in the order [`OpRow::decode`] reads them.
@@ -117,15 +117,23 @@ pub(crate) fn insert_op(db: &mut dyn Db, op: &OutboxOp) -> Result<i64, StoreErro
         db.execute(sql)?;
         return Ok(seq);
     }
-    let mut sql = Sql::new(format!("INSERT INTO _sync_outbox ({columns}) VALUES ("));
-    sql.bind_list(op_params(op, backend)).push(")");
     let rows = match backend {
         Backend::Sqlite => {
+            // Outside a write transaction of ours: the seq after the largest ever handed out
+            // (SQLite's own choice, one past the largest present, could be a deleted op's,
+            // which the insert trigger refuses).
+            let mut sql = Sql::new(format!(
+                "INSERT INTO _sync_outbox (seq, {columns}) VALUES (\
+                 (SELECT {LARGEST_SEQ} + 1 FROM _sync_outbox_counts WHERE id = 1), "
+            ));
+            sql.bind_list(op_params(op, backend)).push(")");
             db.execute(sql)?;
             db.load(Sql::new("SELECT last_insert_rowid()"))?
         }
         Backend::Postgres => {
-            sql.push(" RETURNING seq");
+            let mut sql = Sql::new(format!("INSERT INTO _sync_outbox ({columns}) VALUES ("));
+            sql.bind_list(op_params(op, backend))
+                .push(") RETURNING seq");
             db.load(sql)?
         }
     };
