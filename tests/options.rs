@@ -182,6 +182,41 @@ async fn auto_sync_debounce_gathers_a_burst_into_one_push() {
     sync.shutdown().await.unwrap();
 }
 
+/// Guards against: ops the worker finds ready when it looks (queued before it started, or
+/// while its turn had not come) pushed at once, outside the debounce: the writes that follow
+/// then go in a second push, and `auto_sync_debounce_gathers_a_burst_into_one_push` failed
+/// whenever the worker's first look came after the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_queued_before_the_worker_started_wait_for_the_debounce_too() {
+    let server = Server::start().await;
+    let db = ClientDb::new();
+    let (before, _) = recorded_client(&server, &db, manual()).await;
+    for i in 0..2 {
+        before.save(&todo(&format!("early{i}"), "x")).await.unwrap();
+    }
+    before.shutdown().await.unwrap();
+    drop(before);
+
+    let mut options = fast_options();
+    options.auto_sync_debounce = Duration::from_millis(300);
+    let (sync, remote) = recorded_client(&server, &db, options).await;
+    for i in 0..3 {
+        sync.save(&todo(&format!("late{i}"), "x")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        remote.calls().is_empty(),
+        "nothing sent inside the debounce window: {:?}",
+        remote.calls()
+    );
+    eventually(WAIT, "pushed after the quiet time", || async {
+        sync.status().borrow().pending_changes == 0
+    })
+    .await;
+    assert_eq!(remote.calls(), ["push create,create,create,create,create"]);
+    sync.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_size_limits_ops_per_push_and_records_per_page() {
     let server = Server::start().await;

@@ -58,6 +58,10 @@ pub(crate) async fn worker(inner: Arc<Inner>) {
         };
         let sleep_for = retry_wait(next_retry, Utc::now());
         let has_retry = next_retry.is_some();
+        // Ops ready already when the worker looks (writes made before it was listening, or
+        // while a run was going on) are gathered like a write's: after the debounce, so that
+        // a burst still goes out in one push however the worker's turn falls.
+        let ready_now = next_retry.is_some_and(|at| at <= now);
         enum Wake {
             Write,
             Retry,
@@ -67,7 +71,13 @@ pub(crate) async fn worker(inner: Arc<Inner>) {
         let wake = tokio::select! {
             () = inner.cancel.cancelled() => break,
             () = inner.wake.notified() => Wake::Write,
-            () = tokio::time::sleep(sleep_for) => if has_retry { Wake::Retry } else { Wake::Idle },
+            () = tokio::time::sleep(sleep_for) => if ready_now {
+                Wake::Write
+            } else if has_retry {
+                Wake::Retry
+            } else {
+                Wake::Idle
+            },
             changed = online.changed(), if online_open => match changed {
                 Ok(()) => Wake::Online(*online.borrow_and_update()),
                 Err(_) => {
