@@ -376,7 +376,10 @@ async fn connected_follows_a_stopped_and_restarted_server_by_default() {
     assert_eq!(a.status().borrow().pending_changes, 1);
 
     server.restart().await;
-    eventually(WAIT, "both come back", || async {
+    // A's probes back off while the server is away (up to `retry_max`, 5 s, with jitter), so
+    // its first probe after the restart may come 5 s later; on a loaded machine 10 s was
+    // once not enough for that and the run after it.
+    eventually(2 * WAIT, "both come back", || async {
         a.status().borrow().connected && b.status().borrow().connected
     })
     .await;
