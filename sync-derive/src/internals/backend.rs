@@ -155,12 +155,13 @@ impl Node {
     }
 }
 
-/// A bare literal of a list as JSON (string, integer or boolean).
+/// A literal as JSON (string, integer or boolean): a bare one in a list, or the value of
+/// `key = literal`.
 fn json_literal(cx: &Ctxt, node: &Node, what: &str) -> Option<serde_json::Value> {
-    let value = match (&node.key, &node.value) {
-        (None, NodeValue::Lit(Lit::Str(s))) => serde_json::Value::String(s.value()),
-        (None, NodeValue::Lit(Lit::Bool(b))) => serde_json::Value::Bool(b.value),
-        (None, NodeValue::Lit(Lit::Int(i))) => match i.base10_parse::<i64>() {
+    let value = match &node.value {
+        NodeValue::Lit(Lit::Str(s)) => serde_json::Value::String(s.value()),
+        NodeValue::Lit(Lit::Bool(b)) => serde_json::Value::Bool(b.value),
+        NodeValue::Lit(Lit::Int(i)) => match i.base10_parse::<i64>() {
             Ok(n) => serde_json::Value::from(n),
             Err(err) => {
                 cx.error_spanned_by(node, format!("{what}: {err}"));
@@ -355,7 +356,7 @@ pub(crate) fn pull(cx: &Ctxt, anchor: &Ident, items: &[Node]) -> Option<PullAttr
         "records_at",
     ];
     let opts = Options::read(cx, items, "pull", &known, &["parameter"]);
-    let errors_before = error_count(cx);
+    let errors_before = cx.error_count();
     let mut sets = Vec::new();
 
     let mut has_since = false;
@@ -415,12 +416,12 @@ pub(crate) fn pull(cx: &Ctxt, anchor: &Ident, items: &[Node]) -> Option<PullAttr
         }
     }
 
-    if error_count(cx) == errors_before {
+    if cx.error_count() == errors_before {
         if let Err(message) = paging_fits(paging_kind, next_kind, has_since) {
             cx.error_spanned_by(anchor, message);
         }
     }
-    if error_count(cx) != errors_before {
+    if cx.error_count() != errors_before {
         return None;
     }
     Some(PullAttr {
@@ -430,10 +431,6 @@ pub(crate) fn pull(cx: &Ctxt, anchor: &Ident, items: &[Node]) -> Option<PullAttr
             <__rt::PullMode as ::std::convert::From<__rt::RestPull>>::from(pull)
         }),
     })
-}
-
-fn error_count(cx: &Ctxt) -> usize {
-    cx.error_count()
 }
 
 /// The same rule as the runtime's check of a `RestPull`.
@@ -846,7 +843,13 @@ pub(crate) fn backend(cx: &Ctxt, items: &[Node]) -> Option<BackendAttr> {
                             }
                             items
                                 .iter()
-                                .map(|c| json_literal(cx, c, "a code").map(|v| v.to_string()))
+                                .map(|c| {
+                                    if c.key.is_some() {
+                                        cx.error_spanned_by(c, "`codes` lists bare literals, e.g. `codes(137, \"E_EXISTS\")`");
+                                        return None;
+                                    }
+                                    json_literal(cx, c, "a code").map(|v| v.to_string())
+                                })
                                 .collect()
                         });
                     match (at, values) {
@@ -899,20 +902,7 @@ pub(crate) fn backend(cx: &Ctxt, items: &[Node]) -> Option<BackendAttr> {
                 .and_then(|f| f.text(cx, example));
             let value = o
                 .need(cx, n, "value", example)
-                .and_then(|v| match &v.value {
-                    NodeValue::Lit(Lit::Str(s)) => Some(serde_json::Value::String(s.value())),
-                    NodeValue::Lit(Lit::Bool(b)) => Some(serde_json::Value::Bool(b.value)),
-                    NodeValue::Lit(Lit::Int(i)) => {
-                        i.base10_parse::<i64>().ok().map(serde_json::Value::from)
-                    }
-                    _ => {
-                        cx.error_spanned_by(
-                            v,
-                            "a tombstone's `value` is a string, integer or boolean literal",
-                        );
-                        None
-                    }
-                });
+                .and_then(|v| json_literal(cx, v, "a tombstone's `value`"));
             if let (Some(field), Some(value)) = (field, value) {
                 let value = value.to_string();
                 sets.push(

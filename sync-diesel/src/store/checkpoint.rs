@@ -182,48 +182,53 @@ impl Drop for Checkpointer {
     }
 }
 
+/// What the thread does next.
+enum Step {
+    /// Paused: let the file go.
+    Close,
+    /// Open the connection on this file (the key is copied only for this).
+    Open(SqliteOptions),
+    /// Writes happened: checkpoint.
+    Checkpoint,
+}
+
 /// The thread: waits for writes, lets a burst settle, checkpoints passively.
 fn run(shared: &Shared) {
     let mut conn: Option<SqliteConnection> = None;
     loop {
-        let options = {
+        let step = {
             let mut state = lock(&shared.state);
             loop {
                 if state.stop {
                     return;
                 }
-                if state.options.is_none() && conn.is_some() {
-                    break;
-                }
-                if state.options.is_some() && (state.dirty || conn.is_none()) {
-                    break;
+                match (&state.options, &conn) {
+                    (None, Some(_)) => break Step::Close,
+                    (Some(options), None) => {
+                        let options = options.clone();
+                        // Counted as connected from here, under the same lock that read the
+                        // options, so that a `pause` from now on waits for this connection.
+                        state.connected = true;
+                        break Step::Open(options);
+                    }
+                    (Some(_), Some(_)) if state.dirty => break Step::Checkpoint,
+                    _ => {}
                 }
                 state = shared
                     .changed
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
-            if state.options.is_some() && conn.is_none() {
-                // Counted as connected from here, under the same lock that read the options,
-                // so that a `pause` from now on waits for the connection about to open.
-                state.connected = true;
+        };
+        match step {
+            Step::Close => {
+                drop(conn.take());
+                lock(&shared.state).connected = false;
+                shared.changed.notify_all();
             }
-            state.options.clone()
-        };
-        let Some(options) = options else {
-            // Paused: let the file go.
-            drop(conn.take());
-            lock(&shared.state).connected = false;
-            shared.changed.notify_all();
-            continue;
-        };
-        if conn.is_none() {
-            match open(&options) {
-                Ok(c) => {
-                    conn = Some(c);
-                    // A pause may have come during the open: the loop looks again first.
-                    continue;
-                }
+            // A pause may come during the open: the loop looks again before checkpointing.
+            Step::Open(options) => match open(&options) {
+                Ok(c) => conn = Some(c),
                 Err(err) => {
                     tracing::warn!(error = %err, "the checkpoint thread cannot open the store; checkpoints run at commit");
                     let mut state = lock(&shared.state);
@@ -234,32 +239,33 @@ fn run(shared: &Shared) {
                     state.runs += 1;
                     state.served = state.requested;
                     shared.changed.notify_all();
-                    continue;
                 }
+            },
+            Step::Checkpoint => {
+                std::thread::sleep(SETTLE);
+                let Some(c) = conn.as_mut() else { continue };
+                let serves = {
+                    let mut state = lock(&shared.state);
+                    state.dirty = false;
+                    state.requested
+                };
+                let outcome = checkpoint(c);
+                let mut state = lock(&shared.state);
+                state.runs += 1;
+                state.served = state.served.max(serves);
+                match outcome {
+                    Ok(frames) => {
+                        state.copied = state.copied.saturating_add(frames);
+                        state.last_error = None;
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err, "a background checkpoint failed; the next write tries again");
+                        state.last_error = Some(err);
+                    }
+                }
+                shared.changed.notify_all();
             }
         }
-        std::thread::sleep(SETTLE);
-        let Some(c) = conn.as_mut() else { continue };
-        let serves = {
-            let mut state = lock(&shared.state);
-            state.dirty = false;
-            state.requested
-        };
-        let outcome = checkpoint(c);
-        let mut state = lock(&shared.state);
-        state.runs += 1;
-        state.served = state.served.max(serves);
-        match outcome {
-            Ok(frames) => {
-                state.copied = state.copied.saturating_add(frames);
-                state.last_error = None;
-            }
-            Err(err) => {
-                tracing::debug!(error = %err, "a background checkpoint failed; the next write tries again");
-                state.last_error = Some(err);
-            }
-        }
-        shared.changed.notify_all();
     }
 }
 
